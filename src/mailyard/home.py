@@ -1,0 +1,151 @@
+"""A node's home directory: where each part of the node keeps its files, and its ports.
+
+Layout (also in the README):
+
+    HOME/mailyard.toml   node identity: store URL, port base, node name
+    HOME/store.sqlite    the store (SQLite, WAL), unless mailyard.toml names PostgreSQL
+    HOME/queue/          the mail queue (see docs/queue.md)
+    HOME/mail/           mailboxes: mail/<domain>/<user>/Maildir
+    HOME/log/<service>/  multilog-style logs: current, @<tai64n>.s
+    HOME/tls/            cert.pem, key.pem (self-signed at init)
+    HOME/run/            sockets, pid files, triggers
+    HOME/etc/            generated configurations (never edit by hand)
+    HOME/var/            state of the field's daemons (Dovecot, spamd, ClamAV)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The standard ports of each listener; the node's port base is added to every one of them so
+# that several nodes (and the tests) share one machine without root.
+STANDARD_PORTS: dict[str, int] = {
+    "smtp": 25,
+    "submission": 587,
+    "smtps": 465,
+    "pop3": 110,
+    "imap": 143,
+    "imaps": 993,
+    "pop3s": 995,
+    "panel": 2443,
+    "spamd": 783,
+    "clamd": 3310,
+}
+# Listeners whose standard port is a setting (guide 4.1: the alternate SMTP port).
+PORT_SETTINGS: dict[str, str] = {"submission": "submission.port", "smtps": "submission.smtps_port"}
+
+CONFIG_NAME = "mailyard.toml"
+
+
+class HomeError(RuntimeError):
+    """The home is missing or not a mailyard home."""
+
+
+@dataclass
+class Home:
+    root: Path
+    db_url: str
+    port_base: int = 0
+    node_name: str = "node1"
+
+    # ---- finding and creating --------------------------------------------------------------
+    @classmethod
+    def find(cls, path: str | os.PathLike[str] | None = None) -> Home:
+        """The home named by `path`, else by $MAILYARD_HOME."""
+        chosen = path or os.environ.get("MAILYARD_HOME")
+        if not chosen:
+            raise HomeError("no node home given: use --home DIR or set MAILYARD_HOME")
+        root = Path(chosen).absolute()
+        config = root / CONFIG_NAME
+        if not config.is_file():
+            raise HomeError(f"{root} is not a mailyard home (no {CONFIG_NAME}); "
+                            f"create one with `mailyard init --home {root} --hostname FQDN`")
+        data = tomllib.loads(config.read_text())
+        return cls(
+            root=root,
+            db_url=str(data.get("db_url") or f"sqlite:///{root / 'store.sqlite'}"),
+            port_base=int(data.get("port_base", 0)),
+            node_name=str(data.get("node_name", "node1")),
+        )
+
+    def write_config(self) -> None:
+        body = (
+            "# mailyard node identity; settings live in the store (`mailyard settings list`).\n"
+            f"db_url = {_toml_str(self.db_url)}\n"
+            f"port_base = {int(self.port_base)}\n"
+            f"node_name = {_toml_str(self.node_name)}\n"
+        )
+        tmp = self.root / (CONFIG_NAME + ".tmp")
+        tmp.write_text(body)
+        os.replace(tmp, self.root / CONFIG_NAME)
+
+    def make_dirs(self) -> None:
+        for path in (self.root, self.queue_dir, self.mail_dir, self.log_dir, self.tls_dir,
+                     self.run_dir, self.etc_dir, self.var_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.tls_dir, 0o700)
+
+    # ---- places ------------------------------------------------------------------------------
+    @property
+    def queue_dir(self) -> Path:
+        return self.root / "queue"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def var_dir(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.tls_dir / "cert.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.tls_dir / "key.pem"
+
+    def service_log_dir(self, service: str) -> Path:
+        return self.log_dir / service
+
+    def maildir(self, address: str) -> Path:
+        local, _, domain = address.lower().rpartition("@")
+        return self.mail_dir / domain / local / "Maildir"
+
+    # ---- ports --------------------------------------------------------------------------------
+    def port(self, listener: str, settings: dict[str, Any] | None = None) -> int:
+        """The port a listener uses on this node: its standard port (or setting) + port base."""
+        standard = STANDARD_PORTS[listener]
+        if listener in PORT_SETTINGS:
+            key = PORT_SETTINGS[listener]
+            if settings is None:
+                from .store.settings_store import load_settings
+
+                settings = load_settings(self)
+            standard = int(settings[key])
+        return standard + self.port_base
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

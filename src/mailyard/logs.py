@@ -1,0 +1,75 @@
+"""Multilog-style log directories: one line per event, tai64n stamps, size-based rotation.
+
+A log directory holds `current` and rotated files named `@<tai64n>.s`, exactly as daemontools'
+multilog leaves them, so qmail's tools and ours read either.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+# Rotate `current` past this size and keep this many old files: multilog's defaults (s99999,
+# n10) are small for a busy server, so we keep 10 files of 16 MB, as many qmail sites set.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+KEEP_FILES = 10
+# 2**62 + 10: the TAI64 label of the Unix epoch, plus the 10 s TAI-UTC offset of 1970.
+_TAI64_EPOCH = 4611686018427387914
+
+
+def tai64n(now: float | None = None) -> str:
+    """`@` + 24 hex digits: TAI64 seconds and nanoseconds (as multilog's `t` option writes)."""
+    if now is None:
+        now = time.time()
+    seconds = int(now)
+    nanos = int((now - seconds) * 1e9)
+    return f"@{_TAI64_EPOCH + seconds:016x}{nanos:08x}"
+
+
+def parse_tai64n(stamp: str) -> float:
+    """Unix time of a `@…` tai64n stamp."""
+    text = stamp.lstrip("@")
+    return int(text[:16], 16) - _TAI64_EPOCH + int(text[16:24], 16) / 1e9
+
+
+class LogDir:
+    """An append-only multilog directory written by one process (thread-safe within it)."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_FILE_BYTES, keep: int = KEEP_FILES,
+                 fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path / "current", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, line: str) -> None:
+        """Append one line; newlines and control characters inside it are made visible."""
+        clean = "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        data = f"{tai64n()} {clean}\n".encode("utf-8", "replace")
+        with self._lock:
+            os.write(self._fd, data)
+            if self.fsync:
+                os.fsync(self._fd)
+            if os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()
+
+    def _rotate(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        os.rename(self.path / "current", self.path / f"{tai64n()}.s")
+        old = sorted(p for p in self.path.glob("@*.s"))
+        for stale in old[: max(0, len(old) - self.keep)]:
+            stale.unlink(missing_ok=True)
+        self._fd = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)

@@ -1,0 +1,225 @@
+"""Read one qmail-send log message (the text after the stamp) into a typed event.
+
+The formats are qmail-send's (qmail 1.03 / netqmail qmail-send.c and qsutil.c):
+
+    new msg N
+    info msg N: bytes B from <SENDER> qp P uid U
+    starting delivery D: msg N to local|remote RECIPIENT
+    delivery D: success|deferral|failure: REPORT
+    delivery D: report mangled, will defer
+    end msg N
+    bounce msg N qp P
+    triple bounce: discarding bounce/N
+    status: local L/LMAX remote R/RMAX
+
+N is the message's inode number (reused once the message is gone), D a delivery counter that
+restarts at 1 when qmail-send restarts.  Every other line (warnings, alerts) is an `Other`
+event.  `parse` never raises: text that starts like a known line but does not fit it is
+`Malformed`.
+
+Addresses and reports are written through qmail's `logsafe`, which turns a newline into `/`
+and a space, `%`, control character or 8-bit byte into `_`.  `decode_report` undoes what can
+be undone (see its docstring and docs/logtools.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class NewMsg(NamedTuple):
+    msg: int
+
+
+class InfoMsg(NamedTuple):
+    msg: int
+    bytes: int
+    sender: str  # "" for the null sender <> of bounces
+    qp: int
+    uid: int
+
+
+class StartDelivery(NamedTuple):
+    delivery: int
+    msg: int
+    channel: str  # "local" or "remote"
+    recipient: str  # as logged (a virtual domain's local recipient keeps its prefix)
+
+
+class DeliveryResult(NamedTuple):
+    delivery: int
+    result: str  # "success", "deferral", "failure" or "mangled" (qmail defers those)
+    report: str  # as logged, still encoded
+
+
+class EndMsg(NamedTuple):
+    msg: int
+
+
+class BounceMsg(NamedTuple):
+    msg: int
+    qp: int
+
+
+class TripleBounce(NamedTuple):
+    msg: int
+
+
+class Status(NamedTuple):
+    text: str
+
+
+class Other(NamedTuple):
+    text: str
+
+
+class Malformed(NamedTuple):
+    text: str
+
+
+Event = (NewMsg | InfoMsg | StartDelivery | DeliveryResult | EndMsg | BounceMsg | TripleBounce
+         | Status | Other | Malformed)
+
+_INFO_RE = re.compile(r"info msg (\d+): bytes (\d+) from <(.*)> qp (\d+) uid (\d+)$")
+_START_RE = re.compile(r"starting delivery (\d+): msg (\d+) to (local|remote) (.*)$")
+_RESULT_RE = re.compile(r"delivery (\d+): (success|deferral|failure): ?(.*)$")
+_MANGLED_RE = re.compile(r"delivery (\d+): report mangled, will defer$")
+_BOUNCE_RE = re.compile(r"bounce msg (\d+) qp (\d+)$")
+_TRIPLE_RE = re.compile(r"triple bounce: discarding bounce/(\d+)$")
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def parse(text: str) -> Event:
+    """The event that a qmail-send log message `text` records."""
+    c = text[:1]
+    if c == "s":
+        if text.startswith("status:"):
+            return Status(text)
+        if text.startswith("starting delivery "):
+            m = _START_RE.match(text)
+            if m:
+                return StartDelivery(int(m[1]), int(m[2]), m[3], m[4])
+            return Malformed(text)
+    elif c == "d":
+        if text.startswith("delivery "):
+            m = _RESULT_RE.match(text)
+            if m:
+                return DeliveryResult(int(m[1]), m[2], m[3])
+            m = _MANGLED_RE.match(text)
+            if m:
+                return DeliveryResult(int(m[1]), "mangled", "")
+            return Malformed(text)
+    elif c == "n":
+        if text.startswith("new msg "):
+            n = _number(text[8:])
+            return NewMsg(n) if n is not None else Malformed(text)
+    elif c == "i":
+        if text.startswith("info msg "):
+            m = _INFO_RE.match(text)
+            if m:
+                return InfoMsg(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]))
+            return Malformed(text)
+    elif c == "e":
+        if text.startswith("end msg "):
+            n = _number(text[8:])
+            return EndMsg(n) if n is not None else Malformed(text)
+    elif c == "b":
+        if text.startswith("bounce msg "):
+            m = _BOUNCE_RE.match(text)
+            return BounceMsg(int(m[1]), int(m[2])) if m else Malformed(text)
+    elif c == "t":
+        if text.startswith("triple bounce: "):
+            m = _TRIPLE_RE.match(text)
+            return TripleBounce(int(m[1])) if m else Malformed(text)
+    return Other(text)
+
+
+# ---- addresses --------------------------------------------------------------------------------
+
+def domain_of(address: str) -> str:
+    """The domain of an address, lower-cased; "" for the null sender or a bare local part."""
+    at = address.rfind("@")
+    return address[at + 1:].lower() if at >= 0 else ""
+
+
+def mailbox_address(recipient: str) -> str:
+    """A local recipient without the virtual-domain prefix qmail-send puts in front of it.
+
+    With `example.com:example.com` in virtualdomains (the vpopmail convention, and ours),
+    qmail-send delivers `user@example.com` locally as `example.com-user@example.com`.  The
+    prefix is removed when it equals the domain; any other prefix cannot be told apart from
+    a local part containing a dash, so it is left alone.
+    """
+    at = recipient.rfind("@")
+    if at < 0:
+        return recipient
+    domain = recipient[at + 1:]
+    prefix = domain + "-"
+    if recipient[:len(prefix)].lower() == prefix.lower():
+        return recipient[len(prefix):]
+    return recipient
+
+
+# ---- delivery reports ---------------------------------------------------------------------------
+
+# `scheme://...` runs are kept whole when `/` is turned back into line breaks, so that the links
+# remote servers put in their replies (Gmail: https://support.google.com/mail/?p=...) survive.
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^_\s]*")
+LINE_SEPARATOR = " / "
+
+
+def decode_report(report: str) -> str:
+    """A delivery report as readable text on one line.
+
+    Undone: `_` becomes a space (qmail's logsafe wrote every space as `_`; it also wrote tabs,
+    control characters, `%` and 8-bit bytes as `_`, which cannot be told apart, so they come
+    back as spaces too); `/` is qmail's newline: the final one is dropped and each inner one
+    is shown as " / ", except inside a URL (`scheme://...`), whose slashes are kept.
+    A `/` that was a literal slash outside a URL is therefore shown as " / ".
+    """
+    text = report.replace("_", " ")
+    if text.endswith("/"):
+        text = text[:-1]
+    if "/" not in text:
+        return text.strip()
+    out: list[str] = []
+    pos = 0
+    for m in _URL_RE.finditer(text):
+        out.append(text[pos:m.start()].replace("/", LINE_SEPARATOR))
+        url = m.group(0)
+        # A URL at the end of a report line ends at that line's `/` newline, when the next
+        # line starts like an SMTP reply line ("550-5.1.1", "250 ok").
+        nl = re.search(r"/(?=\d{3}[ -])", url)
+        if nl:
+            out.append(url[:nl.start()] + LINE_SEPARATOR)
+            out.append(url[nl.start() + 1:].replace("/", LINE_SEPARATOR))
+        else:
+            out.append(url)
+        pos = m.end()
+    out.append(text[pos:].replace("/", LINE_SEPARATOR))
+    return "".join(out).strip()
+
+
+_ACCEPTED_RE = re.compile(r"^([^_/]+)_accepted_message\.")
+_CONNECTED_RE = re.compile(r"Connected_to_([^_/]+)_but")
+_HOSTNAMED_RE = re.compile(r"host_named_([^_/]+?)\.?(?:_|/|$)")
+
+
+def remote_host(report: str) -> str:
+    """The remote server named in a qmail-remote report (still encoded), or "" if none.
+
+    qmail-remote says "IP accepted message." on success and "Connected to IP but ..." when a
+    connected server refused; a DNS failure names the host it could not find.
+    """
+    for rx in (_ACCEPTED_RE, _CONNECTED_RE):
+        m = rx.search(report)
+        if m:
+            return m[1]
+    m = _HOSTNAMED_RE.search(report)
+    if m:
+        return m[1]
+    return ""

@@ -1,0 +1,41 @@
+"""Creating a node's home: directories, identity, store schema, TLS certificate, first admin."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from .home import Home
+from .services.tls import make_self_signed
+from .store.accounts import add_admin, count_admins
+from .store.db import migrate
+from .store.settings_store import set_many
+
+
+def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None = None,
+              node_name: str = "node1") -> tuple[Home, str | None]:
+    """Create (or complete) a home. Returns it and the first admin's password when one was
+    made now (shown once, never stored in clear)."""
+    from .settings.registry import setting
+
+    hostname = setting("server.hostname").parse(hostname)
+    root = Path(root).absolute()
+    home = Home(root=root, db_url=db_url or f"sqlite:///{root / 'store.sqlite'}",
+                port_base=port_base, node_name=node_name)
+    home.make_dirs()
+    home.write_config()
+    migrate(home.db_url)
+    from .store.db import session_scope
+    from .store.models import SettingRow
+
+    with session_scope(home.db_url) as s:
+        has_hostname = s.get(SettingRow, {"key": "server.hostname", "node": ""}) is not None
+    if not has_hostname:
+        set_many(home, {"server.hostname": hostname, "server.default_domain": hostname})
+    if not home.cert_file.exists() or not home.key_file.exists():
+        make_self_signed(home.cert_file, home.key_file, hostname)
+    password = None
+    if count_admins(home) == 0:
+        password = secrets.token_urlsafe(15)
+        add_admin(home, "admin", password)
+    return home, password

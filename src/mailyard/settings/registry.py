@@ -1,0 +1,318 @@
+"""The one registry of settings: every setting's type, default, help text, service and scope.
+
+The CLI, the JSON API, the panel's forms and the configuration renderers all read this table;
+none of them restates a rule. Defaults follow the guide and qmail unless a comment says why not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .types import (
+    Bool,
+    Choice,
+    Hostname,
+    Int,
+    Lines,
+    Number,
+    SettingError,
+    SettingType,
+    Text,
+    address_pattern_item,
+    hostname_item,
+    network_item,
+    smtp_route_item,
+    spam_address_item,
+)
+
+# Every service of a node (the contract of the foundation issue); order is the display order.
+SERVICE_NAMES: tuple[str, ...] = (
+    "smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps",
+    "spamd", "clamd", "freshclam", "panel",
+)
+
+# Authentication modes of the two SMTP servers (guide 4.1): AUTH x TLS.
+AUTH_MODES: tuple[tuple[str, str], ...] = (
+    ("auth_no/tls_no", "No SMTP-AUTH, no TLS"),
+    ("auth_no/tls_optional", "No SMTP-AUTH, TLS optional"),
+    ("auth_optional/tls_no", "SMTP-AUTH available, no TLS"),
+    ("auth_optional/tls_optional", "SMTP-AUTH available, TLS optional"),
+    ("auth_withtls/tls_optional", "SMTP-AUTH only over TLS, TLS optional"),
+    ("auth_required/tls_required", "SMTP-AUTH over TLS required"),
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: SettingType
+    default: Any
+    label: str
+    help: str
+    services: tuple[str, ...] = ()
+    cascade: bool = True  # may be applied on every node of a cluster ("Cascade to nodes?")
+    box: str = ""  # the panel box (guide's figure) it belongs to
+
+    def parse(self, text: Any) -> Any:
+        value = self.type.parse(self.key, text)
+        check = _EXTRA_CHECKS.get(self.key)
+        if check:
+            check(self.key, value)
+        return value
+
+    def format(self, value: Any) -> str:
+        return self.type.format(value)
+
+
+REGISTRY: dict[str, Setting] = {}
+
+
+def _add(key: str, type_: SettingType, default: Any, label: str, help_: str, *,
+         services: tuple[str, ...] = (), cascade: bool = True, box: str = "") -> None:
+    if key in REGISTRY:
+        raise RuntimeError(f"setting {key} declared twice")
+    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box)
+
+
+def _refuse_required_auth_on_port_25(key: str, value: str) -> None:
+    if value == "auth_required/tls_required":
+        raise SettingError(
+            key, value,
+            "the primary SMTP server on port 25 receives mail from other servers, which never "
+            "log in, so it may offer SMTP-AUTH but must not require it; choose another mode",
+        )
+
+
+_EXTRA_CHECKS = {"smtp.auth_mode": _refuse_required_auth_on_port_25}
+
+# Default used when the node has no hostname yet; `mailyard init` always sets one.
+_HOST = "localhost"
+
+# ---- MTA server options (guide 4.2) -----------------------------------------------------------
+_add("server.hostname", Hostname(), _HOST, "Mail Server Hostname (FQDN)",
+     "The name this server gives itself when it talks to other mail servers. Receivers often "
+     "compare it with the reverse DNS of the sending address, so keep the two the same.",
+     services=("smtp", "submission", "send"), cascade=False, box="mta_server")
+_add("server.default_domain", Hostname(), _HOST, "Default Domain",
+     "Added to any address written without a domain: mail from plain 'fred' goes out as "
+     "fred@<this domain>.", services=("smtp", "submission", "send"), box="mta_server")
+
+# ---- Primary SMTP (guide 4.1, 4.4, 4.5) -------------------------------------------------------
+_add("smtp.auth_mode", Choice(AUTH_MODES), "auth_optional/tls_optional", "Authentication Mode",
+     "Whether clients of port 25 may log in (SMTP-AUTH) and use TLS. Port 25 receives mail from "
+     "other servers, so logging in can be offered here but never required.",
+     services=("smtp",), box="smtp_primary")
+_add("smtp.greeting", Text(max_length=200, allow_empty=True,
+                           pattern_words="one line of text (empty: the hostname)"), "",
+     "SMTP Greeting",
+     "The text after '220' that connecting servers see first. Empty means the mail server "
+     "hostname.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.max_connections", Int(1, 10000), 20, "Inbound Connections (max.)",
+     "How many SMTP clients each SMTP server serves at once; the next one is told 421 and may "
+     "retry. With the alternate server running too, the total can be twice this.",
+     services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.timeout", Int(10, 86400, "seconds"), 1200, "Timeout",
+     "Seconds of silence after which the SMTP server hangs up on a client. Any data from the "
+     "client starts the count again.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.message_size_mb", Int(0, 2048, "MB"), 20, "Message Size",
+     "Largest message accepted, attachments included, in megabytes; 0 means no limit. Large "
+     "messages cost disk, memory and scanning time for everyone on the server.",
+     services=("smtp", "submission", "clamd"), box="smtp_inbound")
+_add("smtp.outbound_blacklist", Lines(address_pattern_item,
+                                      "one address pattern per line: user@domain, @domain or *@domain"),
+     [], "MTA Level Outbound E-mail Address Blacklist",
+     "Addresses that local users and logged-in senders may not send to; checked when mail is "
+     "queued.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.inbound_blacklist", Lines(address_pattern_item,
+                                     "one address pattern per line: user@domain, @domain or *@domain"),
+     [], "MTA Level Inbound E-mail Address Blacklist",
+     "Envelope senders and recipients refused at SMTP time, before anything else is done with "
+     "the message.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.rbl_zones", Lines(hostname_item, "one DNS blacklist zone per line, e.g. bl.spamcop.net"),
+     [], "Realtime (SBL) Blacklists",
+     "DNS blacklists asked about every connecting address; a listed client is refused with the "
+     "list's name. Each list adds a DNS lookup to every connection.",
+     services=("smtp",), box="smtp_inbound")
+_add("smtp.relay_networks", Lines(network_item, "one network per line, e.g. 192.0.2.0/24"),
+     ["127.0.0.0/8", "::1/128"], "Relay Networks",
+     "Client networks that may send mail to other domains without logging in. Keep this to "
+     "machines you run, or the server becomes an open relay.",
+     services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
+                               pattern=r"[0-9A-Fa-f:.]+(@\d{1,5})?",
+                               pattern_words="an IP address, optionally @port"), "",
+     "DNS Resolver",
+     "Address of the DNS server used for blacklist and MX lookups (ADDRESS or ADDRESS@PORT); "
+     "empty uses the system's resolvers.", services=("smtp", "send"), box="mta_server")
+
+# ---- Alternate SMTP (guide 4.1) ---------------------------------------------------------------
+_add("submission.port", Int(1, 65535), 587, "Alternate SMTP Port",
+     "Port of the alternate SMTP server for your users' mail programs; 587 is the standard, "
+     "another helps where an ISP blocks it. The node's port base is added to it.",
+     services=("submission",), cascade=False, box="smtp_alternate")
+_add("submission.smtps_port", Int(1, 65535), 465, "SMTPS Port",
+     "Port where the alternate server speaks TLS from the first byte (implicit TLS, RFC 8314). "
+     "The node's port base is added to it.", services=("submission",), cascade=False,
+     box="smtp_alternate")
+_add("submission.auth_mode", Choice(AUTH_MODES), "auth_required/tls_required",
+     "Authentication Mode",
+     "Whether users of the alternate server must log in and use TLS. It does not receive mail "
+     "from other servers, so requiring both is safe and recommended.",
+     services=("submission",), box="smtp_alternate")
+
+# ---- Outbound (guide 4.6) --------------------------------------------------------------------
+_add("send.max_connections", Int(1, 1000), 20, "Outbound Connections (max.)",
+     "How many remote deliveries may run at once (qmail's concurrencyremote).",
+     services=("send",), box="smtp_outbound")
+_add("send.local_concurrency", Int(1, 500), 10, "Local Deliveries (max.)",
+     "How many deliveries into local mailboxes may run at once (qmail's concurrencylocal).",
+     services=("send",), box="smtp_outbound")
+_add("send.response_timeout", Int(1, 86400, "seconds"), 1200, "Response Timeout",
+     "Seconds to wait for a remote server's answer before giving up on the connection.",
+     services=("send",), box="smtp_outbound")
+_add("send.connect_timeout", Int(1, 3600, "seconds"), 60, "Connect Timeout",
+     "Seconds to wait for a connection to a remote server to open.",
+     services=("send",), box="smtp_outbound")
+_add("send.queue_lifetime", Int(1, 31536000, "seconds"), 604800, "Queue Lifetime",
+     "Seconds a message may wait in the queue for a deferred delivery. When it runs out the "
+     "message gets one last try, and a temporary failure then counts as permanent and bounces.",
+     services=("send",), box="smtp_outbound")
+_add("send.smtp_routes", Lines(smtp_route_item,
+                               "one route per line: DOMAIN:RELAY, DOMAIN:RELAY:PORT, DOMAIN: "
+                               "(use MX), :RELAY (every domain) or .domain:RELAY (subdomains)"),
+     [], "SMTP Routes",
+     "Send mail for a domain to a fixed relay instead of its MX hosts. The first matching line "
+     "wins; an empty relay means look up MX as usual. Beware of routing loops between servers.",
+     services=("send",), box="smtp_outbound")
+
+# ---- Bounces (guide 4.3) ---------------------------------------------------------------------
+_add("bounce.from", Text(max_length=64, pattern=r"[A-Za-z0-9._+-]+",
+                         pattern_words="a user name (letters, digits, . _ + -)"),
+     "mailer-daemon", "Bounce From",
+     "User name that bounce messages come from.", services=("send",), box="bounce")
+_add("bounce.host", Hostname(allow_empty=True), "", "Bounce Host",
+     "Domain that bounce messages come from; with Bounce From it makes the sender address. "
+     "Empty means the mail server hostname.", services=("send",), box="bounce")
+_add("bounce.double_enabled", Bool(), True, "Double Bounce Messages",
+     "When a bounce cannot be returned either, send it to the double bounce mailbox below "
+     "instead of dropping it.", services=("send",), box="bounce")
+_add("bounce.double_to", Text(max_length=64, pattern=r"[A-Za-z0-9._+-]+",
+                              pattern_words="a user name (letters, digits, . _ + -)"),
+     "postmaster", "Double Bounce To",
+     "User name of the mailbox that collects bounces which could not be returned.",
+     services=("send",), box="bounce")
+_add("bounce.double_host", Hostname(allow_empty=True), "", "Double Bounce Host",
+     "Domain of the double bounce mailbox; empty means the mail server hostname.",
+     services=("send",), box="bounce")
+
+# ---- MDAs (guide 5) ---------------------------------------------------------------------------
+_MDA_LABELS = {"pop3": "POP3", "pop3s": "Secure POP3", "imap": "IMAP", "imaps": "Secure IMAP"}
+for _svc, _name in _MDA_LABELS.items():
+    _add(f"{_svc}.memory_limit_mb", Int(64, 65536, "MB"), 256, f"{_name} Memory Limit",
+         f"Most memory, in megabytes, one {_name} process may use; a process that needs more is "
+         "stopped rather than slowing the whole server.", services=(_svc,), box="mda")
+    _add(f"{_svc}.max_connections", Int(1, 100000), 100 if "imap" in _svc else 50,
+         f"{_name} Connections (max.)",
+         f"How many {_name} clients are served at once; more are refused until one leaves.",
+         services=(_svc,), box="mda")
+_add("mda.plaintext_networks", Lines(network_item, "one network per line"),
+     ["127.0.0.0/8", "::1/128"], "Plaintext Login Networks",
+     "Networks whose clients may log in to POP3/IMAP without TLS. Everyone else must use TLS "
+     "first, so passwords never cross the network in the clear.",
+     services=("pop3", "imap"), box="mda")
+
+# ---- SpamAssassin (guide 3.3, 6.1) ------------------------------------------------------------
+_add("spam.smtp_scanning", Bool(), False, "SMTP Level Scanning",
+     "Score every message with SpamAssassin while the sender is still connected and refuse those "
+     "above the SMTP spam score threshold. Messages are then usually scanned twice: here and "
+     "at the mailbox.", services=("smtp", "submission"), box="spam_options")
+_add("spam.smtp_threshold", Number(0, 1000), 10.0, "SMTP Spam Score Threshold",
+     "Score above which SMTP-level scanning refuses a message. Keep it well above the mailbox "
+     "threshold so that doubtful mail still reaches users, tagged.",
+     services=("smtp", "submission"), box="spam_options")
+_add("spam.threshold", Number(0, 1000), 5.0, "Spam Score Threshold",
+     "Score from which a message is marked as spam at the mailbox. Lower is stricter: 5 suits "
+     "most servers, 7 if legitimate mail gets caught, 4 if too much spam gets through.",
+     services=("spamd",), box="spam_options")
+_add("spam.rewrite_subject", Text(max_length=60, allow_empty=True), "--SPAM--",
+     "Rewrite Header Subject",
+     "Text put in front of the subject of messages marked as spam; empty leaves subjects alone.",
+     services=("spamd",), box="spam_options")
+_add("spam.reporting_method", Choice((("unchanged", "Unchanged, subject rewritten"),
+                                      ("attach", "Attach Original"),
+                                      ("attach_plain", "Attach as plain text"))),
+     "attach", "Reporting Method",
+     "How a spam message reaches the user: as it was with the subject rewritten, attached to a "
+     "SpamAssassin report, or attached as plain text so no part of it can run.",
+     services=("spamd",), box="spam_options")
+_add("spam.auto_whitelist", Bool(), True, "Auto Whitelisting",
+     "Remember the scores of each sender's past mail and pull new scores toward that average.",
+     services=("spamd",), box="spam_options")
+_add("spam.timeout", Int(1, 600, "seconds"), 30, "Scan Timeout",
+     "Seconds to wait for SpamAssassin. When it is down or slower, mail goes on unscanned "
+     "rather than being held up.", services=("smtp", "submission", "send"), box="spam_options")
+_add("spam.whitelist", Lines(spam_address_item, "one address or *@domain per line"), [],
+     "Global Whitelist", "Senders whose mail is never marked as spam, server-wide.",
+     services=("spamd",), box="spam_lists")
+_add("spam.blacklist", Lines(spam_address_item, "one address or *@domain per line"), [],
+     "Global Blacklist", "Senders whose mail is always marked as spam, server-wide.",
+     services=("spamd",), box="spam_lists")
+_add("spam.trusted_networks", Lines(network_item, "one network per line"), [],
+     "Trusted Networks",
+     "Relays known not to be run by spammers, open relays or open proxies; SpamAssassin trusts "
+     "the headers they add.", services=("spamd",), box="spam_lists")
+_add("spam.bayes", Bool(), True, "Bayes Scanning",
+     "Use the Bayes classifier, which learns from mail marked as spam or not spam.",
+     services=("spamd",), box="spam_bayes")
+_add("spam.bayes_auto_learn", Bool(), True, "Bayes Auto Learning",
+     "Let Bayes learn by itself from messages whose score is clearly spam or clearly not.",
+     services=("spamd",), box="spam_bayes")
+_add("spam.bayes_imap_training", Bool(), True, "Bayes IMAP Training",
+     "Give every mailbox the folders 'Learn Spam' and 'Learn Ham'; once a day their messages "
+     "are learned and the folders emptied.", services=("spamd", "imap", "imaps"), box="spam_bayes")
+_add("spam.bayes_imap_limit", Int(0, 100000, "per day"), 50, "Bayes IMAP Learning Limit",
+     "Most messages learned from each training folder of a mailbox per day.",
+     services=("spamd",), box="spam_bayes")
+_add("spam.bayes_global", Bool(), False, "Global Bayes Database",
+     "One Bayes database for the whole server instead of one per mailbox. Per mailbox catches "
+     "more spam but each user must train it, and it uses more disk.",
+     services=("spamd",), box="spam_bayes")
+
+# ---- ClamAV (guide 3.4, 6.2) -----------------------------------------------------------------
+_add("virus.smtp_scanning", Bool(), False, "SMTP Virus Scanning",
+     "Scan every message with ClamAV while the sender is connected and refuse infected ones. "
+     "If ClamAV is down, senders are told to try again later, so nothing is lost but mail waits.",
+     services=("smtp", "submission"), box="virus_options")
+_add("virus.timeout", Int(1, 600, "seconds"), 60, "Virus Scan Timeout",
+     "Seconds to wait for ClamAV before telling the sender to try again later.",
+     services=("smtp", "submission"), box="virus_options")
+
+# ---- Log tools (guide 8) ---------------------------------------------------------------------
+_add("logtools.webmail_uid", Int(0, 2**31 - 1), 0, "Webmail User ID",
+     "Unix user id that the webmail runs as; xwebmail picks the messages it injected. 0 means "
+     "no webmail is set up.", services=(), box="logtools")
+
+# ---- Per-service controls (start on boot, auto-restart, memory limit) ------------------------
+_DEFAULT_MEMORY_MB = {"spamd": 1024, "clamd": 2048, "panel": 512}
+for _svc in SERVICE_NAMES:
+    _add(f"service.{_svc}.start_on_boot", Bool(), True, "Start on boot-up",
+         "Start this service whenever the node starts.", services=(_svc,), box=f"service.{_svc}")
+    _add(f"service.{_svc}.auto_restart", Bool(), _svc != "freshclam", "Auto-restart",
+         "Start the service again if it stops on its own.", services=(_svc,),
+         box=f"service.{_svc}")
+    _add(f"service.{_svc}.memory_limit_mb", Int(0, 65536, "MB"), _DEFAULT_MEMORY_MB.get(_svc, 0),
+         "Memory Limit",
+         "Address space the service may use, in megabytes, set before it starts as daemontools' "
+         "softlimit does; 0 means no limit.", services=(_svc,), box=f"service.{_svc}")
+
+
+def setting(key: str) -> Setting:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise SettingError(key, key, "an existing setting key (see `mailyard settings list`)") from None
+
+
+def defaults() -> dict[str, Any]:
+    return {key: s.default for key, s in REGISTRY.items()}

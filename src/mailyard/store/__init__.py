@@ -1,0 +1,1 @@
+"""The store: one database for domains, mailboxes, aliases, settings and admins."""

@@ -1,0 +1,255 @@
+"""Service functions for domains, mailboxes, aliases and admins; the CLI and panel call these."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from ..settings.types import is_hostname
+from .db import session_scope
+from .models import Admin, Alias, Domain, Mailbox
+from .passwords import hash_password, verify_password
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+
+class AccountError(ValueError):
+    """A refused account change; the message says what and why."""
+
+
+_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_OWNER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """Lowercased (local part, domain) of a plain address, or AccountError."""
+    text = address.strip().lower()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not _LOCAL.match(local) or len(local) > 64:
+        raise AccountError(f"{address!r} is not an address of the form user@domain")
+    if not is_hostname(domain):
+        raise AccountError(f"{address!r}: {domain!r} is not a domain name")
+    return local, domain
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    address: str
+    active: bool
+    quota_mb: int
+    spam_action: str
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    source: str
+    targets: list[str]
+    keep_copy: bool
+
+
+# ---- domains ------------------------------------------------------------------------------------
+
+
+def add_domain(home: Home, name: str, owner: str = "") -> str:
+    name = name.strip().lower().rstrip(".")
+    if not is_hostname(name):
+        raise AccountError(f"{name!r} is not a domain name (letters, digits, hyphens, dots)")
+    if owner and not _OWNER.match(owner):
+        raise AccountError(f"owner {owner!r} is not a unix user name")
+    with session_scope(home.db_url) as s:
+        if s.scalar(select(Domain).where(Domain.name == name)):
+            raise AccountError(f"domain {name} exists already")
+        s.add(Domain(name=name, owner=owner))
+    return name
+
+
+def list_domains(home: Home) -> list[dict[str, object]]:
+    with session_scope(home.db_url) as s:
+        rows = s.execute(
+            select(Domain.name, Domain.owner, func.count(Mailbox.id))
+            .outerjoin(Mailbox).group_by(Domain.id).order_by(Domain.name)
+        ).all()
+    return [{"name": n, "owner": o, "mailboxes": c} for n, o, c in rows]
+
+
+def remove_domain(home: Home, name: str) -> None:
+    with session_scope(home.db_url) as s:
+        domain = s.scalar(select(Domain).where(Domain.name == name.strip().lower()))
+        if domain is None:
+            raise AccountError(f"no domain {name}")
+        s.delete(domain)
+
+
+def is_local_domain(home: Home, name: str) -> bool:
+    with session_scope(home.db_url) as s:
+        return s.scalar(select(Domain.id).where(Domain.name == name.lower())) is not None
+
+
+def local_domains(home: Home) -> set[str]:
+    with session_scope(home.db_url) as s:
+        return set(s.scalars(select(Domain.name)))
+
+
+def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
+    """Domains whose system owner is `owner` (the log tools' xuser)."""
+    from ..home import Home as _Home
+
+    node = home if isinstance(home, _Home) else _Home.find(str(home))
+    with session_scope(node.db_url) as s:
+        return sorted(s.scalars(select(Domain.name).where(Domain.owner == owner)))
+
+
+# ---- mailboxes ----------------------------------------------------------------------------------
+
+
+def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0) -> str:
+    local, domain_name = split_address(address)
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        raise AccountError(str(exc)) from None
+    with session_scope(home.db_url) as s:
+        domain = s.scalar(select(Domain).where(Domain.name == domain_name))
+        if domain is None:
+            raise AccountError(f"{domain_name} is not a domain of this node; add it first "
+                               f"with `mailyard domain add {domain_name}`")
+        full = f"{local}@{domain_name}"
+        if s.scalar(select(Mailbox.id).where(Mailbox.address == full)):
+            raise AccountError(f"mailbox {full} exists already")
+        if s.scalar(select(Alias.id).where(Alias.source == full)):
+            raise AccountError(f"{full} is an alias; remove the alias first")
+        s.add(Mailbox(domain=domain, local_part=local, address=full, password_hash=hashed,
+                      quota_mb=quota_mb))
+    _make_maildir(home, full)
+    return full
+
+
+def _make_maildir(home: Home, address: str) -> None:
+    from ..mailboxes import ensure_maildir  # the mailbox layout shared with delivery and Dovecot
+
+    ensure_maildir(home, address)
+
+
+def set_password(home: Home, address: str, password: str) -> None:
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        raise AccountError(str(exc)) from None
+    with session_scope(home.db_url) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        box.password_hash = hashed
+
+
+def set_spam_action(home: Home, address: str, action: str) -> None:
+    if action not in ("spam_folder", "inbox", "discard"):
+        raise AccountError(f"spam action {action!r} is not one of spam_folder, inbox, discard")
+    with session_scope(home.db_url) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        box.spam_action = action
+
+
+def list_mailboxes(home: Home, domain: str | None = None) -> list[MailboxInfo]:
+    with session_scope(home.db_url) as s:
+        q = select(Mailbox).order_by(Mailbox.address)
+        if domain:
+            q = q.join(Domain).where(Domain.name == domain.lower())
+        return [MailboxInfo(m.address, m.active, m.quota_mb, m.spam_action)
+                for m in s.scalars(q)]
+
+
+def get_mailbox(home: Home, address: str) -> MailboxInfo | None:
+    with session_scope(home.db_url) as s:
+        m = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        return MailboxInfo(m.address, m.active, m.quota_mb, m.spam_action) if m else None
+
+
+def remove_mailbox(home: Home, address: str) -> None:
+    """Removes the account; the mail on disk stays until an administrator deletes it."""
+    with session_scope(home.db_url) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        s.delete(box)
+
+
+def check_mailbox_password(home: Home, address: str, password: str) -> bool:
+    """SMTP AUTH's check: the same hash Dovecot verifies; False for unknown or inactive."""
+    with session_scope(home.db_url) as s:
+        stored = s.scalar(select(Mailbox.password_hash).where(
+            Mailbox.address == address.strip().lower(), Mailbox.active.is_(True)))
+    return bool(stored) and verify_password(stored, password)
+
+
+# ---- aliases and forwards -----------------------------------------------------------------------
+
+
+def add_alias(home: Home, source: str, targets: list[str], keep_copy: bool = False) -> str:
+    local, domain_name = split_address(source)
+    clean: list[str] = []
+    for target in targets:
+        t_local, t_domain = split_address(target)
+        clean.append(f"{t_local}@{t_domain}")
+    if not clean:
+        raise AccountError("an alias needs at least one target address")
+    full = f"{local}@{domain_name}"
+    with session_scope(home.db_url) as s:
+        domain = s.scalar(select(Domain).where(Domain.name == domain_name))
+        if domain is None:
+            raise AccountError(f"{domain_name} is not a domain of this node")
+        if s.scalar(select(Alias.id).where(Alias.source == full)):
+            raise AccountError(f"alias {full} exists already")
+        s.add(Alias(domain_id=domain.id, source=full, targets="\n".join(clean),
+                    keep_copy=keep_copy))
+    return full
+
+
+def list_aliases(home: Home) -> list[AliasInfo]:
+    with session_scope(home.db_url) as s:
+        return [AliasInfo(a.source, a.target_list, a.keep_copy)
+                for a in s.scalars(select(Alias).order_by(Alias.source))]
+
+
+def get_alias(home: Home, source: str) -> AliasInfo | None:
+    with session_scope(home.db_url) as s:
+        a = s.scalar(select(Alias).where(Alias.source == source.strip().lower()))
+        return AliasInfo(a.source, a.target_list, a.keep_copy) if a else None
+
+
+def remove_alias(home: Home, source: str) -> None:
+    with session_scope(home.db_url) as s:
+        alias = s.scalar(select(Alias).where(Alias.source == source.strip().lower()))
+        if alias is None:
+            raise AccountError(f"no alias {source}")
+        s.delete(alias)
+
+
+# ---- admins ---------------------------------------------------------------------------------------
+
+
+def add_admin(home: Home, username: str, password: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", username):
+        raise AccountError(f"admin name {username!r}: letters, digits and . _ @ - only")
+    with session_scope(home.db_url) as s:
+        if s.scalar(select(Admin.id).where(Admin.username == username)):
+            raise AccountError(f"admin {username} exists already")
+        s.add(Admin(username=username, password_hash=hash_password(password)))
+
+
+def check_admin_password(home: Home, username: str, password: str) -> bool:
+    with session_scope(home.db_url) as s:
+        stored = s.scalar(select(Admin.password_hash).where(Admin.username == username))
+    return bool(stored) and verify_password(stored, password)
+
+
+def count_admins(home: Home) -> int:
+    with session_scope(home.db_url) as s:
+        return int(s.scalar(select(func.count(Admin.id))) or 0)

@@ -1,0 +1,110 @@
+"""The store's tables: domains, mailboxes, aliases, settings, admins, API tokens, spam preferences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True, nullable=False)
+    # The system (unix) user who owns the domain on a hosting server; the log tools' xuser.
+    owner: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    mailboxes: Mapped[list[Mailbox]] = relationship(back_populates="domain",
+                                                    cascade="all, delete-orphan")
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    __table_args__ = (UniqueConstraint("domain_id", "local_part"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    local_part: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Lowercased user@domain: Dovecot lowercases user names before it looks them up.
+    address: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    # `{SCHEME}hash`, a form Dovecot verifies itself (ARGON2ID or SHA512-CRYPT).
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    quota_mb: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Where mail marked as spam goes: spam_folder, inbox or discard (issue 6).
+    spam_action: Mapped[str] = mapped_column(String(16), default="spam_folder", nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    domain: Mapped[Domain] = relationship(back_populates="mailboxes")
+
+
+class Alias(Base):
+    """An alias (source has no mailbox) or a forward (source is a mailbox): mail to `source`
+    goes to every address in `targets`; `keep_copy` also delivers it to the source mailbox."""
+
+    __tablename__ = "aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    targets: Mapped[str] = mapped_column(Text, nullable=False)  # one address per line
+    keep_copy: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    @property
+    def target_list(self) -> list[str]:
+        return [t for t in self.targets.split("\n") if t]
+
+
+class SettingRow(Base):
+    """A setting's value as text; node '' is the cluster-wide value, a node name overrides it."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now,
+                                                 onupdate=_now)
+
+
+class Admin(Base):
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_used: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SpamPreference(Base):
+    """A SpamAssassin user preference (guide 6.1.4) with its scope: global, a domain or a mailbox."""
+
+    __tablename__ = "spam_preferences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(330), nullable=False, default="global")
+    preference: Mapped[str] = mapped_column(String(64), nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
