@@ -31,6 +31,8 @@ def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Pa
         from .store.settings_store import load_settings
 
         training = bool(load_settings(home)["spam.bayes_imap_training"])
+    from .services.privileges import chown_tree
+
     maildir = home.maildir(address)
     _make_one(maildir)
     folders = list(STANDARD_FOLDERS) + (list(TRAINING_FOLDERS) if training else [])
@@ -46,4 +48,5 @@ def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Pa
         tmp = maildir / "subscriptions.tmp"
         tmp.write_text("".join(f"{name}\n" for name in sorted(wanted)))
         os.replace(tmp, subscriptions)
+    chown_tree(maildir.parent)
     return maildir

@@ -34,6 +34,11 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
         set_many(home, {"server.hostname": hostname, "server.default_domain": hostname})
     if not home.cert_file.exists() or not home.key_file.exists():
         make_self_signed(home.cert_file, home.key_file, hostname)
+    from .services.privileges import chown_tree, ensure_mail_user
+
+    ensure_mail_user()
+    for owned in (home.queue_dir, home.mail_dir, home.log_dir):
+        chown_tree(owned)
     password = None
     if count_admins(home) == 0:
         password = secrets.token_urlsafe(15)

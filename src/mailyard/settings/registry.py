@@ -227,6 +227,10 @@ _add("spam.smtp_scanning", Bool(), False, "SMTP Level Scanning",
      "Score every message with SpamAssassin while the sender is still connected and refuse those "
      "above the SMTP spam score threshold. Messages are then usually scanned twice: here and "
      "at the mailbox.", services=("smtp", "submission"), box="spam_options")
+_add("spam.mailbox_scanning", Bool(), True, "Mailbox Level Scanning",
+     "Score every message with SpamAssassin as it is delivered into a local mailbox, using that "
+     "mailbox's own preferences and Bayes data, and file spam as the mailbox chooses.",
+     services=("send",), box="spam_options")
 _add("spam.smtp_threshold", Number(0, 1000), 10.0, "SMTP Spam Score Threshold",
      "Score above which SMTP-level scanning refuses a message. Keep it well above the mailbox "
      "threshold so that doubtful mail still reaches users, tagged.",
