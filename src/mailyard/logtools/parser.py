@@ -204,21 +204,23 @@ def decode_report(report: str) -> str:
     return "".join(out).strip()
 
 
-_ACCEPTED_RE = re.compile(r"^([^_/]+)_accepted_message\.")
-_CONNECTED_RE = re.compile(r"Connected_to_([^_/]+)_but")
+_ACCEPTED_RE = re.compile(r"^([^_/]+)_(?:accepted_message|does_not_like_(?:recipient|sender))\.")
+_CONNECTED_RE = re.compile(r"(?:Connected_to_([^_/]+)_but|Giving_up_on_([^_/]+?)\.?(?:/|$))")
 _HOSTNAMED_RE = re.compile(r"host_named_([^_/]+?)\.?(?:_|/|$)")
 
 
 def remote_host(report: str) -> str:
     """The remote server named in a qmail-remote report (still encoded), or "" if none.
 
-    qmail-remote says "IP accepted message." on success and "Connected to IP but ..." when a
-    connected server refused; a DNS failure names the host it could not find.
+    qmail-remote starts its report with "IP accepted message." or "IP does not like
+    recipient.", says "Connected to IP but ..." when a server refused at another step and
+    "Giving up on IP." at the end of a permanent failure; a DNS failure names the host it
+    could not find.
     """
     for rx in (_ACCEPTED_RE, _CONNECTED_RE):
         m = rx.search(report)
         if m:
-            return m[1]
+            return next(g for g in m.groups() if g)
     m = _HOSTNAMED_RE.search(report)
     if m:
         return m[1]

@@ -1,0 +1,351 @@
+"""Entry point of every log tool: pick the tool by program name, parse its options, run it.
+
+Installed as one console script per tool name, all pointing at `main`, which looks at
+`basename(sys.argv[0])`; `python -m mailyard.logtools TOOL ARGS...` names the tool first.
+Exit status: 0 done, 1 the log could not be read, 2 bad usage (unknown option, bad period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from mailyard.logtools import filters, operators, selectors
+from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
+from mailyard.logtools.sources import SourceError, input_lines
+from mailyard.logtools.tracking import Diagnostics, Tracker
+
+SELECTORS = ("qmail-last-x", "qmail-start-end")
+SHOWS = tuple(f"{name}{suffix}" for name in operators.SHOW_RESULTS for suffix in ("", "-detail"))
+TOPS = tuple(f"{name}{suffix}" for name in operators.TOPS for suffix in ("", "-local", "-remote"))
+FILTERS = ("xrcpt", "xsend", "xuser", "xwebmail")
+TOOLS = (*SELECTORS, "hstamp", *SHOWS, *TOPS, *FILTERS)
+
+WEBMAIL_UID_ENV = "MAILYARD_WEBMAIL_UID"
+WEBMAIL_UID_SETTING = "logtools.webmail_uid"
+
+EXAMPLES = """\
+examples:
+  qmail-last-x '3 hours' | show-all
+  qmail-last-x '1 hour' | xrcpt someone@example.com | show-all-detail
+  qmail-start-end $(hstamp '2 days ago') $(hstamp '1 hour ago') | top-domain-stats-remote
+  qmail-start-end $(date +%s -d '2011-11-04 20:13') $(date +%s -d '2011-11-11 15:38') \
+      | show-failures
+  cat /var/log/qmail/send/current | show-deferrals      (a real qmail log on stdin)
+"""
+
+PERIOD_HELP = ("one count and one unit: seconds, minutes, hours, days or weeks (singular or "
+               "plural), optionally followed by 'ago'; e.g. '3 hours', '6 days ago'. Mixed "
+               "periods such as '3 days 12 hours' are refused: give '84 hours'.")
+
+
+class UsageError(Exception):
+    """Bad arguments that argparse could not catch; reported with the usage, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage on stderr with status 2 and our program name."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser(tool: str, description: str) -> _Parser:
+    return _Parser(prog=tool, description=description, epilog=EXAMPLES,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the send log is (first that is given wins)")
+    g.add_argument("-f", "--file", metavar="FILE",
+                   help="read this qmail-send log file instead ('-' for standard input); "
+                        "tai64n, tai64nlocal or unix-time stamps")
+    g.add_argument("--logdir", metavar="DIR", type=Path,
+                   help="a multilog directory (current and @....s files)")
+    g.add_argument("--home", metavar="DIR",
+                   help="the node's home; its send log is HOME/log/send "
+                        "(default: $MAILYARD_HOME)")
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="read this file instead of standard input (a selector's output or a "
+                        "qmail-send log in any of its stamp forms)")
+
+
+def _logdir(args: argparse.Namespace) -> Path:
+    if args.logdir is not None:
+        return Path(args.logdir)
+    home = args.home or os.environ.get("MAILYARD_HOME")
+    if not home:
+        raise SourceError("no send log given: use --home DIR, set MAILYARD_HOME, "
+                          "or give --logdir DIR or -f FILE")
+    return Path(home) / "log" / "send"
+
+
+# ---- tools ------------------------------------------------------------------------------------
+
+def run_selector(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    if tool == "qmail-last-x":
+        p = _parser(tool, "Select the send-log lines of the last PERIOD, up to now, and write "
+                          "them with readable local times for an operator to read.\n\n"
+                          "PERIOD is " + PERIOD_HELP)
+        p.add_argument("period", nargs="+", metavar="PERIOD")
+    else:
+        p = _parser(tool, "Select the send-log lines stamped from START to END (inclusive) and "
+                          "write them with readable local times for an operator to read.\n\n"
+                          "START and END are epoch seconds (what hstamp or `date +%s` print), "
+                          "a local date 'YYYY-MM-DD HH:MM', or a fuzzy date like '5 hours ago'.")
+        p.add_argument("start", metavar="START")
+        p.add_argument("end", metavar="END")
+    _add_source(p)
+    if not argv and out.isatty():
+        p.print_help(out)
+        return 0
+    args = p.parse_args(argv)
+    if out.isatty():
+        # The guide's rule: a selector alone only shows its help; its output is for an operator.
+        p.print_help(out)
+        print(f"\n{tool}: pipe this into an operator, e.g. `{tool} ... | show-all`.", file=out)
+        return 0
+    now = selectors.now()
+    try:
+        if tool == "qmail-last-x":
+            start: float = now - parse_period(" ".join(args.period))
+            end: float | None = None
+        else:
+            start, end = parse_time(args.start, now), parse_time(args.end, now)
+            if end < start:
+                raise UsageError(f"END ({args.end}) is before START ({args.start})")
+    except (PeriodError, UsageError) as exc:
+        p.error(str(exc))
+    diag = Diagnostics()
+    if args.file is not None:
+        selectors.select(out, err, diag, start, end, file=args.file)
+    else:
+        selectors.select(out, err, diag, start, end, logdir=_logdir(args))
+    diag.warn(tool, err)
+    return 0
+
+
+def run_hstamp(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    p = _parser("hstamp", "Print the epoch seconds of a fuzzy date: 'now' or a period back "
+                          "from now, e.g. '5 hours ago'. For qmail-start-end.\n\nThe period is "
+                + PERIOD_HELP)
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    args = p.parse_args(argv)
+    try:
+        print(hstamp(" ".join(args.text), selectors.now()), file=out)
+    except PeriodError as exc:
+        p.error(str(exc))
+    return 0
+
+
+def _needs_input(p: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO) -> bool:
+    """True (after printing help) when there is nothing to read: no -f and stdin a terminal."""
+    if args.file is None and sys.stdin.isatty():
+        p.print_help(sys.stderr)
+        print(f"\n{p.prog}: reads a selector's output: pipe one into it, or give -f FILE.",
+              file=sys.stderr)
+        return True
+    return False
+
+
+def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    detail = tool.endswith("-detail")
+    base = tool.removesuffix("-detail")
+    what = {"show-all": "every delivery attempt", "show-success": "successful deliveries",
+            "show-failures": "failed (permanent) deliveries",
+            "show-deferrals": "deferred (temporary failure) delivery attempts"}[base]
+    p = _parser(tool, f"Show {what}, one line each:\n  TIME RESULT "
+                      + ("SENDER " if detail else "")
+                      + "RECIPIENT remote=HOST|local=ADDRESS REPLY\nwith the reply decoded "
+                        "(qmail writes spaces as '_' and line breaks as '/').")
+    _add_input(p)
+    p.add_argument("--channel", choices=("local", "remote"), help="only this kind of delivery")
+    args = p.parse_args(argv)
+    if _needs_input(p, args, out):
+        return 2
+    diag = Diagnostics()
+    tracker = Tracker(diag)
+    operators.run_show(input_lines(args.file, diag), out, tracker,
+                       operators.SHOW_RESULTS[base], detail, args.channel)
+    diag.warn(tool, err)
+    return 0
+
+
+def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    channel = None
+    base = tool
+    for suffix in ("-local", "-remote"):
+        if tool.endswith(suffix):
+            channel, base = suffix[1:], tool.removesuffix(suffix)
+    spec = operators.TOPS[base]
+    p = _parser(tool, f"Count, per {spec.key}, the messages, delivery attempts, successes, "
+                      f"deferrals, failures and bytes"
+                      + (f" of {channel} deliveries" if channel else "")
+                      + f"; sorted by {spec.sort}.\nA 'user' is the node's side of a delivery: "
+                        "the recipient of a local delivery, the sender of a remote one.")
+    _add_input(p)
+    p.add_argument("--sort", choices=(*operators.FIELDS, spec.key), default=spec.sort,
+                   help=f"sort by this column (numbers largest first; default {spec.sort})")
+    p.add_argument("--limit", type=int, metavar="N", help="print only the first N rows")
+    p.add_argument("--by", choices=("user", "sender", "recipient"), default=spec.by,
+                   help=f"whose address makes the row (default {spec.by})")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON list of objects")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 0:
+        p.error(f"--limit must be 0 or more, not {args.limit}")
+    if _needs_input(p, args, out):
+        return 2
+    diag = Diagnostics()
+    tracker = Tracker(diag)
+    rows = operators.top_rows(input_lines(args.file, diag), tracker, spec, args.by, channel)
+    items = operators.order_rows(rows, spec, args.sort, args.limit)
+    render = (operators.render_json if args.json else
+              operators.render_csv if args.csv else operators.render_table)
+    render(items, spec.key, out)
+    diag.warn(tool, err)
+    return 0
+
+
+def _webmail_uid(args: argparse.Namespace) -> int:
+    if args.uid is not None:
+        return int(args.uid)
+    env = os.environ.get(WEBMAIL_UID_ENV)
+    if env:
+        if not env.isdigit():
+            raise UsageError(f"{WEBMAIL_UID_ENV}={env!r} is not a uid (a whole number)")
+        return int(env)
+    home = args.home or os.environ.get("MAILYARD_HOME")
+    if not home:
+        raise UsageError(f"no webmail uid: give --uid N, set {WEBMAIL_UID_ENV}, or give "
+                         f"--home DIR so the node setting {WEBMAIL_UID_SETTING} can be read")
+    from mailyard.settings import store_get  # the store is only needed on a node
+
+    value = store_get(Path(home), WEBMAIL_UID_SETTING)
+    if value is None or not str(value).isdigit():
+        raise UsageError(f"the node setting {WEBMAIL_UID_SETTING} is {value!r}, not a uid")
+    return int(value)
+
+
+def _user_domains(args: argparse.Namespace) -> list[str]:
+    if args.domains is not None:
+        return [d.strip() for d in args.domains.split(",") if d.strip()]
+    home = args.home or os.environ.get("MAILYARD_HOME")
+    if not home:
+        raise UsageError("no node to ask which domains the user owns: give --home DIR, set "
+                         "MAILYARD_HOME, or list them with --domains a.com,b.com")
+    from mailyard.store.accounts import domains_owned_by  # the store is only needed on a node
+
+    return list(domains_owned_by(Path(home), args.user))
+
+
+def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    descriptions = {
+        "xrcpt": "Pass on the deliveries to ADDRESS (with their messages' header lines).",
+        "xsend": "Pass on the whole messages sent by ADDRESS ('<>' for bounces).",
+        "xuser": "Pass on the mail of the domains owned by system user USER: whole messages "
+                 "sent from those domains and the deliveries to them.",
+        "xwebmail": "Pass on the whole messages injected by the webmail (the uid in the "
+                    "'info msg' line).",
+    }
+    p = _parser(tool, descriptions[tool] + " Reads a selector's output; writes the same form, "
+                "so filters chain and feed any operator.")
+    if tool in ("xrcpt", "xsend"):
+        p.add_argument("address", nargs="+", metavar="ADDRESS",
+                       help="an address, or @domain for every address of a domain")
+    elif tool == "xuser":
+        p.add_argument("user", metavar="USER")
+        p.add_argument("--domains", metavar="D1,D2",
+                       help="use these domains instead of asking the node's store")
+        p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
+    else:
+        p.add_argument("--uid", type=int, metavar="N",
+                       help=f"the webmail's uid (default ${WEBMAIL_UID_ENV}, then the node "
+                            f"setting {WEBMAIL_UID_SETTING})")
+        p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
+    _add_input(p)
+    args = p.parse_args(argv)
+    rules: tuple[Callable, Callable | None]  # type: ignore[type-arg]
+    try:
+        if tool == "xrcpt":
+            rules = filters.xrcpt(args.address)
+        elif tool == "xsend":
+            rules = filters.xsend(args.address)
+        elif tool == "xuser":
+            rules = filters.xuser(_user_domains(args))
+        else:
+            rules = filters.xwebmail(_webmail_uid(args))
+    except UsageError as exc:
+        p.error(str(exc))
+    if _needs_input(p, args, out):
+        return 2
+    diag = Diagnostics()
+    filters.run_filter(input_lines(args.file, diag), out, Tracker(diag), rules[0], rules[1])
+    diag.warn(tool, err)
+    return 0
+
+
+def run(tool: str, argv: Sequence[str], out: TextIO | None = None,
+        err: TextIO | None = None) -> int:
+    """Run log tool `tool` with arguments `argv`; the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        if tool in SELECTORS:
+            return run_selector(tool, argv, out, err)
+        if tool == "hstamp":
+            return run_hstamp(argv, out, err)
+        if tool in SHOWS:
+            return run_show(tool, argv, out, err)
+        if tool in TOPS:
+            return run_top(tool, argv, out, err)
+        if tool in FILTERS:
+            return run_filter(tool, argv, out, err)
+    except SourceError as exc:
+        print(f"{tool}: error: {exc}", file=err)
+        return 1
+    print(f"unknown log tool {tool!r}; the tools are: {' '.join(TOOLS)}", file=err)
+    return 2
+
+
+def _quiet_broken_pipe() -> int:
+    """`... | show-all | head`: the reader left; stop quietly, as a C tool killed by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13
+
+
+def main(argv: Sequence[str] | None = None, via_module: bool = False) -> int:
+    """Console-script entry point: the tool is the program name (or argv[0] with via_module)."""
+    if argv is None:
+        tool = os.path.basename(sys.argv[0])
+        argv = sys.argv[1:]
+        if tool not in TOOLS and argv and argv[0] in TOOLS:
+            tool, argv = argv[0], argv[1:]
+    elif via_module or argv and argv[0] in TOOLS:
+        if not argv:
+            print("usage: python -m mailyard.logtools TOOL [ARGS...]\ntools: "
+                  + " ".join(TOOLS), file=sys.stderr)
+            return 2
+        tool, argv = argv[0], argv[1:]
+    else:
+        tool = os.path.basename(sys.argv[0])
+    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    try:
+        status = run(tool, list(argv))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,151 @@
+"""The X-filters: pass on the log lines of the messages (or deliveries) that match.
+
+A filter keeps messages whole.  It decides on a message when it learns its sender (`info msg`)
+or, for recipient filters, on each delivery when it starts; until then it holds the message's
+`new msg`/`info msg` lines (a few per in-flight message), and writes them out in front of the
+first delivery that passes, so the next tool always sees a message's header before its
+deliveries.  Lines that belong to no message (status, warnings) are not passed on.
+Output lines carry our readable stamp, so filters chain and feed any operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TextIO
+
+from mailyard.logtools.parser import (
+    BounceMsg,
+    DeliveryResult,
+    EndMsg,
+    InfoMsg,
+    Malformed,
+    NewMsg,
+    StartDelivery,
+    TripleBounce,
+    domain_of,
+    mailbox_address,
+    parse,
+)
+from mailyard.logtools.tai64n import Clock, Stamped
+from mailyard.logtools.tracking import DROP, NEW, PASS, UNDECIDED, Delivery, Message, Tracker
+
+# A verdict on a whole message: True passes it all, False drops it, None decides per delivery.
+MessageRule = Callable[[Message], bool | None]
+DeliveryRule = Callable[[Message, Delivery], bool]
+
+
+class AddressMatcher:
+    """Matches addresses given on the command line: `user@domain` exactly, `@domain` for a
+    whole domain; case-insensitive (domains are, and in practice local parts too)."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.addresses = {p.lower() for p in patterns if not p.startswith("@")}
+        self.domains = {p[1:].lower() for p in patterns if p.startswith("@")}
+
+    def __call__(self, address: str | None) -> bool:
+        if address is None:
+            return False
+        a = address.lower()
+        return a in self.addresses or (bool(self.domains) and domain_of(a) in self.domains)
+
+
+def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
+               message_rule: MessageRule, delivery_rule: DeliveryRule | None = None) -> None:
+    """Write the lines of `lines` that belong to passing messages and deliveries."""
+    clock = Clock()
+    write = out.write
+    diag = tracker.diag
+
+    def decide(m: Message) -> None:
+        verdict = message_rule(m)
+        m.mark = PASS if verdict else (DROP if verdict is False else UNDECIDED)
+        if m.mark == PASS and m.held:
+            for held in m.held:
+                write(held)
+            m.flushed = True
+        if m.mark != UNDECIDED:
+            m.held = None
+
+    for s in lines:
+        ev = parse(s.text)
+        line = f"{clock.display(s)} {s.text}\n"
+        if isinstance(ev, NewMsg):
+            m = tracker.new_msg(ev.msg)
+            m.held = [line]
+        elif isinstance(ev, InfoMsg):
+            m = tracker.info(ev)
+            if m.held is None:
+                m.held = []
+            m.held.append(line)
+            decide(m)
+        elif isinstance(ev, StartDelivery):
+            d = tracker.start(ev)
+            m = d.message
+            if m.mark == NEW:
+                decide(m)
+            if m.mark == PASS:
+                d.passes = True
+            elif m.mark == UNDECIDED and delivery_rule is not None and delivery_rule(m, d):
+                d.passes = True
+                if m.held:
+                    for held in m.held:
+                        write(held)
+                m.held = None
+                m.flushed = True
+            if d.passes:
+                write(line)
+        elif isinstance(ev, DeliveryResult):
+            d = tracker.result(ev.delivery)
+            if d is not None and d.passes:
+                write(line)
+        elif isinstance(ev, EndMsg):
+            m = tracker.end(ev.msg)
+            if m is not None and (m.mark == PASS or m.flushed):
+                write(line)
+        elif isinstance(ev, BounceMsg | TripleBounce):
+            m = tracker.get(ev.msg)
+            if m is not None and (m.mark == PASS or m.flushed):
+                write(line)
+        elif isinstance(ev, Malformed):
+            diag.problem("malformed", "")
+
+
+# ---- the four filters ------------------------------------------------------------------------
+
+def xrcpt(patterns: Sequence[str]) -> tuple[MessageRule, DeliveryRule]:
+    """Deliveries to the given recipients, with their messages' header lines."""
+    match = AddressMatcher(patterns)
+    return (lambda m: None), (lambda m, d: match(mailbox_address(d.recipient)))
+
+
+def xsend(patterns: Sequence[str]) -> tuple[MessageRule, DeliveryRule | None]:
+    """Whole messages from the given senders (`<>` for bounces)."""
+    match = AddressMatcher(patterns)
+    want_null = "<>" in patterns
+
+    def rule(m: Message) -> bool:
+        if m.sender is None:
+            return False
+        return (want_null and m.sender == "") or match(m.sender)
+
+    return rule, None
+
+
+def xuser(domains: Sequence[str]) -> tuple[MessageRule, DeliveryRule]:
+    """Messages sent from the user's domains (whole), and deliveries to the user's domains."""
+    owned = {d.lower().lstrip("@") for d in domains}
+
+    def message_rule(m: Message) -> bool | None:
+        if m.sender is not None and domain_of(m.sender) in owned:
+            return True
+        return None
+
+    def delivery_rule(m: Message, d: Delivery) -> bool:
+        return domain_of(mailbox_address(d.recipient)) in owned
+
+    return message_rule, delivery_rule
+
+
+def xwebmail(uid: int) -> tuple[MessageRule, DeliveryRule | None]:
+    """Whole messages injected by the webmail's system user (the `uid` of `info msg`)."""
+    return (lambda m: m.uid == uid), None

@@ -1,0 +1,232 @@
+"""The operators: Show (one line per delivery attempt) and Top (counts per address or domain).
+
+Both follow each delivery from its `starting delivery` line to its result, and each message
+from `new msg` to `end msg`, through a `Tracker`; an attempt is reported when its result line
+comes, at that line's time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple, TextIO
+
+from mailyard.logtools.parser import (
+    DeliveryResult,
+    EndMsg,
+    InfoMsg,
+    Malformed,
+    NewMsg,
+    StartDelivery,
+    decode_report,
+    domain_of,
+    mailbox_address,
+    parse,
+    remote_host,
+)
+from mailyard.logtools.tai64n import Clock, Stamped
+from mailyard.logtools.tracking import Message, Tracker
+
+
+class Attempt(NamedTuple):
+    """One finished delivery attempt."""
+
+    stamp: Stamped  # of the result line
+    result: str  # success, deferral, failure, mangled
+    channel: str  # local or remote
+    recipient: str  # as logged
+    report: str  # as logged (encoded)
+    message: Message
+
+
+def attempts(lines: Iterable[Stamped], tracker: Tracker) -> Iterator[Attempt]:
+    """The delivery attempts of a log, in the order their results were logged."""
+    diag = tracker.diag
+    for s in lines:
+        text = s.text
+        c = text[:1]
+        # Cheap first-letter test: a third of a qmail-send log is `status:` lines.
+        if c not in "dsnie" or text.startswith("status:"):
+            continue
+        ev = parse(text)
+        if isinstance(ev, DeliveryResult):
+            d = tracker.result(ev.delivery)
+            if d is not None:
+                yield Attempt(s, ev.result, d.channel, d.recipient, ev.report, d.message)
+        elif isinstance(ev, StartDelivery):
+            tracker.start(ev)
+        elif isinstance(ev, NewMsg):
+            tracker.new_msg(ev.msg)
+        elif isinstance(ev, InfoMsg):
+            tracker.info(ev)
+        elif isinstance(ev, EndMsg):
+            tracker.end(ev.msg)
+        elif isinstance(ev, Malformed):
+            diag.problem("malformed", "")
+
+
+def sender_text(m: Message) -> str:
+    """How a report shows a sender: `<>` for bounces, `?` when the info line is not in input."""
+    if m.sender is None:
+        return "?"
+    return m.sender or "<>"
+
+
+# ---- Show ---------------------------------------------------------------------------------------
+
+SHOW_RESULTS = {
+    "show-all": ("success", "deferral", "failure", "mangled"),
+    "show-success": ("success",),
+    "show-failures": ("failure",),
+    "show-deferrals": ("deferral", "mangled"),
+}
+
+
+def show_line(a: Attempt, clock: Clock, detail: bool) -> str:
+    """`TIME RESULT [SENDER] RECIPIENT WHERE REPLY`; every field but REPLY is space-free.
+
+    WHERE is `remote=HOST` (the server qmail-remote talked to, `-` if the report names none)
+    or `local=ADDRESS` (the local address qmail-local delivered to, virtual-domain prefix and
+    all).  RECIPIENT has that prefix removed.
+    """
+    if a.channel == "remote":
+        where = "remote=" + (remote_host(a.report) or "-")
+        recipient = a.recipient
+    else:
+        where = "local=" + a.recipient
+        recipient = mailbox_address(a.recipient)
+    reply = decode_report(a.report) if a.result != "mangled" else "report mangled, will defer"
+    sender = f" {sender_text(a.message)}" if detail else ""
+    return f"{clock.display(a.stamp)} {a.result:<8}{sender} {recipient} {where} {reply}\n"
+
+
+def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: tuple[str, ...],
+             detail: bool, channel: str | None = None) -> int:
+    clock = Clock()
+    n = 0
+    for a in attempts(lines, tracker):
+        if a.result in results and (channel is None or a.channel == channel):
+            out.write(show_line(a, clock, detail))
+            n += 1
+    return n
+
+
+# ---- Top ----------------------------------------------------------------------------------------
+
+FIELDS = ("messages", "deliveries", "successes", "deferrals", "failures", "bytes")
+_RESULT_COLUMN = {"success": 2, "deferral": 3, "mangled": 3, "failure": 4}
+
+
+def user_of(a: Attempt) -> str:
+    """The node's user in a delivery: the recipient of a local one, the sender of a remote one."""
+    if a.channel == "local":
+        return mailbox_address(a.recipient)
+    return sender_text(a.message)
+
+
+def key_address(a: Attempt, by: str) -> str:
+    if by == "recipient":
+        return mailbox_address(a.recipient) if a.channel == "local" else a.recipient
+    if by == "sender":
+        return sender_text(a.message)
+    return user_of(a)
+
+
+def key_domain(a: Attempt, by: str) -> str:
+    address = key_address(a, by)
+    if address in ("?", "<>"):
+        return address
+    return domain_of(address) or address
+
+
+@dataclass(frozen=True)
+class TopSpec:
+    """What a top-* operator counts by default."""
+
+    key: str  # the column title: recipient, sender, user or domain
+    by: str  # whose address: recipient, sender, user
+    sort: str  # default sort field
+    only: str | None = None  # keep only rows where this field is non-zero
+
+
+TOPS = {
+    "top-recipients": TopSpec("recipient", "recipient", "messages"),
+    "top-senders": TopSpec("sender", "sender", "messages"),
+    "top-deferrals": TopSpec("user", "user", "deferrals", "deferrals"),
+    "top-failures": TopSpec("user", "user", "failures", "failures"),
+    "top-user-stats": TopSpec("user", "user", "deliveries"),
+    "top-domain-stats": TopSpec("domain", "user", "deliveries"),
+}
+
+
+def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
+             channel: str | None) -> dict[str, list[int]]:
+    """Counts per row key.  A message counts once per row (messages, bytes): the first time
+    one of its attempts lands in that row; every attempt counts in deliveries and its result."""
+    rows: dict[str, list[int]] = {}
+    per_domain = spec.key == "domain"
+    for a in attempts(lines, tracker):
+        if channel is not None and a.channel != channel:
+            continue
+        key = key_domain(a, by) if per_domain else key_address(a, by)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [0, 0, 0, 0, 0, 0]
+        m = a.message
+        if m.counted is None:
+            m.counted = set()
+        if key not in m.counted:
+            m.counted.add(key)
+            row[0] += 1
+            row[5] += m.bytes
+        row[1] += 1
+        row[_RESULT_COLUMN[a.result]] += 1
+    return rows
+
+
+def order_rows(rows: dict[str, list[int]], spec: TopSpec, sort: str,
+               limit: int | None) -> list[tuple[str, list[int]]]:
+    """Rows sorted by `sort` (largest first; the key column alphabetically), ties by key."""
+    items = list(rows.items())
+    if spec.only is not None:
+        col = FIELDS.index(spec.only)
+        items = [(k, r) for k, r in items if r[col]]
+    if sort in FIELDS:
+        col = FIELDS.index(sort)
+        items.sort(key=lambda kr: (-kr[1][col], kr[0]))
+    else:
+        items.sort(key=lambda kr: kr[0])
+    if limit is not None:
+        items = items[:limit]
+    return items
+
+
+def render_table(items: list[tuple[str, list[int]]], key_title: str, out: TextIO) -> None:
+    """Aligned columns: the key left-aligned, the numbers right-aligned."""
+    headers = (key_title, *FIELDS)
+    body = [(k, *(str(v) for v in r)) for k, r in items]
+    widths = [max([len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(headers)]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return f"{first}  {rest}".rstrip() + "\n"
+
+    out.write(fmt(headers))
+    for row in body:
+        out.write(fmt(row))
+
+
+def render_json(items: list[tuple[str, list[int]]], key_title: str, out: TextIO) -> None:
+    data = [{key_title: k, **dict(zip(FIELDS, r, strict=True))} for k, r in items]
+    json.dump(data, out, indent=1)
+    out.write("\n")
+
+
+def render_csv(items: list[tuple[str, list[int]]], key_title: str, out: TextIO) -> None:
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow((key_title, *FIELDS))
+    for k, r in items:
+        w.writerow((k, *r))
