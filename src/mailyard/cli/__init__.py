@@ -1,0 +1,1 @@
+"""The `mailyard` command: one CLI for everything the panel does."""

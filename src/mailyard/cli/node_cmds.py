@@ -1,0 +1,171 @@
+"""CLI commands that create, start, stop and inspect a node and its services."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..home import CONFIG_NAME, Home
+from ..settings.registry import SERVICE_NAMES
+from .common import CliError, home_of, print_json, print_table
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("init", help="create a node home")
+    p.add_argument("--hostname", required=True, help="the node's mail server hostname (FQDN)")
+    p.add_argument("--port-base", type=int, default=0, help="added to every standard port")
+    p.add_argument("--db", help="store URL (default: SQLite in the home)")
+    p.add_argument("--node-name", default="node1")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("up", help="start the node and wait until every enabled service serves")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop every service and the supervisor")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("status", help="state, pid, uptime and version of every service")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("run", help="create the home if needed, start the node, stop on Ctrl-C")
+    p.add_argument("--hostname", help="hostname for a new home (default: this machine's)")
+    p.add_argument("--port-base", type=int, default=0)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("service", help="start, stop, restart or reload one service")
+    p.add_argument("action", choices=["start", "stop", "restart", "reload"])
+    p.add_argument("name", choices=list(SERVICE_NAMES))
+    p.set_defaults(func=cmd_service)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from ..nodeinit import init_home
+
+    root = args.home or os.environ.get("MAILYARD_HOME")
+    if not root:
+        raise CliError("give the home with --home DIR or MAILYARD_HOME", 2)
+    if not 0 <= args.port_base <= 60000:
+        raise CliError(f"--port-base: {args.port_base} is not allowed; use 0 to 60000", 2)
+    from ..settings.types import SettingError
+
+    try:
+        home, password = init_home(Path(root), args.hostname, args.port_base, args.db,
+                                   args.node_name)
+    except SettingError as exc:
+        raise CliError(str(exc), 2) from None
+    print(f"node home ready at {home.root}")
+    if password:
+        print(f"first admin account: admin  password: {password}  (shown once; keep it)")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..services import control
+
+    home = home_of(args)
+    try:
+        started = control.up(home, args.timeout)
+    except control.ControlError as exc:
+        raise CliError(str(exc)) from None
+    print("running: " + ", ".join(started))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ..services import control
+
+    control.down(home_of(args))
+    print("node stopped")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..services import control
+
+    rows = [s.as_dict() for s in control.status(home_of(args))]
+    if args.json:
+        print_json([{k: r[k] for k in ("name", "state", "pid", "uptime", "version")}
+                    for r in rows])
+    else:
+        print_table(rows, ["name", "state", "pid", "uptime", "version"])
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from ..services import control
+
+    home = home_of(args)
+    try:
+        getattr(control, args.action)(home, args.name)
+    except control.ControlError as exc:
+        raise CliError(str(exc)) from None
+    state = {s.name: s.state for s in control.status(home, with_versions=False)}[args.name]
+    print(f"{args.name}: {state}")
+    return 0
+
+
+def _default_hostname() -> str:
+    name = socket.getfqdn() or "localhost"
+    return name if "." in name else f"{name}.localdomain"
+
+
+def print_addresses(home: Home) -> None:
+    from ..home import STANDARD_PORTS
+    from ..store.settings_store import load_settings
+
+    settings = load_settings(home)
+    print("ports:")
+    for listener in STANDARD_PORTS:
+        print(f"  {listener:<11} {home.port(listener, settings)}")
+    print(f"panel: https://{settings['server.hostname']}:{home.port('panel', settings)}/ "
+          f"(or https://127.0.0.1:{home.port('panel', settings)}/)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..nodeinit import init_home
+    from ..services import control
+
+    root = Path(args.home or os.environ.get("MAILYARD_HOME") or "/var/lib/mailyard")
+    if not (root / CONFIG_NAME).exists():
+        home, password = init_home(root, args.hostname or _default_hostname(), args.port_base)
+        print(f"created node home {home.root}")
+        if password:
+            print(f"first admin account: admin  password: {password}  (shown once; keep it)")
+    home = Home.find(str(root))
+    if control.supervisor_running(home):
+        raise CliError("this node is running already; stop it with `mailyard down`")
+    proc = control.start_supervisor(home, foreground=True)
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        try:
+            started = control.up(home)
+            print("running: " + ", ".join(started))
+        except control.ControlError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+        print_addresses(home)
+        print("Ctrl-C stops the node.")
+        sys.stdout.flush()
+        while not stopping and proc is not None and proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        print("stopping the node...")
+        control.down(home)
+        if proc is not None:
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+    return 0

@@ -1,0 +1,1 @@
+"""Supervision of a node's services: catalog, supervisord configuration, control, TLS, privileges."""

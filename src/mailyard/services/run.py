@@ -1,0 +1,59 @@
+"""The supervised child: apply the memory limit, then run or exec the service's program.
+
+`python -m mailyard.services.run PROGRAM --home HOME` is what supervisord starts. The memory
+limit is applied here, before the real program starts, as daemontools' softlimit does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import resource
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..home import Home
+from .catalog import SERVICES
+
+
+def load(ref: str) -> Callable[..., Any]:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def apply_memory_limit(megabytes: int) -> None:
+    """Cap the address space (RLIMIT_AS, softlimit -a); 0 leaves it unlimited."""
+    if megabytes <= 0:
+        return
+    limit = megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mailyard-service")
+    parser.add_argument("program")
+    parser.add_argument("--home")
+    args = parser.parse_args(argv)
+    home = Home.find(args.home)
+    specs = [s for s in SERVICES.values() if s.program == args.program]
+    if not specs:
+        sys.exit(f"mailyard: no service program named {args.program!r}")
+    spec = specs[0]
+    from ..store.settings_store import load_settings
+
+    settings = load_settings(home)
+    # Dovecot limits its own processes (vsz_limit per service); the others get softlimit here.
+    if spec.program == spec.name:
+        apply_memory_limit(int(settings[f"service.{spec.name}.memory_limit_mb"]))
+    entry = load(spec.entry)
+    if spec.exec_:
+        argv_ = [str(a) for a in entry(home)]
+        sys.stdout.flush()
+        os.execvp(argv_[0], argv_)
+    entry(home)
+
+
+if __name__ == "__main__":
+    main()
