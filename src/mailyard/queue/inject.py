@@ -1,0 +1,161 @@
+"""Putting a message into the queue: stream it in, then commit it at one atomic point.
+
+The steps of `MessageWriter.commit` and why each is there are in docs/queue.md ("Injection").
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ..services.privileges import mail_owner, running_as_root
+from .envelope import Envelope
+from .errors import QueueError
+
+if TYPE_CHECKING:
+    from .layout import Queue
+
+# Writes are gathered to this size before reaching the file: SMTP hands us many short lines.
+WRITE_BUFFER_BYTES = 64 * 1024
+_sequence = itertools.count()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory entries of `path` durable (a rename is not, until this)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _wrap(err: OSError, doing: str) -> QueueError:
+    return QueueError(f"queue: cannot {doing}: {err.strerror or err}")
+
+
+class MessageWriter:
+    """Streams one message into the queue's tmp/ directory until `commit` or abandonment."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
+        self._tmp = queue.root / "tmp" / name
+        self._buffer = bytearray()
+        self.size = 0
+        self.queue_id: str | None = None
+        self._closed = False
+        try:
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as err:
+            raise _wrap(err, f"create a message file in {self._tmp.parent}") from err
+
+    # ---- streaming -----------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise QueueError("queue: write after the message was committed or abandoned",
+                             temporary=False)
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= WRITE_BUFFER_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        view = memoryview(self._buffer)
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+        except OSError as err:
+            self.abandon()
+            raise _wrap(err, "write the message") from err
+        finally:
+            view.release()
+        self._buffer.clear()
+
+    @property
+    def path(self) -> Path:
+        """The file holding every byte written so far (for filters that scan it)."""
+        if self._buffer and not self._closed:
+            self._flush()
+        return self._tmp
+
+    # ---- the end ------------------------------------------------------------------------------
+    def commit(self, envelope: Envelope) -> str:
+        """Make the message durable and due for delivery; returns its queue id."""
+        if self._closed:
+            raise QueueError("queue: the message was already committed or abandoned",
+                             temporary=False)
+        envelope.validate()
+        root = self.queue.root
+        self._flush()
+        try:
+            os.utime(self._fd)  # its age, for the clean-up of orphans, starts at commit
+            os.fsync(self._fd)
+            qid = str(os.fstat(self._fd).st_ino)
+            if running_as_root():
+                os.fchown(self._fd, *mail_owner())
+        except OSError as err:
+            self.abandon()
+            raise _wrap(err, "save the message to disk") from err
+        os.close(self._fd)
+        self._closed = True
+        mess = root / "mess" / qid
+        env_tmp = root / "tmp" / f"{qid}.envelope"
+        todo = root / "todo" / qid
+        envelope.time = time.time()
+        envelope.qp = os.getpid()
+        envelope.size = self.size
+        if envelope.uid is None:
+            envelope.uid = os.getuid()
+        try:
+            os.rename(self._tmp, mess)
+        except OSError as err:
+            self._tmp.unlink(missing_ok=True)
+            raise _wrap(err, "move the message into the queue") from err
+        try:
+            fd = os.open(env_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                data = envelope.to_bytes()
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, "short write of the envelope")
+                os.fsync(fd)
+                if running_as_root():
+                    os.fchown(fd, *mail_owner())
+            finally:
+                os.close(fd)
+            fsync_dir(root / "mess")
+            os.rename(env_tmp, todo)  # the commit point
+        except OSError as err:
+            env_tmp.unlink(missing_ok=True)
+            mess.unlink(missing_ok=True)
+            raise _wrap(err, "save the envelope") from err
+        self.queue_id = qid
+        try:
+            fsync_dir(root / "todo")
+        except OSError as err:  # committed, maybe not yet durable: report, never remove
+            raise _wrap(err, "make the queue entry durable") from err
+        self.queue.trigger()
+        return qid
+
+    def abandon(self) -> None:
+        """Remove everything written so far (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        if self.queue_id is None:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> MessageWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.queue_id is None:
+            self.abandon()

@@ -1,0 +1,103 @@
+"""The queue directory: its sub-directories, the trigger, and cheap counts of each state.
+
+The layout and the invariants that hold between its directories are in docs/queue.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ..services.privileges import chown_path, running_as_root
+from .errors import QueueError
+from .inject import MessageWriter
+
+# Sub-directories of a queue, in the order a message passes through them.
+#   tmp/    messages being written, and envelopes being written at commit
+#   mess/   message data, named by queue id
+#   todo/   committed envelopes not yet split into local and remote (the commit point)
+#   info/   envelope of a split message (sender and origin)
+#   local/  local recipients, one line each: T (to do) or D (done) + address
+#   remote/ remote recipients, same format
+#   bounce/ failure reports waiting to be sent back as a bounce
+#   lock/   the trigger FIFO
+STATE_DIRS: tuple[str, ...] = ("tmp", "mess", "todo", "info", "local", "remote", "bounce", "lock")
+TRIGGER = "lock/trigger"
+
+
+class Queue:
+    """One queue directory; creating the object creates the layout if it is missing."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        try:
+            self._make_layout()
+        except OSError as err:
+            raise QueueError(f"queue: cannot prepare {self.root}: {err.strerror or err}") from err
+
+    def _make_layout(self) -> None:
+        fresh = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in STATE_DIRS:
+            path = self.root / name
+            if not path.is_dir():
+                path.mkdir(mode=0o750)
+                chown_path(path)
+        fifo = self.root / TRIGGER
+        if not fifo.exists():
+            try:
+                os.mkfifo(fifo, 0o620)
+            except FileExistsError:
+                pass
+            chown_path(fifo)
+        elif not stat.S_ISFIFO(fifo.stat().st_mode):
+            raise QueueError(f"queue: {fifo} exists but is not a FIFO; remove it")
+        if fresh and running_as_root():
+            chown_path(self.root)
+
+    def path(self, state: str, qid: str) -> Path:
+        return self.root / state / qid
+
+    # ---- injection ------------------------------------------------------------------------------
+    def open_message(self) -> MessageWriter:
+        """A writer for one new message; use it as a context manager (see MessageWriter)."""
+        return MessageWriter(self)
+
+    def trigger(self) -> None:
+        """Wake the send service, if it runs, to look at the queue now (never blocks)."""
+        try:
+            fd = os.open(self.root / TRIGGER, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES):
+                return  # nobody listening: send looks at the whole queue when it starts
+            raise
+        try:
+            os.write(fd, b"\0")
+        except OSError as err:
+            if err.errno != errno.EAGAIN:  # a full pipe is already a pending wake-up
+                raise
+        finally:
+            os.close(fd)
+
+    # ---- counts ---------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Messages not yet preprocessed (todo), and with local or remote deliveries to do."""
+        return {state: _count(self.root / state) for state in ("todo", "local", "remote")}
+
+    def ids(self, state: str) -> list[str]:
+        """Queue ids present in one state directory (numeric ids only)."""
+        try:
+            names = os.listdir(self.root / state)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if n.isdigit()]
+
+
+def _count(path: Path) -> int:
+    try:
+        with os.scandir(path) as entries:
+            return sum(1 for e in entries if e.name.isdigit())
+    except FileNotFoundError:
+        return 0
