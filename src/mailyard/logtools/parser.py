@@ -170,6 +170,7 @@ def mailbox_address(recipient: str) -> str:
 # remote servers put in their replies (Gmail: https://support.google.com/mail/?p=...) survive.
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^_\s]*")
 LINE_SEPARATOR = " / "
+_REPLY_LINE_RE = re.compile(r"/(?=\d{3}[ -])")
 
 
 def decode_report(report: str) -> str:
@@ -190,16 +191,16 @@ def decode_report(report: str) -> str:
     pos = 0
     for m in _URL_RE.finditer(text):
         out.append(text[pos:m.start()].replace("/", LINE_SEPARATOR))
-        url = m.group(0)
-        # A URL at the end of a report line ends at that line's `/` newline, when the next
-        # line starts like an SMTP reply line ("550-5.1.1", "250 ok").
-        nl = re.search(r"/(?=\d{3}[ -])", url)
-        if nl:
-            out.append(url[:nl.start()] + LINE_SEPARATOR)
-            out.append(url[nl.start() + 1:].replace("/", LINE_SEPARATOR))
+        # A URL at the end of a reply line runs into that line's `/` newline when the next
+        # line starts like an SMTP reply line ("550-5.1.1", "250 ok"): cut it there.
+        end = m.end()
+        nl = _REPLY_LINE_RE.search(text, m.start(), end + 4)
+        if nl and nl.start() < end:
+            out.append(text[m.start():nl.start()] + LINE_SEPARATOR)
+            out.append(text[nl.start() + 1:end].replace("/", LINE_SEPARATOR))
         else:
-            out.append(url)
-        pos = m.end()
+            out.append(m.group(0))
+        pos = end
     out.append(text[pos:].replace("/", LINE_SEPARATOR))
     return "".join(out).strip()
 
