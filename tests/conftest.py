@@ -56,3 +56,72 @@ def cli_env(home: Home) -> dict[str, str]:
     env["MAILYARD_HOME"] = str(home.root)
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     return env
+
+
+# ---- a real PostgreSQL server for the store's tests (and the cluster's later) ----------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start a private PostgreSQL server on a free loopback port; yields its admin URL.
+
+    As root the server runs as the `postgres` system user (PostgreSQL refuses root)."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL server binaries are missing: `make test` installs package postgresql")
+    root = Path(tempfile.mkdtemp(prefix="mailyard-pg-", dir="/tmp"))
+    as_root = os.geteuid() == 0
+    prefix: list[str] = []
+    if as_root:
+        pg = pwd.getpwnam("postgres")
+        os.chown(root, pg.pw_uid, pg.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run(prefix + [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                             "mailyard", "--no-sync"], check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(prefix + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+                                      "-k", str(root), "-h", "127.0.0.1", "-F"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"postgresql://mailyard@127.0.0.1:{port}/postgres"
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(f"host=127.0.0.1 port={port} user=mailyard dbname=postgres").close()
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the test PostgreSQL server did not start")
+            time.sleep(0.2)
+    yield {"url": url, "port": port}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A fresh, empty database on the test PostgreSQL server."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(f"host=127.0.0.1 port={postgres_server['port']} user=mailyard "
+                         "dbname=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://mailyard@127.0.0.1:{postgres_server['port']}/{name}"
