@@ -63,22 +63,15 @@ def stdin_text() -> TextIO:
 
 def stamped_lines(stream: Iterable[str], name: str, diag: Diagnostics) -> Iterator[Stamped]:
     """The stamped lines of one stream; bad lines are counted in `diag` and skipped."""
-    previous: str | None = None
     number = 0
+    split = split_stamp
     for line in stream:
-        if previous is not None:
-            s = split_stamp(previous)
-            if s is None:
-                diag.problem("unreadable", f"{name} line {number}")
-            else:
-                yield s
-        previous = line
         number += 1
-    if previous is not None:
-        if not previous.endswith("\n"):
+        if line[-1:] != "\n":
+            # Only the last line of a stream can lack its line end: cut short while written.
             diag.problem("truncated", f"{name} line {number}")
             return
-        s = split_stamp(previous)
+        s = split(line)
         if s is None:
             diag.problem("unreadable", f"{name} line {number}")
         else:
