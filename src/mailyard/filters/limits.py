@@ -1,0 +1,42 @@
+"""Size limits that clamd's configuration and the INSTREAM client must agree on.
+
+The SMTP message size setting (smtp.message_size_mb) counts the message as it arrives,
+attachments already encoded; clamd's StreamMaxLength counts the same bytes, so it is that
+size plus a margin for the header lines added on the way (Received, X-Spam-*), never less.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MB = 1024 * 1024
+# Headers our own hops add to a message (Received lines, spam markers) stay well under 1 MB;
+# the margin keeps a message exactly at the size limit scannable.
+HEADER_MARGIN_BYTES = 1 * MB
+# clamd keeps stream and scan sizes in 32-bit fields: "values above 4 GB are not supported"
+# (clamd.conf(5)). With no message size limit we give clamd the largest value it takes.
+CLAMD_MAX_BYTES = 4095 * MB
+# Archives and encoded parts unpack to more than they weigh; clamd's own default MaxScanSize
+# (400 MB) is four times its default StreamMaxLength (100 MB). We keep that ratio.
+SCAN_SIZE_RATIO = 4
+# Below this, scanning archives inside attachments becomes useless; clamd's default floor.
+MIN_SCAN_SIZE_BYTES = 100 * MB
+
+
+def stream_max_bytes(settings: dict[str, Any]) -> int:
+    """clamd's StreamMaxLength for this node: message size limit + margin, or clamd's maximum."""
+    size_mb = int(settings.get("smtp.message_size_mb", 20) or 0)
+    if size_mb <= 0:
+        return CLAMD_MAX_BYTES
+    return min(size_mb * MB + HEADER_MARGIN_BYTES, CLAMD_MAX_BYTES)
+
+
+def max_scan_bytes(settings: dict[str, Any]) -> int:
+    """clamd's MaxScanSize: how much unpacked data it reads from one stream."""
+    return min(max(stream_max_bytes(settings) * SCAN_SIZE_RATIO, MIN_SCAN_SIZE_BYTES),
+               CLAMD_MAX_BYTES)
+
+
+def max_file_bytes(settings: dict[str, Any]) -> int:
+    """clamd's MaxFileSize: the largest single file it scans (the whole message may be one)."""
+    return stream_max_bytes(settings)

@@ -1,0 +1,84 @@
+"""SMTP-level filtering at the end of DATA: ClamAV first, then SpamAssassin; one reply or None.
+
+Called by the SMTP service with the spooled message before it answers the DATA command:
+
+    reply = await check_message(home, settings, path, sender, recipients, client_ip)
+    if reply is None: accept (queue it, 250); else answer code + enhanced status + text.
+
+Virus scanning never lets a message pass unscanned while it is on: clamd down or slow gives
+a 4xx so the sender keeps the message. Spam scanning never loses mail either: spamd down or
+slow lets the message through unscanned (it is still scanned at the mailbox), and says so in
+the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import clamscan, spamc
+from .limits import stream_max_bytes
+from .policy import Reply, spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+log = logging.getLogger("mailyard.filters.smtp")
+
+
+def _who(sender: str, recipients: list[str], client_ip: str) -> str:
+    return f"from=<{sender}> to={len(recipients)} client={client_ip}"
+
+
+async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str = ""
+                      ) -> Reply | None:
+    """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable)."""
+    timeout = float(settings.get("virus.timeout", 60))
+    try:
+        result = await clamscan.scan_file(home.port("clamd"), path, timeout,
+                                          max_stream=stream_max_bytes(settings))
+    except clamscan.StreamTooLong as exc:
+        log.warning("virus scan refused, message too big for clamd: %s %s", exc, who)
+        return virus_too_big_reply()
+    except clamscan.ClamdUnavailable as exc:
+        log.warning("virus scan unavailable, deferring: %s %s", exc, who)
+        return virus_unavailable_reply()
+    if result.infected:
+        log.info("virus found: %s %s", result.signature, who)
+        return virus_reply(result.signature or "unknown")
+    return None
+
+
+async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str = ""
+                     ) -> Reply | None:
+    """SpamAssassin's part: a 5xx above the SMTP threshold, else None (also when spamd fails)."""
+    size = path.stat().st_size
+    if size > spamc.MAX_SCAN_BYTES:
+        log.info("spam scan skipped: %d bytes is over %d %s", size, spamc.MAX_SCAN_BYTES, who)
+        return None
+    message = await asyncio.to_thread(path.read_bytes)
+    timeout = float(settings.get("spam.timeout", 30))
+    try:
+        result = await spamc.check(home.port("spamd"), message, timeout)
+    except spamc.SpamdUnavailable as exc:
+        log.warning("spam scan unavailable, accepted unscanned: %s %s", exc, who)
+        return None
+    reply = spam_reply(result.score, float(settings.get("spam.smtp_threshold", 10.0)))
+    if reply is not None:
+        log.info("spam refused: score %.1f %s", result.score, who)
+    return reply
+
+
+async def check_message(home: Home, settings: dict[str, Any], path: Path, sender: str,
+                        recipients: list[str], client_ip: str) -> tuple[int, str, str] | None:
+    """The SMTP reply for a received message, or None to accept it."""
+    who = _who(sender, recipients, client_ip)
+    if settings.get("virus.smtp_scanning", False):
+        reply = await check_virus(home, settings, path, who)
+        if reply is not None:
+            return reply
+    if settings.get("spam.smtp_scanning", False):
+        return await check_spam(home, settings, path, who)
+    return None
