@@ -232,8 +232,10 @@ def _webmail_uid(args: argparse.Namespace) -> int:
     from mailyard.settings import store_get  # the store is only needed on a node
 
     value = store_get(Path(home), WEBMAIL_UID_SETTING)
-    if value is None or not str(value).isdigit():
-        raise UsageError(f"the node setting {WEBMAIL_UID_SETTING} is {value!r}, not a uid")
+    if value is None or not str(value).isdigit() or int(str(value)) == 0:
+        # The registry's default is 0, meaning "not configured": root is not the webmail.
+        raise UsageError(f"the node setting {WEBMAIL_UID_SETTING} is {value!r}: set it to the "
+                         f"webmail's uid, or give --uid N")
     return int(value)
 
 
