@@ -1,0 +1,191 @@
+"""The grammar of envelope paths and ESMTP parameters (RFC 5321 4.1.2, 4.1.3; RFC 5322 3.2.3).
+
+`parse_path_argument("<user@example.org> SIZE=100")` gives a `Path` and the parameters. The
+parser is strict about what could smuggle anything (controls, CR, LF, non-ASCII, lengths) and
+lenient where common clients differ from the RFC (a space after the colon, no angle brackets).
+Routing syntax (`%`, `!`, `@` inside the local part, source routes) is parsed, not refused,
+so that policy can name the trick it refuses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+# RFC 5321 4.5.3.1.1-3: local part 64 octets, domain 255 octets, path 256 octets with brackets.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 3.2.3 atext, as a class body
+_DOT_STRING = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*")
+# The same with "@" allowed, only to recognise `user@other@local` as a routing trick.
+_DOT_STRING_AT = re.compile(rf"[{_ATEXT}@]+(\.[{_ATEXT}@]+)*")
+_QUOTED = re.compile(r'"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_PARAM_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")  # esmtp-value: no SP, no "="
+
+
+class AddressError(ValueError):
+    """A path or parameter that does not follow the grammar; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Path:
+    """An envelope path: `<>` (empty local and domain) or local@domain, maybe source-routed."""
+
+    local: str  # as written, quotes included
+    domain: str  # lower case; "" when the client gave a bare local part
+    source_route: str = ""  # "@a.example,@b.example" when given (RFC 5321 C)
+    quoted: bool = False
+
+    @property
+    def is_null(self) -> bool:
+        return not self.local and not self.domain
+
+    @property
+    def address(self) -> str:
+        if self.is_null:
+            return ""
+        return f"{self.local}@{self.domain}" if self.domain else self.local
+
+    @property
+    def unquoted_local(self) -> str:
+        if not self.quoted:
+            return self.local
+        return re.sub(r"\\(.)", r"\1", self.local[1:-1])
+
+    def with_domain(self, domain: str) -> Path:
+        return Path(self.local, domain.lower(), self.source_route, self.quoted)
+
+    def __str__(self) -> str:
+        return f"<{self.address}>"
+
+
+def _check_ascii(text: str) -> None:
+    for ch in text:
+        if ch in "\r\n":
+            raise AddressError("a CR or LF inside an address")
+        if ord(ch) < 0x20 or ord(ch) > 0x7E:
+            raise AddressError(f"character {ch!r} is not allowed in an address "
+                               "(printable ASCII only; SMTPUTF8 is not offered)")
+
+
+def parse_domain(text: str) -> str:
+    """A domain name or an address literal ([192.0.2.1], [IPv6:2001:db8::1]), lower case."""
+    if not text:
+        raise AddressError("the domain is empty")
+    if len(text) > MAX_DOMAIN:
+        raise AddressError(f"the domain is longer than {MAX_DOMAIN} octets")
+    if text.startswith("["):
+        if not text.endswith("]"):
+            raise AddressError(f"address literal {text} is not closed with ]")
+        inner = text[1:-1]
+        try:
+            if inner.lower().startswith("ipv6:"):
+                ipaddress.IPv6Address(inner[5:])
+            else:
+                ipaddress.IPv4Address(inner)
+        except ValueError:
+            raise AddressError(f"{text} is not an IPv4 or IPv6 address literal") from None
+        return text.lower()
+    labels = text.split(".")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise AddressError(f"{text!r} is not a domain name (letters, digits, hyphens, dots)")
+    return text.lower()
+
+
+def _split_mailbox(text: str) -> tuple[str, str | None]:
+    """Split at the last @ that is not inside a quoted string."""
+    in_quotes = escaped = False
+    at = -1
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and in_quotes:
+            escaped = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+        elif ch == "@" and not in_quotes:
+            at = i
+    if in_quotes:
+        raise AddressError("a quoted local part is not closed")
+    if at < 0:
+        return text, None
+    return text[:at], text[at + 1 :]
+
+
+def parse_mailbox(text: str) -> Path:
+    """The inside of the angle brackets: empty, [route:]local@domain, or a bare local part."""
+    _check_ascii(text)
+    if len(text) + 2 > MAX_PATH:
+        raise AddressError(f"the path is longer than {MAX_PATH} octets")
+    if not text:
+        return Path("", "")
+    route = ""
+    if text.startswith("@"):
+        route, colon, text = text.partition(":")
+        if not colon:
+            raise AddressError("a source route must end with ':'")
+        for hop in route.split(","):
+            if not hop.startswith("@"):
+                raise AddressError(f"source route hop {hop!r} must start with @")
+            parse_domain(hop[1:])
+    local, domain = _split_mailbox(text)
+    if not local:
+        raise AddressError("the local part is empty")
+    if len(local) > MAX_LOCAL_PART:
+        raise AddressError(f"the local part is longer than {MAX_LOCAL_PART} octets")
+    quoted = local.startswith('"')
+    if quoted:
+        if not _QUOTED.fullmatch(local):
+            raise AddressError(f"{local} is not a valid quoted local part")
+    elif not _DOT_STRING_AT.fullmatch(local):
+        raise AddressError(f"{local!r} is not a valid local part")
+    return Path(local, parse_domain(domain) if domain is not None else "", route, quoted)
+
+
+def _take_bracketed(arg: str) -> tuple[str, str]:
+    """`<...>` at the start of arg (quotes respected): (inside, rest)."""
+    in_quotes = escaped = False
+    for i, ch in enumerate(arg[1:], start=1):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and in_quotes:
+            escaped = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+        elif ch == ">" and not in_quotes:
+            return arg[1:i], arg[i + 1 :]
+    raise AddressError("the path has no closing >")
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """ESMTP parameters `KEY[=VALUE]` separated by spaces (RFC 5321 4.1.2); keys upper-cased."""
+    params: dict[str, str | None] = {}
+    for item in text.split():
+        key, eq, value = item.partition("=")
+        if not _PARAM_KEY.fullmatch(key):
+            raise AddressError(f"{item!r} is not a parameter (KEYWORD or KEYWORD=VALUE)")
+        if eq and not _PARAM_VALUE.fullmatch(value):
+            raise AddressError(f"parameter {key} has an invalid value")
+        params[key.upper()] = value if eq else None
+    return params
+
+
+def parse_path_argument(arg: str) -> tuple[Path, dict[str, str | None]]:
+    """What follows `MAIL FROM:` or `RCPT TO:`: a path, then optional parameters."""
+    _check_ascii(arg)
+    arg = arg.lstrip(" ")
+    if arg.startswith("<"):
+        inside, rest = _take_bracketed(arg)
+        if rest and not rest.startswith(" "):
+            raise AddressError("a space must separate the path from its parameters")
+    else:
+        # Lenient, as qmail and Postfix are by default: a path written without brackets.
+        inside, _, rest = arg.partition(" ")
+        if not inside:
+            raise AddressError("no address given")
+    return parse_mailbox(inside), parse_params(rest)

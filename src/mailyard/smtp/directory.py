@@ -1,0 +1,48 @@
+"""What the SMTP servers ask the store: is a domain ours, does a mailbox exist, is a password right.
+
+Each question runs in a worker thread (the store may be PostgreSQL across the network, and
+argon2 takes tens of milliseconds on purpose), so one slow answer never stalls other sessions.
+A store failure raises LookupFailed, which the server answers with a 4xx: mail waits, it is
+never refused because of our own trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..store import accounts
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+
+class LookupFailed(RuntimeError):
+    """The store could not answer; the text says which question."""
+
+
+class Directory:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    async def _ask(self, what: str, func, *args):  # type: ignore[no-untyped-def]
+        try:
+            return await asyncio.to_thread(func, self.home, *args)
+        except Exception as exc:  # any store or driver error: answer 4xx, log it
+            raise LookupFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return bool(await self._ask("domain", accounts.is_local_domain, domain))
+
+    async def recipient_exists(self, address: str) -> bool:
+        """A mailbox or an alias with exactly this address."""
+        return bool(await self._ask("recipient", _recipient_exists, address))
+
+    async def check_password(self, username: str, password: str) -> bool:
+        return bool(await self._ask("password", accounts.check_mailbox_password,
+                                    username, password))
+
+
+def _recipient_exists(home: Home, address: str) -> bool:
+    return (accounts.get_mailbox(home, address) is not None
+            or accounts.get_alias(home, address) is not None)

@@ -1,0 +1,361 @@
+"""Every accept/refuse decision of the SMTP servers, as plain functions of (policy, session, input).
+
+`Policy` is one service's settings, parsed once per (re)load. The functions below never touch
+the network or the store: what they need from the store (is the domain ours, does the mailbox
+exist) is looked up by the driver and passed in, so each decision is testable on its own.
+Order at SMTP time (DESIGN.md): connection cap, RBL, greeting, HELO/EHLO, AUTH and TLS mode,
+MAIL FROM (mode, parameters, size, inbound blacklist), RCPT TO (limit, routing tricks,
+inbound blacklist, local domain or relay, outbound blacklist), DATA (size, line length,
+SMTP-level filters).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from . import replies as R
+from .address import Path
+from .auth import MECHANISMS
+from .lines import MAX_TEXT_LINE
+from .protocol import Session
+
+# RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per message; we accept
+# exactly that many (Postfix's smtpd_recipient_limit is 1000, qmail has none) and answer 452
+# to the rest, which tells the client to send them in another transaction.
+MAX_RECIPIENTS = 100
+# RFC 5321 4.5.1: every domain must accept mail for postmaster, even without a domain part.
+POSTMASTER = "postmaster"
+_MB = 1024 * 1024
+_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class AuthMode:
+    """One of the registry's AUTH_MODES: whether AUTH and TLS are off, optional or required."""
+
+    auth: str  # no | optional | withtls | required
+    tls: str  # no | optional | required
+
+    @classmethod
+    def parse(cls, value: str) -> AuthMode:
+        auth, _, tls = value.partition("/")
+        return cls(auth.removeprefix("auth_"), tls.removeprefix("tls_"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings one SMTP service decides with."""
+
+    service: str  # "smtp" or "submission"
+    hostname: str
+    greeting: str
+    default_domain: str
+    auth_mode: AuthMode
+    max_connections: int
+    timeout: int
+    size_limit: int  # octets; 0 means no limit
+    relay_networks: tuple[_IPNetwork, ...]
+    inbound_blacklist: tuple[str, ...]
+    outbound_blacklist: tuple[str, ...]
+    rbl_zones: tuple[str, ...]
+    dns_resolver: str
+    smtp_scanning: bool  # spam.smtp_scanning or virus.smtp_scanning
+    tls_available: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], service: str,
+                      tls_available: bool = True) -> Policy:
+        hostname = str(settings["server.hostname"])
+        return cls(
+            service=service,
+            hostname=hostname,
+            greeting=str(settings.get("smtp.greeting") or "") or hostname,
+            default_domain=str(settings["server.default_domain"]),
+            auth_mode=AuthMode.parse(str(settings[f"{service}.auth_mode"])),
+            max_connections=int(settings["smtp.max_connections"]),
+            timeout=int(settings["smtp.timeout"]),
+            size_limit=int(settings["smtp.message_size_mb"]) * _MB,
+            relay_networks=tuple(ipaddress.ip_network(n, strict=False)
+                                 for n in settings["smtp.relay_networks"]),
+            inbound_blacklist=tuple(p.lower() for p in settings["smtp.inbound_blacklist"]),
+            outbound_blacklist=tuple(p.lower() for p in settings["smtp.outbound_blacklist"]),
+            rbl_zones=tuple(settings["smtp.rbl_zones"]),
+            dns_resolver=str(settings.get("smtp.dns_resolver") or ""),
+            smtp_scanning=bool(settings.get("spam.smtp_scanning"))
+            or bool(settings.get("virus.smtp_scanning")),
+            tls_available=tls_available,
+        )
+
+
+# ---- who the client is -----------------------------------------------------------------------
+
+
+def in_networks(ip: str, networks: tuple[_IPNetwork, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def may_relay(policy: Policy, session: Session) -> bool:
+    """Logged in, or in a relay network: may send to any domain; counts as a local user."""
+    return bool(session.auth_user) or in_networks(session.client_ip, policy.relay_networks)
+
+
+def rbl_applies(policy: Policy, session: Session) -> bool:
+    """DNSBLs are asked on port 25 only, and never about our own relay networks."""
+    return (policy.service == "smtp" and bool(policy.rbl_zones)
+            and not in_networks(session.client_ip, policy.relay_networks))
+
+
+def protocol_name(session: Session) -> str:
+    """The `with` word of the Received header (RFC 3848): SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA."""
+    if not session.esmtp:
+        return "SMTP"
+    return "ESMTP" + ("S" if session.tls else "") + ("A" if session.auth_user else "")
+
+
+# ---- connection, greeting, EHLO ------------------------------------------------------------------
+
+
+def connection_refused(policy: Policy, active: int) -> R.Reply | None:
+    """`active` counts this connection too; the one over the cap is told 421 at once."""
+    if active > policy.max_connections:
+        return R.TOO_MANY_CONNECTIONS.format(hostname=policy.hostname)
+    return None
+
+
+def greeting(policy: Policy) -> R.Reply:
+    return R.GREETING.format(greeting=policy.greeting)
+
+
+def offers_starttls(policy: Policy, session: Session) -> bool:
+    return policy.tls_available and policy.auth_mode.tls != "no" and not session.tls
+
+
+def offers_auth(policy: Policy, session: Session) -> bool:
+    mode = policy.auth_mode.auth
+    return mode == "optional" or (mode in ("withtls", "required") and session.tls)
+
+
+def helo_reply(policy: Policy) -> R.Reply:
+    return R.HELO_OK.format(hostname=policy.hostname)
+
+
+def ehlo_reply(policy: Policy, session: Session) -> R.Reply:
+    lines = [policy.hostname, "PIPELINING"]
+    lines.append(f"SIZE {policy.size_limit}" if policy.size_limit else "SIZE")
+    lines += ["8BITMIME", "ENHANCEDSTATUSCODES"]
+    if offers_starttls(policy, session):
+        lines.append("STARTTLS")
+    if offers_auth(policy, session):
+        lines.append("AUTH " + " ".join(MECHANISMS))
+    return R.EHLO_OK.format(lines="\n".join(lines))
+
+
+def starttls_reply(policy: Policy, session: Session) -> R.Reply:
+    if not offers_starttls(policy, session):
+        return R.NOT_OFFERED.format(command="STARTTLS")
+    return R.READY_FOR_TLS
+
+
+def auth_start_refusal(policy: Policy, session: Session, mechanism: str) -> R.Reply | None:
+    """None when the AUTH exchange may begin."""
+    if not offers_auth(policy, session):
+        if policy.auth_mode.auth in ("withtls", "required") and offers_starttls(policy, session):
+            return R.AUTH_NEEDS_TLS  # RFC 4954 6: 538 when encryption is needed first
+        return R.NOT_OFFERED.format(command="AUTH")
+    if mechanism not in MECHANISMS:
+        return R.UNKNOWN_MECHANISM.format(mechanism=mechanism)
+    return None
+
+
+def mode_refusal(policy: Policy, session: Session) -> R.Reply | None:
+    """TLS or AUTH that the mode requires and the session lacks (checked at MAIL)."""
+    if policy.auth_mode.tls == "required" and not session.tls:
+        return R.TLS_REQUIRED
+    if policy.auth_mode.auth == "required" and not session.auth_user:
+        return R.AUTH_REQUIRED
+    return None
+
+
+# ---- addresses -----------------------------------------------------------------------------------
+
+
+def blacklist_match(patterns: tuple[str, ...], address: str) -> str | None:
+    """The first pattern matching the address: `user@domain` (exact), `@domain` (that whole
+    domain) or a glob with * and ? (e.g. `*@spam.example`, `sales*@*`); case-insensitive."""
+    if not address:
+        return None
+    addr = address.lower()
+    for pattern in patterns:
+        if pattern.startswith("@"):
+            if addr.endswith(pattern) and "@" not in addr[: -len(pattern)]:
+                return pattern
+        elif "*" in pattern or "?" in pattern:
+            if fnmatch.fnmatchcase(addr, pattern):
+                return pattern
+        elif addr == pattern:
+            return pattern
+    return None
+
+
+def routing_trick(path: Path) -> bool:
+    """`user%other@local`, `"user@other"@local`, `@local:user@other`, `other!user@local`,
+    `user@other@local`: routing syntax that turned old servers into open relays."""
+    local = path.unquoted_local
+    return bool(path.source_route) or any(ch in local for ch in "%!@")
+
+
+def _plain(path: Path) -> str:
+    """The address as the blacklists and the queue see it: unquoted local part @ domain."""
+    if path.is_null:
+        return ""
+    return f"{path.unquoted_local}@{path.domain}" if path.domain else path.unquoted_local
+
+
+def mail_from(policy: Policy, session: Session, path: Path,
+              params: dict[str, str | None]) -> tuple[R.Reply, Path | None]:
+    """The reply to MAIL FROM and the sender as accepted (None when refused)."""
+    refusal = mode_refusal(policy, session)
+    if refusal:
+        return refusal, None
+    for key, value in params.items():
+        if key == "SIZE":
+            if value is None or not value.isdigit() or len(value) > 20:
+                return R.SYNTAX_ERROR.format(detail="SIZE needs a number of octets"), None
+            if policy.size_limit and int(value) > policy.size_limit:
+                return R.MESSAGE_TOO_BIG.format(limit=policy.size_limit), None
+        elif key == "BODY":
+            if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                return R.SYNTAX_ERROR.format(detail="BODY is 7BIT or 8BITMIME"), None
+        elif key == "AUTH":
+            pass  # RFC 4954 5: accepted; we trust no one's word for who sent it
+        else:
+            return R.BAD_PARAMETER.format(param=key), None
+    if path.source_route:
+        path = Path(path.local, path.domain, "", path.quoted)  # RFC 5321 C: ignore the route
+    if "@" in path.unquoted_local and not path.quoted:
+        return R.BAD_ADDRESS.format(detail=f"{path} has more than one @"), None
+    if not path.is_null and not path.domain:
+        if not may_relay(policy, session):
+            return R.SENDER_NEEDS_DOMAIN.format(address=path), None
+        path = path.with_domain(policy.default_domain)  # guide 4.2: the default domain
+    hit = blacklist_match(policy.inbound_blacklist, _plain(path))
+    if hit:
+        return R.INBOUND_BLACKLIST.format(address=path), None
+    return R.SENDER_OK, path
+
+
+def rcpt_precheck(policy: Policy, session: Session, path: Path,
+                  params: dict[str, str | None]) -> R.Reply | Path:
+    """What can be decided about RCPT TO before the store is asked: a refusal, or the
+    recipient (with a domain) whose domain and mailbox the driver must look up."""
+    if params:
+        return R.BAD_PARAMETER.format(param=next(iter(params)))
+    if len(session.recipients) >= MAX_RECIPIENTS:
+        return R.TOO_MANY_RECIPIENTS.format(limit=MAX_RECIPIENTS)
+    if routing_trick(path):
+        return R.RELAY_TRICK.format(address=path)
+    if not path.domain:
+        if path.local.lower() == POSTMASTER:
+            path = Path(POSTMASTER, policy.default_domain)
+        elif may_relay(policy, session):
+            path = path.with_domain(policy.default_domain)
+        else:
+            return R.BAD_ADDRESS.format(detail=f"{path} needs a domain")
+    if blacklist_match(policy.inbound_blacklist, _plain(path)):
+        return R.INBOUND_BLACKLIST.format(address=path)
+    return path
+
+
+def rcpt_to(policy: Policy, session: Session, path: Path, *, local_domain: bool,
+            mailbox_exists: bool) -> R.Reply:
+    """The reply to RCPT TO once the store has said whether the domain is ours and whether
+    the mailbox (or alias) exists."""
+    is_postmaster = path.unquoted_local.lower() == POSTMASTER
+    if local_domain or (is_postmaster and path.domain == policy.default_domain):
+        if not (mailbox_exists or is_postmaster):
+            return R.NO_SUCH_USER.format(address=path)
+    elif not may_relay(policy, session):
+        return R.RELAY_DENIED.format(address=path)
+    if may_relay(policy, session) and blacklist_match(policy.outbound_blacklist, _plain(path)):
+        return R.OUTBOUND_BLACKLIST.format(address=path)
+    return R.RECIPIENT_OK
+
+
+def plain_address(path: Path) -> str:
+    """The address handed to the queue for a path (lower-case domain, local part unquoted)."""
+    return _plain(path)
+
+
+# ---- the message --------------------------------------------------------------------------------
+
+
+def size_exceeded(policy: Policy, size: int) -> bool:
+    return bool(policy.size_limit) and size > policy.size_limit
+
+
+def message_refusal(policy: Policy, size: int, longest_line: int) -> R.Reply | None:
+    """At end of data: over the size limit (552), or a text line over 1000 octets.
+
+    Over-long lines are refused, not folded: folding changes the message (and breaks DKIM
+    signatures and base64), refusing tells the sender at once (RFC 5321 4.5.3.1.6)."""
+    if size_exceeded(policy, size):
+        return R.MESSAGE_TOO_BIG.format(limit=policy.size_limit)
+    if longest_line > MAX_TEXT_LINE:
+        return R.LONG_TEXT_LINE.format(limit=MAX_TEXT_LINE)
+    return None
+
+
+# ---- failed AUTH ---------------------------------------------------------------------------------
+
+# After a failed AUTH the 535 waits AUTH_FAILURE_DELAY seconds, doubling with each further
+# failure from the same address up to AUTH_FAILURE_DELAY_MAX (Postfix sleeps 1 s per error,
+# Dovecot's auth penalty doubles up to 15 s). Failures are forgotten after AUTH_FAILURE_MEMORY.
+AUTH_FAILURE_DELAY = 1.0
+AUTH_FAILURE_DELAY_MAX = 16.0
+AUTH_FAILURE_MEMORY = 15 * 60
+# Addresses remembered at most; the oldest are forgotten first (bounded memory under attack).
+AUTH_FAILURE_MAX_ADDRESSES = 10_000
+
+
+class AuthThrottle:
+    """Failed AUTH attempts per client address, and how long the next 535 must wait."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def _current(self, ip: str) -> int:
+        entry = self._failures.get(ip)
+        if entry is None:
+            return 0
+        count, last = entry
+        if self._clock() - last > AUTH_FAILURE_MEMORY:
+            del self._failures[ip]
+            return 0
+        return count
+
+    def failures(self, ip: str) -> int:
+        return self._current(ip)
+
+    def record_failure(self, ip: str) -> float:
+        """Count a failure; returns the seconds to wait before answering it."""
+        count = self._current(ip) + 1
+        self._failures[ip] = (count, self._clock())
+        self._failures.move_to_end(ip)
+        while len(self._failures) > AUTH_FAILURE_MAX_ADDRESSES:
+            self._failures.popitem(last=False)
+        return min(AUTH_FAILURE_DELAY * 2 ** (count - 1), AUTH_FAILURE_DELAY_MAX)
+
+    def record_success(self, ip: str) -> None:
+        self._failures.pop(ip, None)

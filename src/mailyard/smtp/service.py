@@ -1,0 +1,113 @@
+"""Entry points of the `smtp` and `submission` services: listeners, privileges, signals, reload.
+
+`run_smtp(home)` serves port 25 (+ port base); `run_submission(home)` serves the submission
+port and, as a third listener, SMTPS with implicit TLS (RFC 8314). Each binds its ports, then
+drops root, then serves until SIGTERM; SIGHUP re-reads the settings for new connections
+(ports and the certificate are read at start only: change them with a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+from typing import Any
+
+from .. import __version__
+from ..home import Home
+from ..logs import LogDir
+from ..services.privileges import chown_path, drop_privileges
+from ..services.tls import server_context
+from ..store.settings_store import load_settings
+from .policy import Policy
+from .server import SmtpServer
+
+# Listen on every address unless the (proposed) setting `smtp.listen_address` names one;
+# None makes asyncio bind all IPv4 and IPv6 addresses.
+_ALL_ADDRESSES: str | None = None
+
+
+def version() -> str:
+    return f"mailyard-smtp {__version__}"
+
+
+def run_smtp(home: Home) -> None:
+    _run(home, "smtp")
+
+
+def run_submission(home: Home) -> None:
+    _run(home, "submission")
+
+
+def _tls_context(home: Home, log: LogDir) -> ssl.SSLContext | None:
+    try:
+        return server_context(home.cert_file, home.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        log.write(f"tls-unavailable cert={home.cert_file} error={exc}")
+        return None
+
+
+def _open_log(home: Home, service: str) -> LogDir:
+    log = LogDir(home.service_log_dir(service))
+    # Opened as root before the privilege drop: give the directory and file to the mail owner
+    # so that rotation keeps working afterwards.
+    chown_path(log.path)
+    chown_path(log.path / "current")
+    return log
+
+
+def _run(home: Home, service: str) -> None:
+    log = _open_log(home, service)
+    settings = load_settings(home)
+    tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
+    try:
+        asyncio.run(_serve(home, service, settings, tls, log))
+    finally:
+        log.close()
+
+
+async def _serve(home: Home, service: str, settings: dict[str, Any],
+                 tls: ssl.SSLContext | None, log: LogDir) -> None:
+    policy = Policy.from_settings(settings, service, tls_available=tls is not None)
+    server = SmtpServer(home, service, policy, settings, log, tls)
+    host = settings.get("smtp.listen_address") or _ALL_ADDRESSES
+    ports: list[tuple[int, bool]] = []
+    if service == "smtp":
+        ports.append((home.port("smtp", settings), False))
+    else:
+        ports.append((home.port("submission", settings), False))
+        if tls is not None:
+            ports.append((home.port("smtps", settings), True))
+    for port, implicit in ports:
+        await server.listen(host, port, implicit_tls=implicit)
+    drop_privileges()
+    log.write(f"start {version()} service={service} pid={os.getpid()} uid={os.getuid()} "
+              f"ports={','.join(str(p) + ('/tls' if t else '') for p, t in ports)} "
+              f"auth_mode={settings[f'{service}.auth_mode']}")
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            fresh = await asyncio.to_thread(load_settings, home)
+            server.reload(Policy.from_settings(fresh, service, tls_available=tls is not None),
+                          fresh)
+            log.write(f"reload service={service} auth_mode={fresh[f'{service}.auth_mode']}")
+        except Exception as exc:  # keep serving with the settings we have
+            log.write(f"reload-failed service={service} error={type(exc).__name__}: {exc}")
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+    log.write(f"stopping service={service} sessions={len(server.conversations)}")
+    await server.stop()
+    log.write(f"stopped service={service}")
