@@ -1,1 +1,1 @@
-"""Content filters: SpamAssassin (spamd) and ClamAV (clamd, freshclam), their configs and clients."""
+"""Content filters: SpamAssassin (spamd) and ClamAV (clamd, freshclam): configs and clients."""

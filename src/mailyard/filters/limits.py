@@ -13,9 +13,11 @@ MB = 1024 * 1024
 # Headers our own hops add to a message (Received lines, spam markers) stay well under 1 MB;
 # the margin keeps a message exactly at the size limit scannable.
 HEADER_MARGIN_BYTES = 1 * MB
-# clamd keeps stream and scan sizes in 32-bit fields: "values above 4 GB are not supported"
-# (clamd.conf(5)). With no message size limit we give clamd the largest value it takes.
-CLAMD_MAX_BYTES = 4095 * MB
+# clamd.conf(5): every size option is limited to 4 GB, and ClamAV cannot scan a file of more
+# than 2 GB. A stream is scanned as one file, so a stream longer than that could never be
+# scanned: with no message size limit, the stream limit is the largest file clamd scans.
+CLAMD_MAX_BYTES = 2047 * MB
+CLAMD_MAX_SIZE_OPTION = 4095 * MB
 # Archives and encoded parts unpack to more than they weigh; clamd's own default MaxScanSize
 # (400 MB) is four times its default StreamMaxLength (100 MB). We keep that ratio.
 SCAN_SIZE_RATIO = 4
@@ -34,9 +36,10 @@ def stream_max_bytes(settings: dict[str, Any]) -> int:
 def max_scan_bytes(settings: dict[str, Any]) -> int:
     """clamd's MaxScanSize: how much unpacked data it reads from one stream."""
     return min(max(stream_max_bytes(settings) * SCAN_SIZE_RATIO, MIN_SCAN_SIZE_BYTES),
-               CLAMD_MAX_BYTES)
+               CLAMD_MAX_SIZE_OPTION)
 
 
 def max_file_bytes(settings: dict[str, Any]) -> int:
-    """clamd's MaxFileSize: the largest single file it scans (the whole message may be one)."""
+    """clamd's MaxFileSize: never below the stream limit, or clamd would answer OK for a
+    stream it accepted but did not scan (a message is scanned as one file)."""
     return stream_max_bytes(settings)
