@@ -1,0 +1,1 @@
+"""Delivery: the send service that schedules local and remote deliveries, retries and bounces."""

@@ -1,0 +1,113 @@
+"""Bounce messages: RFC 3464 delivery status notifications for recipients that failed.
+
+A plain function of the failed message's envelope, its failure reports and its headers; the
+scheduler decides whether a bounce is sent, to whom, or discarded (docs/delivery.md).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..queue.state import BounceReport
+from .local import header_block, to_unix_lines
+
+# qmail's envelope sender for a double bounce: a bounce of it is discarded, never sent.
+DOUBLE_BOUNCE_SENDER = "#@[]"
+# Original headers longer than this are cut in the bounce (RFC 3462 asks only for headers;
+# a huge header block is usually the abuse that caused the bounce).
+MAX_ORIGINAL_HEADER_BYTES = 64 * 1024
+
+
+def bounce_sender(settings: dict[str, Any]) -> str:
+    """Bounce From @ Bounce Host (empty host: the server's hostname)."""
+    host = settings.get("bounce.host") or settings["server.hostname"]
+    return f"{settings['bounce.from']}@{host}"
+
+
+def double_bounce_recipient(settings: dict[str, Any]) -> str:
+    host = settings.get("bounce.double_host") or settings["server.hostname"]
+    return f"{settings['bounce.double_to']}@{host}"
+
+
+def _ascii(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_ascii(part).strip() for part in text.splitlines() if part.strip())
+
+
+def build_bounce(*, hostname: str, from_addr: str, to_addr: str,
+                 reports: Sequence[BounceReport], original: bytes, arrival: float,
+                 qid: str, now: float | None = None) -> bytes:
+    """The whole bounce message (LF line endings, as the queue stores messages)."""
+    now = time.time() if now is None else now
+    boundary = f"{int(now)}.{os.getpid()}.{qid}.mailyard/{_ascii(hostname)}"
+    date = email.utils.formatdate(now, localtime=False)
+    arrival_date = email.utils.formatdate(arrival, localtime=False)
+    message_id = email.utils.make_msgid("bounce", domain=hostname)
+    human = [
+        f"This is the mail delivery service at {hostname}.",
+        "",
+        "Your message could not be delivered to the recipients below. The failure is",
+        "permanent, so the message will not be tried again.",
+        "",
+    ]
+    for report in reports:
+        human.append(f"<{report.recipient}>:")
+        human.extend(report.text.splitlines())
+        human.append("")
+    human.append("The headers of your message are attached.")
+    status = [f"Reporting-MTA: dns; {_ascii(hostname)}",
+              f"X-Mailyard-Queue-ID: {qid}",
+              f"Arrival-Date: {arrival_date}", ""]
+    for report in reports:
+        status.append(f"Final-Recipient: rfc822; {_ascii(report.recipient)}")
+        status.append("Action: failed")
+        status.append(f"Status: {report.status}")
+        if report.remote_mta:
+            status.append(f"Remote-MTA: dns; {_ascii(report.remote_mta)}")
+        diagnostic = _one_line(report.diagnostic)
+        if diagnostic:
+            status.append(f"Diagnostic-Code: smtp; {diagnostic}")
+        else:
+            status.append(f"Diagnostic-Code: X-mailyard; {_one_line(report.text)}")
+        status.append(f"Last-Attempt-Date: {email.utils.formatdate(report.time)}")
+        status.append("")
+    headers = to_unix_lines(header_block(original))[:MAX_ORIGINAL_HEADER_BYTES]
+    if not headers.endswith(b"\n"):
+        headers += b"\n"
+    top = [
+        f"From: Mail Delivery System <{from_addr}>",
+        f"To: <{to_addr}>",
+        "Subject: Delivery failure: your message could not be delivered",
+        f"Date: {date}",
+        f"Message-ID: {message_id}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status;\n boundary="{boundary}"',
+        "",
+        "This is a MIME-formatted delivery status notification (RFC 3464).",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=us-ascii",
+        "Content-Description: Notification",
+        "",
+        *(_ascii(line) for line in human),
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "Content-Description: Delivery report",
+        "",
+        *status,
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "Content-Description: Undelivered message headers",
+        "",
+    ]
+    head = "\n".join(top) + "\n"
+    return head.encode() + headers + f"\n--{boundary}--\n".encode()

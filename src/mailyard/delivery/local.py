@@ -1,0 +1,190 @@
+"""Local delivery of one recipient: alias and forward, or the mailbox's Maildir.
+
+qmail-local's behaviour in our store's terms: an alias forwards a copy (a new queued message
+carrying a Delivered-To line for the alias) and may keep one; a mailbox gets the message in
+its Maildir with Return-Path and Delivered-To on top, in the folder the mailbox filter
+chooses (spam handling); a message that already has our Delivered-To line for this address
+is looping and fails; an address with neither fails as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..home import Home
+from ..mailboxes import ensure_maildir, folder_dir
+from ..queue import Envelope, Queue, QueueError
+from ..store.accounts import get_alias, get_mailbox
+from .maildir import deliver_to_folder
+from .result import Result, deferral, failure, success
+
+# More Delivered-To lines than this is a loop through addresses we cannot see (Postfix's
+# hopcount_limit is 50; qmail has none beyond the exact-line check).
+MAX_DELIVERED_TO = 50
+LOOP_TEXT = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
+HOPS_TEXT = f"This message is looping: it has more than {MAX_DELIVERED_TO} Delivered-To lines. (#5.4.6)"
+UNKNOWN_TEXT = "Sorry, no mailbox here by that name. (#5.1.1)"
+DISABLED_TEXT = "Sorry, this mailbox is disabled. (#5.2.1)"
+
+_CRLF = re.compile(rb"\r\n")
+
+
+@dataclass(frozen=True)
+class MailboxVerdict:
+    """What the mailbox filter decided (mirrors mailyard.filters.mailbox.MailboxVerdict)."""
+
+    message: bytes
+    folder: str = "INBOX"
+    discard: bool = False
+
+
+Scanner = Callable[[Home, dict[str, Any], str, bytes], Awaitable[Any]]
+
+
+def _pass_through() -> Scanner:
+    async def scan(home: Home, settings: dict[str, Any], address: str,
+                   message: bytes) -> MailboxVerdict:
+        return MailboxVerdict(message)
+    return scan
+
+
+def mailbox_scanner() -> Scanner:
+    """The spam hook: mailyard.filters.mailbox.scan_for_mailbox when it is installed."""
+    try:
+        from ..filters.mailbox import scan_for_mailbox
+    except ImportError:
+        return _pass_through()
+    return scan_for_mailbox  # type: ignore[no-any-return]
+
+
+def header_block(message: bytes) -> bytes:
+    """The header section of a message (up to the first empty line)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = message.find(sep)
+        if end >= 0:
+            other = b"\n\n" if sep == b"\r\n\r\n" else b"\r\n\r\n"
+            other_end = message.find(other)
+            if 0 <= other_end < end:
+                return message[:other_end]
+            return message[:end]
+    return message
+
+
+def delivered_to(message: bytes) -> list[str]:
+    """The addresses of the message's Delivered-To lines, lowercased."""
+    out = []
+    for line in header_block(message).split(b"\n"):
+        if line[:13].lower() == b"delivered-to:":
+            out.append(line[13:].strip().decode("utf-8", "replace").lower())
+    return out
+
+
+def to_unix_lines(message: bytes) -> bytes:
+    """CRLF line endings as LF, as mail files on Unix (and Dovecot's maildir) keep them."""
+    return _CRLF.sub(b"\n", message)
+
+
+def mailbox_copy(envelope: Envelope, address: str, message: bytes) -> bytes:
+    top = (f"Return-Path: <{envelope.sender}>\nDelivered-To: {address}\n").encode(
+        "utf-8", "surrogateescape")
+    return top + to_unix_lines(message)
+
+
+@dataclass
+class LocalContext:
+    home: Home
+    settings: dict[str, Any]
+    queue: Queue
+    scanner: Scanner
+
+
+async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
+                        message: bytes) -> Result:
+    """Deliver to one local recipient; store and disk trouble are deferrals."""
+    address = recipient.lower()
+    seen = delivered_to(message)
+    if address in seen:
+        return failure(LOOP_TEXT, status="5.4.6")
+    if len(seen) > MAX_DELIVERED_TO:
+        return failure(HOPS_TEXT, status="5.4.6")
+    try:
+        alias = await asyncio.to_thread(get_alias, ctx.home, address)
+        mailbox = await asyncio.to_thread(get_mailbox, ctx.home, address)
+    except Exception as err:  # the store is down or locked: try again later
+        return deferral(f"Temporary failure looking up {address} in the store: "
+                        f"{type(err).__name__}. (#4.3.0)", status="4.3.0")
+    to_mailbox = 0
+    forwards = 0
+    notes: list[str] = []
+    if alias is not None:
+        if alias.keep_copy and mailbox is not None and mailbox.active:
+            result = await _to_maildir(ctx, envelope, address, message)
+            if result is not None:
+                return result
+            to_mailbox = 1
+        try:
+            qp = await asyncio.to_thread(_forward, ctx.queue, envelope, address, message,
+                                          alias.targets)
+        except QueueError as err:
+            return deferral(f"Unable to forward the message: {err}. (#4.3.0)", status="4.3.0")
+        forwards = len(alias.targets)
+        notes.append(f"qp {qp}")
+    elif mailbox is None:
+        return failure(UNKNOWN_TEXT, status="5.1.1")
+    elif not mailbox.active:
+        return failure(DISABLED_TEXT, status="5.2.1")
+    else:
+        result = await _to_maildir(ctx, envelope, address, message)
+        if result is not None:
+            return result
+        to_mailbox = 1
+    return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes]))
+
+
+async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
+                      message: bytes) -> Result | None:
+    """None when delivered (or discarded by the filter), else the deferral or failure."""
+    copy = mailbox_copy(envelope, address, message)
+    try:
+        verdict = await ctx.scanner(ctx.home, ctx.settings, address, copy)
+    except Exception as err:  # the hook must not lose mail: deliver unfiltered
+        verdict = MailboxVerdict(copy)
+        _ = err
+    if verdict.discard:
+        return None
+    try:
+        await asyncio.to_thread(_write, ctx, address, verdict.folder, verdict.message)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            text = f"Unable to write the message: {err.strerror}. (#4.3.0)"
+        else:
+            text = f"Unable to deliver to the Maildir: {err.strerror or err}. (#4.2.1)"
+        return deferral(text, status="4.3.0")
+    return None
+
+
+def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> None:
+    maildir = ctx.home.maildir(address)
+    target = folder_dir(maildir, folder)
+    if not (target / "new").is_dir() or not (target / "tmp").is_dir():
+        ensure_maildir(ctx.home, address, bool(ctx.settings.get("spam.bayes_imap_training")))
+        if not (target / "new").is_dir():  # a folder the mailbox does not have
+            target = maildir
+    deliver_to_folder(target, message)
+
+
+def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,
+             targets: list[str]) -> int:
+    """Queue a copy for the alias's targets; returns its qp (as qmail-local reports it)."""
+    forward = Envelope(sender=envelope.sender, recipients=list(targets), protocol="local",
+                       extra={"forwarded_for": address})
+    with queue.open_message() as w:
+        w.write(f"Delivered-To: {address}\n".encode("utf-8", "surrogateescape"))
+        w.write(to_unix_lines(message))
+        w.commit(forward)
+    return forward.qp

@@ -1,0 +1,460 @@
+"""The send service's core: pick up committed messages, run deliveries, retry, bounce, log.
+
+One asyncio loop owns all in-memory state; file work that may block (fsync, the store) runs
+in threads. Per message and channel (local, remote) the recipients still to do are either
+pending (due, waiting for a free slot), in flight, or deferred (waiting for the next retry
+time of that message and channel, qmail's schedule in retry.py). How each state on disk
+comes back after a crash is in docs/queue.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..home import Home
+from ..queue import Envelope, Queue, QueueError
+from ..queue import control as qcontrol
+from ..queue import state as qstate
+from ..queue.state import CHANNELS, BounceReport, Recipient
+from ..store.accounts import local_domains
+from ..store.settings_store import load_settings
+from . import sendlog
+from .bounce import (
+    DOUBLE_BOUNCE_SENDER,
+    bounce_sender,
+    build_bounce,
+    double_bounce_recipient,
+)
+from .local import LocalContext, deliver_local, mailbox_scanner
+from .remote import RemoteSettings, deliver_remote
+from .result import DEFERRAL, FAILURE, SUCCESS, Result, deferral
+from .retry import LIFETIME_TEXT, expired, next_retry
+
+# Committed messages split per pass of the loop: bounds the time between two dispatches when
+# thousands arrive at once (qmail-send reads todo in a similar trickle).
+TODO_BATCH = 200
+# With nothing due, the loop still wakes this often to look for stray work (a lost trigger).
+IDLE_WAKE_SECONDS = 60.0
+# How often leftovers of dead writers are cleaned (qmail-clean runs hourly too).
+CLEAN_INTERVAL_SECONDS = 3600.0
+# On SIGTERM, deliveries in flight get this long to finish before they are abandoned; an
+# abandoned delivery is simply retried at the next start (supervisord waits 10 s by default).
+SHUTDOWN_GRACE_SECONDS = 8.0
+# Seconds before a bounce that could not be queued (a full disk) is tried again.
+BOUNCE_RETRY_SECONDS = 60.0
+
+
+@dataclass
+class Message:
+    qid: str
+    envelope: Envelope
+    recipients: dict[str, list[Recipient]]
+    bounce_pending: bool
+    pending: dict[str, deque[int]] = field(default_factory=dict)
+    deferred: dict[str, list[int]] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    next_try: dict[str, float] = field(default_factory=dict)
+    deleted: bool = False
+
+    @property
+    def birth(self) -> float:
+        return self.envelope.time
+
+    def busy(self) -> bool:
+        return any(self.pending[c] or self.deferred[c] or self.in_flight[c] for c in CHANNELS)
+
+
+class Scheduler:
+    def __init__(self, home: Home, log: sendlog.SendLog) -> None:
+        self.home = home
+        self.queue = Queue(home.queue_dir)
+        self.log = log
+        self.settings: dict[str, Any] = load_settings(home)
+        self._apply_settings()
+        self.messages: dict[str, Message] = {}
+        self.heap: dict[str, list[tuple[float, int, str]]] = {c: [] for c in CHANNELS}
+        self.ready: dict[str, deque[str]] = {c: deque() for c in CHANNELS}
+        self.active: dict[str, int] = {c: 0 for c in CHANNELS}
+        self.deliveries = itertools.count(1)
+        self._seq = itertools.count()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._flush = False
+        self._reload = False
+        self._last_clean = 0.0
+
+    # ---- settings -----------------------------------------------------------------------------
+    def _apply_settings(self) -> None:
+        s = self.settings
+        self.limits = {"local": int(s["send.local_concurrency"]),
+                       "remote": int(s["send.max_connections"])}
+        self.lifetime = float(s["send.queue_lifetime"])
+        self.remote_cfg = RemoteSettings.from_settings(s)
+        self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner())
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self.wake.set()
+
+    def request_flush(self) -> None:
+        self._flush = True
+        self.wake.set()
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        await asyncio.to_thread(self._clean)
+        for qid in sorted(self.queue.ids("info"), key=int):
+            if not self.queue.path("todo", qid).exists():
+                await self._load(qid)
+        self._status()
+        while not self.stopping:
+            self.wake.clear()
+            if self._reload:
+                self._reload = False
+                self.settings = await asyncio.to_thread(load_settings, self.home)
+                self._apply_settings()
+            await self._requests()
+            if self._flush:
+                self._flush = False
+                self._make_all_due()
+            more = await self._take_todo()
+            self._dispatch()
+            if time.time() - self._last_clean > CLEAN_INTERVAL_SECONDS:
+                await asyncio.to_thread(self._clean)
+            if more:
+                continue
+            try:
+                await asyncio.wait_for(self.wake.wait(), self._idle_seconds())
+            except TimeoutError:
+                pass
+        await self._shutdown()
+
+    def _idle_seconds(self) -> float:
+        wait = IDLE_WAKE_SECONDS
+        now = time.time()
+        for channel in CHANNELS:
+            if self.heap[channel]:
+                wait = min(wait, self.heap[channel][0][0] - now)
+            if self.ready[channel] and self.active[channel] < self.limits[channel]:
+                wait = 0
+        return max(wait, 0.0)
+
+    async def _shutdown(self) -> None:
+        if self.tasks:
+            _, still = await asyncio.wait(set(self.tasks), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2)
+        self.log.write("status: exiting")
+
+    def _clean(self) -> None:
+        self._last_clean = time.time()
+        for what in qstate.clean_orphans(self.queue):
+            self.log.write(sendlog.warning(f"removed leftover {what}"))
+
+    def _status(self) -> None:
+        self.log.write(sendlog.status(self.active["local"], self.limits["local"],
+                                      self.active["remote"], self.limits["remote"]))
+
+    # ---- bringing messages in ------------------------------------------------------------------
+    async def _load(self, qid: str) -> None:
+        stored = await asyncio.to_thread(qstate.load_message, self.queue, qid)
+        if stored is None or not self.queue.path("mess", qid).exists():
+            self.log.write(sendlog.warning(f"msg {qid} is incomplete in the queue; removed"))
+            await asyncio.to_thread(qstate.remove_message, self.queue, qid)
+            return
+        self._adopt(stored)
+
+    def _adopt(self, stored: qstate.StoredMessage) -> None:
+        m = Message(stored.qid, stored.envelope, stored.recipients, stored.bounce_pending)
+        now = time.time()
+        for channel in CHANNELS:
+            todo = [i for i, r in enumerate(m.recipients[channel]) if not r.done]
+            m.pending[channel] = deque(todo)
+            m.deferred[channel] = []
+            m.in_flight[channel] = 0
+            m.next_try[channel] = now
+            if todo:
+                self._push(channel, now, m.qid)
+        self.messages[m.qid] = m
+        if not m.busy():
+            self._spawn(self._complete(m))
+
+    async def _take_todo(self) -> bool:
+        """Split up to TODO_BATCH committed messages; True when more are waiting."""
+        ids = sorted(self.queue.ids("todo"), key=int)
+        if not ids:
+            return False
+        batch = ids[:TODO_BATCH]
+        items: list[tuple[str, Envelope]] = []
+        for qid in batch:
+            if qid in self.messages:
+                continue  # cannot happen while ids are inode numbers in use; be safe anyway
+            try:
+                env = await asyncio.to_thread(qstate.read_todo, self.queue, qid)
+            except (QueueError, FileNotFoundError) as err:
+                self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {err}"))
+                continue
+            if not self.queue.path("mess", qid).exists():
+                self.log.write(sendlog.warning(f"todo/{qid} has no message file; removed"))
+                await asyncio.to_thread(qstate.remove_message, self.queue, qid)
+                continue
+            default_domain = str(self.settings["server.default_domain"])
+            env.recipients = [r if "@" in r else f"{r}@{default_domain}"
+                              for r in env.recipients]
+            items.append((qid, env))
+        if not items:
+            return len(ids) > len(batch)
+        try:
+            domains = await asyncio.to_thread(local_domains, self.home)
+        except Exception as err:  # the store is unreachable: leave todo alone, retry soon
+            self.log.write(sendlog.warning(f"cannot read local domains from the store: {err}"))
+            await asyncio.sleep(1)
+            return True
+
+        def is_local(rcpt: str) -> bool:
+            return rcpt.rpartition("@")[2].lower().rstrip(".") in domains
+
+        try:
+            stored = await asyncio.to_thread(qstate.split_todo, self.queue, items, is_local)
+        except OSError as err:
+            self.log.write(sendlog.alert(f"unable to split todo messages: {err}; will retry"))
+            await asyncio.sleep(1)
+            return True
+        for msg in stored:
+            env = msg.envelope
+            self.log.write(sendlog.new_msg(msg.qid))
+            self.log.write(sendlog.info_msg(msg.qid, env.size, env.sender, env.qp,
+                                            env.uid if env.uid is not None else 0))
+            self._adopt(msg)
+        return len(ids) > len(batch)
+
+    # ---- scheduling -----------------------------------------------------------------------------
+    def _push(self, channel: str, when: float, qid: str) -> None:
+        heapq.heappush(self.heap[channel], (when, next(self._seq), qid))
+
+    def _make_all_due(self) -> None:
+        now = time.time()
+        for channel in CHANNELS:
+            entries = self.heap[channel]
+            self.heap[channel] = [(min(w, now), s, q) for w, s, q in entries]
+            heapq.heapify(self.heap[channel])
+        for m in self.messages.values():
+            for channel in CHANNELS:
+                m.next_try[channel] = min(m.next_try[channel], now)
+
+    def _dispatch(self) -> None:
+        if self.stopping:
+            return
+        now = time.time()
+        for channel in CHANNELS:
+            heap = self.heap[channel]
+            while heap and heap[0][0] <= now:
+                _, _, qid = heapq.heappop(heap)
+                self.ready[channel].append(qid)
+            ready = self.ready[channel]
+            while ready and self.active[channel] < self.limits[channel]:
+                m = self.messages.get(ready[0])
+                if m is None or m.deleted or not m.pending[channel]:
+                    ready.popleft()
+                    continue
+                index = m.pending[channel].popleft()
+                if not m.pending[channel]:
+                    ready.popleft()
+                m.in_flight[channel] += 1
+                self.active[channel] += 1
+                self._spawn(self._deliver(m, channel, index))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.write(sendlog.alert(f"internal error: {task.exception()!r}"))
+        self.wake.set()
+
+    # ---- one delivery ---------------------------------------------------------------------------
+    async def _deliver(self, m: Message, channel: str, index: int) -> None:
+        number = next(self.deliveries)
+        recipient = m.recipients[channel][index].address
+        self.log.write(sendlog.starting_delivery(number, m.qid, channel, recipient))
+        self._status()
+        started = time.time()
+        try:
+            result = await self._attempt(m, channel, recipient)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            result = deferral(f"Internal error during delivery: {type(err).__name__}: {err}. "
+                              "(#4.3.0)")
+        if result.kind == DEFERRAL and expired(m.birth, started, self.lifetime):
+            result = Result(FAILURE, result.text.rstrip("\n") + "\n" + LIFETIME_TEXT,
+                            status=_expired_status(result), remote_mta=result.remote_mta,
+                            diagnostic=result.diagnostic)
+        self.log.write(sendlog.delivery_result(number, result.kind, result.text))
+        try:
+            await self._record(m, channel, index, result)
+        finally:
+            m.in_flight[channel] -= 1
+            self.active[channel] -= 1
+            self._status()
+        self._after(m, channel)
+
+    async def _attempt(self, m: Message, channel: str, recipient: str) -> Result:
+        mess = self.queue.path("mess", m.qid)
+        if channel == "local":
+            data = await asyncio.to_thread(mess.read_bytes)
+            return await deliver_local(self.local_ctx, m.envelope, recipient, data)
+        return await deliver_remote(self.remote_cfg, m.envelope.sender, recipient, mess,
+                                    m.envelope.size)
+
+    async def _record(self, m: Message, channel: str, index: int, result: Result) -> None:
+        if m.deleted:
+            return
+        rcpt = m.recipients[channel][index]
+        if result.kind == SUCCESS or result.kind == FAILURE:
+            if result.kind == FAILURE:
+                report = BounceReport(rcpt.address, result.text, result.enhanced_status(),
+                                      result.remote_mta, result.diagnostic)
+                await asyncio.to_thread(qstate.add_bounce_report, self.queue, m.qid, report)
+                m.bounce_pending = True
+            try:
+                await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
+                                        rcpt.offset)
+            except FileNotFoundError:
+                pass  # the administrator purged this channel meanwhile
+            rcpt.done = True
+        else:
+            m.deferred[channel].append(index)
+            m.next_try[channel] = next_retry(m.birth, time.time(), channel, self.lifetime)
+
+    def _after(self, m: Message, channel: str) -> None:
+        if m.deleted or m.in_flight[channel] or m.pending[channel]:
+            return
+        if m.deferred[channel]:
+            m.pending[channel] = deque(sorted(m.deferred[channel]))
+            m.deferred[channel] = []
+            self._push(channel, m.next_try[channel], m.qid)
+            return
+        if all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
+            qstate.finish_channel(self.queue, channel, m.qid)
+        if not m.busy():
+            self._spawn(self._complete(m))
+
+    # ---- the end of a message -------------------------------------------------------------------
+    async def _complete(self, m: Message) -> None:
+        if m.deleted or self.messages.get(m.qid) is not m:
+            return
+        m.deleted = True  # nothing else may touch it from here
+        if m.bounce_pending:
+            try:
+                await asyncio.to_thread(self._bounce, m)
+            except (OSError, QueueError) as err:
+                self.log.write(sendlog.warning(f"unable to send bounce for msg {m.qid}: {err};"
+                                               " will try again"))
+                m.deleted = False
+                await asyncio.sleep(0)
+                self._retry_bounce_later(m)
+                return
+        await asyncio.to_thread(qstate.remove_message, self.queue, m.qid)
+        self.messages.pop(m.qid, None)
+        self.log.write(sendlog.end_msg(m.qid))
+
+    def _retry_bounce_later(self, m: Message) -> None:
+        async def later() -> None:
+            await asyncio.sleep(BOUNCE_RETRY_SECONDS)
+            await self._complete(m)
+        self._spawn(later())
+
+    def _bounce(self, m: Message) -> None:
+        """Send (or discard) the bounce of a finished message, then drop bounce/N."""
+        reports = qstate.read_bounce_reports(self.queue, m.qid)
+        sender = m.envelope.sender
+        if reports:
+            if sender == DOUBLE_BOUNCE_SENDER:
+                self.log.write(sendlog.triple_bounce(m.qid))
+            elif sender == "" and not self.settings["bounce.double_enabled"]:
+                self.log.write(sendlog.double_bounce_discarded(m.qid))
+            else:
+                if sender == "":
+                    to_addr, new_sender = double_bounce_recipient(self.settings), \
+                        DOUBLE_BOUNCE_SENDER
+                else:
+                    to_addr, new_sender = sender, ""
+                original = self.queue.path("mess", m.qid).read_bytes()
+                body = build_bounce(hostname=str(self.settings["server.hostname"]),
+                                    from_addr=bounce_sender(self.settings), to_addr=to_addr,
+                                    reports=reports, original=original,
+                                    arrival=m.birth, qid=m.qid)
+                env = Envelope(sender=new_sender, recipients=[to_addr], protocol="bounce",
+                               extra={"bounce_of": m.qid})
+                with self.queue.open_message() as w:
+                    w.write(body)
+                    w.commit(env)
+                self.log.write(sendlog.bounce_msg(m.qid, env.qp))
+        self.queue.path("bounce", m.qid).unlink(missing_ok=True)
+        qstate.fsync_dir(self.queue.root / "bounce")
+        m.bounce_pending = False
+
+    # ---- administration requests ----------------------------------------------------------------
+    async def _requests(self) -> None:
+        for request in await asyncio.to_thread(qcontrol.take_requests, self.queue):
+            if request.action == "flush":
+                self._flush = True
+            elif request.action == "delete":
+                await self._delete(request.arg)
+            elif request.action == "purge":
+                await self._purge(request.arg)
+            request.path.unlink(missing_ok=True)
+
+    async def _delete(self, qid: str) -> None:
+        m = self.messages.get(qid)
+        if m is not None:
+            m.deleted = True
+            self.messages.pop(qid, None)
+        if qid.isdigit():
+            await asyncio.to_thread(qstate.remove_message, self.queue, qid)
+            self.log.write(sendlog.warning(f"msg {qid} deleted by the administrator"))
+            self.log.write(sendlog.end_msg(qid))
+
+    async def _purge(self, which: str) -> None:
+        if which in ("todo", "all"):
+            for qid in self.queue.ids("todo"):
+                await self._delete(qid)
+        if which == "all":
+            for qid in list(self.messages):
+                await self._delete(qid)
+            return
+        if which in CHANNELS:
+            for m in list(self.messages.values()):
+                if m.deleted or not any(not r.done for r in m.recipients[which]):
+                    continue
+                for rcpt in m.recipients[which]:
+                    rcpt.done = True
+                m.pending[which].clear()
+                m.deferred[which].clear()
+                await asyncio.to_thread(qstate.finish_channel, self.queue, which, m.qid)
+                self.log.write(sendlog.warning(
+                    f"{which} deliveries of msg {m.qid} purged by the administrator"))
+                if not m.busy():
+                    self._spawn(self._complete(m))
+
+
+def _expired_status(result: Result) -> str:
+    code = result.enhanced_status()
+    return "4.4.7" if code.startswith("4") else code

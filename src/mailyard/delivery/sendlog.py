@@ -1,0 +1,98 @@
+"""The send log: qmail-send's lines, word for word, so qmail's log tools and ours read it.
+
+Every line is built by a plain function here; `SendLog` only stamps and writes them.
+
+    new msg N
+    info msg N: bytes B from <SENDER> qp P uid U
+    starting delivery D: msg N to local|remote RECIPIENT
+    delivery D: success|deferral|failure: REPORT
+    status: local L/LMAX remote R/RMAX
+    bounce msg N qp P
+    end msg N
+    triple bounce: discarding bounce/N
+    double bounce: discarding bounce/N
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..logs import LogDir
+
+
+def logsafe(text: str) -> str:
+    """qmail-send's logsafe(): every byte outside ! to ~, and `%`, becomes `_`."""
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
+                   for b in text.encode("utf-8", "surrogateescape"))
+
+
+def encode_report(text: str) -> str:
+    """A delivery report as qmail logs it: each line ends in `/`, then logsafe()."""
+    lines = text.split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return logsafe("".join(line + "/" for line in lines))
+
+
+def local_log_name(address: str) -> str:
+    """How qmail-send names a local recipient of a virtual domain: `domain-user@domain`."""
+    local, at, domain = address.rpartition("@")
+    return f"{domain}-{local}@{domain}" if at else address
+
+
+def new_msg(qid: str) -> str:
+    return f"new msg {qid}"
+
+
+def info_msg(qid: str, size: int, sender: str, qp: int, uid: int) -> str:
+    return f"info msg {qid}: bytes {size} from <{logsafe(sender)}> qp {qp} uid {uid}"
+
+
+def starting_delivery(delivery: int, qid: str, channel: str, recipient: str) -> str:
+    shown = local_log_name(recipient) if channel == "local" else recipient
+    return f"starting delivery {delivery}: msg {qid} to {channel} {logsafe(shown)}"
+
+
+def delivery_result(delivery: int, kind: str, report: str) -> str:
+    return f"delivery {delivery}: {kind}: {encode_report(report)}"
+
+
+def status(local: int, local_max: int, remote: int, remote_max: int) -> str:
+    return f"status: local {local}/{local_max} remote {remote}/{remote_max}"
+
+
+def bounce_msg(qid: str, qp: int) -> str:
+    return f"bounce msg {qid} qp {qp}"
+
+
+def end_msg(qid: str) -> str:
+    return f"end msg {qid}"
+
+
+def triple_bounce(qid: str) -> str:
+    return f"triple bounce: discarding bounce/{qid}"
+
+
+def double_bounce_discarded(qid: str) -> str:
+    return f"double bounce: discarding bounce/{qid}"
+
+
+def warning(text: str) -> str:
+    return f"warning: {text}"
+
+
+def alert(text: str) -> str:
+    return f"alert: {text}"
+
+
+class SendLog:
+    """The send service's log directory (HOME/log/send)."""
+
+    def __init__(self, path: Path) -> None:
+        self._dir = LogDir(path)
+
+    def write(self, line: str) -> None:
+        self._dir.write(line)
+
+    def close(self) -> None:
+        self._dir.close()

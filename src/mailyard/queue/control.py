@@ -1,0 +1,107 @@
+"""Who may change the queue: the send service's lock, and requests handed to the service.
+
+While `send` runs it alone changes queue files (it holds lock/sendmutex). Administration that
+changes the queue (delete, purge, process now) therefore either leaves a request file in
+lock/ and wakes the service, or, when no service holds the lock, takes the lock and works
+directly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..services.privileges import chown_path
+from .layout import Queue
+
+MUTEX = "lock/sendmutex"
+REQUEST_PREFIX = "req."
+ACTIONS = ("flush", "delete", "purge")
+
+
+class QueueLock:
+    """An exclusive flock on lock/sendmutex, held for the life of the object (or `release`)."""
+
+    def __init__(self, queue: Queue) -> None:
+        path = queue.root / MUTEX
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        chown_path(path)
+
+    def try_acquire(self) -> bool:
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> QueueLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def service_running(queue: Queue) -> bool:
+    lock = QueueLock(queue)
+    try:
+        return not lock.try_acquire()
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class Request:
+    path: Path
+    action: str
+    arg: str
+
+
+def put_request(queue: Queue, action: str, arg: str = "-") -> Path:
+    """Leave a request for the running service and wake it; returns the request's file."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown queue request {action!r}; known: {', '.join(ACTIONS)}")
+    name = f"{REQUEST_PREFIX}{action}.{arg}.{os.getpid()}.{time.time_ns()}"
+    path = queue.root / "lock" / name
+    tmp = queue.root / "lock" / ("tmp-" + name)
+    tmp.write_bytes(b"")
+    chown_path(tmp)
+    os.rename(tmp, path)
+    queue.trigger()
+    return path
+
+
+def take_requests(queue: Queue) -> list[Request]:
+    """The waiting requests, oldest first (the service removes each once done)."""
+    out = []
+    try:
+        names = os.listdir(queue.root / "lock")
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not name.startswith(REQUEST_PREFIX):
+            continue
+        parts = name[len(REQUEST_PREFIX):].split(".")
+        if len(parts) < 4 or parts[0] not in ACTIONS:
+            continue
+        out.append((int(parts[3]) if parts[3].isdigit() else 0,
+                    Request(queue.root / "lock" / name, parts[0], parts[1])))
+    return [r for _, r in sorted(out, key=lambda x: x[0])]
+
+
+def wait_for_request(path: Path, timeout: float) -> bool:
+    """True once the service has removed the request file (done), False after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not path.exists():
+            return True
+        time.sleep(0.05)
+    return not path.exists()

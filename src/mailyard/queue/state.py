@@ -1,0 +1,234 @@
+"""The states of a committed message on disk: splitting, done marks, bounce reports, removal.
+
+Only the send service changes these files while it runs (docs/queue.md, "Invariants");
+administration hands its changes to the service, or works alone with the service's lock held.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .envelope import Envelope
+from .errors import QueueError
+from .inject import fsync_dir
+from .layout import Queue
+
+CHANNELS: tuple[str, ...] = ("local", "remote")
+TODO_MARK = b"T"
+DONE_MARK = b"D"
+# A file in tmp/ older than this belongs to a writer that died: qmail-clean's 36 hours, which
+# no SMTP session (timeout 1200 s per command) or sendmail run outlives.
+TMP_ORPHAN_SECONDS = 36 * 3600
+# mess/N with neither todo/N nor info/N: an inject that died between its two renames (they
+# are milliseconds apart) or a removal that died half-way. An hour leaves room for a stalled
+# disk under a live injector.
+MESS_ORPHAN_SECONDS = 3600
+
+
+@dataclass
+class Recipient:
+    address: str
+    done: bool
+    offset: int  # byte offset of this recipient's T/D mark in its channel file
+
+
+@dataclass
+class BounceReport:
+    """Why one recipient failed for good, kept in bounce/N until the bounce is sent."""
+
+    recipient: str
+    text: str  # the delivery report, lines separated by "\n"
+    status: str = "5.0.0"  # RFC 3463 enhanced status code
+    remote_mta: str = ""
+    diagnostic: str = ""  # the remote server's reply, for Diagnostic-Code
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class StoredMessage:
+    """A split message as found on disk (info/N, local/N, remote/N, bounce/N)."""
+
+    qid: str
+    envelope: Envelope
+    recipients: dict[str, list[Recipient]]
+    bounce_pending: bool
+
+
+# ---- writing small files durably ------------------------------------------------------------------
+
+def _write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recipient_lines(addresses: Iterable[str]) -> bytes:
+    return b"".join(TODO_MARK + a.encode("utf-8", "surrogateescape") + b"\n" for a in addresses)
+
+
+def read_recipients(path: Path) -> list[Recipient]:
+    """The recipients of one channel file; [] when the file is gone (all done)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out: list[Recipient] = []
+    offset = 0
+    for line in data.split(b"\n"):
+        if len(line) > 1 and line[:1] in (TODO_MARK, DONE_MARK):
+            out.append(Recipient(line[1:].decode("utf-8", "surrogateescape"),
+                                 line[:1] == DONE_MARK, offset))
+        offset += len(line) + 1
+    return out
+
+
+def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
+    """Overwrite one recipient's T with D and make it durable (one byte: atomic on disk)."""
+    fd = os.open(queue.path(channel, qid), os.O_WRONLY)
+    try:
+        os.pwrite(fd, DONE_MARK, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def add_bounce_report(queue: Queue, qid: str, report: BounceReport) -> None:
+    """Append a failure report to bounce/N durably (before the recipient is marked done)."""
+    line = json.dumps(report.__dict__, sort_keys=True).encode() + b"\n"
+    fd = os.open(queue.path("bounce", qid), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_bounce_reports(queue: Queue, qid: str) -> list[BounceReport]:
+    """The failure reports of a message, one per recipient (the last one wins)."""
+    try:
+        data = queue.path("bounce", qid).read_bytes()
+    except FileNotFoundError:
+        return []
+    by_rcpt: dict[str, BounceReport] = {}
+    for line in data.splitlines():
+        try:
+            raw = json.loads(line)
+            report = BounceReport(**raw)
+        except (ValueError, TypeError):
+            continue  # a line torn by a crash; its recipient was not marked done and was retried
+        by_rcpt[report.recipient] = report
+    return list(by_rcpt.values())
+
+
+# ---- todo: splitting committed messages --------------------------------------------------------
+
+def read_todo(queue: Queue, qid: str) -> Envelope:
+    try:
+        return Envelope.from_bytes(queue.path("todo", qid).read_bytes())
+    except (ValueError, TypeError) as err:
+        raise QueueError(f"queue: envelope todo/{qid} is unreadable: {err}") from err
+
+
+def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
+               is_local: Callable[[str], bool]) -> list[StoredMessage]:
+    """Turn committed envelopes into info/local/remote files, then remove their todo entries.
+
+    Done for a batch at once so that the directory syncs are shared. Until todo/N is gone
+    (durably) no delivery of N starts, so a crash anywhere here just means doing it again.
+    """
+    out: list[StoredMessage] = []
+    touched: set[str] = {"info"}
+    for qid, env in items:
+        chans: dict[str, list[str]] = {"local": [], "remote": []}
+        for rcpt in env.recipients:
+            chans["local" if is_local(rcpt) else "remote"].append(rcpt)
+        _write_file(queue.path("info", qid), env.to_bytes())
+        recipients: dict[str, list[Recipient]] = {}
+        for channel, addresses in chans.items():
+            path = queue.path(channel, qid)
+            if addresses:
+                _write_file(path, recipient_lines(addresses))
+                touched.add(channel)
+                recipients[channel] = read_recipients(path)
+            else:
+                path.unlink(missing_ok=True)
+                recipients[channel] = []
+        out.append(StoredMessage(qid, env, recipients, queue.path("bounce", qid).exists()))
+    for name in sorted(touched):
+        fsync_dir(queue.root / name)
+    for qid, _ in items:
+        queue.path("todo", qid).unlink(missing_ok=True)
+    fsync_dir(queue.root / "todo")
+    return out
+
+
+# ---- reading what is there ------------------------------------------------------------------------
+
+def load_message(queue: Queue, qid: str) -> StoredMessage | None:
+    """A split message from disk, or None when its info file is missing or unreadable."""
+    try:
+        env = Envelope.from_bytes(queue.path("info", qid).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        return None
+    recipients = {c: read_recipients(queue.path(c, qid)) for c in CHANNELS}
+    return StoredMessage(qid, env, recipients, queue.path("bounce", qid).exists())
+
+
+def remove_message(queue: Queue, qid: str) -> None:
+    """Remove every file of a message; mess/N last, so no file named N outlives inode N."""
+    for state in ("todo", "bounce", "local", "remote", "info"):
+        queue.path(state, qid).unlink(missing_ok=True)
+    queue.path("mess", qid).unlink(missing_ok=True)
+
+
+def finish_channel(queue: Queue, channel: str, qid: str) -> None:
+    """Every recipient of the channel is done: drop its file (it comes back all-D at worst)."""
+    queue.path(channel, qid).unlink(missing_ok=True)
+
+
+def clean_orphans(queue: Queue, now: float | None = None) -> list[str]:
+    """Remove what dead writers and interrupted removals left; returns what was removed."""
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    live = set(queue.ids("todo")) | set(queue.ids("info"))
+    for qid in queue.ids("mess"):
+        if qid in live:
+            continue
+        path = queue.path("mess", qid)
+        try:
+            if now - path.stat().st_mtime > MESS_ORPHAN_SECONDS:
+                remove_message(queue, qid)
+                removed.append(f"mess/{qid}")
+        except FileNotFoundError:
+            continue
+    for state in ("local", "remote", "bounce"):
+        for qid in queue.ids(state):
+            if qid not in live and not queue.path("mess", qid).exists():
+                queue.path(state, qid).unlink(missing_ok=True)
+                removed.append(f"{state}/{qid}")
+    try:
+        names = os.listdir(queue.root / "tmp")
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = queue.root / "tmp" / name
+        try:
+            if now - path.stat().st_mtime > TMP_ORPHAN_SECONDS:
+                path.unlink()
+                removed.append(f"tmp/{name}")
+        except FileNotFoundError:
+            continue
+    return removed
