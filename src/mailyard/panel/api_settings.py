@@ -1,0 +1,120 @@
+"""API: read and change the node's settings, validated by the registry (GET/PUT /settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from ..settings.apply import change_settings
+from ..settings.registry import REGISTRY, Setting
+from ..settings.types import Choice, Lines, SettingError
+from ..store.settings_store import load_settings
+from .problems import errors
+from .security import Caller, home_of
+
+router = APIRouter(prefix="/settings", tags=["settings"])
+
+SettingValue = str | int | float | bool | list[str]
+
+
+class ChoiceView(BaseModel):
+    value: str
+    label: str
+
+
+class SettingView(BaseModel):
+    key: str
+    label: str
+    help: str
+    type: str
+    allowed: str
+    default: SettingValue
+    value: SettingValue
+    text: str = Field(description="the value as the pages and the CLI show it")
+    box: str
+    services: list[str]
+    cascade: bool
+    choices: list[ChoiceView] | None = None
+
+
+class SettingChange(BaseModel):
+    value: SettingValue
+    cascade: bool = Field(False, description="apply on every node (on a single node: this one)")
+
+
+class SettingsChange(BaseModel):
+    values: dict[str, SettingValue] = Field(max_length=len(REGISTRY))
+    cascade: bool = False
+
+
+class ChangeView(BaseModel):
+    values: dict[str, SettingValue]
+    reloaded: list[str]
+    problems: list[str]
+    cascade: bool
+    nodes: list[str] = Field(description="the nodes the change was applied on")
+
+
+def view(spec: Setting, value: Any) -> SettingView:
+    choices = None
+    if isinstance(spec.type, Choice):
+        choices = [ChoiceView(value=v, label=label) for v, label in spec.type.choices]
+    return SettingView(key=spec.key, label=spec.label, help=spec.help, type=spec.type.kind,
+                       allowed=spec.type.describe(), default=spec.default, value=value,
+                       text=spec.format(value), box=spec.box, services=list(spec.services),
+                       cascade=spec.cascade, choices=choices)
+
+
+def _spec(key: str) -> Setting:
+    spec = REGISTRY.get(key)
+    if spec is None:
+        raise HTTPException(404, f"no setting named {key!r} (GET /api/v1/settings lists them)")
+    return spec
+
+
+def check_shape(spec: Setting, value: Any) -> None:
+    """A list is only a value for a list setting (anything else would be read as its text)."""
+    if isinstance(value, list) and not isinstance(spec.type, Lines):
+        raise SettingError(spec.key, value, spec.type.describe())
+
+
+def apply_change(request: Request, values: dict[str, Any], cascade: bool) -> ChangeView:
+    """The one way the pages and the API change settings (a single node applies it locally)."""
+    for key, value in values.items():
+        check_shape(_spec(key), value)
+    home = home_of(request)
+    result = change_settings(home, values)
+    return ChangeView(values=result.values, reloaded=result.reloaded, problems=result.problems,
+                      cascade=cascade, nodes=[home.node_name])
+
+
+@router.get("", response_model=list[SettingView], responses=errors())
+def list_settings(request: Request, _who: Caller,
+                  box: str | None = None) -> list[SettingView]:
+    """Every setting with its value, label, help text and what is allowed (optionally one box)."""
+    values = load_settings(home_of(request))
+    return [view(spec, values[key]) for key, spec in REGISTRY.items()
+            if box is None or spec.box == box]
+
+
+@router.put("", response_model=ChangeView, responses=errors(404, 422))
+def change_many(body: SettingsChange, request: Request,
+                _who: Caller) -> ChangeView:
+    """Change several settings at once: all are stored, or (on the first refusal) none."""
+    return apply_change(request, dict(body.values), body.cascade)
+
+
+@router.get("/{key}", response_model=SettingView, responses=errors(404))
+def get_setting(key: str, request: Request,
+                _who: Caller) -> SettingView:
+    spec = _spec(key)
+    return view(spec, load_settings(home_of(request))[key])
+
+
+@router.put("/{key}", response_model=ChangeView, responses=errors(404, 422))
+def put_setting(key: str, body: SettingChange, request: Request,
+                _who: Caller) -> ChangeView:
+    """Change one setting; a refused value answers 422 with the field, value and reason."""
+    return apply_change(request, {key: body.value}, body.cascade)

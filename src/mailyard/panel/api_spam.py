@@ -1,0 +1,140 @@
+"""API: SpamAssassin's advanced preferences (the guide's custom options table): list, add,
+edit, delete and bulk delete, through mailyard.filters.prefs, which validates them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from . import optional
+from .problems import Refused, errors
+from .security import Caller, home_of
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+router = APIRouter(prefix="/spam", tags=["spam"])
+PREFS = "mailyard.filters.prefs"
+
+
+class Preference(BaseModel):
+    id: int
+    preference: str
+    scope: str
+    value: str
+
+
+class PreferenceIn(BaseModel):
+    preference: str = Field(max_length=64)
+    value: str = Field(max_length=1000)
+    scope: str = Field("global", max_length=330,
+                       description="global, a domain of the node, or a mailbox address")
+
+
+class PreferenceIds(BaseModel):
+    ids: list[int] = Field(max_length=10000)
+
+
+def _row(item: Any) -> dict[str, Any]:
+    data = asdict(item) if is_dataclass(item) else dict(item) if isinstance(item, dict) else vars(item)
+    return {"id": int(data["id"]), "preference": str(data["preference"]),
+            "scope": str(data.get("scope") or "global"), "value": str(data["value"])}
+
+
+def preference_rows(home: Home) -> list[dict[str, Any]]:
+    prefs = optional.load(PREFS)
+    if prefs is None:
+        return []
+    return [_row(p) for p in prefs.list_preferences(home)]
+
+
+def preference_names() -> list[str]:
+    prefs = optional.load(PREFS)
+    if prefs is None:
+        return []
+    names = getattr(prefs, "ALLOWED_PREFERENCES", None)
+    if names is None:
+        names = prefs.allowed_preferences()
+    return sorted(names)
+
+
+def _refusal(prefs: Any, exc: Exception, body: PreferenceIn | None = None) -> Refused:
+    field = getattr(exc, "field", None) or getattr(exc, "key", None) or "preference"
+    value = getattr(exc, "value", None)
+    if value is None and body is not None:
+        value = getattr(body, field, None)
+    reason = getattr(exc, "allowed", None) or getattr(exc, "reason", None) or str(exc)
+    return Refused(str(field), value, str(reason))
+
+
+def _error_class(prefs: Any) -> type[Exception]:
+    return getattr(prefs, "PreferenceError", ValueError)
+
+
+@router.get("/preferences", response_model=list[Preference], responses=errors(503))
+def list_preferences(request: Request, _who: Caller) -> list[Any]:
+    optional.require(PREFS)
+    return preference_rows(home_of(request))
+
+
+@router.get("/preference-names", response_model=list[str], responses=errors(503))
+def list_names(_who: Caller) -> list[str]:
+    """The preferences that may be set (anything else is refused)."""
+    optional.require(PREFS)
+    return preference_names()
+
+
+@router.post("/preferences", response_model=Preference, status_code=201,
+             responses=errors(422, 503))
+def add_preference(body: PreferenceIn, request: Request,
+                   _who: Caller) -> Any:
+    prefs = optional.require(PREFS)
+    try:
+        made = prefs.add_preference(home_of(request), body.preference, body.value, body.scope)
+    except _error_class(prefs) as exc:
+        raise _refusal(prefs, exc, body) from None
+    return _row(made)
+
+
+@router.put("/preferences/{pref_id}", response_model=Preference, responses=errors(404, 422, 503))
+def edit_preference(pref_id: int, body: PreferenceIn, request: Request,
+                    _who: Caller) -> Any:
+    prefs = optional.require(PREFS)
+    home = home_of(request)
+    if pref_id not in {r["id"] for r in preference_rows(home)}:
+        raise HTTPException(404, f"no preference with id {pref_id}")
+    try:
+        changed = prefs.edit_preference(home, pref_id, body.preference, body.value, body.scope)
+    except _error_class(prefs) as exc:
+        raise _refusal(prefs, exc, body) from None
+    return _row(changed)
+
+
+@router.delete("/preferences/{pref_id}", status_code=204, responses=errors(404, 503))
+def delete_preference(pref_id: int, request: Request,
+                      _who: Caller) -> None:
+    prefs = optional.require(PREFS)
+    home = home_of(request)
+    if pref_id not in {r["id"] for r in preference_rows(home)}:
+        raise HTTPException(404, f"no preference with id {pref_id}")
+    prefs.delete_preference(home, pref_id)
+
+
+class Deleted(BaseModel):
+    deleted: list[int]
+
+
+@router.post("/preferences/delete", response_model=Deleted, responses=errors(503))
+def delete_preferences(body: PreferenceIds, request: Request,
+                       _who: Caller) -> Deleted:
+    """Delete several preferences at once (the table's "With Selected: Delete")."""
+    prefs = optional.require(PREFS)
+    home = home_of(request)
+    present = {r["id"] for r in preference_rows(home)}
+    gone = [i for i in dict.fromkeys(body.ids) if i in present]
+    for pref_id in gone:
+        prefs.delete_preference(home, pref_id)
+    return Deleted(deleted=gone)

@@ -1,0 +1,225 @@
+"""The HTML pages: sign-in and sign-out, and the guide's Mail Server pages (GET only).
+
+Pages only show; every change a page makes is a call of the JSON API (static/panel.js sends
+it with the session's CSRF token), so scripts can do everything the pages do.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader
+
+from ..services import control
+from ..settings.registry import REGISTRY
+from ..store import accounts
+from ..store.settings_store import load_settings
+from . import boxes, optional, queue_view, rrd
+from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
+from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
+
+router = APIRouter(include_in_schema=False)
+HERE = Path(__file__).parent
+TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                        trim_blocks=True, lstrip_blocks=True)
+
+NAV = [("mta", "MTA"), ("mda", "MDA"), ("spam", "Spam Filtering"),
+       ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts")]
+
+
+class NeedSignin(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def install(app: FastAPI) -> None:
+    async def to_signin(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NeedSignin)
+        return RedirectResponse(f"/signin?next={quote(exc.path, safe='/')}", status_code=303)
+
+    app.add_exception_handler(NeedSignin, to_signin)
+
+
+def signed_in(request: Request) -> Session:
+    session = session_of(request)
+    if session is None:
+        raise NeedSignin(request.url.path)
+    return session
+
+
+SignedIn = Annotated[Session, Depends(signed_in)]
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
+
+
+def _cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", secure=True, httponly=True,
+                        samesite="strict")
+
+
+# ---- sign-in and sign-out -------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def _signin_form(request: Request, status: int = 200, message: str = "",
+                 username: str = "", target: str = "/") -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    response = render("signin.html", status, csrf=token, message=message, username=username,
+                      next=_safe_next(target), hostname=_hostname(request))
+    _cookie(response, SIGNIN_COOKIE_NAME, token, max_age=3600)
+    return response
+
+
+def _hostname(request: Request) -> str:
+    return str(load_settings(home_of(request))["server.hostname"])
+
+
+@router.get("/signin")
+def signin_page(request: Request, next: str = "/") -> Response:
+    if session_of(request):
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _signin_form(request, target=next)
+
+
+@router.post("/signin")
+def signin(request: Request, username: Annotated[str, Form()] = "",
+           password: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "",
+           next: Annotated[str, Form()] = "/") -> Response:
+    expected = request.cookies.get(SIGNIN_COOKIE_NAME, "")
+    if not same_origin(request) or not expected or not hmac.compare_digest(expected, csrf_token):
+        return _signin_form(request, 403, "The sign-in form had expired; please try again.",
+                            username[:64], next)
+    client = request.client.host if request.client else "unknown"
+    throttle = request.app.state.throttle
+    wait = throttle.wait_seconds(client)
+    if wait > 0:
+        return _signin_form(request, 429, f"Too many failed sign-ins from {client}; try again "
+                            f"in {int(wait) + 1} seconds.", username[:64], next)
+    if not accounts.check_admin_password(home_of(request), username, password):
+        throttle.failed(client)
+        return _signin_form(request, 401, "Wrong user name or password.", username[:64], next)
+    throttle.succeeded(client)
+    session = sessions_of(request).create(username)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    _cookie(response, COOKIE_NAME, session.sid)
+    response.delete_cookie(SIGNIN_COOKIE_NAME, path="/", secure=True, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.post("/signout")
+def signout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    session = session_of(request)
+    if session is not None and same_origin(request) and session.csrf_matches(csrf_token):
+        sessions_of(request).drop(session.sid)
+    elif session is not None:
+        return Response("CSRF check failed; sign out from the panel's own page.", 403)
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+# ---- the pages ------------------------------------------------------------------------------
+
+
+def _statuses(request: Request) -> dict[str, control.ServiceStatus]:
+    return {s.name: s for s in control.status(home_of(request))}
+
+
+def _base(request: Request, session: Session, page: str, title: str) -> dict[str, Any]:
+    return {"session": session, "page": page, "title": title, "nav": NAV,
+            "csrf": session.csrf, "csrf_field": CSRF_FIELD, "hostname": _hostname(request),
+            "node": home_of(request).node_name}
+
+
+@router.get("/")
+def index(_session: SignedIn) -> Response:
+    return RedirectResponse("/mta", status_code=303)
+
+
+def _boxes_page(request: Request, session: Session, page: str) -> dict[str, Any]:
+    title, page_boxes = boxes.PAGES[page]
+    values = load_settings(home_of(request))
+    statuses = _statuses(request)
+    home = home_of(request)
+    shown = [{"box": box, "fields": boxes.fields_of(box, values),
+              "port": home.port(box.port[1], values) if box.port else None}
+             for box in page_boxes]
+    return {**_base(request, session, page, title), "boxes": shown, "statuses": statuses}
+
+
+@router.get("/mta")
+def mta(request: Request, session: SignedIn) -> Response:
+    return render("boxes.html", **_boxes_page(request, session, "mta"))
+
+
+@router.get("/mda")
+def mda(request: Request, session: SignedIn) -> Response:
+    return render("boxes.html", **_boxes_page(request, session, "mda"))
+
+
+@router.get("/spam")
+def spam(request: Request, session: SignedIn) -> Response:
+    from .api_spam import preference_names, preference_rows
+
+    context = _boxes_page(request, session, "spam")
+    prefs = optional.load("mailyard.filters.prefs")
+    context["prefs_available"] = prefs is not None
+    context["prefs"] = preference_rows(home_of(request)) if prefs else []
+    context["pref_names"] = preference_names() if prefs else []
+    return render("spam.html", **context)
+
+
+@router.get("/virus")
+def virus(request: Request, session: SignedIn) -> Response:
+    from .api_virus import definition_rows, freshclam_status
+
+    context = _boxes_page(request, session, "virus")
+    context["definitions"] = definition_rows(home_of(request))
+    context["freshclam"] = freshclam_status(home_of(request))
+    return render("virus.html", **context)
+
+
+@router.get("/queue")
+def queue(request: Request, session: SignedIn, period: str = "day",
+          which: str = "remote+local") -> Response:
+    from .api_queue import message_rows
+
+    home = home_of(request)
+    period = period if period in rrd.PERIODS else "day"
+    which = which if which in ("remote+local", "remote", "local") else "remote+local"
+    try:
+        activity = rrd.summary(rrd.rrd_path(home), period)
+    except rrd.RrdError:
+        activity = None
+    admin = optional.load(queue_view.ADMIN)
+    return render("queue.html", **_base(request, session, "queue", "Mail Queue"),
+                  stats=queue_view.stats(home), activity=activity, period=period,
+                  periods=list(rrd.PERIODS), which=which, admin_available=admin is not None,
+                  messages=message_rows(home, which) if admin else [])
+
+
+@router.get("/accounts")
+def accounts_page(request: Request, session: SignedIn) -> Response:
+    home = home_of(request)
+    spam_actions = [("spam_folder", "Spam folder"), ("inbox", "Inbox"), ("discard", "Discard")]
+    return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
+                  domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
+                  aliases=accounts.list_aliases(home), spam_actions=spam_actions)
+
+
+def registry_help(key: str) -> str:
+    return REGISTRY[key].help

@@ -1,0 +1,86 @@
+"""The API's error answers: refused values (422: field, value, reason) and other problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ..settings.types import SettingError
+
+
+class Problem(BaseModel):
+    """Anything other than a refused value: not signed in, not found, a conflict, unavailable."""
+
+    detail: str
+
+
+class Refusal(BaseModel):
+    """A refused value: which field, the value given, what is allowed, and all that in a sentence."""
+
+    field: str
+    value: Any = None
+    reason: str
+    message: str = ""
+
+
+class Refused(Exception):
+    """Raised by a route for a value it refuses; answered 422 with a Refusal."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"{field}: {value!r} is not allowed; {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+_DESCRIPTIONS = {
+    401: "No valid session or bearer token",
+    403: "CSRF check failed or cross-site request",
+    404: "No such object",
+    409: "Conflicts with the node's state (for example the node is not running)",
+    422: "A value was refused: the field, the value and what is allowed",
+    503: "This part of the node is not installed or not available",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route may answer (401 and 403 always)."""
+    wanted = sorted({401, 403, 422, *codes})
+    return {code: {"model": Refusal if code == 422 else Problem,
+                   "description": _DESCRIPTIONS[code]} for code in wanted}
+
+
+def refusal_response(field: str, value: Any, reason: str) -> JSONResponse:
+    body = Refusal(field=field, value=jsonable_encoder(value), reason=reason,
+                   message=f"{field}: {value!r} is not allowed; {reason}")
+    return JSONResponse(body.model_dump(), status_code=422)
+
+
+async def setting_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SettingError)
+    return refusal_response(exc.key, exc.value, exc.allowed)
+
+
+async def refused_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    return refusal_response(exc.field, exc.value, exc.reason)
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    field = ".".join(loc) or "body"
+    value = first.get("input")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    try:
+        value = jsonable_encoder(value)
+    except (TypeError, ValueError):
+        value = repr(value)
+    return refusal_response(field, value, str(first.get("msg", "invalid value")))

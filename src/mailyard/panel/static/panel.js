@@ -1,0 +1,185 @@
+// The panel's pages send every change to the JSON API (/api/v1) with the session's CSRF token.
+// Forms and buttons say where with data-api and data-method; nothing from the server is ever
+// inserted as HTML (textContent only), so text from mail cannot run here.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const FLASH_KEY = "mailyard-flash";
+
+  function flash(text, kind) {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = text;
+    box.className = "flash " + (kind || "ok");
+    box.hidden = false;
+  }
+
+  function reloadWith(text) {
+    sessionStorage.setItem(FLASH_KEY, text);
+    window.location.reload();
+  }
+
+  const pending = sessionStorage.getItem(FLASH_KEY);
+  if (pending) {
+    sessionStorage.removeItem(FLASH_KEY);
+    flash(pending, "ok");
+  }
+
+  async function call(method, url, body) {
+    const options = {method: method, credentials: "same-origin",
+                     headers: {"X-CSRF-Token": csrf, "Accept": "application/json"}};
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, options);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    return {ok: response.ok, status: response.status, data: data};
+  }
+
+  function describe(result) {
+    if (result.data && result.data.message) return result.data.message;
+    if (result.data && result.data.detail) return String(result.data.detail);
+    if (result.status === 401) return "Your session has ended; sign in again.";
+    return "The request failed (HTTP " + result.status + ").";
+  }
+
+  function clearErrors(form) {
+    form.querySelectorAll(".error[data-error-for]").forEach(function (el) {
+      el.hidden = true; el.textContent = "";
+    });
+    form.querySelectorAll(".invalid").forEach(function (el) { el.classList.remove("invalid"); });
+  }
+
+  function showRefusal(form, data) {
+    const where = form.querySelector('.error[data-error-for="' + CSS.escape(data.field) + '"]');
+    const input = form.querySelector('[name="' + CSS.escape(data.field) + '"]');
+    const label = input && input.id ? form.querySelector('label[for="' + input.id + '"]') : null;
+    const name = label ? label.textContent.replace(/^\*\s*/, "").replace(/:$/, "") : data.field;
+    let shown = data.value;
+    if (Array.isArray(shown)) shown = shown.join(", ");
+    const text = name + " (" + data.field + "): \u201c" + shown + "\u201d is not allowed; " + data.reason;
+    if (where) { where.textContent = text; where.hidden = false; }
+    if (input) { input.classList.add("invalid"); input.focus(); }
+    return text;
+  }
+
+  function formBody(form) {
+    if (form.dataset.kind === "settings") {
+      const values = {};
+      form.querySelectorAll("[data-setting]").forEach(function (el) {
+        values[el.dataset.setting] = el.value;
+      });
+      const cascade = form.querySelector('input[name="cascade"]');
+      return {values: values, cascade: !!(cascade && cascade.checked)};
+    }
+    const body = {};
+    Array.from(form.elements).forEach(function (el) {
+      if (!el.name || el.name === "csrf_token" || el.tagName === "BUTTON") return;
+      if (el.dataset.list !== undefined) {
+        if (!(el.name in body)) body[el.name] = [];
+        if (el.type === "checkbox") { if (el.checked) body[el.name].push(el.value); }
+        else body[el.name] = el.value.split(/[\s,]+/).filter(Boolean);
+      } else if (el.type === "checkbox") {
+        body[el.name] = el.checked;
+      } else if (el.value !== "" || !el.dataset.optional) {
+        body[el.name] = el.value;
+      }
+    });
+    return body;
+  }
+
+  async function submit(form, event) {
+    event.preventDefault();
+    clearErrors(form);
+    const status = form.querySelector(".form-status");
+    if (status) { status.textContent = ""; status.className = "form-status"; }
+    const body = formBody(form);
+    if (form.dataset.needs) {
+      const list = body[form.dataset.needs];
+      if (!list || list.length === 0) {
+        const text = form.dataset.needsText || "Select something first.";
+        if (status) { status.textContent = text; status.className = "form-status bad"; }
+        return;
+      }
+    }
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    let url = form.dataset.api;
+    url = url.replace(/\{(\w+)\}/g, function (_m, name) {
+      return encodeURIComponent(body[name] !== undefined ? body[name] : "");
+    });
+    const button = form.querySelector('button[type="submit"]');
+    if (button) button.disabled = true;
+    const result = await call(form.dataset.method || "POST", url,
+                              form.dataset.method === "DELETE" ? undefined : body);
+    if (button) button.disabled = false;
+    if (result.ok) {
+      let text = form.dataset.done || "Saved.";
+      if (result.data && result.data.problems && result.data.problems.length) {
+        text += " Not applied everywhere: " + result.data.problems.join("; ");
+      }
+      if (form.dataset.stay !== undefined) {
+        if (status) { status.textContent = text; status.className = "form-status ok"; }
+        if (result.data && result.data.queue_id && status) {
+          status.textContent = text + " Queue id: " + result.data.queue_id + ".";
+        }
+        form.dispatchEvent(new CustomEvent("mailyard:done", {detail: result.data}));
+        return;
+      }
+      reloadWith(text);
+      return;
+    }
+    let text;
+    if (result.status === 422 && result.data && result.data.field !== undefined) {
+      text = showRefusal(form, result.data);
+    } else {
+      text = describe(result);
+    }
+    if (status) { status.textContent = text; status.className = "form-status bad"; }
+    else flash(text, "bad");
+  }
+
+  document.querySelectorAll("form[data-api]").forEach(function (form) {
+    form.addEventListener("submit", function (event) { submit(form, event); });
+  });
+
+  document.querySelectorAll("button[data-api]").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+      button.disabled = true;
+      const result = await call(button.dataset.method || "POST", button.dataset.api);
+      button.disabled = false;
+      if (result.ok) reloadWith(button.dataset.done || "Done.");
+      else flash(describe(result), "bad");
+    });
+  });
+
+  // Edit buttons fill the edit form named by data-fill with the row's values.
+  document.querySelectorAll("button[data-fill]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      const form = document.getElementById(button.dataset.fill);
+      if (!form) return;
+      Object.keys(button.dataset).forEach(function (key) {
+        if (!key.startsWith("v")) return;
+        const name = key.slice(1).replace(/^[A-Z]/, function (c) { return c.toLowerCase(); });
+        const el = form.querySelector('[name="' + CSS.escape(name) + '"]');
+        if (!el) return;
+        if (el.type === "checkbox") el.checked = button.dataset[key] === "true";
+        else el.value = button.dataset[key];
+      });
+      form.hidden = false;
+      const first = form.querySelector("input:not([type=hidden]), select, textarea");
+      if (first) first.focus();
+    });
+  });
+
+  // "Select all" boxes tick every checkbox of their table.
+  document.querySelectorAll("input[data-select-all]").forEach(function (all) {
+    all.addEventListener("change", function () {
+      document.querySelectorAll('input[form="' + all.dataset.selectAll + '"][data-list]')
+        .forEach(function (box) { box.checked = all.checked; });
+    });
+  });
+})();
