@@ -81,3 +81,16 @@ async def ping(port: int, timeout: float = 5.0) -> bool:
     except SpamdUnavailable:
         return False
     return True
+
+
+async def learn(port: int, message: bytes, as_spam: bool, user: str, timeout: float) -> bool:
+    """Teach Bayes (spamd TELL) that `message` is spam or ham, in `user`'s database (or the
+    global one, when the site config points bayes_path there). True when it was learned now,
+    False when that database already knew this message as such."""
+    kind = "spam" if as_spam else "ham"
+    response = await _call(lambda: aiospamc.tell(
+        message, kind, set_action="local", host=SPAMD_HOST, port=port, user=user,
+        timeout=aiospamc.Timeout(total=timeout)), timeout)
+    did_set = response.headers.get("DidSet") if hasattr(response.headers, "get") else None
+    action = getattr(did_set, "action", did_set)
+    return bool(action is not None and getattr(action, "local", False))

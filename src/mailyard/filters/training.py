@@ -1,0 +1,276 @@
+"""Bayes IMAP training (guide 6.1.3): learn each mailbox's "Learn Spam"/"Learn Ham" folders.
+
+Once a day (train_if_due) and on demand (train, behind `mailyard spam train`), for every
+mailbox: the messages in its ".Learn Spam" and ".Learn Ham" Maildir++ folders, oldest first
+and at most spam.bayes_imap_limit per folder per day, are taught to Bayes through spamd
+(TELL, as that mailbox's user: its own database, or the global one when spam.bayes_global is
+on, since the site config then points every user's bayes_path there) and then removed from
+the folder. A message is removed only after spamd confirmed it; when spamd is down the
+messages stay for the next run. Messages over the limit stay for the next day. One report
+line per mailbox goes to HOME/log/spam-train/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import spamc
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+# Which Maildir++ folder teaches what.
+FOLDERS: dict[str, bool] = {"Learn Spam": True, "Learn Ham": False}
+# The daily run happens at the first call after this local hour: a quiet time on most
+# servers, and after the day's counters were reset at midnight.
+TRAINING_HOUR = 3
+# Messages bigger than this are not learned (removed and counted as skipped): sa-learn skips
+# messages over 256 KB by default for the same reason — the tokens of a large message are
+# mostly attachment noise, and learning them costs seconds.
+MAX_LEARN_BYTES = 256 * 1024
+# Per-message timeout for spamd's TELL; learning is quick, but spamd may be busy scanning.
+LEARN_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class MailboxReport:
+    address: str
+    spam_learned: int = 0
+    ham_learned: int = 0
+    already_known: int = 0  # spamd knew the message as such already (still removed)
+    skipped_too_big: int = 0
+    left_over_limit: int = 0  # stay in the folders for tomorrow
+    error: str = ""
+
+    def line(self, database: str) -> str:
+        text = (f"mailbox={self.address} db={database} spam_learned={self.spam_learned} "
+                f"ham_learned={self.ham_learned} already_known={self.already_known} "
+                f"skipped_too_big={self.skipped_too_big} left_over_limit={self.left_over_limit}")
+        return text + (f" error={self.error}" if self.error else "")
+
+
+@dataclass
+class TrainingReport:
+    started: float
+    mailboxes: list[MailboxReport] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def learned(self) -> int:
+        return sum(m.spam_learned + m.ham_learned for m in self.mailboxes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"started": self.started, "note": self.note, "learned": self.learned,
+                "mailboxes": [vars(m) for m in self.mailboxes]}
+
+
+# ---- state: daily counters and the last run ---------------------------------------------------
+
+def training_dir(home: Home) -> Path:
+    return home.var_dir / "spamassassin" / "training"
+
+
+def _counter_file(home: Home, address: str) -> Path:
+    return training_dir(home) / f"{address}.json"
+
+
+def read_counters(home: Home, address: str, today: date) -> dict[str, int]:
+    """How many messages of each folder this mailbox has had learned today."""
+    try:
+        data = json.loads(_counter_file(home, address).read_text())
+    except (OSError, ValueError):
+        return {name: 0 for name in FOLDERS}
+    if data.get("date") != today.isoformat():
+        return {name: 0 for name in FOLDERS}
+    return {name: int(data.get("counts", {}).get(name, 0)) for name in FOLDERS}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_counters(home: Home, address: str, today: date, counts: dict[str, int]) -> None:
+    _write_json(_counter_file(home, address), {"date": today.isoformat(), "counts": counts})
+
+
+def _last_run_file(home: Home) -> Path:
+    return training_dir(home) / "last-run.json"
+
+
+def last_run(home: Home) -> dict[str, Any] | None:
+    try:
+        return json.loads(_last_run_file(home).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _exclusive(home: Home) -> Iterator[bool]:
+    """One training run at a time (the daily one and `mailyard spam train` may meet)."""
+    path = home.run_dir / "spam-train.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+# ---- the folders ------------------------------------------------------------------------------
+
+def folder_messages(folder: Path) -> list[Path]:
+    """The messages of a Maildir folder (new/ and cur/), oldest first."""
+    found: list[tuple[float, str, Path]] = []
+    for sub in ("new", "cur"):
+        directory = folder / sub
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            found.append((entry.stat().st_mtime, entry.name, Path(entry.path)))
+    found.sort()
+    return [path for _, _, path in found]
+
+
+def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Path], int]:
+    """(messages to learn now, how many stay for another day) under the daily limit."""
+    room = max(0, limit - learned_today)
+    return messages[:room], max(0, len(messages) - room)
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
+                        today: date) -> MailboxReport:
+    from ..mailboxes import folder_dir
+
+    report = MailboxReport(address)
+    maildir = home.maildir(address)
+    limit = int(settings.get("spam.bayes_imap_limit", 50))
+    counts = read_counters(home, address, today)
+    port = home.port("spamd")
+    try:
+        for name, as_spam in FOLDERS.items():
+            todo, left = plan(folder_messages(folder_dir(maildir, name)), counts[name], limit)
+            report.left_over_limit += left
+            for path in todo:
+                try:
+                    message = await asyncio.to_thread(path.read_bytes)
+                except FileNotFoundError:
+                    continue  # the user moved or deleted it meanwhile
+                if len(message) > MAX_LEARN_BYTES:
+                    report.skipped_too_big += 1
+                else:
+                    learned = await spamc.learn(port, message, as_spam, address,
+                                                LEARN_TIMEOUT_SECONDS)
+                    if not learned:
+                        report.already_known += 1
+                    elif as_spam:
+                        report.spam_learned += 1
+                    else:
+                        report.ham_learned += 1
+                path.unlink(missing_ok=True)
+                counts[name] += 1
+    except spamc.SpamdUnavailable as exc:
+        report.error = f"spamd unavailable, the rest stays in the folders: {exc}"
+    finally:
+        write_counters(home, address, today, counts)
+    return report
+
+
+async def train_async(home: Home, today: date | None = None) -> TrainingReport:
+    """Train every mailbox now (within today's limits); log and return the report."""
+    from ..store.accounts import list_mailboxes
+    from ..store.settings_store import load_settings
+
+    settings = load_settings(home)
+    today = today or date.today()
+    report = TrainingReport(started=time.time())
+    log = _open_log(home)
+    try:
+        if not settings.get("spam.bayes_imap_training", True):
+            report.note = "Bayes IMAP training is off (spam.bayes_imap_training)"
+        elif not settings.get("spam.bayes", True):
+            report.note = "Bayes is off (spam.bayes): nothing to train"
+        with _exclusive(home) as mine:
+            if not mine:
+                report.note = "another training run is in progress"
+            elif not report.note:
+                database = "global" if settings.get("spam.bayes_global") else "mailbox"
+                for mailbox in list_mailboxes(home):
+                    if not mailbox.active:
+                        continue
+                    one = await train_mailbox(home, settings, mailbox.address, today)
+                    report.mailboxes.append(one)
+                    if one.line(database) != MailboxReport(one.address).line(database):
+                        log.write(one.line(database))  # only mailboxes with something done
+            if mine:
+                _write_json(_last_run_file(home), {"date": today.isoformat(),
+                                                   "time": report.started,
+                                                   "learned": report.learned,
+                                                   "note": report.note})
+        log.write(f"training done: learned={report.learned} "
+                  f"mailboxes={len(report.mailboxes)}"
+                  + (f" note={report.note}" if report.note else ""))
+    finally:
+        log.close()
+        _give_to_mail_owner(home)
+    return report
+
+
+def _open_log(home: Home):  # type: ignore[no-untyped-def]
+    from ..logs import LogDir
+
+    return LogDir(home.service_log_dir("spam-train"))
+
+
+def _give_to_mail_owner(home: Home) -> None:
+    """Run as root (the CLI), leave the log and counters writable by the send service."""
+    from ..services.privileges import chown_tree
+
+    chown_tree(home.service_log_dir("spam-train"))
+    chown_tree(training_dir(home))
+
+
+def train(home: Home, today: date | None = None) -> TrainingReport:
+    """`mailyard spam train`: train every mailbox now (a blocking call)."""
+    return asyncio.run(train_async(home, today))
+
+
+def is_due(last: dict[str, Any] | None, now: datetime) -> bool:
+    """The daily run is due once a day, at the first call from TRAINING_HOUR on."""
+    if now.hour < TRAINING_HOUR:
+        return False
+    return last is None or last.get("date") != now.date().isoformat()
+
+
+async def train_if_due_async(home: Home, now: datetime | None = None
+                             ) -> TrainingReport | None:
+    """Run the daily training when it is due; cheap to call every minute."""
+    now = now or datetime.now()
+    if not is_due(last_run(home), now):
+        return None
+    return await train_async(home, now.date())
+
+
+def train_if_due(home: Home, now: datetime | None = None) -> TrainingReport | None:
+    return asyncio.run(train_if_due_async(home, now))
