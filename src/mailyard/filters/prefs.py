@@ -252,8 +252,7 @@ ALLOWED: dict[str, Allowed] = {
         "welcomelist_from", "whitelist_from", "unwelcomelist_from", "unwhitelist_from",
         "blocklist_from", "blacklist_from", "unblocklist_from", "unblacklist_from",
         "welcomelist_to", "whitelist_to", "blocklist_to", "blacklist_to",
-        "more_spam_to", "all_spam_to", "welcomelist_auth", "whitelist_auth",
-        "def_welcomelist_from", "def_whitelist_from")},
+        "more_spam_to", "all_spam_to", "welcomelist_auth", "whitelist_auth")},
     "welcomelist_from_rcvd": Allowed(_address_and_domain, "*@example.com example.com"),
     "whitelist_from_rcvd": Allowed(_address_and_domain, "*@example.com example.com"),
     # Bayes and auto-welcomelist behaviour
@@ -269,8 +268,6 @@ ALLOWED: dict[str, Allowed] = {
     "auto_welcomelist_factor": Allowed(_number(0, 1), "0.5"),
     "auto_whitelist_factor": Allowed(_number(0, 1), "0.5"),
     # languages and character sets
-    "ok_languages": Allowed(_words(r"all|[a-z]{2}(?:\.[a-z]{2})?", "language codes or all"),
-                            "en de fr"),
     "ok_locales": Allowed(_words(r"all|en|ja|ko|ru|th|zh", "locale codes (en ja ko ru th "
                                  "zh) or all"), "en"),
     # network tests, for nodes that have DNS and outside access
