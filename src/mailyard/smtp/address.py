@@ -21,7 +21,7 @@ MAX_PATH = 256
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 3.2.3 atext, as a class body
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*")
 # The same with "@" allowed, only to recognise `user@other@local` as a routing trick.
-_DOT_STRING_AT = re.compile(rf"[{_ATEXT}@]+(\.[{_ATEXT}@]+)*")
+_DOT_STRING_AT = re.compile(rf"[{_ATEXT}]+([.@][{_ATEXT}]+)*")
 _QUOTED = re.compile(r'"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
