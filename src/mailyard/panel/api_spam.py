@@ -31,7 +31,7 @@ class PreferenceIn(BaseModel):
     preference: str = Field(max_length=64)
     value: str = Field(max_length=1000)
     scope: str = Field("global", max_length=330,
-                       description="global, a domain of the node, or a mailbox address")
+                       description="global, domain:NAME or mailbox:ADDRESS")
 
 
 class PreferenceIds(BaseModel):
@@ -53,25 +53,23 @@ def preference_rows(home: Home) -> list[dict[str, Any]]:
 
 def preference_names() -> list[str]:
     prefs = optional.load(PREFS)
-    if prefs is None:
-        return []
-    names = getattr(prefs, "ALLOWED_PREFERENCES", None)
-    if names is None:
-        names = prefs.allowed_preferences()
-    return sorted(names)
+    return sorted(prefs.ALLOWED) if prefs is not None else []
 
 
-def _refusal(prefs: Any, exc: Exception, body: PreferenceIn | None = None) -> Refused:
-    field = getattr(exc, "field", None) or getattr(exc, "key", None) or "preference"
-    value = getattr(exc, "value", None)
-    if value is None and body is not None:
-        value = getattr(body, field, None)
-    reason = getattr(exc, "allowed", None) or getattr(exc, "reason", None) or str(exc)
-    return Refused(str(field), value, str(reason))
+def preference_examples() -> dict[str, str]:
+    """An example value of each allowed preference, for the add form's menu."""
+    prefs = optional.load(PREFS)
+    return {name: a.example for name, a in sorted(prefs.ALLOWED.items())} if prefs else {}
 
 
-def _error_class(prefs: Any) -> type[Exception]:
-    return getattr(prefs, "PreferenceError", ValueError)
+def _refusal(exc: Exception, body: PreferenceIn) -> Refused:
+    """PreferenceError says in words what was wrong; pick the field it is about."""
+    text = str(exc)
+    if text.startswith("scope"):
+        return Refused("scope", body.scope, text)
+    if text.startswith("preference") or "preference name" in text:
+        return Refused("preference", body.preference, text)
+    return Refused("value", body.value, text)
 
 
 @router.get("/preferences", response_model=list[Preference], responses=errors(503))
@@ -93,9 +91,9 @@ def add_preference(body: PreferenceIn, request: Request,
                    _who: Caller) -> Any:
     prefs = optional.require(PREFS)
     try:
-        made = prefs.add_preference(home_of(request), body.preference, body.value, body.scope)
-    except _error_class(prefs) as exc:
-        raise _refusal(prefs, exc, body) from None
+        made = prefs.add_preference(home_of(request), body.scope, body.preference, body.value)
+    except prefs.PreferenceError as exc:
+        raise _refusal(exc, body) from None
     return _row(made)
 
 
@@ -107,9 +105,9 @@ def edit_preference(pref_id: int, body: PreferenceIn, request: Request,
     if pref_id not in {r["id"] for r in preference_rows(home)}:
         raise HTTPException(404, f"no preference with id {pref_id}")
     try:
-        changed = prefs.edit_preference(home, pref_id, body.preference, body.value, body.scope)
-    except _error_class(prefs) as exc:
-        raise _refusal(prefs, exc, body) from None
+        changed = prefs.edit_preference(home, pref_id, body.value, body.preference, body.scope)
+    except prefs.PreferenceError as exc:
+        raise _refusal(exc, body) from None
     return _row(changed)
 
 

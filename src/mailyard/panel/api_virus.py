@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ class Definition(BaseModel):
     file: str
     date: str
     signatures: int
-    version: str = ""
+    kind: str = ""
+    note: str = ""
 
 
 class FreshclamStatus(BaseModel):
@@ -48,13 +50,10 @@ def definition_rows(home: Home) -> list[dict[str, Any]] | None:
     rows = []
     for item in virusdb.definitions(home):
         data = _as_dict(item)
-        stamp = data.get("date") or data.get("build_time") or data.get("built") or ""
-        if hasattr(stamp, "strftime"):
-            stamp = stamp.strftime("%d %b %Y %H:%M")
-        rows.append({"file": str(data.get("file") or data.get("name") or ""),
-                     "date": str(stamp),
-                     "signatures": int(data.get("signatures") or data.get("count") or 0),
-                     "version": str(data.get("version") or "")})
+        rows.append({"file": str(data.get("file", "")),
+                     "date": str(data.get("build_date") or data.get("date") or ""),
+                     "signatures": int(data.get("signatures") or 0),
+                     "kind": str(data.get("kind", "")), "note": str(data.get("note", ""))})
     return rows
 
 
@@ -63,13 +62,17 @@ def freshclam_status(home: Home) -> dict[str, Any]:
     if freshclam is None or not hasattr(freshclam, "last_status"):
         return {"available": False, "text": "Freshclam status is not available on this node"}
     status = freshclam.last_status(home)
-    if status is None:
-        return {"available": True, "text": "no update has run yet"}
-    if isinstance(status, str):
-        return {"available": True, "text": status}
-    data = _as_dict(status)
-    parts = [f"{k.replace('_', ' ')}: {v}" for k, v in data.items() if v not in (None, "")]
-    return {"available": True, "text": "; ".join(parts)}
+    if not status:
+        return {"available": True, "text": "no update has run on this node yet"}
+    when = status.get("time")
+    stamp = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(when)))
+             if isinstance(when, int | float) else "at an unknown time")
+    outcome = "succeeded" if status.get("ok") else "failed"
+    text = f"{stamp}: {outcome}: {status.get('message', '')}"
+    detail = str(status.get("detail") or "")
+    if detail and detail not in text:
+        text += f" ({detail})"
+    return {"available": True, "text": text}
 
 
 @router.get("/definitions", response_model=list[Definition], responses=errors(503))

@@ -142,7 +142,7 @@ def make_field(spec: Setting, value: Any, box: Box, typed: str | None = None) ->
         required = not kind.allow_empty
     unit = getattr(kind, "unit", "")
     return Field(key=spec.key, label=_label(spec, box), help=spec.help, widget=widget,
-                 value=text, required=required or box.all_required and not isinstance(kind, Lines),
+                 value=text, required=required,
                  unit=unit, choices=choices, allowed=kind.describe())
 
 

@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
 from ..services import control
-from ..settings.registry import REGISTRY
 from ..store import accounts
 from ..store.settings_store import load_settings
 from . import boxes, optional, queue_view, rrd
@@ -173,13 +172,13 @@ def mda(request: Request, session: SignedIn) -> Response:
 
 @router.get("/spam")
 def spam(request: Request, session: SignedIn) -> Response:
-    from .api_spam import preference_names, preference_rows
+    from .api_spam import preference_examples, preference_rows
 
     context = _boxes_page(request, session, "spam")
     prefs = optional.load("mailyard.filters.prefs")
     context["prefs_available"] = prefs is not None
     context["prefs"] = preference_rows(home_of(request)) if prefs else []
-    context["pref_names"] = preference_names() if prefs else []
+    context["pref_names"] = preference_examples() if prefs else {}
     return render("spam.html", **context)
 
 
@@ -200,7 +199,7 @@ def queue(request: Request, session: SignedIn, period: str = "day",
 
     home = home_of(request)
     period = period if period in rrd.PERIODS else "day"
-    which = which if which in ("remote+local", "remote", "local") else "remote+local"
+    which = which if which in queue_view.LIST_CHOICES else "remote+local"
     try:
         activity = rrd.summary(rrd.rrd_path(home), period)
     except rrd.RrdError:
@@ -221,5 +220,17 @@ def accounts_page(request: Request, session: SignedIn) -> Response:
                   aliases=accounts.list_aliases(home), spam_actions=spam_actions)
 
 
-def registry_help(key: str) -> str:
-    return REGISTRY[key].help
+@router.get("/queue/message/{qid}")
+def queue_message(qid: str, request: Request, session: SignedIn) -> Response:
+    admin = optional.load(queue_view.ADMIN)
+    detail, problem = None, ""
+    if admin is None:
+        problem = "Queue administration is not available on this node."
+    else:
+        try:
+            detail = admin.show(home_of(request), qid)
+        except admin.QueueError as exc:
+            problem = str(exc)
+    return render("message.html", 200 if detail else 404,
+                  **_base(request, session, "queue", "Mail Queue"), detail=detail,
+                  problem=problem, qid=qid)

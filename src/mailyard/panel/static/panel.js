@@ -15,9 +15,10 @@
     box.hidden = false;
   }
 
-  function reloadWith(text) {
+  function reloadWith(text, target) {
     sessionStorage.setItem(FLASH_KEY, text);
-    window.location.reload();
+    if (target) window.location.assign(target);
+    else window.location.reload();
   }
 
   const pending = sessionStorage.getItem(FLASH_KEY);
@@ -151,7 +152,7 @@
       button.disabled = true;
       const result = await call(button.dataset.method || "POST", button.dataset.api);
       button.disabled = false;
-      if (result.ok) reloadWith(button.dataset.done || "Done.");
+      if (result.ok) reloadWith(button.dataset.done || "Done.", button.dataset.goto);
       else flash(describe(result), "bad");
     });
   });
