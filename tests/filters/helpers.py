@@ -113,7 +113,16 @@ class Clamd(Daemon):
 
 
 def make_home(tmp: Path) -> Home:
+    """A node home in `tmp`. As root, the daemons run as other users (spamd as the mail owner,
+    clamd as clamav), who must be able to reach the home: pytest's own directories are
+    private (0700), so they are opened for traversal (o+x), as a real home's parents are."""
     node, _ = init_home(tmp / "node", "mx.example.test", port_base=free_port_base())
+    if os.geteuid() == 0:
+        for directory in [node.root, *node.root.parents]:
+            if directory == Path(directory.anchor):
+                break
+            mode = directory.stat().st_mode
+            os.chmod(directory, mode | 0o011)
     return node
 
 
