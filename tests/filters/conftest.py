@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.filters.helpers import Clamd, Spamd, make_home
+from tests.filters.helpers import Clamd, Spamd, reachable_home
 
 from mailyard.home import Home
 
 
 @pytest.fixture(scope="module")
-def module_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    return make_home(tmp_path_factory.mktemp("filters"))
+def module_home() -> Iterator[Home]:
+    """One node home shared by a test module (and its daemons)."""
+    with reachable_home() as home:
+        yield home
+
+
+@pytest.fixture
+def own_home() -> Iterator[Home]:
+    """A node home of one test's own, for daemons the test starts and stops itself."""
+    with reachable_home() as home:
+        yield home
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -112,18 +116,22 @@ class Clamd(Daemon):
                          lambda h: run(clamscan.ping(h.port("clamd"), timeout=5)))
 
 
-def make_home(tmp: Path) -> Home:
-    """A node home in `tmp`. As root, the daemons run as other users (spamd as the mail owner,
-    clamd as clamav), who must be able to reach the home: pytest's own directories are
-    private (0700), so they are opened for traversal (o+x), as a real home's parents are."""
-    node, _ = init_home(tmp / "node", "mx.example.test", port_base=free_port_base())
-    if os.geteuid() == 0:
-        for directory in [node.root, *node.root.parents]:
-            if directory == Path(directory.anchor):
-                break
-            mode = directory.stat().st_mode
-            os.chmod(directory, mode | 0o011)
-    return node
+@contextmanager
+def reachable_home() -> Iterator[Home]:
+    """A node home that the daemons' own users can reach, removed afterwards.
+
+    As root the daemons drop privileges (spamd to the mail owner, clamd to clamav), so the
+    home's parents must be traversable by them. pytest's tmp_path cannot be used: every pytest
+    run that starts on this machine resets /tmp/pytest-of-<user> to mode 0700 (a safety
+    measure of pytest's), which would cut a running daemon off from its config mid-test.
+    """
+    base = Path(tempfile.mkdtemp(prefix="mailyard-filters-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    try:
+        node, _ = init_home(base / "node", "mx.example.test", port_base=free_port_base())
+        yield node
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def settings_of(home: Home, **overrides: object) -> dict[str, object]:

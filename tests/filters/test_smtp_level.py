@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import free_port_base
-from tests.filters.helpers import EICAR, GTUBE, Clamd, make_home, message, run, settings_of
+from tests.filters.helpers import EICAR, GTUBE, Clamd, message, run, settings_of
 
 from mailyard.filters import clamscan
 from mailyard.filters.smtp_level import check_message
@@ -148,8 +148,8 @@ def test_clamd_too_slow_answers_4xx(module_home, tmp_path):
     assert reply == (451, "4.7.1", "virus scanner unavailable, try again later")
 
 
-def test_clamd_stopped_answers_4xx_after_it_had_been_scanning(tmp_path):
-    home = make_home(tmp_path)
+def test_clamd_stopped_answers_4xx_after_it_had_been_scanning(own_home, tmp_path):
+    home = own_home
     daemon = Clamd(home)
     daemon.start()
     settings = settings_of(home, virus__smtp_scanning=True)
