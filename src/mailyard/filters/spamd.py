@@ -71,10 +71,11 @@ def global_bayes_dir(home: Home) -> Path:
 
 
 def bayes_dbpath(home: Home, settings: dict[str, Any], address: str) -> Path:
-    """Where the Bayes database of `address` lives (the global one when that is on)."""
+    """The Bayes database `address` uses, as sa-learn's --dbpath wants it (a path prefix:
+    the files are <prefix>_toks and <prefix>_seen); the global one when that is on."""
     if settings.get("spam.bayes_global", False):
-        return global_bayes_dir(home)
-    return user_dir(home, address)
+        return global_bayes_dir(home) / "bayes"
+    return user_dir(home, address) / "bayes"
 
 
 def pid_file(home: Home) -> Path:
