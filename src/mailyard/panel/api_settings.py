@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -39,13 +39,18 @@ class SettingView(BaseModel):
     choices: list[ChoiceView] | None = None
 
 
+# What a client may send: any JSON value; the registry decides (a list only for list settings).
+AnyValue = Annotated[Any, Field(description="text as typed in the form, or a typed JSON value "
+                                            "(number, true/false, list of lines)")]
+
+
 class SettingChange(BaseModel):
-    value: SettingValue
+    value: AnyValue
     cascade: bool = Field(False, description="apply on every node (on a single node: this one)")
 
 
 class SettingsChange(BaseModel):
-    values: dict[str, SettingValue] = Field(max_length=len(REGISTRY))
+    values: dict[str, AnyValue] = Field(max_length=len(REGISTRY))
     cascade: bool = False
 
 
@@ -75,9 +80,14 @@ def _spec(key: str) -> Setting:
 
 
 def check_shape(spec: Setting, value: Any) -> None:
-    """A list is only a value for a list setting (anything else would be read as its text)."""
-    if isinstance(value, list) and not isinstance(spec.type, Lines):
-        raise SettingError(spec.key, value, spec.type.describe())
+    """Text, a number or true/false for every setting, a list of lines for list settings;
+    nothing else (an object or null would otherwise be read as its text)."""
+    if isinstance(value, list):
+        if isinstance(spec.type, Lines) and all(isinstance(v, str) for v in value):
+            return
+    elif isinstance(value, str | int | float | bool):
+        return
+    raise SettingError(spec.key, value, spec.type.describe())
 
 
 def apply_change(request: Request, values: dict[str, Any], cascade: bool) -> ChangeView:

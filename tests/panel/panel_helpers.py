@@ -1,0 +1,136 @@
+"""Helpers of the panel's tests: node homes with a running panel, signing in, screenshots."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from tests.conftest import VENV_BIN, free_port_base
+
+from mailyard.home import Home
+from mailyard.nodeinit import init_home
+from mailyard.store import accounts
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "panel"
+ADMIN = "tester"
+ADMIN_PASSWORD = "correct horse battery staple"
+# Generous: the panel is up in about a second; a loaded machine may take far longer.
+START_TIMEOUT = 90.0
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@dataclass
+class PanelNode:
+    home: Home
+    url: str
+    token: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def client(self, **kw: object) -> httpx.Client:
+        """An HTTP client of the panel with no credentials."""
+        return httpx.Client(base_url=self.url, verify=False, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def api(self) -> httpx.Client:
+        """An HTTP client that sends the node's bearer token."""
+        return self.client(headers={"Authorization": f"Bearer {self.token}"})
+
+
+def make_home(root: Path) -> Home:
+    """A fresh node home with the test admin and the domain example.test."""
+    home, _ = init_home(root / "node", "mx.example.test", port_base=free_port_base())
+    accounts.add_admin(home, ADMIN, ADMIN_PASSWORD)
+    return home
+
+
+def panel_url(home: Home) -> str:
+    return f"https://127.0.0.1:{home.port('panel')}"
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None,
+               timeout: float = START_TIMEOUT, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            text = log.read_text() if log and log.exists() else ""
+            raise RuntimeError(f"the panel exited with {proc.returncode}:\n{text[-3000:]}")
+        try:
+            if httpx.get(f"{url}/signin", verify=False, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the panel at {url} did not answer within {timeout:.0f} s")
+
+
+def start_panel(home: Home) -> subprocess.Popen[bytes]:
+    """The panel alone, as supervisord would start it, in its own process group."""
+    log = home.log_dir / "panel-test.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "mailyard.services.run", "panel", "--home",
+             str(home.root)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, MAILYARD_HOME=str(home.root)))
+    wait_ready(panel_url(home), proc, log=log)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+
+
+# ---- signing in with a plain HTTP client ---------------------------------------------------
+
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+_SIGNIN_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def signin_form_token(client: httpx.Client) -> str:
+    page = client.get("/signin")
+    match = _SIGNIN_CSRF.search(page.text)
+    assert match, page.text[:500]
+    return match.group(1)
+
+
+def sign_in(node: PanelNode, username: str = ADMIN,
+            password: str = ADMIN_PASSWORD) -> tuple[httpx.Client, str]:
+    """A client with a signed-in session, and the session's CSRF token."""
+    client = node.client()
+    token = signin_form_token(client)
+    done = client.post("/signin", data={"username": username, "password": password,
+                                        "csrf_token": token, "next": "/mta"},
+                       headers={"Origin": node.url})
+    assert done.status_code == 303, done.text[:500]
+    page = client.get("/mta")
+    assert page.status_code == 200
+    match = _CSRF_META.search(page.text)
+    assert match
+    return client, match.group(1)
+
+
+# ---- the browser ---------------------------------------------------------------------------
+
+
+def screenshot(page: object, name: str) -> Path:
+    """Save a full-page screenshot under test-artifacts/panel/ for a person to look at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    return path
