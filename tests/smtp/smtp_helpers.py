@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.home import Home
+from mailyard.home import STANDARD_PORTS, Home
 from mailyard.services.privileges import mail_owner, running_as_root
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import set_setting
@@ -26,6 +26,26 @@ JOE_PASSWORD = "correct horse battery"
 START_TIMEOUT = 60.0
 
 
+def free_port_base() -> int:
+    """A port base under which every standard port of a node is free on loopback (the same
+    search as the suite's root conftest, which cannot be imported by name from here)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 10)
+        ports = [base + p for p in STANDARD_PORTS.values()]
+        if max(ports) < 65000 and all(_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port base found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def give_store_to_mail_owner(home: Home) -> None:
     """The services drop root for the `mailyard` user and then read the store; an SQLite
     store (and its directory, where SQLite puts its -wal and -shm files) must be theirs.
@@ -33,11 +53,6 @@ def give_store_to_mail_owner(home: Home) -> None:
     if not running_as_root() or not home.db_url.startswith("sqlite"):
         return
     uid, gid = mail_owner()
-    # pytest makes its temporary directories 0700: let the mail owner reach the home.
-    for parent in home.root.parents:
-        if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o711)
     os.chown(home.root, uid, gid)
     for path in home.root.glob("store.sqlite*"):
         os.chown(path, uid, gid)
@@ -180,6 +195,19 @@ class RawClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+    def read_to_end(self) -> bytes:
+        """Everything the server still sends until it closes the connection."""
+        data = self.buf
+        self.buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
 
     def close(self) -> None:
         self.sock.close()

@@ -281,9 +281,9 @@ class Conversation:
         try:
             data = await self.wire.read(self.policy.timeout)
         except TimeoutError:
-            self._end(R.TIMEOUT.format(hostname=self.policy.hostname))
             self.log(f"timeout ip={self.ip} after={self.policy.timeout}s "
                      f"state={self.conn.state.value}")
+            self._end(R.TIMEOUT.format(hostname=self.policy.hostname))
             return False
         self.conn.receive_data(data)
         return True
