@@ -114,15 +114,17 @@ def start_dovecot(home: Home) -> RunningDovecot:
 
 
 def stop_dovecot(running: RunningDovecot) -> None:
-    try:
-        os.killpg(running.proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    """SIGTERM to the master (it stops its children), then SIGKILL to whatever is left."""
+    running.proc.terminate()
     try:
         running.proc.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
+        pass
+    try:
         os.killpg(running.proc.pid, signal.SIGKILL)
-        running.proc.wait(timeout=STOP_TIMEOUT)
+    except ProcessLookupError:
+        pass
+    running.proc.wait(timeout=STOP_TIMEOUT)
     base_dir = paths(running.home).base_dir
     deadline = time.monotonic() + STOP_TIMEOUT
     while master.master_pid(base_dir) is not None and time.monotonic() < deadline:
@@ -220,6 +222,6 @@ def place_message(home: Home, address: str, subject: str, folder: str = "INBOX")
     return final
 
 
-__all__ = ["DOMAIN", "IMAP", "IMAPS", "LISTENERS", "PASSWORD", "POP3", "POP3S",
+__all__ = ["DOMAIN", "IMAP", "IMAPS", "LISTENERS", "PASSWORD", "POP3", "POP3S", "make_node",
            "RunningDovecot", "add_domain", "add_mailbox", "init_home", "place_message",
            "short_tmp", "start_dovecot", "stop_dovecot", "tls_context"]

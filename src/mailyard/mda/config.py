@@ -67,6 +67,12 @@ MIN_PRELOGIN_SLOTS = 16
 MAX_LOGIN_PROCESSES = 4
 LOGIN_PROCESSES = max(1, min(os.cpu_count() or 1, MAX_LOGIN_PROCESSES))
 
+# Processes that check passwords at once. Each argon2id check (store/passwords.py) takes 64 MiB
+# and a core for ~0.1 s, so more workers than cores only add memory: Dovecot's default of 100
+# would let a burst of logins take 6 GB. Logins beyond this wait in the auth process's queue.
+MAX_AUTH_WORKERS = 8
+AUTH_WORKERS = max(2, min(os.cpu_count() or 1, MAX_AUTH_WORKERS))
+
 # Client connections Dovecot's internal services (auth, anvil, stats, log, config) accept: each
 # login and mail process holds some of them. Dovecot's default, 1000, is kept as the floor;
 # above it every process that may exist gets one, plus room for doveadm and auth workers.
@@ -289,6 +295,7 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "",
     ]
     lines += _service_blocks(home, settings, on, ident)
+    lines += ["service auth-worker {", f"  process_limit = {AUTH_WORKERS}", "}", ""]
     if not ident.root:
         lines += ["service anvil {", "  chroot = ", "}", ""]
     networks = list(settings.get("mda.plaintext_networks") or [])

@@ -173,9 +173,14 @@ def doveadm(conf: Path, *args: str) -> str:
 def service_limits(conf: Path) -> dict[str, tuple[int, int]]:
     """(process_limit, client_limit) of every service, as the running master has them."""
     result: dict[str, tuple[int, int]] = {}
-    for block in doveadm(conf, "service", "status").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "name" in fields:
-            result[fields["name"]] = (int(fields.get("process_limit", 0)),
-                                      int(fields.get("client_limit", 0)))
+    fields: dict[str, str] = {}
+    lines = doveadm(conf, "service", "status").splitlines() + ["name: "]
+    for line in lines:
+        key, _, value = line.partition(": ")
+        if key.strip() == "name":  # each service's record starts with its name
+            if fields.get("name"):
+                result[fields["name"]] = (int(fields.get("process_limit", 0)),
+                                          int(fields.get("client_limit", 0)))
+            fields = {}
+        fields[key.strip()] = value.strip()
     return result
