@@ -3,8 +3,12 @@ subprocess, an SMTP sink and a DNS server on loopback (see send_harness.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import dnslib.server
 import pytest
@@ -18,6 +22,7 @@ from send_harness import (
 )
 
 from mailyard.home import Home
+from mailyard.nodeinit import init_home
 from mailyard.queue import Queue
 from mailyard.store import accounts
 from mailyard.store.db import dispose_all
@@ -25,18 +30,29 @@ from mailyard.store.settings_store import set_setting
 
 
 @pytest.fixture
-def mail_home(home: Home) -> Home:
-    """A home with domain example.test, mailboxes joe@ and postmaster@, and the double bounce
-    mailbox on that domain; the send service can run in it."""
-    accounts.add_domain(home, "example.test")
-    accounts.add_mailbox(home, "joe@example.test", "secret-joe-1")
-    accounts.add_mailbox(home, "postmaster@example.test", "secret-pm-1")
-    set_setting(home, "bounce.host", "example.test")
-    set_setting(home, "bounce.double_host", "example.test")
-    dispose_all()
-    Queue(home.queue_dir)
-    open_home_to_mail_owner(home)
-    return home
+def mail_home() -> Iterator[Home]:
+    """A home with domain example.test and mailboxes joe@ and postmaster@ (the double bounce
+    mailbox), that the send service can use after dropping root.
+
+    It lives outside pytest's base temp directory: pytest makes /tmp/pytest-of-root 0700
+    again whenever a session starts, which would lock out a service running as the mail owner.
+    """
+    base = Path(tempfile.mkdtemp(prefix="mailyard-send-test-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    try:
+        home, _ = init_home(base / "node", "mx.example.test", port_base=0)
+        accounts.add_domain(home, "example.test")
+        accounts.add_mailbox(home, "joe@example.test", "secret-joe-1")
+        accounts.add_mailbox(home, "postmaster@example.test", "secret-pm-1")
+        set_setting(home, "bounce.host", "example.test")
+        set_setting(home, "bounce.double_host", "example.test")
+        dispose_all()
+        Queue(home.queue_dir)
+        open_home_to_mail_owner(home)
+        yield home
+    finally:
+        dispose_all()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

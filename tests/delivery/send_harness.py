@@ -143,9 +143,15 @@ def maildir_messages(home: Home, address: str, folder: str = "new") -> list[byte
     return [p.read_bytes() for p in sorted(path.iterdir())]
 
 
-def queue_empty(home: Home) -> bool:
+def queue_empty(home: Home, states: tuple[str, ...] = ("todo", "info", "mess", "local",
+                                                       "remote", "bounce")) -> bool:
     q = Queue(home.queue_dir)
-    return not any(q.ids(s) for s in ("todo", "info", "mess", "local", "remote", "bounce"))
+    return not any(q.ids(s) for s in states)
+
+
+def queue_listing(home: Home) -> dict[str, list[str]]:
+    q = Queue(home.queue_dir)
+    return {s: sorted(q.ids(s)) for s in ("todo", "info", "mess", "local", "remote", "bounce")}
 
 
 # ---- an SMTP sink on loopback ---------------------------------------------------------------------
