@@ -1,8 +1,23 @@
-"""The on-disk mailbox layout shared by local delivery and Dovecot: Maildir++ with folders."""
+"""The on-disk mailbox layout shared by local delivery and Dovecot: Maildir++ with folders.
+
+A mailbox lives in `mail/<domain>/<user>/Maildir` (Dovecot's home is `mail/<domain>/<user>`).
+INBOX is the Maildir itself; a folder is a directory "." + name beside tmp/new/cur, holding
+an empty `maildirfolder` file, and a subfolder joins the names with "." (Maildir++, Dovecot's
+default LAYOUT with "." as separator, which mda/config.py sets explicitly). The file
+`subscriptions` lists subscribed folder names one per line, in the format Dovecot 2.3 reads
+and writes itself.
+
+Every mailbox has Sent, Drafts, Trash and Spam. While Bayes IMAP training is on it also has
+"Learn Spam" and "Learn Ham", subscribed so that mail clients show them; when training is
+switched off they are unsubscribed, and removed if no message is left in them (a folder that
+still holds mail stays, so nothing a user put there is lost).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,39 +29,117 @@ STANDARD_FOLDERS: tuple[str, ...] = ("Sent", "Drafts", "Trash", "Spam")
 # Folders of Bayes IMAP training (guide 6.1.3), present while that setting is on.
 TRAINING_FOLDERS: tuple[str, ...] = ("Learn Spam", "Learn Ham")
 
+# Mail is private to its owner; Dovecot gives the folders it creates the mode of the Maildir.
+MAILDIR_MODE = 0o700
+
 
 def folder_dir(maildir: Path, folder: str) -> Path:
     """The directory of a folder; INBOX is the Maildir itself."""
     return maildir if folder.upper() == "INBOX" else maildir / ("." + folder)
 
 
-def _make_one(path: Path) -> None:
+def _mkdir(path: Path, made: list[Path]) -> None:
+    """mkdir -p with MAILDIR_MODE on every level it creates; records what it created."""
+    if path.is_dir():
+        return
+    _mkdir(path.parent, made)
+    try:
+        path.mkdir(mode=MAILDIR_MODE)
+    except FileExistsError:
+        return
+    made.append(path)
+
+
+def _make_one(path: Path, made: list[Path]) -> None:
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        _mkdir(path / sub, made)
+
+
+def _read_subscriptions(maildir: Path) -> list[str]:
+    try:
+        text = (maildir / "subscriptions").read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.split("\n") if line]
+
+
+def _write_subscriptions(maildir: Path, names: list[str]) -> None:
+    tmp = maildir / f"subscriptions.{uuid.uuid4().hex}.tmp"
+    tmp.write_text("".join(f"{name}\n" for name in names), encoding="utf-8",
+                   errors="surrogateescape")
+    os.replace(tmp, maildir / "subscriptions")
+
+
+def _holds_mail(path: Path) -> bool:
+    return any(any((path / sub).iterdir()) for sub in ("new", "cur") if (path / sub).is_dir())
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove a folder that holds no message. It is first renamed away, so a message moved in
+    by an IMAP client at that moment cannot land in a directory that is being deleted; if one
+    is there after all, the folder is put back."""
+    if not path.is_dir() or _holds_mail(path):
+        return
+    aside = path.with_name(f"{path.name}.removing-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except OSError:
+        return
+    if _holds_mail(aside):
+        os.rename(aside, path)
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Path:
-    """Create the mailbox's Maildir and folders (idempotent) and subscribe the folders."""
+    """Create the mailbox's Maildir and folders and bring its subscriptions in line
+    (idempotent; safe on a mailbox in use). `training` defaults to the setting."""
     if training is None:
         from .store.settings_store import load_settings
 
         training = bool(load_settings(home)["spam.bayes_imap_training"])
-    from .services.privileges import chown_tree
+    from .services.privileges import chown_path
 
     maildir = home.maildir(address)
-    _make_one(maildir)
-    folders = list(STANDARD_FOLDERS) + (list(TRAINING_FOLDERS) if training else [])
-    for folder in folders:
+    domain_dir = maildir.parent.parent
+    made: list[Path] = []
+    if not domain_dir.is_dir():
+        # mail/<domain> is made here as well; delivery (the mail owner) adds mailboxes to it.
+        _mkdir(domain_dir, made)
+        os.chmod(domain_dir, 0o755)
+    _make_one(maildir, made)
+    wanted = list(STANDARD_FOLDERS) + (list(TRAINING_FOLDERS) if training else [])
+    for folder in wanted:
         path = folder_dir(maildir, folder)
-        _make_one(path)
-        (path / "maildirfolder").touch(exist_ok=True)
-    subscriptions = maildir / "subscriptions"
-    existing = set(subscriptions.read_text().split("\n")) if subscriptions.exists() else set()
-    wanted = existing | set(folders)
-    wanted.discard("")
-    if wanted != existing:
-        tmp = maildir / "subscriptions.tmp"
-        tmp.write_text("".join(f"{name}\n" for name in sorted(wanted)))
-        os.replace(tmp, subscriptions)
-    chown_tree(maildir.parent)
+        _make_one(path, made)
+        marker = path / "maildirfolder"
+        if not marker.exists():
+            marker.touch()
+            made.append(marker)
+    unwanted = [] if training else list(TRAINING_FOLDERS)
+    for folder in unwanted:
+        _remove_if_empty(folder_dir(maildir, folder))
+
+    existing = _read_subscriptions(maildir)
+    names = [n for n in existing if n not in unwanted]
+    names += [n for n in wanted if n not in names]
+    if names != existing or not (maildir / "subscriptions").exists():
+        _write_subscriptions(maildir, names)
+        made.append(maildir / "subscriptions")
+    for path in made:  # only what was made now: a big mailbox is not walked every time
+        chown_path(path)
     return maildir
+
+
+def ensure_all_maildirs(home: Home) -> int:
+    """ensure_maildir for every mailbox in the store, with the current training setting.
+    Called when spam.bayes_imap_training changes; returns how many mailboxes it visited."""
+    from .store.accounts import list_mailboxes
+    from .store.settings_store import load_settings
+
+    training = bool(load_settings(home)["spam.bayes_imap_training"])
+    count = 0
+    for box in list_mailboxes(home):
+        ensure_maildir(home, box.address, training)
+        count += 1
+    return count
