@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.smtp import replies as R
 from mailyard.smtp.events import (
@@ -18,12 +20,14 @@ from mailyard.smtp.events import (
     EndOfData,
     Event,
     Helo,
+    Help,
     MailFrom,
     Noop,
     Quit,
     RcptTo,
     Rset,
     StartTls,
+    Vrfy,
 )
 from mailyard.smtp.lines import MAX_COMMAND_LINE
 from mailyard.smtp.protocol import (
@@ -44,6 +48,8 @@ POSITIVE: dict[type[Event], R.Reply] = {
     Rset: R.RESET_OK,
     Noop: R.OK,
     Quit: R.CLOSING.format(hostname="mx.test"),
+    Vrfy: R.CANNOT_VRFY,
+    Help: R.HELP,
     StartTls: R.READY_FOR_TLS,
     Auth: R.AUTH_CHALLENGE.format(challenge=""),
     AuthResponse: R.AUTH_OK,
@@ -293,3 +299,27 @@ def test_every_transition_names_known_outcomes_and_states() -> None:
         assert isinstance(state, State) and issubclass(event, Event)
         assert set(outcomes) <= {"ok", "more", "fail"}
         assert all(isinstance(s, State) for s in outcomes.values())
+
+
+@given(st.lists(st.sampled_from([
+    b"EHLO a\r\n", b"HELO b\r\n", b"MAIL FROM:<a@x.test>\r\n", b"RCPT TO:<b@y.test>\r\n",
+    b"DATA\r\n", b"RSET\r\n", b"NOOP\r\n", b"STARTTLS\r\n", b"AUTH PLAIN\r\n", b"AUTH LOGIN\r\n",
+    b".\r\n", b"\r\n", b"\n.\n", b"x" * 700, b"\r", b"\n", b"QUIT\r\n", b"VRFY x\r\n",
+    b"MAIL FROM:<>\r\n", b"RCPT TO:<\r\n", b"\x00\xff", b"body line\r\n",
+]), max_size=40), st.binary(max_size=200))
+@settings(max_examples=500, deadline=None)
+def test_any_input_is_answered_without_crashing(parts: list[bytes], noise: bytes) -> None:
+    c = greeted()
+    for part in parts + [noise]:
+        if c.state is State.TLS_STARTING:
+            c.tls_started()
+        if c.state is State.CLOSED:
+            break
+        seen, out = drive(c, part)
+        replies_needed = [e for e in seen if not isinstance(e, (DataChunk, ConnectionClosed))]
+        assert out.count(b"\r\n") >= len(replies_needed)
+    c.receive_data(b"")
+    if c.state is State.TLS_STARTING:
+        c.tls_started()
+    seen, _ = drive(c)
+    assert c.state is State.CLOSED

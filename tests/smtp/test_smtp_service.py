@@ -213,3 +213,41 @@ def test_auth_mode_change_takes_effect_after_restart(node: Home, start) -> None:
         assert not s.has_extn("auth") and not s.has_extn("starttls")
         assert s.docmd("STARTTLS")[0] == 502
         assert s.docmd("AUTH", "PLAIN AGpvZUBleGFtcGxlLm9yZwB4")[0] == 502
+
+
+def test_virus_scanning_without_clamd_defers_and_queues_nothing(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    change(node, {"virus.smtp_scanning": True})  # and no clamd running on this node
+    svc = start("smtp")
+    with smtplib.SMTP("127.0.0.1", node.port("smtp")) as s:
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            s.sendmail("a@remote.test", [JOE], MESSAGE)
+    assert err.value.smtp_code == 451  # the sender keeps the message and tries again
+    assert leftovers(node) == []
+    assert "rule=SMTP_FILTER" in svc.log()
+
+
+def test_sigterm_tells_idle_clients_421_and_stops(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    svc = start("smtp")
+    c = RawClient(node.port("smtp"))
+    assert c.code() == 220
+    svc.proc.send_signal(15)
+    assert c.reply().startswith(b"421 4.3.2 mx.example.test shutting down")
+    assert svc.proc.wait(timeout=30) == 0
+    assert "stopped service=smtp" in svc.log()
+    c.close()
+
+
+def test_sigterm_lets_a_message_in_progress_finish(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    svc = start("smtp")
+    c = RawClient(node.port("smtp"))
+    assert c.code() == 220
+    c.send(b"EHLO x\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<joe@example.org>\r\nDATA\r\n")
+    assert [c.code() for _ in range(4)] == [250, 250, 250, 354]
+    c.send(b"Subject: late\r\n\r\nfirst half\r\n")
+    svc.proc.send_signal(15)
+    svc.wait_log("stopping service=smtp")
+    c.send(b"second half\r\n.\r\n")
+    assert c.code() == 250
+    assert svc.proc.wait(timeout=30) == 0
+    [(_, data)] = queue_entries(node)
+    assert data.endswith(b"first half\r\nsecond half\r\n")

@@ -57,10 +57,23 @@ def _open_log(home: Home, service: str) -> LogDir:
     return log
 
 
+def _preload_filters(settings: dict[str, Any], log: LogDir) -> None:
+    """Import the SMTP-level filters now if a scanning setting is on: after the privilege
+    drop the interpreter's own files may be out of reach (the server imports it lazily too,
+    for a reload that turns scanning on)."""
+    if not (settings.get("spam.smtp_scanning") or settings.get("virus.smtp_scanning")):
+        return
+    try:
+        import mailyard.filters.smtp_level  # noqa: F401
+    except Exception as exc:  # the session answers 451 while the filter cannot load
+        log.write(f"filters-unavailable error={type(exc).__name__}: {exc}")
+
+
 def _run(home: Home, service: str) -> None:
     log = _open_log(home, service)
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
+    _preload_filters(settings, log)
     try:
         asyncio.run(_serve(home, service, settings, tls, log))
     finally:
