@@ -172,3 +172,19 @@ def test_reporting_method_unchanged_keeps_the_message_and_rewrites_the_subject(
         assert mail["X-Spam-Flag"] == "YES"
     finally:
         _set_method(mailboxes, scanner, "attach")
+
+
+def test_a_mailbox_added_later_gets_its_domain_preferences_before_its_first_scan(
+        scanner, mailboxes):
+    accounts.add_domain(mailboxes, "other.example")
+    added = prefs.add_preference(mailboxes, "domain:other.example", "score", "GTUBE 0.5")
+    try:
+        accounts.add_mailbox(mailboxes, "erin@other.example", "password-of-erin-1")
+        user_prefs = spamd.user_dir(mailboxes, "erin@other.example") / "user_prefs"
+        assert not user_prefs.exists()  # nothing rendered it yet
+        verdict = scan(mailboxes, "erin@other.example", message(GTUBE, to="erin@other.example"))
+        assert "score GTUBE 0.5" in user_prefs.read_text()
+        assert (verdict.folder, verdict.discard) == ("INBOX", False)
+        assert parsed(verdict.message)["X-Spam-Flag"] is None  # GTUBE worth half a point here
+    finally:
+        prefs.delete_preference(mailboxes, added.id)

@@ -43,6 +43,19 @@ def _spam_action(home: Home, address: str) -> str:
     return info.spam_action if info is not None else "spam_folder"
 
 
+def _ensure_user_prefs(home: Home, address: str) -> None:
+    """A mailbox added since spamd's files were last rendered gets its user_prefs (with its
+    domain's preferences) before its first scan; later changes re-render them all."""
+    from .spamd import render_mailbox_prefs, user_dir
+
+    if (user_dir(home, address) / "user_prefs").exists():
+        return
+    try:
+        render_mailbox_prefs(home, address)
+    except OSError as exc:  # never a reason not to deliver
+        log.warning("cannot write user_prefs for %s: %s", address, exc)
+
+
 async def scan_for_mailbox(home: Home, settings: dict[str, Any], address: str,
                            message: bytes) -> MailboxVerdict:
     """Scan `message` for the mailbox `address` with its own preferences and Bayes data."""
@@ -52,6 +65,7 @@ async def scan_for_mailbox(home: Home, settings: dict[str, Any], address: str,
     if len(message) > spamc.MAX_SCAN_BYTES:
         return unchanged
     timeout = float(settings.get("spam.timeout", 30))
+    await asyncio.to_thread(_ensure_user_prefs, home, address)
     try:
         result = await spamc.process(home.port("spamd"), message, timeout,
                                      user=address.strip().lower())

@@ -100,6 +100,9 @@ def render_local_cf(home: Home, settings: dict[str, Any],
     subject = str(settings.get("spam.rewrite_subject", "") or "").strip()
     if subject:
         lines.append(f"rewrite_header Subject {_one_line(subject)}")
+    hostname = str(settings.get("server.hostname", "") or "").strip()
+    if hostname:
+        lines.append(f"report_contact postmaster@{_one_line(hostname)}")
     lines += [
         "add_header all Status _YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_ "
         "autolearn=_AUTOLEARN_ version=_VERSION_",
