@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from ..store import accounts
+from ..store.db import session_scope
+from ..store.models import Alias, Domain, Mailbox
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -38,9 +42,24 @@ class Directory:
         """A mailbox or an alias with exactly this address."""
         return bool(await self._ask("recipient", _recipient_exists, address))
 
+    async def recipient_facts(self, domain: str, address: str) -> tuple[bool, bool]:
+        """(the domain is ours, a mailbox or alias has this address): one question, one
+        transaction, one thread hop per RCPT."""
+        return await self._ask("recipient", _recipient_facts, domain, address)
+
     async def check_password(self, username: str, password: str) -> bool:
         return bool(await self._ask("password", accounts.check_mailbox_password,
                                     username, password))
+
+
+def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool]:
+    with session_scope(home.db_url) as s:
+        if s.scalar(select(Domain.id).where(Domain.name == domain.lower())) is None:
+            return False, False
+        key = address.strip().lower()
+        exists = (s.scalar(select(Mailbox.id).where(Mailbox.address == key)) is not None
+                  or s.scalar(select(Alias.id).where(Alias.source == key)) is not None)
+        return True, exists
 
 
 def _recipient_exists(home: Home, address: str) -> bool:

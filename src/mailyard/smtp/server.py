@@ -387,8 +387,7 @@ class Conversation:
             return
         address = P.plain_address(checked)
         try:
-            local = await self.server.directory.is_local_domain(checked.domain)
-            exists = local and await self.server.directory.recipient_exists(address)
+            local, exists = await self.server.directory.recipient_facts(checked.domain, address)
         except LookupFailed as exc:
             self.log(f"store-error ip={self.ip} {exc}")
             self._reply(R.LOOKUP_ERROR.format(what="the recipient"), address)

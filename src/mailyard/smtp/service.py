@@ -93,7 +93,12 @@ async def _serve(home: Home, service: str, settings: dict[str, Any],
         if tls is not None:
             ports.append((home.port("smtps", settings), True))
     for port, implicit in ports:
-        await server.listen(host, port, implicit_tls=implicit)
+        try:
+            await server.listen(host, port, implicit_tls=implicit)
+        except OSError as exc:
+            log.write(f"cannot-listen service={service} port={port} error={exc}")
+            raise SystemExit(f"mailyard {service}: cannot listen on port {port}: {exc}") \
+                from None
     drop_privileges()
     log.write(f"start {version()} service={service} pid={os.getpid()} uid={os.getuid()} "
               f"ports={','.join(str(p) + ('/tls' if t else '') for p, t in ports)} "
