@@ -105,19 +105,21 @@ def _check_with_doveconf(conf_tmp: Path) -> None:
                            f"please report it): {done.stderr.strip()}")
 
 
-def render(home: Home, settings: dict[str, Any] | None = None) -> Path:
+def render(home: Home, settings: dict[str, Any] | None = None,
+           ident: Identity | None = None) -> Path:
     """Write HOME/etc/dovecot/dovecot.conf and dovecot-sql.conf.ext from the store.
 
     Each file is replaced atomically, the main one only after `doveconf` accepted it, so a
-    running Dovecot never reloads a half-written or refused configuration."""
+    running Dovecot never reloads a half-written or refused configuration. `ident` defaults to
+    who we are (see `identity`)."""
     if settings is None:
         from ..store.settings_store import load_settings
 
         settings = load_settings(home)
     p = paths(home)
     try:
-        text = render_text(home, settings, listeners.enabled(home, settings), identity(),
-                           ipv6_available())
+        text = render_text(home, settings, listeners.enabled(home, settings),
+                           ident or identity(), ipv6_available())
         sql_text = render_sql_conf(home.db_url)
     except (DovecotConfigError, StoreUrlError) as exc:
         raise DovecotError(str(exc)) from None
