@@ -134,3 +134,21 @@ def screenshot(page: object, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path
+
+
+def give_store_to_mail_owner(home: Home) -> None:
+    """The SMTP and send services drop root for the `mailyard` user and then read the store; an
+    SQLite store and its directory must be theirs (as tests/smtp does; `mailyard init` does not
+    do it yet). SQLite running as root gives its -wal and -shm files the store file's owner."""
+    from mailyard.services.privileges import mail_owner, running_as_root
+
+    if not running_as_root() or not home.db_url.startswith("sqlite"):
+        return
+    uid, gid = mail_owner()
+    for parent in home.root.parents:
+        if parent in (Path("/tmp"), Path("/")):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o711)
+    os.chown(home.root, uid, gid)
+    for path in home.root.glob("store.sqlite*"):
+        os.chown(path, uid, gid)
