@@ -15,8 +15,10 @@ import pytest
 from send_harness import (
     DnsServer,
     SendService,
+    SmtpService,
     SmtpSink,
     ZoneResolver,
+    free_port_base,
     open_home_to_mail_owner,
     start_sink,
 )
@@ -40,7 +42,7 @@ def mail_home() -> Iterator[Home]:
     base = Path(tempfile.mkdtemp(prefix="mailyard-send-test-", dir="/tmp"))
     os.chmod(base, 0o711)
     try:
-        home, _ = init_home(base / "node", "mx.example.test", port_base=0)
+        home, _ = init_home(base / "node", "mx.example.test", port_base=free_port_base())
         accounts.add_domain(home, "example.test")
         accounts.add_mailbox(home, "joe@example.test", "secret-joe-1")
         accounts.add_mailbox(home, "postmaster@example.test", "secret-pm-1")
@@ -93,3 +95,12 @@ def dns_server() -> Iterator[DnsServer]:
         yield DnsServer(resolver, port)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def smtp_service(mail_home: Home) -> Iterator[SmtpService]:
+    service = SmtpService(mail_home)
+    try:
+        yield service
+    finally:
+        service.kill()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -58,6 +60,53 @@ def open_home_to_mail_owner(home: Home) -> None:
             os.chmod(path, 0o660)
     for path in (home.etc_dir, home.run_dir, home.var_dir):
         os.chown(path, uid, gid)
+
+
+def free_port_base() -> int:
+    """A port base under which the SMTP port (25 + base) is free on loopback."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000, 10)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + 25))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free port base")
+
+
+class SmtpService:
+    """The smtp service (mailyard.smtp.service.run_smtp) as a real process."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = home.port("smtp")
+
+    def start(self) -> None:
+        code = ("from mailyard.home import Home; from mailyard.smtp.service import run_smtp; "
+                f"run_smtp(Home.find({str(self.home.root)!r}))")
+        with open(self.home.root / "smtp.stderr", "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=err, stderr=err,
+                                         start_new_session=True)
+
+        def accepting() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, \
+                (self.home.root / "smtp.stderr").read_text()
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(accepting, what="smtp to accept connections")
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+        self.proc = None
 
 
 class SendService:

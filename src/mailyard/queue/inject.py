@@ -112,11 +112,6 @@ class MessageWriter:
         if envelope.uid is None:
             envelope.uid = os.getuid()
         try:
-            os.rename(self._tmp, mess)
-        except OSError as err:
-            self._tmp.unlink(missing_ok=True)
-            raise _wrap(err, "move the message into the queue") from err
-        try:
             fd = os.open(env_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             try:
                 data = envelope.to_bytes()
@@ -127,14 +122,21 @@ class MessageWriter:
                     os.fchown(fd, *mail_owner())
             finally:
                 os.close(fd)
-            fsync_dir(root / "mess")
+        except OSError as err:
+            env_tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
+            raise _wrap(err, "save the envelope") from err
+        try:
+            os.rename(self._tmp, mess)
             os.rename(env_tmp, todo)  # the commit point
         except OSError as err:
             env_tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
             mess.unlink(missing_ok=True)
-            raise _wrap(err, "save the envelope") from err
+            raise _wrap(err, "move the message into the queue") from err
         self.queue_id = qid
-        try:
+        try:  # both renames durable before we return (todo/N without mess/N is dropped)
+            fsync_dir(root / "mess")
             fsync_dir(root / "todo")
         except OSError as err:  # committed, maybe not yet durable: report, never remove
             raise _wrap(err, "make the queue entry durable") from err
