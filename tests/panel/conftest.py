@@ -3,6 +3,7 @@ headless Chromium per module."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,9 +27,10 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PanelNode]:
     home = make_home(tmp_path_factory.mktemp("panel"))
     token = create_token(home, "tests")
     dispose_all()
+    started_at = time.time()
     proc = start_panel(home)
     try:
-        yield PanelNode(home, panel_url(home), token, proc)
+        yield PanelNode(home, panel_url(home), token, proc, int(started_at))
     finally:
         stop_process(proc)
         dispose_all()

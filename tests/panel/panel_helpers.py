@@ -34,6 +34,7 @@ class PanelNode:
     url: str
     token: str
     proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # Unix time just before the panel process was started
 
     def client(self, **kw: object) -> httpx.Client:
         """An HTTP client of the panel with no credentials."""
