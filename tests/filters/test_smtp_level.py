@@ -194,3 +194,20 @@ def test_a_message_at_the_size_limit_still_fits_in_one_stream(daemons, module_ho
         f.write(b"--XX--\r\n")
     assert path.stat().st_size <= 20 * 1024 * 1024
     assert check(module_home, settings, path)[0] == 554
+
+
+@pytest.mark.parametrize("size", [0, 1, clamscan.CHUNK_BYTES, clamscan.CHUNK_BYTES + 1,
+                                  3 * clamscan.CHUNK_BYTES - 5])
+def test_instream_framing_holds_at_chunk_boundaries(daemons, module_home, tmp_path, size):
+    """EICAR at the very end of messages of awkward sizes is still found (and an empty
+    message is clean): every byte reaches clamd, framed correctly."""
+    path = tmp_path / "sized"
+    if size == 0:
+        path.write_bytes(b"")
+        result = run(clamscan.scan_file(module_home.port("clamd"), path, 60))
+        assert not result.infected
+        return
+    filler = max(0, size - len(EICAR))
+    path.write_bytes(b"z" * filler + EICAR[: size - filler])
+    result = run(clamscan.scan_file(module_home.port("clamd"), path, 60))
+    assert result.infected is (size >= len(EICAR))
