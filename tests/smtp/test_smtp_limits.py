@@ -187,7 +187,7 @@ def test_data_from_a_client_keeps_a_session_alive(node: Home, start) -> None:  #
     c = session(node)
     open_transaction(c)
     c.send(b"Subject: slow\r\n\r\n")
-    for _ in range(4):  # 16 s in all, never 10 s of silence
+    for _ in range(3):  # 12 s in all, never 10 s of silence
         time.sleep(4)
         c.send(b"still here\r\n")
     c.send(b".\r\n")

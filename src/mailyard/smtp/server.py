@@ -217,11 +217,11 @@ class SmtpServer:
         self.stopping = True
         for server in self.listeners:
             server.close()
-        for conversation in list(self.conversations):
-            if not conversation.in_message:
-                conversation.cancel()
         deadline = time.monotonic() + grace
         while self.conversations and time.monotonic() < deadline:
+            for conversation in list(self.conversations):
+                if not conversation.in_message:  # idle now, or done with its message
+                    conversation.cancel()
             await asyncio.sleep(0.05)
         for conversation in list(self.conversations):
             conversation.cancel()
