@@ -252,3 +252,21 @@ def test_mbsync_syncs_a_mailbox_over_imaps(node, tmp_path: Path):
     sent = [p.read_bytes() for sub in ("new", "cur") for p in (local / "Sent" / sub).iterdir()]
     assert any(b"Subject: a sent one" in m for m in sent)
     assert (local / "Learn Spam").is_dir()
+
+
+def test_listens_on_every_address_ipv6_too_when_the_machine_has_it(node):
+    from mailyard.mda.config import conf_path
+    from mailyard.mda.dovecot import ipv6_available
+
+    text = conf_path(node.home).read_text()
+    if ipv6_available():
+        assert "listen = *, ::\n" in text
+        client = IMAPS(node.port("imaps"), tls_context(node.home), host="::1")
+        assert client.login(ALICE, PASSWORD)[0] == "OK"
+        client.logout()
+    else:
+        assert "listen = *\n" in text
+    # 127.0.0.1 is not the only IPv4 address served: "*" covers the whole loopback network.
+    client = IMAP(node.port("imap"), host="127.0.0.2", source="127.0.0.2")
+    assert client.login(BOB, PASSWORD)[0] == "OK"
+    client.logout()

@@ -248,3 +248,15 @@ def test_plaintext_login_is_refused_outside_the_plaintext_networks(node):
     finally:
         set_setting(home, "mda.plaintext_networks", "127.0.0.0/8\n::1/128")
         dovecot.control(home, "imap", "reload")
+
+
+def test_a_replaced_certificate_is_served_after_reload(node):
+    from mailyard.services.tls import make_self_signed
+
+    home = node.home
+    make_self_signed(home.cert_file, home.key_file, "renewed.example.test")
+    assert dovecot.control(home, "imaps", "reload") == "RUNNING"
+    client = IMAPS(node.port("imaps"), tls_context(home))  # trusts only the new certificate
+    subject = dict(x[0] for x in client.sock.getpeercert()["subject"])
+    assert subject["commonName"] == "renewed.example.test"
+    client.logout()

@@ -23,12 +23,9 @@ from ..services.control import ControlError
 from ..services.privileges import mail_owner, running_as_root
 from . import listeners, master
 from .config import (
-    LOGIN_PROCESSES,
-    SPECS,
     DovecotConfigError,
     Identity,
     conf_path,
-    login_client_limit,
     paths,
     render_text,
 )
@@ -179,27 +176,14 @@ def _listener_status(home: Home, service: str) -> str:
 
 
 def _reload(home: Home, settings: dict[str, Any]) -> None:
-    """Render and make the running master load it; return once its service limits show the
-    new configuration (vsz_limit applies to processes started from then on)."""
+    """Render and make the running master load it; return once no process of the old
+    configuration accepts new clients (vsz_limit applies to processes started from then on)."""
     conf = render(home, settings)
     try:
-        master.doveadm(conf, "reload")
+        done = master.reload(conf, paths(home).base_dir)
     except (RuntimeError, master.DovecotMissing) as exc:
         raise DovecotError(str(exc)) from None
-    wanted: dict[str, tuple[int, int]] = {}
-    for spec in SPECS.values():
-        cap = int(settings[f"{spec.name}.max_connections"])
-        wanted[spec.mail_service] = (cap, 1)
-        wanted[spec.login_service] = (LOGIN_PROCESSES, login_client_limit(cap))
-
-    def loaded() -> bool:
-        try:
-            have = master.service_limits(conf)
-        except RuntimeError:
-            return False
-        return all(have.get(name) == limits for name, limits in wanted.items())
-
-    if not master.wait_until(loaded):
+    if not done and master_running(home):
         raise DovecotError("Dovecot did not take the new configuration within "
                            f"{master.LISTENER_WAIT_SECONDS:.0f} s; see its log")
 

@@ -156,6 +156,38 @@ def kick(master: int, port: int) -> int:
     return signalled
 
 
+def _holds_listener(pid: int, listening_inodes: set[int]) -> bool:
+    try:
+        links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:
+        return False  # gone meanwhile
+    return any(f"socket:[{inode}]" in links for inode in listening_inodes)
+
+
+def reload(conf: Path, base_dir: Path, timeout: float = LISTENER_WAIT_SECONDS) -> bool:
+    """`doveadm reload` and wait until the master has switched to the new configuration.
+
+    A reload is asynchronous (SIGHUP). It has taken effect once the master runs processes it
+    did not have before (a new generation: config, auth, login processes) and none of its
+    old processes still holds a listening socket, so no new client can reach a process of the
+    old configuration. Old processes may live on while they serve their clients.
+    Returns False when that did not happen within `timeout` (or the master is not running)."""
+    pid = master_pid(base_dir)
+    if pid is None:
+        return False
+    before = set(_children(pid))
+    doveadm(conf, "reload")
+
+    def switched() -> bool:
+        current = set(_children(pid))
+        if not current - before:
+            return False
+        inodes = {inode for _, state, inode in _sockets() if state == _TCP_LISTEN}
+        return not any(_holds_listener(old, inodes) for old in current & before)
+
+    return wait_until(switched, timeout)
+
+
 def doveadm(conf: Path, *args: str) -> str:
     """Run `doveadm -c CONF ARGS`; its output, or RuntimeError with what it said."""
     try:
