@@ -122,8 +122,13 @@ class Scheduler:
             self.wake.clear()
             if self._reload:
                 self._reload = False
-                self.settings = await asyncio.to_thread(load_settings, self.home)
-                self._apply_settings()
+                try:
+                    self.settings = await asyncio.to_thread(load_settings, self.home)
+                except Exception as err:  # keep going with the settings we have
+                    self.log.write(sendlog.warning(f"cannot reload settings: {err}"))
+                else:
+                    self._apply_settings()
+                    self._status()
             await self._requests()
             if self._flush:
                 self._flush = False
@@ -170,7 +175,11 @@ class Scheduler:
 
     # ---- bringing messages in ------------------------------------------------------------------
     async def _load(self, qid: str) -> None:
-        stored = await asyncio.to_thread(qstate.load_message, self.queue, qid)
+        try:
+            stored = await asyncio.to_thread(qstate.load_message, self.queue, qid)
+        except OSError as err:  # e.g. a file an administrator made as root: leave it be
+            self.log.write(sendlog.alert(f"cannot read msg {qid}: {err}; left in the queue"))
+            return
         if stored is None or not self.queue.path("mess", qid).exists():
             self.log.write(sendlog.warning(f"msg {qid} is incomplete in the queue; removed"))
             await asyncio.to_thread(qstate.remove_message, self.queue, qid)

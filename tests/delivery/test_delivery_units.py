@@ -1,0 +1,217 @@
+"""The plain functions of delivery, without a network: routes, retry schedule, send log lines,
+SMTP replies, dot-stuffing, bounces, delivery results."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from mailyard.delivery import sendlog
+from mailyard.delivery.bounce import build_bounce
+from mailyard.delivery.local import delivered_to, header_block, mailbox_copy
+from mailyard.delivery.resolve import parse_resolver_setting
+from mailyard.delivery.result import deferral, failure
+from mailyard.delivery.retry import expired, next_retry
+from mailyard.delivery.routes import Route, check_routes, route_for
+from mailyard.delivery.smtp_reply import ReplyError, ReplyReader, dot_stuffed
+from mailyard.logtools import parser
+from mailyard.queue import Envelope
+from mailyard.queue.state import BounceReport
+
+# ---- SMTP routes (guide 4.6.1) -----------------------------------------------------------------
+
+
+def test_route_exact_domain_with_port() -> None:
+    assert route_for(["domain.tld:relay.tld:26"], "domain.tld") == \
+        Route("relay.tld", 26, "domain.tld:relay.tld:26")
+    assert route_for(["domain.tld:relay.tld:26"], "other.tld") == Route(None)
+
+
+def test_route_empty_relay_means_mx() -> None:
+    assert route_for(["domain.tld:", ":relay.tld"], "domain.tld").relay is None
+    assert route_for(["domain.tld:", ":relay.tld"], "x.tld").relay == "relay.tld"
+
+
+def test_route_dot_domain_matches_subdomains_only() -> None:
+    lines = [".domain.tld:", ":relay.tld"]
+    assert route_for(lines, "mail.domain.tld").relay is None
+    assert route_for(lines, "a.b.domain.tld").relay is None
+    assert route_for(lines, "domain.tld").relay == "relay.tld"
+    assert route_for(lines, "xdomain.tld").relay == "relay.tld"
+
+
+def test_route_first_match_wins_and_case_is_ignored() -> None:
+    lines = [":first.tld", "domain.tld:second.tld"]
+    assert route_for(lines, "DOMAIN.tld").relay == "first.tld"
+    assert route_for(["Domain.TLD:relay.tld"], "domain.tld.").relay == "relay.tld"
+
+
+def test_route_bracketed_address_relay() -> None:
+    assert route_for([":[192.0.2.7]:2525"], "x.tld") == Route("192.0.2.7", 2525,
+                                                              ":[192.0.2.7]:2525")
+
+
+def test_route_check_names_the_bad_line() -> None:
+    assert check_routes(["a.tld:relay.tld", ":relay.tld:26"]) == ["a.tld:relay.tld",
+                                                                  ":relay.tld:26"]
+    with pytest.raises(ValueError, match="line 2: 'a.tld relay.tld'"):
+        check_routes(["b.tld:", "a.tld relay.tld"])
+    with pytest.raises(ValueError, match="line 1: .*99999"):
+        check_routes(["a.tld:relay.tld:99999"])
+
+
+# ---- retry schedule -------------------------------------------------------------------------
+
+
+def test_retry_intervals_grow_like_qmail() -> None:
+    birth = 1_000_000.0
+    week = 604800
+    now = birth
+    times = []
+    for _ in range(8):
+        now = next_retry(birth, now, "remote", week)
+        times.append(now - birth)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert times[0] == 400  # (0 + 20)^2: the first remote retry after 400 s
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+    assert next_retry(birth, birth, "local", week) - birth == 100
+
+
+def test_retry_is_capped_at_the_end_of_the_lifetime() -> None:
+    birth = 1_000_000.0
+    assert next_retry(birth, birth + 10, "remote", 60) == birth + 60
+    assert not expired(birth, birth + 59.9, 60)
+    assert expired(birth, birth + 60, 60)
+
+
+# ---- send log lines -------------------------------------------------------------------------
+
+
+def test_report_encoding_is_qmails_logsafe() -> None:
+    assert sendlog.encode_report("did 1+0+0\n") == "did_1+0+0/"
+    assert sendlog.encode_report("a b\n550 5.1.1 no%such\tuser é") == \
+        "a_b/550_5.1.1_no_such_user___/"
+
+
+def test_log_lines_parse_as_qmail_lines() -> None:
+    lines = [
+        sendlog.new_msg("123"),
+        sendlog.info_msg("123", 456, "a b@x.test", 77, 1000),
+        sendlog.starting_delivery(5, "123", "local", "joe@example.test"),
+        sendlog.starting_delivery(6, "123", "remote", "bob@far.test"),
+        sendlog.delivery_result(5, "success", "did 1+0+0"),
+        sendlog.delivery_result(6, "failure", "1.2.3.4 does not like recipient.\n"
+                                              "Remote host said: 550 no"),
+        sendlog.bounce_msg("123", 88),
+        sendlog.end_msg("123"),
+        sendlog.triple_bounce("124"),
+        sendlog.status(1, 10, 2, 20),
+    ]
+    events = [parser.parse(line) for line in lines]
+    assert events[0] == parser.NewMsg(123)
+    assert events[1] == parser.InfoMsg(123, 456, "a_b@x.test", 77, 1000)
+    assert events[2] == parser.StartDelivery(5, 123, "local", "example.test-joe@example.test")
+    assert parser.mailbox_address(events[2].recipient) == "joe@example.test"
+    assert events[3] == parser.StartDelivery(6, 123, "remote", "bob@far.test")
+    assert events[4] == parser.DeliveryResult(5, "success", "did_1+0+0/")
+    assert events[5] == parser.DeliveryResult(
+        6, "failure", "1.2.3.4_does_not_like_recipient./Remote_host_said:_550_no/")
+    assert events[6] == parser.BounceMsg(123, 88)
+    assert events[7] == parser.EndMsg(123)
+    assert events[8] == parser.TripleBounce(124)
+    assert events[9] == parser.Status("status: local 1/10 remote 2/20")
+
+
+# ---- SMTP replies and DATA ------------------------------------------------------------------
+
+
+def test_multiline_reply_and_ehlo_keywords() -> None:
+    reader = ReplyReader()
+    assert reader.feed(b"250-mx.test hello\r\n") is None
+    assert reader.feed(b"250-STARTTLS\r\n") is None
+    reply = reader.feed(b"250 SIZE 1000\r\n")
+    assert reply is not None and reply.code == 250
+    assert reply.keywords() == {"STARTTLS", "SIZE"}
+    assert reply.text == "250-mx.test hello\n250-STARTTLS\n250 SIZE 1000"
+
+
+@pytest.mark.parametrize("line", [b"hello\r\n", b"2500 x\r\n", b"099 x\r\n", b"25\r\n"])
+def test_garbage_is_not_a_reply(line: bytes) -> None:
+    with pytest.raises(ReplyError):
+        ReplyReader().feed(line)
+
+
+def test_reply_code_may_not_change_inside_a_reply() -> None:
+    reader = ReplyReader()
+    reader.feed(b"250-a\r\n")
+    with pytest.raises(ReplyError):
+        reader.feed(b"550 b\r\n")
+
+
+def test_dot_stuffing_and_line_endings() -> None:
+    stored = [b"a\n", b".b\r\n", b"..c\n", b"\n", b"last"]
+    assert b"".join(dot_stuffed(stored)) == b"a\r\n..b\r\n...c\r\n\r\nlast\r\n"
+
+
+# ---- local delivery helpers -----------------------------------------------------------------
+
+
+def test_delivered_to_lines_come_from_the_header_only() -> None:
+    msg = (b"Delivered-To: A@x.test\r\nSubject: s\r\nDELIVERED-TO:  b@x.test\r\n\r\n"
+           b"Delivered-To: c@x.test\r\n")
+    assert delivered_to(msg) == ["a@x.test", "b@x.test"]
+    assert header_block(b"A: 1\n\nB: 2\r\n\r\n") == b"A: 1"
+
+
+def test_mailbox_copy_has_return_path_and_unix_lines() -> None:
+    env = Envelope(sender="", recipients=["joe@x.test"])
+    assert mailbox_copy(env, "joe@x.test", b"S: 1\r\n\r\nbody\r\n") == \
+        b"Return-Path: <>\nDelivered-To: joe@x.test\nS: 1\n\nbody\n"
+
+
+# ---- bounces --------------------------------------------------------------------------------
+
+
+def test_bounce_is_an_rfc3464_report_with_the_original_headers() -> None:
+    reports = [BounceReport("gone@far.test", "1.2.3.4 does not like recipient.\n"
+                            "Remote host said: 550 5.1.1 gone", "5.1.1", "1.2.3.4",
+                            "550 5.1.1 gone"),
+               BounceReport("nobody@x.test", "Sorry, no mailbox here by that name. (#5.1.1)",
+                            "5.1.1")]
+    original = b"From: a@x.test\r\nSubject: hello\r\n\r\nsecret body\r\n"
+    data = build_bounce(hostname="mx.x.test", from_addr="mailer-daemon@x.test",
+                        to_addr="a@x.test", reports=reports, original=original,
+                        arrival=1_700_000_000, qid="42")
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    assert msg["To"].addresses[0].addr_spec == "a@x.test"
+    assert msg["From"].addresses[0].addr_spec == "mailer-daemon@x.test"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status",
+                                                     "text/rfc822-headers"]
+    status_text = data.split(b"message/delivery-status")[1].split(b"--")[0].decode()
+    assert "Reporting-MTA: dns; mx.x.test" in status_text
+    assert "Final-Recipient: rfc822; gone@far.test" in status_text
+    assert "Remote-MTA: dns; 1.2.3.4" in status_text
+    assert "Diagnostic-Code: smtp; 550 5.1.1 gone" in status_text
+    assert "Final-Recipient: rfc822; nobody@x.test" in status_text
+    assert "Action: failed" in status_text
+    assert b"Subject: hello" in data and b"secret body" not in data
+
+
+def test_result_status_comes_from_the_reply_or_the_report() -> None:
+    assert failure("x", diagnostic="550 5.7.1 spam").enhanced_status() == "5.7.1"
+    assert failure("Sorry, no mailbox here by that name. (#5.1.1)").enhanced_status() == "5.1.1"
+    assert failure("plain").enhanced_status() == "5.0.0"
+    assert deferral("plain").enhanced_status() == "4.0.0"
+
+
+def test_resolver_setting() -> None:
+    assert parse_resolver_setting("") is None
+    assert parse_resolver_setting("127.0.0.1@5353") == ("127.0.0.1", 5353)
+    assert parse_resolver_setting("::1") == ("::1", 53)
+    with pytest.raises(ValueError):
+        parse_resolver_setting("resolver.example@53")
