@@ -28,7 +28,7 @@ from panel_helpers import (
     panel_url,
     screenshot,
 )
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
@@ -47,6 +47,9 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 expect.set_options(timeout=WAIT_MS)
+# What the page's confirm() dialogs asked, and whether the admin says OK to the next one.
+DIALOGS: list[str] = []
+ANSWER = {"confirm": True}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,12 @@ def page(browser: Browser, node: Home) -> Iterator[Page]:
                                   viewport={"width": 1400, "height": 900})
     context.set_default_timeout(WAIT_MS)
     tab = context.new_page()
-    tab.on("dialog", lambda dialog: dialog.accept())
+
+    def answer(dialog: Dialog) -> None:
+        DIALOGS.append(dialog.message)
+        dialog.accept() if ANSWER["confirm"] else dialog.dismiss()
+
+    tab.on("dialog", answer)
     yield tab
     context.close()
 
@@ -402,8 +410,18 @@ def test_queued_mail_is_listed_escaped_and_purged(page: Page, node: Home) -> Non
     assert page.evaluate("window.__xss") is None
     page.goto(url(node, "/queue"))
     assert page.evaluate("window.__xss") is None
+    page.click('button[form="purge"]')
+    expect(page.locator("#purge-status")).to_have_text("Select the queues to purge first.")
     for name in ("remote", "local", "todo"):
         page.check(f"#purge-{name}")
+    ANSWER["confirm"] = False
+    try:
+        page.click('button[form="purge"]')
+        wait_for(lambda: DIALOGS and "Purge the selected queues?" in DIALOGS[-1],
+                 "the purge to ask for confirmation")
+    finally:
+        ANSWER["confirm"] = True
+    assert Queue(node.queue_dir).counts()["todo"] == 2  # cancelled: nothing purged
     click_and_see(page, 'button[form="purge"]', "Selected queues purged.")
     expect(page.locator("table.queue-list")).to_contain_text("NO MESSAGES IN QUEUE")
     expect(page.locator('[data-count="todo"]')).to_have_text("0")

@@ -95,7 +95,8 @@
   async function submit(form, event) {
     event.preventDefault();
     clearErrors(form);
-    const status = form.querySelector(".form-status");
+    const status = form.dataset.status ? document.querySelector(form.dataset.status)
+                                       : form.querySelector(".form-status");
     if (status) { status.textContent = ""; status.className = "form-status"; }
     const body = formBody(form);
     if (form.dataset.needs) {
