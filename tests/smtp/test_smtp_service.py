@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from smtp_helpers import JOE, RawClient, change, leftovers, queue_entries, wait_until
+from smtp_helpers import (
+    JOE,
+    RawClient,
+    change,
+    give_store_to_mail_owner,
+    leftovers,
+    queue_entries,
+    wait_until,
+)
 
 from mailyard.home import Home
 from mailyard.settings.types import SettingError
@@ -251,3 +262,24 @@ def test_sigterm_lets_a_message_in_progress_finish(node: Home, start) -> None:  
     assert svc.proc.wait(timeout=30) == 0
     [(_, data)] = queue_entries(node)
     assert data.endswith(b"first half\r\nsecond half\r\n")
+
+
+def test_mailyard_settings_set_then_reload(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    svc = start("smtp")
+    env = dict(os.environ, MAILYARD_HOME=str(node.root))
+    mailyard = str(Path(sys.executable).parent / "mailyard")
+    done = subprocess.run([mailyard, "settings", "set", "smtp.max_connections", "1"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    refused = subprocess.run([mailyard, "settings", "set", "smtp.auth_mode",
+                              "auth_required/tls_required"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode != 0 and "must not require" in refused.stdout + refused.stderr
+    give_store_to_mail_owner(node)  # root's CLI may have re-created SQLite's side files
+    svc.hup()
+    first = RawClient(node.port("smtp"))
+    assert first.code() == 220
+    second = RawClient(node.port("smtp"))
+    assert second.code() == 421
+    first.close()
+    second.close()
