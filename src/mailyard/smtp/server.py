@@ -319,7 +319,7 @@ class Conversation:
             self.log(f"dropped ip={self.ip} error={type(exc).__name__}")
         except Exception as exc:  # a bug of ours: log it, end this session, keep serving
             self.log(f"error ip={self.ip} {type(exc).__name__}: {exc}")
-            self._out += bytes(R.QUEUE_ERROR)
+            self._out += bytes(R.LOCAL_ERROR)
         finally:
             server.active -= 1
             if self._out:
