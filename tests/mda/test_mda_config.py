@@ -164,3 +164,15 @@ def test_version_is_what_dovecot_reports():
     reported = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout
     assert dovecot.version() == "Dovecot " + reported.strip()
     assert dovecot.version().startswith("Dovecot 2.")
+
+
+def test_a_missing_certificate_is_named(home):
+    home.key_file.unlink()
+    with pytest.raises(ControlError, match=r"TLS key .*key.pem is missing"):
+        dovecot.render(home)
+
+
+def test_low_ports_without_root_are_refused_with_the_way_out(home):
+    home.port_base = 0
+    with pytest.raises(ControlError, match="ports below 1024 need root.*pop3 110.*port base"):
+        dovecot.render(home, ident=USER)

@@ -98,8 +98,28 @@ def _check_with_doveconf(conf_tmp: Path) -> None:
         raise DovecotError(str(exc)) from None
     if done.returncode != 0:
         conf_tmp.unlink(missing_ok=True)
-        raise DovecotError("Dovecot refused the configuration mailyard rendered (a bug; "
-                           f"please report it): {done.stderr.strip()}")
+        raise DovecotError("Dovecot refused the configuration mailyard rendered: "
+                           f"{done.stderr.strip()}")
+
+
+# Ports below this need root to listen on (Linux without CAP_NET_BIND_SERVICE).
+PRIVILEGED_PORT_LIMIT = 1024
+
+
+def _check_prerequisites(home: Home, settings: dict[str, Any], ident: Identity) -> None:
+    """Refuse, with the reason, what would only make Dovecot fail at start."""
+    for path, what in ((home.cert_file, "TLS certificate"), (home.key_file, "TLS key")):
+        if not path.is_file():
+            raise DovecotError(f"the node's {what} {path} is missing; `mailyard init` makes a "
+                               "self-signed one, or put the real one there")
+    if not ident.root:
+        low = [f"{name} {home.port(name, settings)}" for name, on
+               in listeners.enabled(home, settings).items()
+               if on and home.port(name, settings) < PRIVILEGED_PORT_LIMIT]
+        if low:
+            raise DovecotError(f"ports below {PRIVILEGED_PORT_LIMIT} need root, and mailyard "
+                               f"is not running as root: {', '.join(low)}; give the node a "
+                               "port base (mailyard init --port-base) or start it as root")
 
 
 def render(home: Home, settings: dict[str, Any] | None = None,
@@ -114,9 +134,11 @@ def render(home: Home, settings: dict[str, Any] | None = None,
 
         settings = load_settings(home)
     p = paths(home)
+    ident = ident or identity()
+    _check_prerequisites(home, settings, ident)
     try:
-        text = render_text(home, settings, listeners.enabled(home, settings),
-                           ident or identity(), ipv6_available())
+        text = render_text(home, settings, listeners.enabled(home, settings), ident,
+                           ipv6_available())
         sql_text = render_sql_conf(home.db_url)
     except (DovecotConfigError, StoreUrlError) as exc:
         raise DovecotError(str(exc)) from None
