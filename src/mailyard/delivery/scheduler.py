@@ -61,6 +61,7 @@ class Message:
     in_flight: dict[str, int] = field(default_factory=dict)
     next_try: dict[str, float] = field(default_factory=dict)
     deleted: bool = False
+    purged: set[str] = field(default_factory=set)  # channels an administrator purged
 
     @property
     def birth(self) -> float:
@@ -333,7 +334,7 @@ class Scheduler:
                                     m.envelope.size)
 
     async def _record(self, m: Message, channel: str, index: int, result: Result) -> None:
-        if m.deleted:
+        if m.deleted or channel in m.purged:
             return
         rcpt = m.recipients[channel][index]
         if result.kind == SUCCESS or result.kind == FAILURE:
@@ -355,7 +356,7 @@ class Scheduler:
     def _after(self, m: Message, channel: str) -> None:
         if m.deleted or m.in_flight[channel] or m.pending[channel]:
             return
-        if m.deferred[channel]:
+        if m.deferred[channel] and channel not in m.purged:
             m.pending[channel] = deque(sorted(m.deferred[channel]))
             m.deferred[channel] = []
             self._push(channel, m.next_try[channel], m.qid)
@@ -455,6 +456,7 @@ class Scheduler:
                     continue
                 for rcpt in m.recipients[which]:
                     rcpt.done = True
+                m.purged.add(which)
                 m.pending[which].clear()
                 m.deferred[which].clear()
                 await asyncio.to_thread(qstate.finish_channel, self.queue, which, m.qid)
