@@ -128,3 +128,14 @@ def test_values_typed_into_settings_are_escaped_in_the_form(panel: PanelNode) ->
         page = client.get("/mta").text
     assert 'value="&#34;&gt;&lt;script&gt;alert(3)&lt;/script&gt;"' in page
     assert "<script>alert(3)" not in page
+
+
+def test_an_oversized_request_is_refused_unread(panel: PanelNode) -> None:
+    with panel.client() as c:
+        answer = c.post("/signin", content=b"username=" + b"a" * (2 * 1024 * 1024),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status_code == 413
+        api = c.put("/api/v1/settings", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                    headers={"Authorization": f"Bearer {panel.token}",
+                             "Content-Type": "application/json"})
+        assert api.status_code == 413
