@@ -176,3 +176,27 @@ def test_low_ports_without_root_are_refused_with_the_way_out(home):
     home.port_base = 0
     with pytest.raises(ControlError, match="ports below 1024 need root.*pop3 110.*port base"):
         dovecot.render(home, ident=USER)
+
+
+def test_dovecot_runs_with_the_longest_home_path_accepted():
+    from mda_support import IMAP, PASSWORD, start_dovecot, stop_dovecot
+
+    from mailyard.mda.config import LONGEST_SOCKET, SUN_PATH_MAX
+
+    root = short_tmp("mda-edge")
+    try:
+        # HOME/var/dovecot + the longest socket name is exactly the most a socket path may be
+        room = SUN_PATH_MAX - len(LONGEST_SOCKET) - len("/var/dovecot") - len("/node")
+        middle = root / ("x" * (room - len(str(root)) - 1))
+        middle.mkdir()
+        home = make_node(middle, users=("alice",))
+        assert len(str(paths(home).base_dir)) + len(LONGEST_SOCKET) == SUN_PATH_MAX
+        node = start_dovecot(home)
+        try:
+            client = IMAP(node.port("imap"))
+            assert client.login("alice@example.test", PASSWORD)[0] == "OK"
+            client.logout()
+        finally:
+            stop_dovecot(node)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -88,10 +88,11 @@ DEFAULT_AUTH_FAILURE_DELAY = 2
 # treats # as a comment and quotes specially, and ssl_cert's "<file" form cannot be quoted.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9_.,:/@+=%~-]+")
 
-# Unix socket paths are limited to 108 bytes (sun_path); the longest socket Dovecot creates
-# below base_dir is "token-login/tokenlogin".
+# Unix socket paths are limited to 108 bytes (sun_path, with its NUL); the longest socket
+# Dovecot 2.3 creates below base_dir is "token-login/imap-urlauth". Dovecot does not start
+# when a socket path is longer, so base_dir is kept short: HOME/var/dovecot itself.
 SUN_PATH_MAX = 107
-LONGEST_SOCKET = "/token-login/tokenlogin"
+LONGEST_SOCKET = "/token-login/imap-urlauth"
 
 
 class DovecotConfigError(ValueError):
@@ -118,8 +119,7 @@ class Paths:
 
 
 def paths(home: Home) -> Paths:
-    var = home.var_dir / "dovecot"
-    return Paths(base_dir=var / "run", state_dir=var / "state",
+    return Paths(base_dir=home.var_dir / "dovecot", state_dir=home.var_dir / "dovecot-state",
                  sql_conf=home.etc_dir / "dovecot" / "dovecot-sql.conf.ext")
 
 

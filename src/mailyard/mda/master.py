@@ -1,7 +1,7 @@
 """The running Dovecot master of a node: is it up, which ports listen, reload, kick clients.
 
 How mailyard knows the master runs: Dovecot writes its pid to `master.pid` in its base_dir
-(HOME/var/dovecot/run). The master counts as running when that file names a live process whose
+(HOME/var/dovecot). The master counts as running when that file names a live process whose
 command name is `dovecot`; a pid file left behind by a crash, or one whose pid now belongs to
 some other program, counts as "not running". Listening and connected sockets are read from
 /proc/net/tcp and /proc/net/tcp6, which needs no connection to Dovecot and leaves no trace in
