@@ -260,3 +260,21 @@ def test_a_replaced_certificate_is_served_after_reload(node):
     subject = dict(x[0] for x in client.sock.getpeercert()["subject"])
     assert subject["commonName"] == "renewed.example.test"
     client.logout()
+
+
+def test_concurrent_switches_of_two_services_both_take_effect(node):
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = node.home
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda s: dovecot.control(home, s, "stop"), ["pop3s", "imaps"]))
+    try:
+        assert results == ["STOPPED", "STOPPED"]
+        assert _refused(node.port("pop3s")) and _refused(node.port("imaps"))
+        assert dovecot.control(home, "imap", "status") == "RUNNING"
+    finally:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda s: dovecot.control(home, s, "start"),
+                                    ["pop3s", "imaps"]))
+    assert results == ["RUNNING", "RUNNING"]
+    assert master.listening(node.port("pop3s")) and master.listening(node.port("imaps"))

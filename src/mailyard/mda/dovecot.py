@@ -257,16 +257,19 @@ def control(home: Home, service: str, action: str) -> str:
     if action not in ACTIONS:
         raise DovecotError(f"unknown action {action!r} for {service}; actions are "
                            f"{', '.join(ACTIONS)}")
-    if action == "start":
-        _switch(home, service, True)
-    elif action == "stop":
-        _switch(home, service, False)
-    elif action == "restart":
-        if master_running(home):
+    if action == "status":
+        return _listener_status(home, service)
+    with listeners.locked(home):
+        if action == "start":
+            _switch(home, service, True)
+        elif action == "stop":
             _switch(home, service, False)
-        _switch(home, service, True)
-    elif action == "reload" and master_running(home):
-        from ..store.settings_store import load_settings
+        elif action == "restart":
+            if master_running(home):
+                _switch(home, service, False)
+            _switch(home, service, True)
+        elif master_running(home):  # reload
+            from ..store.settings_store import load_settings
 
-        _reload(home, load_settings(home))
+            _reload(home, load_settings(home))
     return _listener_status(home, service)

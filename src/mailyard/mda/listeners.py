@@ -10,8 +10,11 @@ start-on-boot setting.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 LISTENERS: tuple[str, ...] = ("pop3", "pop3s", "imap", "imaps")
 
 STATE_FILE = "dovecot-listeners.json"
+LOCK_FILE = "dovecot-listeners.lock"
 
 
 class ListenerError(ValueError):
@@ -74,3 +78,16 @@ def set_enabled(home: Home, name: str, on: bool) -> None:
 def forget(home: Home) -> None:
     """Drop every recorded state, so that start-on-boot decides again (a fresh node start)."""
     state_path(home).unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(home: Home) -> Iterator[None]:
+    """Hold the node's Dovecot control lock: the CLI and the panel may switch listeners at the
+    same moment, and each switch reads, changes and writes the state, then reloads."""
+    home.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
