@@ -43,9 +43,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Home:
-    """An initialised node home (SQLite store) with hostname mx.example.test, not started."""
-    node, _ = init_home(tmp_path / "node", "mx.example.test", port_base=free_port_base())
+def home(request: pytest.FixtureRequest) -> Home:
+    """An initialised node home (SQLite store) with hostname mx.example.test, not started.
+
+    It lives under /tmp rather than pytest's private (0700) temporary root, because services
+    started as root drop to the `mailyard` user, which must be able to reach the home."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mailyard-test-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    node, _ = init_home(base / "node", "mx.example.test", port_base=free_port_base())
     return node
 
 

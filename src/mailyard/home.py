@@ -3,7 +3,7 @@
 Layout (also in the README):
 
     HOME/mailyard.toml   node identity: store URL, port base, node name
-    HOME/store.sqlite    the store (SQLite, WAL), unless mailyard.toml names PostgreSQL
+    HOME/db/store.sqlite the store (SQLite, WAL), unless mailyard.toml names PostgreSQL
     HOME/queue/          the mail queue (see docs/queue.md)
     HOME/mail/           mailboxes: mail/<domain>/<user>/Maildir
     HOME/log/<service>/  multilog-style logs: current, @<tai64n>.s
@@ -67,7 +67,7 @@ class Home:
         data = tomllib.loads(config.read_text())
         return cls(
             root=root,
-            db_url=str(data.get("db_url") or f"sqlite:///{root / 'store.sqlite'}"),
+            db_url=str(data.get("db_url") or f"sqlite:///{root / 'db' / 'store.sqlite'}"),
             port_base=int(data.get("port_base", 0)),
             node_name=str(data.get("node_name", "node1")),
         )
@@ -84,6 +84,8 @@ class Home:
         os.replace(tmp, self.root / CONFIG_NAME)
 
     def make_dirs(self) -> None:
+        if self.db_url.startswith("sqlite:///"):
+            Path(self.db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         for path in (self.root, self.queue_dir, self.mail_dir, self.log_dir, self.tls_dir,
                      self.run_dir, self.etc_dir, self.var_dir):
             path.mkdir(parents=True, exist_ok=True)

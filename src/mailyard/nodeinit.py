@@ -12,6 +12,16 @@ from .store.db import migrate
 from .store.settings_store import set_many
 
 
+def give_store_to_mail_owner(home: Home) -> None:
+    """An SQLite store lives in HOME/db/, owned by the mail owner: the SMTP and send services
+    read it after dropping root, and SQLite needs to write its -wal/-shm files beside it.
+    Root's own writes keep that ownership (SQLite gives new -wal/-shm files the store's owner)."""
+    from .services.privileges import chown_tree
+
+    if home.db_url.startswith("sqlite:///"):
+        chown_tree(Path(home.db_url[len("sqlite:///"):]).parent)
+
+
 def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None = None,
               node_name: str = "node1") -> tuple[Home, str | None]:
     """Create (or complete) a home. Returns it and the first admin's password when one was
@@ -20,7 +30,7 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
 
     hostname = setting("server.hostname").parse(hostname)
     root = Path(root).absolute()
-    home = Home(root=root, db_url=db_url or f"sqlite:///{root / 'store.sqlite'}",
+    home = Home(root=root, db_url=db_url or f"sqlite:///{root / 'db' / 'store.sqlite'}",
                 port_base=port_base, node_name=node_name)
     home.make_dirs()
     home.write_config()
@@ -39,6 +49,7 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     ensure_mail_user()
     for owned in (home.queue_dir, home.mail_dir, home.log_dir):
         chown_tree(owned)
+    give_store_to_mail_owner(home)
     password = None
     if count_admins(home) == 0:
         password = secrets.token_urlsafe(15)

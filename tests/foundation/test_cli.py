@@ -23,7 +23,7 @@ def test_init_creates_the_documented_layout(tmp_path: Path, cli_env):
               str(free_port_base()))
     assert out.returncode == 0, out.stderr
     assert "password:" in out.stdout
-    for name in ("mailyard.toml", "store.sqlite", "queue", "mail", "log", "tls/cert.pem",
+    for name in ("mailyard.toml", "db/store.sqlite", "queue", "mail", "log", "tls/cert.pem",
                  "tls/key.pem", "run", "etc", "var"):
         assert (root / name).exists(), name
     assert (root / "tls/key.pem").stat().st_mode & 0o077 == 0

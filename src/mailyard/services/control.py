@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from ..settings.registry import SERVICE_NAMES
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES
+from .readiness import serves
 from .run import load
 
 # How long `mailyard up` waits for every enabled service to accept connections. spamd loads
@@ -75,8 +75,11 @@ def supervisor_running(home: Home) -> bool:
 
 def _prepare(home: Home) -> None:
     """Everything the services need before supervisord starts them."""
+    from ..nodeinit import give_store_to_mail_owner
+
     settings = load_settings(home)
     supervisor_conf.render(home, settings)
+    give_store_to_mail_owner(home)
     try:
         from ..filters.clamd import install_local_signatures
     except ImportError:
@@ -113,14 +116,6 @@ def enabled_services(home: Home, settings: dict[str, Any] | None = None) -> list
     return [n for n in SERVICE_NAMES if settings[f"service.{n}.start_on_boot"]]
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def log_tail(home: Home, service: str, lines: int = LOG_TAIL_LINES) -> str:
     program = SERVICES[service].program
     chunks: list[str] = []
@@ -146,7 +141,7 @@ def wait_ready(home: Home, services: list[str], timeout: float = UP_TIMEOUT_SECO
             if st.state != "RUNNING":
                 continue
             ports = [home.port(lst, settings) for lst in SERVICES[name].listeners]
-            if all(_listening("127.0.0.1", p) for p in ports):
+            if st.pid and all(serves(st.pid, p) for p in ports):
                 pending.remove(name)
         if not pending:
             return

@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(home)
     # Dovecot limits its own processes (vsz_limit per service); the others get softlimit here.
     if spec.program == spec.name:
-        apply_memory_limit(int(settings[f"service.{spec.name}.memory_limit_mb"]))
+        limit = int(settings[f"service.{spec.name}.memory_limit_mb"])
+        apply_memory_limit(limit)
+        print(f"mailyard: starting {spec.name}, memory limit "
+              f"{f'{limit} MB' if limit else 'none'}", file=sys.stderr, flush=True)
     entry = load(spec.entry)
     if spec.exec_:
         argv_ = [str(a) for a in entry(home)]

@@ -9,10 +9,16 @@ from typing import Any
 
 from ..home import Home
 from .catalog import SERVICES
+from .privileges import chown_path
 
-# supervisord considers a program started once it has stayed up this long; our services bind
-# their ports within a second, Dovecot in 0.05 s, spamd in about 1.5 s (it binds early).
-START_SECONDS = 1
+# Our programs that run as the mail owner once their ports are bound.
+OWN_UNPRIVILEGED = ("smtp", "submission", "send")
+
+# supervisord considers a program started once it has stayed up this long. Our services load
+# and bind their ports in about a second (more on a busy machine); a program that cannot bind
+# exits before this and counts as a failed start, so `mailyard up` can name it instead of
+# taking someone else's listener for ours.
+START_SECONDS = 3
 # Fast restarts before supervisord gives up and marks a program FATAL (its default is 3).
 START_RETRIES = 3
 # Seconds between SIGTERM and SIGKILL on stop: long enough for an SMTP transaction to end.
@@ -66,6 +72,8 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
     for program, flags in programs(settings).items():
         logdir = home.log_dir / program
         logdir.mkdir(parents=True, exist_ok=True)
+        if program in OWN_UNPRIVILEGED:
+            chown_path(logdir)  # these services write their own log here after dropping root
         lines += [
             f"[program:{program}]",
             f"command={python} -m mailyard.services.run {program} --home {home.root}",
