@@ -2,13 +2,16 @@
 administrator signs in, changes something on every page and sees the node behave accordingly.
 
 One node per module, under supervision as `mailyard up` starts it, with the SMTP services,
-send, spamd, clamd and the panel itself. The tests run in order and share one signed-in page.
+send, Dovecot's four listeners, spamd, clamd and the panel itself (freshclam needs the
+network). The tests run in order and share one signed-in page.
 Screenshots of every page land in test-artifacts/panel/.
 """
 
 from __future__ import annotations
 
+import imaplib
 import os
+import poplib
 import re
 import shutil
 import smtplib
@@ -37,7 +40,8 @@ from mailyard.store import accounts
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import load_settings, set_many
 
-SERVICES = ("smtp", "submission", "send", "spamd", "clamd", "panel")
+SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",
+            "panel")
 ALL = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",
        "freshclam", "panel")
 # Generous waits: a node on a loaded two-core machine can be slow; nothing here is a threshold.
@@ -253,21 +257,68 @@ def test_stopping_and_starting_smtp_from_the_mta_page(page: Page, node: Home) ->
 # ---- MDA --------------------------------------------------------------------------------------
 
 
-def test_mda_start_on_boot_decides_what_the_node_starts(page: Page, node: Home) -> None:
+def pop3_login(node: Home) -> int | None:
+    """Messages in ann's mailbox as POP3 reports them, or None when POP3 does not answer."""
+    try:
+        client = poplib.POP3("127.0.0.1", node.port("pop3"), timeout=30)
+    except OSError:
+        return None
+    try:
+        client.user("ann@example.test")
+        client.pass_("ann password")
+        return client.stat()[0]
+    finally:
+        client.quit()
+
+
+def imap_answers(node: Home) -> bool:
+    try:
+        with imaplib.IMAP4("127.0.0.1", node.port("imap"), timeout=30) as client:
+            return client.noop()[0] == "OK"
+    except (OSError, imaplib.IMAP4.error):
+        return False
+
+
+def test_mda_limits_and_controls_take_effect_in_dovecot(page: Page, node: Home) -> None:
     page.goto(url(node, "/mda"))
-    for service in ("pop3", "pop3s"):
-        page.select_option(f"#f-service-{service}-start-on-boot", "on")
-    update(page, "mda-pop3-control")
-    conf = supervisor_conf.config_path(node)
-    assert re.search(r"\[program:dovecot\][^\[]*autostart=true", conf.read_text())
-    for service in ("pop3", "pop3s"):
-        page.select_option(f"#f-service-{service}-start-on-boot", "off")
-    update(page, "mda-pop3-control")
-    assert re.search(r"\[program:dovecot\][^\[]*autostart=false", conf.read_text())
+    for service in ("pop3", "pop3s", "imap", "imaps"):
+        assert state_of(page, service) == "RUNNING", service
+    expect(page.locator("#mda-pop3-info .version")).not_to_contain_text("not installed")
     page.fill("#f-pop3-max-connections", "77")
+    page.fill("#f-pop3-memory-limit-mb", "300")
     update(page, "mda-pop3-info")
-    assert load_settings(node)["pop3.max_connections"] == 77
-    expect(page.locator('#mda-pop3-control [data-state-of="pop3"]')).to_have_text("STOPPED")
+    dovecot_conf = node.etc_dir / "dovecot" / "dovecot.conf"
+    assert "# pop3: on, at most 77 clients, 300 MB per process" in dovecot_conf.read_text()
+    assert wait_for(lambda: pop3_login(node) is not None, "POP3 to let ann in") is not None
+
+    click_and_see(page, '#mda-pop3-control [data-service="pop3"] button.stop',
+                  "POP3 Status: stopped")
+    assert state_of(page, "pop3") == "STOPPED" and state_of(page, "imap") == "RUNNING"
+    assert pop3_login(node) is None
+    assert imap_answers(node)
+    screenshot(page, "16-mda-pop3-stopped")
+    click_and_see(page, '#mda-pop3-control [data-service="pop3"] button.start',
+                  "POP3 Status: started")
+    assert wait_for(lambda: pop3_login(node) is not None, "POP3 to answer again") is not None
+
+
+def test_mda_start_on_boot_decides_what_the_node_starts(page: Page, node: Home) -> None:
+    conf = supervisor_conf.config_path(node)
+    page.goto(url(node, "/mda"))
+    assert re.search(r"\[program:dovecot\][^\[]*autostart=true", conf.read_text())
+    for box, services in (("mda-pop3-control", ("pop3", "pop3s")),
+                          ("mda-imap-control", ("imap", "imaps"))):
+        for service in services:
+            page.select_option(f"#f-service-{service}-start-on-boot", "off")
+        update(page, box)
+    # The four share one Dovecot: the node starts it while any of them is set to start.
+    assert re.search(r"\[program:dovecot\][^\[]*autostart=false", conf.read_text())
+    page.select_option("#f-service-imap-start-on-boot", "on")
+    update(page, "mda-imap-control")
+    assert re.search(r"\[program:dovecot\][^\[]*autostart=true", conf.read_text())
+    values = load_settings(node)
+    assert [values[f"service.{s}.start_on_boot"] for s in ("pop3", "pop3s", "imap", "imaps")] \
+        == [False, False, True, False]
 
 
 # ---- Spam filtering ---------------------------------------------------------------------------
