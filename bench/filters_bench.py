@@ -156,6 +156,7 @@ def main() -> int:
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"Python {platform.python_version()}, {spamd.version()}, {clamd.version()}")
         print(f"# clamd database: {summary(home)}")
+        print(f"# load average at start: {os.getloadavg()[0]:.1f} (other work on the machine)")
         print(f"# {args.messages} messages of about {args.size} bytes of body each")
         print("| configuration | concurrency | messages/s | ms/message | outcomes |")
         print("|---|---|---|---|---|")
