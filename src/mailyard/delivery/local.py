@@ -113,8 +113,7 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     if len(seen) > MAX_DELIVERED_TO:
         return failure(HOPS_TEXT, status="5.4.6")
     try:
-        alias = await asyncio.to_thread(get_alias, ctx.home, address)
-        mailbox = await asyncio.to_thread(get_mailbox, ctx.home, address)
+        alias, mailbox = await asyncio.to_thread(_lookup, ctx.home, address)
     except Exception as err:  # the store is down or locked: try again later
         return deferral(f"Temporary failure looking up {address} in the store: "
                         f"{type(err).__name__}. (#4.3.0)", status="4.3.0")
@@ -144,6 +143,10 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
             return result
         to_mailbox = 1
     return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes]))
+
+
+def _lookup(home: Home, address: str) -> tuple[Any, Any]:
+    return get_alias(home, address), get_mailbox(home, address)
 
 
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,

@@ -38,7 +38,7 @@ from .retry import LIFETIME_TEXT, expired, next_retry
 
 # Committed messages split per pass of the loop: bounds the time between two dispatches when
 # thousands arrive at once (qmail-send reads todo in a similar trickle).
-TODO_BATCH = 200
+TODO_BATCH = 50
 # With nothing due, the loop still wakes this often to look for stray work (a lost trigger).
 IDLE_WAKE_SECONDS = 60.0
 # How often leftovers of dead writers are cleaned (qmail-clean runs hourly too).
@@ -209,13 +209,10 @@ class Scheduler:
             return False
         batch = ids[:TODO_BATCH]
         items: list[tuple[str, Envelope]] = []
-        for qid in batch:
-            if qid in self.messages:
-                continue  # cannot happen while ids are inode numbers in use; be safe anyway
-            try:
-                env = await asyncio.to_thread(qstate.read_todo, self.queue, qid)
-            except (QueueError, FileNotFoundError) as err:
-                self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {err}"))
+        batch = [qid for qid in batch if qid not in self.messages]  # (cannot happen; be safe)
+        for qid, env in await asyncio.to_thread(qstate.read_todos, self.queue, batch):
+            if isinstance(env, Exception):
+                self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {env}"))
                 continue
             if not self.queue.path("mess", qid).exists():
                 self.log.write(sendlog.warning(f"todo/{qid} has no message file; removed"))

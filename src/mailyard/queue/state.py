@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ TMP_ORPHAN_SECONDS = 36 * 3600
 # are milliseconds apart) or a removal that died half-way. An hour leaves room for a stalled
 # disk under a live injector.
 MESS_ORPHAN_SECONDS = 3600
+# Threads that fsync the files of a split batch together (see _sync_all).
+SYNC_THREADS = 16
+_SYNC_POOL: ThreadPoolExecutor | None = None
 
 
 @dataclass
@@ -83,6 +87,10 @@ def read_recipients(path: Path) -> list[Recipient]:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
+    return parse_recipients(data)
+
+
+def parse_recipients(data: bytes) -> list[Recipient]:
     out: list[Recipient] = []
     offset = 0
     for line in data.split(b"\n"):
@@ -133,6 +141,17 @@ def read_bounce_reports(queue: Queue, qid: str) -> list[BounceReport]:
 
 # ---- todo: splitting committed messages --------------------------------------------------------
 
+def read_todos(queue: Queue, qids: list[str]) -> list[tuple[str, Envelope | Exception]]:
+    """The envelopes of several todo entries, or the error reading each."""
+    out: list[tuple[str, Envelope | Exception]] = []
+    for qid in qids:
+        try:
+            out.append((qid, read_todo(queue, qid)))
+        except (QueueError, OSError) as err:
+            out.append((qid, err))
+    return out
+
+
 def read_todo(queue: Queue, qid: str) -> Envelope:
     try:
         return Envelope.from_bytes(queue.path("todo", qid).read_bytes())
@@ -140,31 +159,48 @@ def read_todo(queue: Queue, qid: str) -> Envelope:
         raise QueueError(f"queue: envelope todo/{qid} is unreadable: {err}") from err
 
 
+def _sync_pool() -> ThreadPoolExecutor:
+    global _SYNC_POOL
+    if _SYNC_POOL is None:
+        _SYNC_POOL = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="qsync")
+    return _SYNC_POOL
+
+
+def _sync_all(writes: list[tuple[Path, bytes]]) -> None:
+    """Write and fsync many small files at once: parallel fsyncs share the file system's
+    journal commits, where one after another each waits for its own."""
+    for _ in _sync_pool().map(lambda item: _write_file(*item), writes):
+        pass
+
+
 def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
                is_local: Callable[[str], bool]) -> list[StoredMessage]:
     """Turn committed envelopes into info/local/remote files, then remove their todo entries.
 
-    Done for a batch at once so that the directory syncs are shared. Until todo/N is gone
-    (durably) no delivery of N starts, so a crash anywhere here just means doing it again.
+    Done for a batch at once so that the syncs run together. Until todo/N is gone (durably)
+    no delivery of N starts, so a crash anywhere here just means doing it again.
     """
     out: list[StoredMessage] = []
     touched: set[str] = {"info"}
+    writes: list[tuple[Path, bytes]] = []
     for qid, env in items:
         chans: dict[str, list[str]] = {"local": [], "remote": []}
         for rcpt in env.recipients:
             chans["local" if is_local(rcpt) else "remote"].append(rcpt)
-        _write_file(queue.path("info", qid), env.to_bytes())
+        writes.append((queue.path("info", qid), env.to_bytes()))
         recipients: dict[str, list[Recipient]] = {}
         for channel, addresses in chans.items():
             path = queue.path(channel, qid)
             if addresses:
-                _write_file(path, recipient_lines(addresses))
+                lines = recipient_lines(addresses)
+                writes.append((path, lines))
                 touched.add(channel)
-                recipients[channel] = read_recipients(path)
+                recipients[channel] = parse_recipients(lines)
             else:
                 path.unlink(missing_ok=True)
                 recipients[channel] = []
         out.append(StoredMessage(qid, env, recipients, queue.path("bounce", qid).exists()))
+    _sync_all(writes)
     for name in sorted(touched):
         fsync_dir(queue.root / name)
     for qid, _ in items:

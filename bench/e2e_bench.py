@@ -1,0 +1,281 @@
+"""End-to-end throughput: messages from SMTP into a Maildir, mailyard against Postfix.
+
+Not a test. Needs root (Postfix's master runs as root; our services drop to `mailyard`) and
+the Debian package `postfix` (for `smtp-source` and the peer). In each round the same load,
+Postfix's `smtp-source` (N messages of SIZE octets, S parallel sessions, one message per
+connection, all to one mailbox), goes to:
+
+* mailyard: the `smtp` and `send` services of a fresh node home; a message counts when its
+  file is in the mailbox's Maildir/new (written, fsynced, renamed, directory fsynced);
+* a private Postfix 3.7 (own config and queue directory, chroot off) delivering to the same
+  kind of mailbox with its `virtual` agent (Maildir, one file per message).
+
+Each side is timed from the first connection to the last message in the Maildir ("end to
+end") and to smtp-source's exit ("accepted"). Mailbox-level spam scanning is switched off
+for mailyard (Postfix runs no content filter here either). Run:
+
+    .venv/bin/python bench/e2e_bench.py --messages 1000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from mailyard.home import Home  # noqa: E402
+from mailyard.nodeinit import init_home  # noqa: E402
+from mailyard.services.privileges import mail_owner  # noqa: E402
+from mailyard.store.accounts import add_domain, add_mailbox  # noqa: E402
+from mailyard.store.db import dispose_all  # noqa: E402
+from mailyard.store.settings_store import set_setting  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
+SENDER = "bench@source.test"
+RECIPIENT = "user@bench.test"
+# Longest wait for a round to finish before it is declared failed (a stuck server).
+ROUND_TIMEOUT = 900.0
+
+
+@dataclass
+class Round:
+    accepted_s: float
+    end_to_end_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_base() -> int:
+    """A port base with 25 + base free (only the smtp listener is started)."""
+    for base in range(31000, 60000, 10):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", base + 25))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free port base")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(20)
+    except ProcessLookupError:
+        pass
+
+
+def count(directory: Path) -> int:
+    try:
+        return len(os.listdir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int) -> Round:
+    cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
+           "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
+    started = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=ROUND_TIMEOUT)
+    accepted = time.monotonic() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"smtp-source failed: {out.stdout}{out.stderr}")
+    deadline = started + ROUND_TIMEOUT
+    while count(new_dir) < messages:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {count(new_dir)} of {messages} messages in {new_dir}")
+        time.sleep(0.01)
+    done = time.monotonic() - started
+    if count(new_dir) != messages:
+        raise RuntimeError(f"{count(new_dir)} messages in {new_dir}, expected {messages}")
+    return Round(accepted, done)
+
+
+# ---- mailyard ----------------------------------------------------------------------------------
+
+
+class Mailyard:
+    name = "mailyard (smtp + send)"
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.home: Home | None = None
+
+    def start(self) -> tuple[int, Path]:
+        home, _ = init_home(self.base / "node", "mx.bench.test", port_base=free_base())
+        add_domain(home, "bench.test")
+        add_mailbox(home, RECIPIENT, "benchmark password 1")
+        set_setting(home, "spam.mailbox_scanning", False)
+        dispose_all()
+        uid, gid = mail_owner()
+        os.chown(home.root, uid, gid)
+        for path in home.root.glob("store.sqlite*"):
+            os.chown(path, uid, gid)
+        for path in (home.etc_dir, home.run_dir, home.var_dir):
+            os.chown(path, uid, gid)
+        self.home = home
+        for module, func in (("mailyard.delivery.service", "run"),
+                             ("mailyard.smtp.service", "run_smtp")):
+            code = (f"from mailyard.home import Home; from {module} import {func}; "
+                    f"{func}(Home.find({str(home.root)!r}))")
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-c", code], cwd=REPO, start_new_session=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        port = home.port("smtp")
+        wait_port(port, self.procs[1], "mailyard smtp")
+        deadline = time.monotonic() + 60
+        while not (home.service_log_dir("send") / "current").exists():
+            if time.monotonic() > deadline or self.procs[0].poll() is not None:
+                raise RuntimeError("mailyard send did not start")
+            time.sleep(0.05)
+        return port, home.maildir(RECIPIENT) / "new"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop(proc)
+
+
+# ---- Postfix -----------------------------------------------------------------------------------
+
+
+class Postfix:
+    name = "Postfix 3.7 (virtual, Maildir)"
+
+    def __init__(self, base: Path) -> None:
+        self.dir = base / "postfix"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> tuple[int, Path]:
+        d = self.dir
+        (d / "queue").mkdir(parents=True)
+        (d / "data").mkdir()
+        (d / "mail").mkdir()
+        shutil.chown(d / "data", "postfix")
+        uid, gid = mail_owner()
+        os.chown(d / "mail", uid, gid)
+        port = free_port()
+        lines = []
+        for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+            if line.startswith("smtp ") and " inet " in f" {line} ":
+                line = f"127.0.0.1:{port} inet n - n - - smtpd"
+            lines.append(line)
+        (d / "master.cf").write_text("\n".join(lines) + "\n")
+        (d / "main.cf").write_text("")
+        settings = {
+            "compatibility_level": "3.6",
+            "queue_directory": str(d / "queue"),
+            "data_directory": str(d / "data"),
+            "meta_directory": "/etc/postfix",
+            "myhostname": "pf.bench.test",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "inet_interfaces": "127.0.0.1",
+            "alias_maps": "",
+            "alias_database": "",
+            "smtputf8_enable": "no",
+            "virtual_mailbox_domains": "bench.test",
+            "virtual_mailbox_base": str(d / "mail"),
+            "virtual_mailbox_maps": f"inline:{{ {RECIPIENT}=bench.test/user/Maildir/ }}",
+            "virtual_uid_maps": f"static:{uid}",
+            "virtual_gid_maps": f"static:{gid}",
+            "virtual_minimum_uid": "100",
+        }
+        subprocess.run(["postconf", "-c", str(d), "-e",
+                        *(f"{k}={v}" for k, v in settings.items())], check=True)
+        subprocess.run(["postconf", "-c", str(d), "-F", "*/*/chroot = n"], check=True)
+        subprocess.run(["postfix", "-c", str(d), "check"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([POSTFIX_MASTER, "-c", str(d), "-d"],
+                                     start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(port, self.proc, "postfix master")
+        return port, d / "mail" / "bench.test" / "user" / "Maildir" / "new"
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> Round:
+    base = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
+    os.chmod(base, 0o755)
+    server = kind(base)
+    try:
+        port, new_dir = server.start()
+        return run_load(port, new_dir, args.messages, args.sessions, args.size)
+    finally:
+        server.stop()
+        dispose_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("e2e_bench: run as root (Postfix's master needs it)")
+    for tool in (SMTP_SOURCE, POSTFIX_MASTER):
+        if not Path(tool).exists():
+            sys.exit(f"e2e_bench: {tool} is missing (apt-get install postfix)")
+    results: dict[str, list[Round]] = {Mailyard.name: [], Postfix.name: []}
+    for n in range(args.rounds):
+        for kind in (Mailyard, Postfix):
+            r = measure(kind, args)
+            results[kind.name].append(r)
+            print(f"round {n + 1}: {kind.name}: accepted in {r.accepted_s:.2f} s, "
+                  f"in the Maildir in {r.end_to_end_s:.2f} s "
+                  f"({args.messages / r.end_to_end_s:.0f} messages/s)", flush=True)
+    print()
+    print(f"{args.messages} messages of {args.size} octets, {args.sessions} sessions, "
+          f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
+    print()
+    print("| server | SMTP in to Maildir, messages/s (median) | rounds | accepted, messages/s "
+          "(median) |")
+    print("|---|---:|---|---:|")
+    for name, rounds in results.items():
+        e2e = [args.messages / r.end_to_end_s for r in rounds]
+        acc = [args.messages / r.accepted_s for r in rounds]
+        print(f"| {name} | {statistics.median(e2e):.0f} | "
+              f"{', '.join(f'{x:.0f}' for x in e2e)} | {statistics.median(acc):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
