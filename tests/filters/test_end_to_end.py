@@ -18,6 +18,7 @@ from tests.filters.helpers import EICAR, GTUBE, READY_TIMEOUT, Clamd, Spamd, mes
 
 from mailyard.home import Home
 from mailyard.mailboxes import folder_dir
+from mailyard.queue import Queue
 from mailyard.services.privileges import mail_owner, running_as_root
 from mailyard.store import accounts
 from mailyard.store.db import dispose_all
@@ -200,28 +201,33 @@ def test_spam_under_the_smtp_threshold_is_delivered_into_the_spam_folder(running
 
 
 def test_clamd_stopped_means_4xx_and_the_message_stays_with_the_sender(running, node):
-    queue_before = sorted((node.queue_dir / "mess").rglob("*"))
+    queue = Queue(node.queue_dir)
+    queue_before = set(queue.ids("mess") + queue.ids("todo"))
     running["clamd"].stop()
     try:
         with pytest.raises(smtplib.SMTPDataError) as deferred:
             send_mail(node, message(msgid="<deferred-e2e@example.org>"))
         assert deferred.value.smtp_code == 451
         assert b"try again later" in deferred.value.smtp_error
-        assert sorted((node.queue_dir / "mess").rglob("*")) == queue_before
+        assert set(queue.ids("mess") + queue.ids("todo")) <= queue_before  # nothing new
     finally:
         running["clamd"].start()
 
 
 def test_spamd_killed_mid_load_loses_no_mail(running, node):
-    """Thirty messages through SMTP while spamd is killed after the first ten are delivered:
-    every one of them reaches the mailbox, scanned or not."""
-    total, kill_after = 30, 10
+    """Thirty messages through SMTP; spamd is killed (SIGKILL, children and all) once ten are
+    delivered, while the next ones are in the queue or being scanned, and the last fifteen
+    are sent after it died: every one of them reaches the mailbox, exactly once."""
+    total, kill_after, hold_back = 30, 10, 15
     ids = [f"<load-{i}@example.org>" for i in range(total)]
     errors: list[BaseException] = []
+    killed = threading.Event()
 
     def load() -> None:
         try:
             for i, msgid in enumerate(ids):
+                if i == total - hold_back:
+                    killed.wait(timeout=600)
                 send_mail(node, message(f"load message {i}", msgid=msgid))
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
@@ -233,16 +239,21 @@ def test_spamd_killed_mid_load_loses_no_mail(running, node):
     # SMTP-level spam scanning is on too: after the kill it lets mail through unscanned
     sender = threading.Thread(target=load)
     sender.start()
-    wait_for(lambda: count_delivered() >= kill_after, "the first deliveries")
-    spamd_daemon = running["spamd"]
-    os.killpg(spamd_daemon.proc.pid, signal.SIGKILL)
-    spamd_daemon.proc.wait(timeout=60)
-    sender.join(timeout=600)
+    try:
+        wait_for(lambda: count_delivered() >= kill_after or errors, "the first deliveries")
+        spamd_daemon = running["spamd"]
+        os.killpg(spamd_daemon.proc.pid, signal.SIGKILL)
+        spamd_daemon.proc.wait(timeout=60)
+    finally:
+        killed.set()
+        sender.join(timeout=600)
     assert not errors, errors
     wait_for(lambda: count_delivered() == total, "all messages delivered", timeout=600)
     everything = delivered(node)["INBOX"] + delivered(node)["Spam"]
     for msgid in ids:
         assert len(with_id(everything, msgid)) == 1, msgid  # each exactly once
     scanned = [m for m in everything if b"X-Spam-Status:" in m and b"load message" in m]
-    assert 0 < len(scanned) < total  # some before the kill were scanned, later ones not
-    wait_for(lambda: not any((node.queue_dir / "mess").rglob("*[0-9]")), "an empty queue")
+    assert kill_after <= len(scanned) <= total - hold_back  # before the kill scanned, after not
+    queue = Queue(node.queue_dir)
+    wait_for(lambda: not any(queue.ids(state) for state in ("todo", "mess", "local")),
+             "an empty queue")
