@@ -245,11 +245,13 @@ def test_the_message_size_limit_set_in_the_browser_refuses_bigger_mail(page: Pag
 
 def test_stopping_and_starting_smtp_from_the_mta_page(page: Page, node: Home) -> None:
     page.goto(url(node, "/mta"))
-    click_and_see(page, '#smtp-primary [data-service="smtp"] button.stop', "SMTP Status (inbound): stopped")
+    click_and_see(page, '#smtp-primary [data-service="smtp"] button.stop',
+                  "SMTP Status (inbound): stopped")
     assert state_of(page, "smtp") == "STOPPED"
     assert greeting(node) is None
     screenshot(page, "09-mta-smtp-stopped")
-    click_and_see(page, '#smtp-primary [data-service="smtp"] button.start', "SMTP Status (inbound): started")
+    click_and_see(page, '#smtp-primary [data-service="smtp"] button.start',
+                  "SMTP Status (inbound): started")
     assert state_of(page, "smtp") == "RUNNING"
     wait_for(lambda: greeting(node), "port 25 to answer again")
 
@@ -439,7 +441,8 @@ def test_a_test_message_from_the_queue_page_is_delivered(page: Page, node: Home)
 
 def test_queued_mail_is_listed_escaped_and_purged(page: Page, node: Home) -> None:
     page.goto(url(node, "/mta"))
-    click_and_see(page, '#smtp-primary [data-service="send"] button.stop', "SMTP Status (outbound): stopped")
+    click_and_see(page, '#smtp-primary [data-service="send"] button.stop',
+                  "SMTP Status (outbound): stopped")
     page.goto(url(node, "/queue"))
     page.fill("#test-to", "ann@example.test")
     page.fill("#test-subject", "Waiting in the queue")
@@ -479,7 +482,8 @@ def test_queued_mail_is_listed_escaped_and_purged(page: Page, node: Home) -> Non
     screenshot(page, "15-queue-purged")
     assert Queue(node.queue_dir).counts() == {"todo": 0, "local": 0, "remote": 0}
     page.goto(url(node, "/mta"))
-    click_and_see(page, '#smtp-primary [data-service="send"] button.start', "SMTP Status (outbound): started")
+    click_and_see(page, '#smtp-primary [data-service="send"] button.start',
+                  "SMTP Status (outbound): started")
 
 
 def test_the_queue_graph_is_shown(page: Page, node: Home) -> None:

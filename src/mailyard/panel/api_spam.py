@@ -39,7 +39,10 @@ class PreferenceIds(BaseModel):
 
 
 def _row(item: Any) -> dict[str, Any]:
-    data = asdict(item) if is_dataclass(item) else dict(item) if isinstance(item, dict) else vars(item)
+    if is_dataclass(item) and not isinstance(item, type):
+        data = asdict(item)
+    else:
+        data = dict(item) if isinstance(item, dict) else vars(item)
     return {"id": int(data["id"]), "preference": str(data["preference"]),
             "scope": str(data.get("scope") or "global"), "value": str(data["value"])}
 

@@ -20,7 +20,7 @@ class Problem(BaseModel):
 
 
 class Refusal(BaseModel):
-    """A refused value: which field, the value given, what is allowed, and all that in a sentence."""
+    """A refused value: the field, the value given, what is allowed, and all that as a sentence."""
 
     field: str
     value: Any = None

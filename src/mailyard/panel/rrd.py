@@ -157,7 +157,8 @@ def render(path: Path, period: str, fmt: str = "png") -> bytes:
             "--width", "640", "--height", "160", "--lower-limit", "0", "--units-exponent", "0",
             "--color", "BACK#ffffff", "--color", "SHADEA#ffffff", "--color", "SHADEB#ffffff",
             f"DEF:remote={src}:remote:AVERAGE", f"DEF:local={src}:local:AVERAGE",
-            f"AREA:remote{_REMOTE_COLOUR}:Remote Queue", f"LINE2:local{_LOCAL_COLOUR}:Local Queue\\n",
+            f"AREA:remote{_REMOTE_COLOUR}:Remote Queue",
+            f"LINE2:local{_LOCAL_COLOUR}:Local Queue\\n",
             "COMMENT:" + _legend("Remote Queue", numbers["remote"]),
             "COMMENT:" + _legend("Local Queue ", numbers["local"])]
     return _run(args)
