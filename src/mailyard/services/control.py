@@ -154,6 +154,9 @@ def wait_ready(home: Home, services: list[str], timeout: float = UP_TIMEOUT_SECO
 
 def up(home: Home, timeout: float = UP_TIMEOUT_SECONDS) -> list[str]:
     """Start the node (supervisord and every enabled service); wait until they serve."""
+    from ..mda.dovecot import reset_listeners
+
+    reset_listeners(home)  # a fresh start follows start-on-boot, not last run's switches
     start_supervisor(home)
     services = enabled_services(home)
     for name in services:

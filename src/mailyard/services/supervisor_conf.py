@@ -83,7 +83,8 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
             f"startretries={START_RETRIES}",
             "stopsignal=TERM",
             f"stopwaitsecs={STOP_WAIT_SECONDS}",
-            "stopasgroup=true",
+            # Dovecot stops its own children on SIGTERM; the rest get it as a group.
+            f"stopasgroup={'false' if program == 'dovecot' else 'true'}",
             "killasgroup=true",
             f"stdout_logfile={logdir / 'daemon.log'}",
             f"stdout_logfile_maxbytes={LOG_MAX_BYTES}",

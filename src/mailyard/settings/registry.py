@@ -221,6 +221,9 @@ for _svc, _name in _MDA_LABELS.items():
          f"{_name} Connections (max.)",
          f"How many {_name} clients are served at once; more are refused until one leaves.",
          services=(_svc,), box="mda")
+_add("mda.auth_failure_delay", Int(0, 15, "seconds"), 2, "Failed Login Delay",
+     "Seconds before a wrong POP3 or IMAP password is answered; slows down password guessing.",
+     services=("pop3", "pop3s", "imap", "imaps"), box="mda")
 _add("mda.plaintext_networks", Lines(network_item, "one network per line"),
      ["127.0.0.0/8", "::1/128"], "Plaintext Login Networks",
      "Networks whose clients may log in to POP3/IMAP without TLS. Everyone else must use TLS "
@@ -310,6 +313,8 @@ for _svc in SERVICE_NAMES:
     _add(f"service.{_svc}.auto_restart", Bool(), _svc != "freshclam", "Auto-restart",
          "Start the service again if it stops on its own.", services=(_svc,),
          box=f"service.{_svc}")
+    if _svc in _MDA_LABELS:
+        continue  # Dovecot limits each of its processes: pop3.memory_limit_mb and so on
     _add(f"service.{_svc}.memory_limit_mb", Int(0, 65536, "MB"), _DEFAULT_MEMORY_MB.get(_svc, 0),
          "Memory Limit",
          "Address space the service may use, in megabytes, set before it starts as daemontools' "

@@ -22,7 +22,8 @@ class AccountError(ValueError):
     """A refused account change; the message says what and why."""
 
 
-_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# RFC 5322 atext without "/" (a local part names a directory under mail/<domain>/).
+_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
 _OWNER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
