@@ -221,7 +221,8 @@ def network_item(line: str) -> str:
     try:
         return str(ipaddress.ip_network(line, strict=False))
     except ValueError:
-        raise ItemError(f"{line!r} is not a network (write 192.0.2.0/24, 2001:db8::/32 or one address)") from None
+        raise ItemError(f"{line!r} is not a network "
+                        "(write 192.0.2.0/24, 2001:db8::/32 or one address)") from None
 
 
 def hostname_item(line: str) -> str:
