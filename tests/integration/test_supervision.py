@@ -9,11 +9,11 @@ import subprocess
 import time
 
 import pytest
+from tests.conftest import VENV_BIN
+from tests.integration.conftest import only_services
 
 from mailyard.services import control
 from mailyard.store.settings_store import set_setting
-from tests.conftest import VENV_BIN
-from tests.integration.conftest import only_services
 
 
 def _state(home, name):
