@@ -139,3 +139,47 @@ def test_spamassassin_lints_a_config_holding_every_allowed_example(home: Home) -
     lint = subprocess.run(["spamassassin", "--lint", f"--siteconfigpath={spamd.site_dir(home)}"],
                           capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_a_process_that_may_not_write_the_site_config_still_updates_mailbox_prefs(own_home):
+    """The panel may run as the mail owner; spamd's site config is root's. A change made
+    there updates the user_prefs at once and leaves local.cf to the next spamd reload."""
+    import os
+    import sys
+
+    from mailyard.services.privileges import mail_owner
+
+    home = own_home
+    accounts.add_domain(home, "example.com")
+    accounts.add_mailbox(home, "bob@example.com", "secret-password-1")
+    spamd.render(home)
+    local_cf = spamd.site_dir(home) / "local.cf"
+    before = local_cf.read_text()
+    # as the services do: load what is needed, then drop root for the mail owner (the
+    # interpreter's own files may be out of the mail owner's reach on test machines)
+    script = ("import sys, logging; from mailyard.home import Home; "
+              "from mailyard.filters import prefs, spamd; import mailyard.store.accounts; "
+              "from mailyard.services.privileges import drop_privileges; "
+              "h = Home.find(sys.argv[1]); prefs.list_preferences(h); "
+              "drop_privileges(); "
+              "prefs.add_preference(h, 'mailbox:bob@example.com', 'required_score', '3'); "
+              "prefs.add_preference(h, 'global', 'score', 'GTUBE 900')")
+    if os.geteuid() == 0:
+        uid, gid = mail_owner()
+        os.chown(home.root, uid, gid)
+        for path in home.root.glob("store.sqlite*"):
+            os.chown(path, uid, gid)
+    else:
+        os.chmod(spamd.site_dir(home), 0o555)
+        os.chmod(local_cf, 0o444)
+    argv = [sys.executable, "-c", script, str(home.root)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "apply when spamd is next reloaded" in done.stderr
+    assert local_cf.read_text() == before
+    bob = (spamd.user_dir(home, "bob@example.com") / "user_prefs").read_text()
+    assert "required_score 3" in bob
+    assert [p.value for p in prefs.list_preferences(home, "global")] == ["GTUBE 900"]
+    os.chmod(spamd.site_dir(home), 0o755)
+    spamd.render(home)  # what the reload does, as root
+    assert "score GTUBE 900" in local_cf.read_text()

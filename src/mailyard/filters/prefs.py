@@ -422,6 +422,17 @@ def delete_preference(home: Home, pref_id: int, render: bool = True) -> None:
 
 
 def _render(home: Home) -> None:
-    from .spamd import render
+    """Bring spamd's files in line with the store. Domain and mailbox preferences take effect
+    with the next message. Global ones are in local.cf, which spamd reads when it starts or
+    reloads; a process that may not write the site config (it belongs to root) leaves that to
+    the next start or reload of spamd, which renders it."""
+    import logging
 
-    render(home)
+    from .spamd import render, render_users
+
+    try:
+        render(home)
+    except PermissionError as exc:
+        render_users(home)
+        logging.getLogger("mailyard.filters.prefs").warning(
+            "global SpamAssassin preferences apply when spamd is next reloaded: %s", exc)

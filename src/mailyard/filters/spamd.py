@@ -218,21 +218,35 @@ def _give(path: Path, uid: int, gid: int) -> None:
 
 def render(home: Home, settings: dict[str, Any] | None = None) -> None:
     """Write spamd's site config and every mailbox's user_prefs from the store."""
-    from ..store.accounts import list_mailboxes
     from ..store.settings_store import load_settings
     from .prefs import list_preferences
 
     if settings is None:
         settings = load_settings(home)
+    prefs = list_preferences(home)
+    render_site(home, settings, [(p.preference, p.value) for p in prefs if p.scope == "global"])
+    render_users(home, prefs)
+
+
+def render_site(home: Home, settings: dict[str, Any],
+                global_prefs: list[tuple[str, str]]) -> None:
+    """The site config (root's files when the node runs as root: spamd's master reads them
+    as root, so the mail owner must not be able to change them)."""
     site = site_dir(home)
     site.mkdir(parents=True, exist_ok=True)
     for pre in sorted(SYSTEM_SITE_DIR.glob("*.pre")):
         shutil.copyfile(pre, site / pre.name)
     _write(site / OUR_PRE, render_pre(settings))
-    prefs = list_preferences(home)
-    global_prefs = [(p.preference, p.value) for p in prefs if p.scope == "global"]
     _write(site / "local.cf", render_local_cf(home, settings, global_prefs))
 
+
+def render_users(home: Home, prefs: list[Any] | None = None) -> None:
+    """Every mailbox's user_prefs (files of the mail owner, like the rest of its state)."""
+    from ..store.accounts import list_mailboxes
+    from .prefs import list_preferences
+
+    if prefs is None:
+        prefs = list_preferences(home)
     _, uid, gid = spamd_user()
     for path in (state_dir(home), virtual_dir(home), global_bayes_dir(home),
                  state_dir(home) / "home"):
