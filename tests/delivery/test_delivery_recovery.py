@@ -111,3 +111,39 @@ def test_sighup_reloads_settings(mail_home: Home, send_service: SendService) -> 
                what="the new concurrency in a status line")
     inject(mail_home, ["kim@late.test"])  # the domain list is read for every new message
     wait_until(lambda: maildir_messages(mail_home, "kim@late.test"), what="delivery")
+
+
+def test_full_disk_while_splitting_is_retried_without_loss(mail_home: Home,
+                                                           send_service: SendService) -> None:
+    import subprocess
+
+    from mailyard.services.privileges import mail_owner
+
+    queue = mail_home.queue_dir
+    subprocess.run(["rm", "-rf", str(queue)], check=True)
+    queue.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(queue)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"this test mounts a tmpfs and needs root: {done.stderr}"
+    try:
+        os.chown(queue, *mail_owner())
+        Queue(queue)
+        qid = inject(mail_home, ["joe@example.test"], subject="waits for space")
+        filler = queue / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        send_service.start()
+        wait_until(lambda: any(line.startswith("alert: unable to split todo messages")
+                               for line in read_send_log(mail_home)), what="the alert")
+        assert maildir_messages(mail_home, "joe@example.test") == []
+        assert (queue / "todo" / qid).exists()
+        filler.unlink()
+        wait_until(lambda: maildir_messages(mail_home, "joe@example.test"), what="delivery")
+        wait_until(lambda: queue_empty(mail_home), what="queue to empty")
+    finally:
+        send_service.kill()
+        subprocess.run(["umount", "-l", str(queue)], check=False)

@@ -48,6 +48,8 @@ CLEAN_INTERVAL_SECONDS = 3600.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 # Seconds before a bounce that could not be queued (a full disk) is tried again.
 BOUNCE_RETRY_SECONDS = 60.0
+# Seconds before splitting new messages is tried again after the store or the disk failed.
+TODO_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -146,6 +148,20 @@ class Scheduler:
                 pass
         await self._shutdown()
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait, but let deliveries already due go on meanwhile, and stop promptly."""
+        self._dispatch()
+        try:
+            await asyncio.wait_for(self._stopped(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _stopped(self) -> None:
+        while not self.stopping:
+            self.wake.clear()
+            await self.wake.wait()
+            self._dispatch()
+
     def _idle_seconds(self) -> float:
         wait = IDLE_WAKE_SECONDS
         now = time.time()
@@ -228,7 +244,7 @@ class Scheduler:
             domains = await asyncio.to_thread(local_domains, self.home)
         except Exception as err:  # the store is unreachable: leave todo alone, retry soon
             self.log.write(sendlog.warning(f"cannot read local domains from the store: {err}"))
-            await asyncio.sleep(1)
+            await self._pause(TODO_RETRY_SECONDS)
             return True
 
         def is_local(rcpt: str) -> bool:
@@ -238,7 +254,7 @@ class Scheduler:
             stored = await asyncio.to_thread(qstate.split_todo, self.queue, items, is_local)
         except OSError as err:
             self.log.write(sendlog.alert(f"unable to split todo messages: {err}; will retry"))
-            await asyncio.sleep(1)
+            await self._pause(TODO_RETRY_SECONDS)
             return True
         for msg in stored:
             env = msg.envelope

@@ -97,7 +97,8 @@ _PRELOAD = (
     "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.CNAME",
     "dns.rdtypes.ANY.SOA", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.NS",
     "dns.edns", "dns.flags", "dns.asyncquery", "dns._asyncio_backend",
-    "mailyard.filters.mailbox",
+    "mailyard.filters.mailbox", "mailyard.filters.spamd", "mailyard.filters.policy",
+    "mailyard.store.accounts", "mailyard.mailboxes", "aiospamc",
 )
 
 
