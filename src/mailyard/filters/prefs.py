@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -385,7 +385,7 @@ def add_preference(home: Home, scope: str, preference: str, value: str,
         session.flush()
         result = Preference(row.id, row.scope, row.preference, row.value)
     if render:
-        _render(home)
+        _render(home, global_changed=scope == "global")
     return result
 
 
@@ -401,10 +401,11 @@ def edit_preference(home: Home, pref_id: int, value: str, preference: str | None
             raise PreferenceError(f"there is no spam preference with id {pref_id}")
         name, checked, new_scope = validate(preference or row.preference, value,
                                             scope or row.scope)
+        touches_global = "global" in (row.scope, new_scope)
         row.preference, row.value, row.scope = name, checked, new_scope
         result = Preference(row.id, row.scope, row.preference, row.value)
     if render:
-        _render(home)
+        _render(home, global_changed=touches_global)
     return result
 
 
@@ -416,12 +417,13 @@ def delete_preference(home: Home, pref_id: int, render: bool = True) -> None:
         row = session.get(SpamPreference, pref_id)
         if row is None:
             raise PreferenceError(f"there is no spam preference with id {pref_id}")
+        touches_global = row.scope == "global"
         session.delete(row)
     if render:
-        _render(home)
+        _render(home, global_changed=touches_global)
 
 
-def _render(home: Home) -> None:
+def _render(home: Home, global_changed: bool = False) -> None:
     """Bring spamd's files in line with the store. Domain and mailbox preferences take effect
     with the next message. Global ones are in local.cf, which spamd reads when it starts or
     reloads; a process that may not write the site config (it belongs to root) leaves that to
@@ -430,9 +432,25 @@ def _render(home: Home) -> None:
 
     from .spamd import render, render_users
 
+    log = logging.getLogger("mailyard.filters.prefs")
     try:
         render(home)
     except PermissionError as exc:
         render_users(home)
-        logging.getLogger("mailyard.filters.prefs").warning(
-            "global SpamAssassin preferences apply when spamd is next reloaded: %s", exc)
+        log.warning("global SpamAssassin preferences apply when spamd is next reloaded: %s",
+                    exc)
+        return
+    if global_changed:
+        _reload_spamd(home, log)
+
+
+def _reload_spamd(home: Home, log: Any) -> None:
+    """Make a running spamd read local.cf again (SIGHUP through the supervision layer)."""
+    try:
+        from ..services import control
+
+        if control.supervisor_running(home):
+            control.reload(home, "spamd")
+    except Exception as exc:  # the change is stored and rendered; say what did not happen
+        log.warning("spamd was not reloaded (global preferences apply at its next "
+                    "reload or start): %s", exc)
