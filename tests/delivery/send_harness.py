@@ -225,6 +225,8 @@ class SmtpSink:
     data_reply: str = "250 2.0.0 queued as 1"
     starttls_context: object = None
     connections: int = 0
+    greeting_delay: float = 0.0  # seconds of silence before the greeting
+    data_delay: float = 0.0  # seconds before the reply to the final dot
 
 
 async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
@@ -236,6 +238,8 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
         writer.write(line.encode() + b"\r\n")
         await writer.drain()
 
+    if sink.greeting_delay:
+        await asyncio.sleep(sink.greeting_delay)
     await send("220 sink.test ESMTP")
     sender, rcpts = "", []
     try:
@@ -275,6 +279,8 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
                     if chunk in (b".\r\n", b""):
                         break
                     chunks.append(chunk[1:] if chunk.startswith(b"..") else chunk)
+                if sink.data_delay:
+                    await asyncio.sleep(sink.data_delay)
                 if sink.data_reply.startswith("2"):
                     sink.messages.append(SinkMessage(sender, list(rcpts), b"".join(chunks), tls))
                 await send(sink.data_reply)

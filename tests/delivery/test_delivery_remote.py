@@ -222,3 +222,31 @@ def test_unreachable_host_is_a_deferral(mail_home: Home, send_service: SendServi
     wait_until(lambda: "delivery 1: deferral: Sorry,_I_wasn't_able_to_establish_an_SMTP_"
                "connection._(#4.4.1)/" in read_send_log(mail_home), what="deferral")
     assert Queue(mail_home.queue_dir).counts()["remote"] == 1
+
+
+def test_silent_server_is_a_deferral_after_the_response_timeout(mail_home: Home,
+                                                                send_service: SendService,
+                                                                sink: SmtpSink) -> None:
+    sink.greeting_delay = 3600
+    _route_to(mail_home, sink)
+    set_setting(mail_home, "send.response_timeout", 1)
+    send_service.start()
+    inject(mail_home, ["bob@far.test"])
+    wait_until(lambda: "delivery 1: deferral: Connected_to_127.0.0.1_but_connection_died."
+               "_(#4.4.2)/" in read_send_log(mail_home), what="the deferral")
+
+
+def test_outbound_connections_stay_within_the_limit(mail_home: Home, send_service: SendService,
+                                                    sink: SmtpSink) -> None:
+    sink.data_delay = 0.3
+    _route_to(mail_home, sink)
+    set_setting(mail_home, "send.max_connections", 2)
+    for n in range(6):
+        inject(mail_home, [f"user{n}@far.test"])
+    send_service.start()
+    wait_until(lambda: len(sink.messages) == 6 and queue_empty(mail_home), what="6 deliveries")
+    remote = [int(line.split("remote ")[1].split("/")[0]) for line in read_send_log(mail_home)
+              if line.startswith("status:")]
+    assert max(remote) == 2
+    assert all(line.endswith("remote 0/2") or "/2" in line
+               for line in read_send_log(mail_home) if line.startswith("status:"))
