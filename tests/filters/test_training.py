@@ -188,3 +188,25 @@ def test_plan_takes_the_oldest_messages_within_the_limit(waiting, done_today, li
     messages = [Path(f"m{i}") for i in range(waiting)]
     todo, kept = training.plan(messages, done_today, limit)
     assert todo == messages[:now] and kept == left
+
+
+def test_a_second_run_at_the_same_time_does_nothing_and_says_so(own_home):
+    import fcntl
+
+    ensure_maildir(own_home, "bob@example.com", training=True)
+    lock = training.training_dir(own_home) / "train.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        report = training.train(own_home, DAY1)
+    assert report.note == "another training run is in progress"
+    assert report.mailboxes == [] and training.last_run(own_home) is None
+
+
+def test_the_daily_hook_runs_once_per_day(own_home):
+    """No mailboxes here: the run itself is trivial; what matters is when it happens."""
+    first = training.train_if_due(own_home, datetime(2025, 3, 10, 4, 0))
+    assert first is not None
+    assert training.last_run(own_home)["date"] == "2025-03-10"
+    assert training.train_if_due(own_home, datetime(2025, 3, 10, 22, 0)) is None
+    assert training.train_if_due(own_home, datetime(2025, 3, 11, 3, 5)) is not None

@@ -120,7 +120,8 @@ def last_run(home: Home) -> dict[str, Any] | None:
 @contextmanager
 def _exclusive(home: Home) -> Iterator[bool]:
     """One training run at a time (the daily one and `mailyard spam train` may meet)."""
-    path = home.run_dir / "spam-train.lock"
+    # in the training directory: the mail owner's, so the send service can create it too
+    path = training_dir(home) / "train.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access
     try:
