@@ -297,7 +297,10 @@ def apply_supervisor_settings(home: Home) -> None:
         proxy.supervisor.stopProcessGroup(group)
         proxy.supervisor.removeProcessGroup(group)
         proxy.supervisor.addProcessGroup(group)
-        if not was_running:
+        # A changed group keeps the state it had: start-on-boot is about the next start.
+        if was_running:
+            _start_program(home, group, True)
+        else:
             _stop_program(home, group)
     for group in added:
         proxy.supervisor.addProcessGroup(group)

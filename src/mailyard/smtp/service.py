@@ -61,8 +61,8 @@ def _preload_filters(settings: dict[str, Any], log: LogDir) -> None:
     """Import the SMTP-level filters now if a scanning setting is on: after the privilege
     drop the interpreter's own files may be out of reach (the server imports it lazily too,
     for a reload that turns scanning on)."""
-    if not (settings.get("spam.smtp_scanning") or settings.get("virus.smtp_scanning")):
-        return
+    # Always, not only when scanning is on now: a reload may turn it on later, and by then
+    # the interpreter's own files (e.g. under /root) may be out of the mail user's reach.
     try:
         import mailyard.filters.smtp_level  # noqa: F401
     except Exception as exc:  # the session answers 451 while the filter cannot load
