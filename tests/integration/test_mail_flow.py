@@ -12,8 +12,9 @@ import subprocess
 import time
 from email.message import EmailMessage
 
-from mailyard.queue import admin as queue_admin
 from tests.conftest import VENV_BIN
+
+from mailyard.queue import admin as queue_admin
 
 
 def _tls() -> ssl.SSLContext:
