@@ -107,3 +107,25 @@ def test_a_node_override_wins_over_the_cluster_value(store_home):
     assert load_settings(h)["smtp.greeting"] == "this node"
     set_setting(h, "smtp.greeting", "cluster again")
     assert load_settings(h)["smtp.greeting"] == "cluster again"
+
+
+def test_alias_update_is_one_change_and_a_bad_target_changes_nothing(store_home):
+    accounts.add_domain(store_home, "example.com")
+    accounts.add_alias(store_home, "info@example.com", ["a@example.com"])
+    accounts.update_alias(store_home, "info@example.com", ["b@example.com", "c@other.org"],
+                          keep_copy=True)
+    alias = accounts.get_alias(store_home, "info@example.com")
+    assert alias.targets == ["b@example.com", "c@other.org"] and alias.keep_copy
+    with pytest.raises(accounts.AccountError):
+        accounts.update_alias(store_home, "info@example.com", ["not an address"])
+    assert accounts.get_alias(store_home, "info@example.com").targets == ["b@example.com",
+                                                                         "c@other.org"]
+
+
+def test_an_inactive_mailbox_cannot_authenticate(store_home):
+    accounts.add_domain(store_home, "example.com", owner="u1")
+    accounts.add_mailbox(store_home, "a@example.com", "pw")
+    accounts.set_mailbox_active(store_home, "a@example.com", False)
+    assert not accounts.check_mailbox_password(store_home, "a@example.com", "pw")
+    accounts.set_domain_owner(store_home, "example.com", "u2")
+    assert accounts.domains_owned_by(store_home, "u2") == ["example.com"]

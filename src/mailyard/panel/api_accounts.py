@@ -189,16 +189,9 @@ def change_alias(source: str, body: AliasChange, request: Request,
     old = accounts.get_alias(home, source)
     if old is None:
         raise HTTPException(404, f"no alias {source}")
-    for target in body.targets:
-        try:
-            accounts.split_address(target)
-        except accounts.AccountError as exc:
-            raise _refuse("targets", body.targets, exc) from None
-    accounts.remove_alias(home, old.source)
     try:
-        accounts.add_alias(home, old.source, body.targets, body.keep_copy)
+        accounts.update_alias(home, old.source, body.targets, body.keep_copy)
     except accounts.AccountError as exc:
-        accounts.add_alias(home, old.source, old.targets, old.keep_copy)
         raise _refuse("targets", body.targets, exc) from None
     alias = accounts.get_alias(home, old.source)
     assert alias is not None

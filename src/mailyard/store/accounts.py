@@ -195,12 +195,7 @@ def check_mailbox_password(home: Home, address: str, password: str) -> bool:
 
 def add_alias(home: Home, source: str, targets: list[str], keep_copy: bool = False) -> str:
     local, domain_name = split_address(source)
-    clean: list[str] = []
-    for target in targets:
-        t_local, t_domain = split_address(target)
-        clean.append(f"{t_local}@{t_domain}")
-    if not clean:
-        raise AccountError("an alias needs at least one target address")
+    clean = _clean_targets(targets)
     full = f"{local}@{domain_name}"
     with session_scope(home.db_url) as s:
         domain = s.scalar(select(Domain).where(Domain.name == domain_name))
@@ -211,6 +206,46 @@ def add_alias(home: Home, source: str, targets: list[str], keep_copy: bool = Fal
         s.add(Alias(domain_id=domain.id, source=full, targets="\n".join(clean),
                     keep_copy=keep_copy))
     return full
+
+
+def _clean_targets(targets: list[str]) -> list[str]:
+    clean: list[str] = []
+    for target in targets:
+        t_local, t_domain = split_address(target)
+        clean.append(f"{t_local}@{t_domain}")
+    if not clean:
+        raise AccountError("an alias needs at least one target address")
+    return clean
+
+
+def update_alias(home: Home, source: str, targets: list[str], keep_copy: bool = False) -> None:
+    """Replace an alias's targets in one transaction; a refused change leaves it as it was."""
+    clean = _clean_targets(targets)
+    with session_scope(home.db_url) as s:
+        alias = s.scalar(select(Alias).where(Alias.source == source.strip().lower()))
+        if alias is None:
+            raise AccountError(f"no alias {source}")
+        alias.targets = "\n".join(clean)
+        alias.keep_copy = keep_copy
+
+
+def set_domain_owner(home: Home, name: str, owner: str) -> None:
+    if owner and not _OWNER.match(owner):
+        raise AccountError(f"owner {owner!r} is not a unix user name")
+    with session_scope(home.db_url) as s:
+        domain = s.scalar(select(Domain).where(Domain.name == name.strip().lower()))
+        if domain is None:
+            raise AccountError(f"no domain {name}")
+        domain.owner = owner
+
+
+def set_mailbox_active(home: Home, address: str, active: bool) -> None:
+    """An inactive mailbox keeps its mail but can neither log in nor receive."""
+    with session_scope(home.db_url) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        box.active = active
 
 
 def list_aliases(home: Home) -> list[AliasInfo]:
