@@ -54,13 +54,16 @@ def virus_info(args: argparse.Namespace) -> int:
 
 def spam_train(args: argparse.Namespace) -> int:
     from ..filters import training
+    from ..store.settings_store import load_settings
 
-    report = training.train(home_of(args))
+    home = home_of(args)
+    report = training.train(home)
+    database = "global" if load_settings(home)["spam.bayes_global"] else "mailbox"
     if args.json:
         print_json(report.to_dict())
         return 0
     for box in report.mailboxes:
-        print(box.line(report.note or "bayes"))
+        print(box.line(database))
     print(f"learned {report.learned} message(s)" + (f"; {report.note}" if report.note else ""))
     return 0
 

@@ -9,6 +9,7 @@ drops root, then serves until SIGTERM; SIGHUP re-reads the settings for new conn
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import ssl
@@ -69,8 +70,26 @@ def _preload_filters(settings: dict[str, Any], log: LogDir) -> None:
         log.write(f"filters-unavailable error={type(exc).__name__}: {exc}")
 
 
+class _ToLogDir(logging.Handler):
+    """Carries the filters' log records (spamd unavailable, scan results) into our log."""
+
+    def __init__(self, log: LogDir) -> None:
+        super().__init__(logging.INFO)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.log.write(f"filter {record.levelname.lower()} {record.getMessage()}")
+        except Exception:  # a log line must never break a session
+            self.handleError(record)
+
+
 def _run(home: Home, service: str) -> None:
     log = _open_log(home, service)
+    filters_log = logging.getLogger("mailyard.filters")
+    filters_log.setLevel(logging.INFO)
+    filters_log.addHandler(_ToLogDir(log))
+    filters_log.propagate = False
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
     _preload_filters(settings, log)
