@@ -276,7 +276,9 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
                 chunks = []
                 while True:
                     chunk = await reader.readline()
-                    if chunk in (b".\r\n", b""):
+                    if not chunk:
+                        return  # the client went away in the middle: nothing was delivered
+                    if chunk == b".\r\n":
                         break
                     chunks.append(chunk[1:] if chunk.startswith(b"..") else chunk)
                 if sink.data_delay:
