@@ -29,7 +29,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-apply", action="store_true",
                    help="store only; do not reload the running services")
     p.add_argument("--cascade", action="store_true",
-                   help="apply on every node of the cluster (on a single node: here)")
+                   help="the cluster-wide value, applied on every node (without it: this "
+                        "node only; on a single node both are the same)")
     p.set_defaults(func=settings_set)
     p = st.add_parser("help", help="what a setting does and what it allows")
     p.add_argument("key")
@@ -95,10 +96,12 @@ def settings_set(args: argparse.Namespace) -> int:
                        EXIT_USAGE)
     home = home_of(args)
     try:
-        result = change_settings(home, {key: text}, apply=not args.no_apply)
+        result = change_settings(home, {key: text}, apply=not args.no_apply,
+                                 cascade=args.cascade)
     except SettingError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    print(f"{key} = {_show(result.values[key])}")
+    scope = "every node (cascaded)" if args.cascade else f"this node ({home.node_name})"
+    print(f"{key} = {_show(result.values[key])} on {scope}")
     if result.reloaded:
         print("reloaded: " + ", ".join(result.reloaded))
     for problem in result.problems:

@@ -46,7 +46,8 @@ AnyValue = Annotated[Any, Field(description="text as typed in the form, or a typ
 
 class SettingChange(BaseModel):
     value: AnyValue
-    cascade: bool = Field(False, description="apply on every node (on a single node: this one)")
+    cascade: bool = Field(False, description="the cluster-wide value, applied on every node; "
+                                             "without it this node's own value")
 
 
 class SettingsChange(BaseModel):
@@ -59,7 +60,8 @@ class ChangeView(BaseModel):
     reloaded: list[str]
     problems: list[str]
     cascade: bool
-    nodes: list[str] = Field(description="the nodes the change was applied on")
+    nodes: list[str] = Field(description="the nodes the change is for (with cascade, the "
+                                         "others apply it on their own at once)")
 
 
 def view(spec: Setting, value: Any) -> SettingView:
@@ -91,13 +93,19 @@ def check_shape(spec: Setting, value: Any) -> None:
 
 
 def apply_change(request: Request, values: dict[str, Any], cascade: bool) -> ChangeView:
-    """The one way the pages and the API change settings (a single node applies it locally)."""
+    """The one way the pages and the API change settings: this node's value, or with `cascade`
+    the cluster-wide one (settings.apply.change_settings)."""
     for key, value in values.items():
         check_shape(_spec(key), value)
     home = home_of(request)
-    result = change_settings(home, values)
+    result = change_settings(home, values, cascade=cascade)
+    nodes = [home.node_name]
+    if cascade:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
+        from ..cluster.membership import list_nodes
+
+        nodes += [n["name"] for n in list_nodes(home) if n["name"] != home.node_name]
     return ChangeView(values=result.values, reloaded=result.reloaded, problems=result.problems,
-                      cascade=cascade, nodes=[home.node_name])
+                      cascade=cascade, nodes=nodes)
 
 
 @router.get("", response_model=list[SettingView], responses=errors())

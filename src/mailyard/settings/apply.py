@@ -2,6 +2,11 @@
 
 The CLI, the panel and the API all change settings through `change_settings`, so a change has
 the same effect wherever it is made.
+
+Scope: a change made without `cascade` is this node's own value (an override in the store);
+with `cascade` it becomes the cluster-wide value, every node's override of it is dropped, and a
+row in `setting_changes` (plus a PostgreSQL NOTIFY) tells the other nodes to re-apply it. On a
+single node both end the same way: the node uses the new value.
 """
 
 from __future__ import annotations
@@ -10,9 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .registry import REGISTRY, setting
+from .types import SettingError
 
 if TYPE_CHECKING:
     from ..home import Home
+
+# The PostgreSQL channel on which a cascaded change is announced (payload: the change's id).
+NOTIFY_CHANNEL = "mailyard_settings"
 
 
 @dataclass
@@ -20,6 +29,8 @@ class ChangeResult:
     values: dict[str, Any]
     reloaded: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    cascade: bool = False
+    change_ids: list[int] = field(default_factory=list)
 
 
 def affected_services(keys: list[str]) -> list[str]:
@@ -31,19 +42,60 @@ def affected_services(keys: list[str]) -> list[str]:
     return names
 
 
-def change_settings(home: Home, values: dict[str, Any], apply: bool = True) -> ChangeResult:
-    """Validate all values (SettingError names the first bad one; nothing is stored then),
-    store them in one transaction, and reload the running services they affect."""
-    from ..store.settings_store import set_many
+def refuse_cascade(keys: list[str]) -> None:
+    """A setting that belongs to one node (its hostname, its ports) never cascades."""
+    for key in keys:
+        spec = setting(key)
+        if not spec.cascade:
+            raise SettingError(key, "cascade",
+                               "this setting belongs to one node and cannot be cascaded to "
+                               "other nodes; set it on each node without cascade")
 
-    for key in values:
-        setting(key)  # unknown keys are refused before anything else
-    typed = set_many(home, values)
-    result = ChangeResult(values=typed)
-    if not apply:
-        return result
-    keys = list(typed)
-    if "spam.bayes_imap_training" in typed:
+
+def store_values(home: Home, values: dict[str, Any], cascade: bool) -> tuple[dict[str, Any],
+                                                                               list[int]]:
+    """Validate every value first; store all of them in one transaction, or none.
+
+    Without `cascade` each value is this node's override. With it, each is the cluster-wide
+    value, every node's override of the key is dropped, and a change row is written and
+    announced (NOTIFY, delivered at commit) for the other nodes. Returns the typed values and
+    the ids of the change rows."""
+    from sqlalchemy import delete, text
+
+    from ..store.db import session_scope
+    from ..store.models import SettingChange, SettingRow
+
+    typed = {key: setting(key).parse(value) for key, value in values.items()}
+    change_ids: list[int] = []
+    with session_scope(home.db_url) as session:
+        for key, val in typed.items():
+            formatted = REGISTRY[key].format(val)
+            node = "" if cascade else home.node_name
+            row = session.get(SettingRow, {"key": key, "node": node})
+            if row is None:
+                session.add(SettingRow(key=key, node=node, value=formatted))
+            else:
+                row.value = formatted
+            if cascade:
+                session.execute(delete(SettingRow).where(SettingRow.key == key,
+                                                         SettingRow.node != ""))
+                change = SettingChange(key=key, value=formatted, origin=home.node_name)
+                session.add(change)
+                session.flush()
+                change_ids.append(change.id)
+        if change_ids and session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": NOTIFY_CHANNEL, "payload": str(max(change_ids))})
+    return typed, change_ids
+
+
+def bring_in_line(home: Home, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Make this node's running services use the stored values of `keys`: supervisord's
+    configuration for service.* keys, a reload of each running service the others affect.
+    Returns (services reloaded, problems); a problem never undoes the stored value."""
+    reloaded: list[str] = []
+    problems: list[str] = []
+    if "spam.bayes_imap_training" in keys:
         try:
             from ..mailboxes import ensure_all_maildirs  # type: ignore[attr-defined]
         except ImportError:
@@ -56,16 +108,37 @@ def change_settings(home: Home, values: dict[str, Any], apply: bool = True) -> C
         try:
             control.apply_supervisor_settings(home)
         except Exception as exc:  # the value is stored; report what could not be applied
-            result.problems.append(f"supervisor: {exc}")
+            problems.append(f"supervisor: {exc}")
     if not control.supervisor_running(home):
-        return result
+        return reloaded, problems
     running = {s.name for s in control.status(home, with_versions=False) if s.state == "RUNNING"}
     for name in affected_services([k for k in keys if not k.startswith("service.")]):
         if name not in running:
             continue
         try:
             control.reload(home, name)
-            result.reloaded.append(name)
+            reloaded.append(name)
         except Exception as exc:
-            result.problems.append(f"{name}: {exc}")
+            problems.append(f"{name}: {exc}")
+    return reloaded, problems
+
+
+def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
+                    cascade: bool = False) -> ChangeResult:
+    """Validate all values (SettingError names the first bad one; nothing is stored then),
+    store them in one transaction (for this node, or with `cascade` for every node), and
+    reload the running services they affect on this node. Other nodes re-apply a cascaded
+    change themselves (mailyard.cluster.agent)."""
+    for key in values:
+        setting(key)  # unknown keys are refused before anything else
+    if cascade:
+        refuse_cascade(list(values))
+    typed, change_ids = store_values(home, values, cascade)
+    result = ChangeResult(values=typed, cascade=cascade, change_ids=change_ids)
+    if apply:
+        result.reloaded, result.problems = bring_in_line(home, list(typed))
+    if change_ids:
+        from ..cluster.changes import mark_applied
+
+        mark_applied(home, change_ids, result.problems if apply else [])
     return result

@@ -108,3 +108,59 @@ class SpamPreference(Base):
     preference: Mapped[str] = mapped_column(String(64), nullable=False)
     value: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ClusterNode(Base):
+    """A node of the cluster that shares this store: where to reach it and what it last said."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The node's panel/API URL (https://host:port); how the manager and administrators reach it.
+    address: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    port_base: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="member")
+    version: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    # {"smtp": "RUNNING", ...} as the node last reported it.
+    services: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    # sha256 of the join token the node was admitted with (never the token itself).
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    # The newest cascaded change when the node joined: older ones are already in what it loads.
+    joined_change_id: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ClusterToken(Base):
+    """A join token made by `mailyard cluster token`: only its sha256 is kept."""
+
+    __tablename__ = "cluster_tokens"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SettingChange(Base):
+    """A cascaded setting change, which every node re-applies (reloading what it affects)."""
+
+    __tablename__ = "setting_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(128), nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    origin: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SettingChangeMark(Base):
+    """One node's outcome of one cascaded change: applied (ok) or failed, and why."""
+
+    __tablename__ = "setting_change_marks"
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("setting_changes.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    error: Mapped[str] = mapped_column(Text, nullable=False, default="")

@@ -1,0 +1,1 @@
+"""A cluster of nodes on one PostgreSQL store: membership, cascaded changes, the node agent."""

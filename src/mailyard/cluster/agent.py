@@ -1,0 +1,113 @@
+"""The node's cluster agent: heartbeat into the store, and prompt re-application of cascades.
+
+One loop per node. It LISTENs on the store's `mailyard_settings` channel (psycopg 3), so a
+cascaded change made on any node wakes it at once; it also checks for pending changes every
+heartbeat, which covers a lost connection or a NOTIFY sent while it was away. On start it
+applies whatever was cascaded while the node was down.
+
+It runs inside the panel process: the panel already runs on every node, controls the services
+through supervisord's socket (which a reload needs) and keeps an event loop for its sampler. The
+send and SMTP services drop root and cannot reach that socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..settings.apply import NOTIFY_CHANNEL
+from .changes import apply_pending
+from .membership import report_status
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+log = logging.getLogger("mailyard.cluster")
+
+# Seconds between status reports (and fallback checks for pending changes). `cluster nodes`
+# calls a node unreachable after three missed reports.
+HEARTBEAT_SECONDS = 15.0
+# Seconds before a lost LISTEN connection is tried again.
+RECONNECT_SECONDS = 5.0
+
+
+def conninfo(db_url: str) -> str:
+    """The store URL as libpq takes it (no SQLAlchemy driver suffix)."""
+    scheme, _, rest = db_url.partition("://")
+    return "postgresql://" + rest if scheme.startswith("postgres") else db_url
+
+
+def run_once(home: Home) -> None:
+    """One heartbeat: report status, then apply pending changes. Errors are logged, not raised:
+    the agent must outlive a store that is briefly away."""
+    try:
+        if report_status(home):
+            applied = apply_pending(home)
+            if applied.change_ids:
+                log.info("applied cascaded changes %s: reloaded %s%s", applied.change_ids,
+                         ", ".join(applied.reloaded) or "nothing",
+                         f"; problems: {'; '.join(applied.problems)}" if applied.problems else "")
+    except Exception as exc:
+        log.warning("cluster heartbeat failed: %s", exc)
+
+
+def run_agent(home: Home, stop: threading.Event,
+              heartbeat: float = HEARTBEAT_SECONDS) -> None:
+    """Run until `stop` is set: a heartbeat every `heartbeat` seconds, and pending changes
+    applied as soon as a NOTIFY arrives (or at the next heartbeat without one)."""
+    import psycopg
+
+    listen = home.db_url.startswith(("postgresql", "postgres"))
+    conn: psycopg.Connection | None = None
+    next_beat = 0.0
+    while not stop.is_set():
+        if listen and conn is None:
+            try:
+                conn = psycopg.connect(conninfo(home.db_url), autocommit=True,
+                                       connect_timeout=10)
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                next_beat = 0.0  # catch up on what was announced while not listening
+            except psycopg.Error as exc:
+                log.warning("cannot LISTEN on the store (%s); checking every %ss", exc,
+                            heartbeat)
+                conn = None
+        now = time.monotonic()
+        if now >= next_beat:
+            run_once(home)
+            next_beat = time.monotonic() + heartbeat
+        # Wait for a NOTIFY, the next heartbeat, or at most a second (to notice `stop`).
+        wait = max(0.05, min(1.0, next_beat - time.monotonic()))
+        if conn is None:
+            stop.wait(wait if not listen else min(wait, RECONNECT_SECONDS))
+            continue
+        try:
+            notified = False
+            for _ in conn.notifies(timeout=wait, stop_after=1):
+                notified = True
+            if notified:
+                try:
+                    apply_pending(home)
+                except Exception as exc:
+                    log.warning("applying cascaded changes failed: %s", exc)
+        except psycopg.Error as exc:
+            log.warning("lost the LISTEN connection to the store: %s", exc)
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+            conn = None
+            stop.wait(RECONNECT_SECONDS)
+    if conn is not None:
+        conn.close()
+
+
+def start_thread(home: Home, heartbeat: float = HEARTBEAT_SECONDS
+                 ) -> tuple[threading.Thread, threading.Event]:
+    """Run the agent in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_agent, args=(home, stop, heartbeat),
+                              name=f"mailyard-cluster-{home.node_name}", daemon=True)
+    thread.start()
+    return thread, stop
