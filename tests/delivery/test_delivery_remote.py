@@ -4,6 +4,7 @@ failures, against SMTP sinks and a DNS server on loopback."""
 from __future__ import annotations
 
 import random
+import signal
 import ssl
 from collections.abc import Iterator
 
@@ -187,6 +188,9 @@ def test_temporary_failure_defers_and_process_now_retries(mail_home: Home,
     wait_until(lambda: any(": deferral: " in line for line in read_send_log(mail_home)),
                what="a deferral")
     assert Queue(mail_home.queue_dir).counts()["remote"] == 1
+    send_service.signal(signal.SIGUSR1)  # due now, not in 400 s
+    wait_until(lambda: sum(": deferral: " in line for line in read_send_log(mail_home)) == 2,
+               what="a second attempt after SIGUSR1")
     listed = admin.list_messages(mail_home, "remote")
     assert [m.id for m in listed] == [qid] and listed[0].status == "remote"
     sink.default_rcpt_reply = "250 ok"
@@ -250,3 +254,32 @@ def test_outbound_connections_stay_within_the_limit(mail_home: Home, send_servic
     assert max(remote) == 2
     assert all(line.endswith("remote 0/2") or "/2" in line
                for line in read_send_log(mail_home) if line.startswith("status:"))
+
+
+def test_connection_that_does_not_open_is_a_deferral_after_the_connect_timeout(
+        mail_home: Home, send_service: SendService) -> None:
+    import socket
+
+    # A listener whose accept queue is full and never emptied: the kernel drops further
+    # SYNs, so a connection attempt hangs as one to a dead host does.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        set_setting(mail_home, "send.smtp_routes", [f":127.0.0.1:{port}"])
+        set_setting(mail_home, "send.connect_timeout", 1)
+        send_service.start()
+        inject(mail_home, ["bob@far.test"])
+        wait_until(lambda: "delivery 1: deferral: Sorry,_I_wasn't_able_to_establish_an_SMTP_"
+                   "connection._(#4.4.1)/" in read_send_log(mail_home), what="the deferral")
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
