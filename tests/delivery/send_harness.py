@@ -203,7 +203,7 @@ def queue_listing(home: Home) -> dict[str, list[str]]:
     return {s: sorted(q.ids(s)) for s in ("todo", "info", "mess", "local", "remote", "bounce")}
 
 
-# ---- an SMTP sink on loopback ---------------------------------------------------------------------
+# ---- an SMTP sink on loopback --------------------------------------------------------------------
 
 @dataclass
 class SinkMessage:
@@ -299,7 +299,8 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
         writer.close()
 
 
-def start_sink(host: str = "127.0.0.1", port: int = 0, **kw: object) -> tuple[SmtpSink, Callable[[], None]]:
+def start_sink(host: str = "127.0.0.1", port: int = 0,
+               **kw: object) -> tuple[SmtpSink, Callable[[], None]]:
     """Start a sink in a background thread; returns it and a function that stops it."""
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -336,7 +337,7 @@ def _run_loop(loop: asyncio.AbstractEventLoop, coro: object) -> None:
         pass
 
 
-# ---- a DNS server on loopback ---------------------------------------------------------------------
+# ---- a DNS server on loopback --------------------------------------------------------------------
 
 class ZoneResolver(dnslib.server.BaseResolver):  # type: ignore[misc]
     """Answers from `records`: {(name, type): [rdata text, ...]}; unknown names are NXDOMAIN,

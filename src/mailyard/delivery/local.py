@@ -27,7 +27,8 @@ from .result import Result, deferral, failure, success
 # hopcount_limit is 50; qmail has none beyond the exact-line check).
 MAX_DELIVERED_TO = 50
 LOOP_TEXT = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
-HOPS_TEXT = f"This message is looping: it has more than {MAX_DELIVERED_TO} Delivered-To lines. (#5.4.6)"
+HOPS_TEXT = (f"This message is looping: it has more than {MAX_DELIVERED_TO} Delivered-To "
+             "lines. (#5.4.6)")
 UNKNOWN_TEXT = "Sorry, no mailbox here by that name. (#5.1.1)"
 DISABLED_TEXT = "Sorry, this mailbox is disabled. (#5.2.1)"
 

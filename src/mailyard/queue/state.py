@@ -63,7 +63,7 @@ class StoredMessage:
     bounce_pending: bool
 
 
-# ---- writing small files durably ------------------------------------------------------------------
+# ---- writing small files durably -----------------------------------------------------------------
 
 def _write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -139,7 +139,7 @@ def read_bounce_reports(queue: Queue, qid: str) -> list[BounceReport]:
     return list(by_rcpt.values())
 
 
-# ---- todo: splitting committed messages --------------------------------------------------------
+# ---- todo: splitting committed messages ----------------------------------------------------------
 
 def read_todos(queue: Queue, qids: list[str]) -> list[tuple[str, Envelope | Exception]]:
     """The envelopes of several todo entries, or the error reading each."""
@@ -209,7 +209,7 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
     return out
 
 
-# ---- reading what is there ------------------------------------------------------------------------
+# ---- reading what is there -----------------------------------------------------------------------
 
 def load_message(queue: Queue, qid: str) -> StoredMessage | None:
     """A split message from disk, or None when its info file is missing or unreadable."""
