@@ -54,6 +54,23 @@ class _Trigger:
         os.close(self._keep)
 
 
+# How often the send service asks whether the daily Bayes IMAP training is due (guide 6.1.3:
+# "once daily"); the check itself is a file read.
+TRAINING_CHECK_SECONDS = 60
+
+
+async def _daily_training(home: Home) -> None:
+    """Learn the "Learn Spam"/"Learn Ham" folders once a day, alongside deliveries."""
+    from ..filters.training import train_if_due_async
+
+    while True:
+        try:
+            await train_if_due_async(home)
+        except Exception as exc:  # training must never stop deliveries; try again later
+            print(f"send: bayes training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await asyncio.sleep(TRAINING_CHECK_SECONDS)
+
+
 async def _main(home: Home) -> int:
     queue = Queue(home.queue_dir)
     lock = QueueLock(queue)
@@ -78,9 +95,11 @@ async def _main(home: Home) -> int:
     loop.add_signal_handler(signal.SIGHUP, scheduler.request_reload)
     loop.add_signal_handler(signal.SIGUSR1, scheduler.request_flush)
     loop.add_signal_handler(signal.SIGALRM, scheduler.request_flush)
+    training = asyncio.ensure_future(_daily_training(home))
     try:
         await scheduler.run()
     finally:
+        training.cancel()
         loop.remove_reader(trigger.fd)
         trigger.close()
         log.close()
@@ -98,7 +117,7 @@ _PRELOAD = (
     "dns.rdtypes.ANY.SOA", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.NS",
     "dns.edns", "dns.flags", "dns.asyncquery", "dns._asyncio_backend",
     "mailyard.filters.mailbox", "mailyard.filters.spamd", "mailyard.filters.policy",
-    "mailyard.store.accounts", "mailyard.mailboxes", "aiospamc",
+    "mailyard.store.accounts", "mailyard.mailboxes", "aiospamc", "mailyard.filters.training",
 )
 
 
