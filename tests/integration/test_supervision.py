@@ -52,9 +52,14 @@ def test_stop_and_start_one_service(running_node):
     assert _state(home, "smtp").state == "RUNNING"
 
 
+def _running_pid(home, name: str) -> int:
+    assert _wait(lambda: _state(home, name).pid is not None), control.log_tail(home, name, 40)
+    return _state(home, name).pid
+
+
 def test_auto_restart_brings_a_killed_service_back(running_node):
     home = running_node
-    pid = _state(home, "send").pid
+    pid = _running_pid(home, "send")
     os.kill(pid, signal.SIGKILL)
     assert _wait(lambda: (_state(home, "send").pid or pid) != pid
                  and _state(home, "send").state == "RUNNING")
@@ -66,7 +71,7 @@ def test_without_auto_restart_a_killed_service_stays_down(running_node):
     control.apply_supervisor_settings(home)
     control.start(home, "send")
     control.wait_ready(home, ["send"], timeout=30)
-    pid = _state(home, "send").pid
+    pid = _running_pid(home, "send")
     os.kill(pid, signal.SIGKILL)
     assert _wait(lambda: _state(home, "send").state in ("STOPPED", "FATAL"))
     time.sleep(2)
@@ -78,7 +83,7 @@ def test_the_memory_limit_is_applied_before_the_program_starts(running_node):
     set_setting(home, "service.send.memory_limit_mb", 700)
     control.restart(home, "send")
     control.wait_ready(home, ["send"], timeout=30)
-    pid = _state(home, "send").pid
+    pid = _running_pid(home, "send")
 
     def limit_line() -> str:
         limits = open(f"/proc/{pid}/limits").read()
