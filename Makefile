@@ -9,7 +9,7 @@ PORT_BASE ?= 0
 run:
 	@scripts/setup.sh run
 	@if [ "$$(id -u)" = 0 ]; then .venv/bin/mailyard install-commands; fi
-	@.venv/bin/mailyard run --home "$(MAILYARD_HOME)" --port-base "$(PORT_BASE)"
+	@.venv/bin/mailyard --home "$(MAILYARD_HOME)" run --port-base "$(PORT_BASE)"
 
 test:
 	@scripts/setup.sh test
