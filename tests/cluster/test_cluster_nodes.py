@@ -175,3 +175,42 @@ def test_a_node_that_joins_later_owes_nothing_for_older_changes(cluster: Cluster
     assert "alpha" in warning  # the store decides which cluster; the URL is only compared
     assert pending_changes(delta) == []
     assert load_settings(delta)["smtp.greeting"] == "before delta"
+
+
+def test_a_cascaded_greeting_reaches_smtp_clients_of_a_running_member(cluster: Cluster):
+    """gamma runs smtp and its panel (whose cluster agent listens); a greeting cascaded from
+    the manager is applied there (smtp reloaded) and is what an SMTP client sees."""
+    import smtplib
+
+    from mailyard.services import control
+
+    gamma = cluster.members[1]
+    services = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd",
+                "clamd", "freshclam", "panel")
+    change_settings(gamma, {f"service.{name}.start_on_boot": name in ("smtp", "panel")
+                            for name in services}, apply=False)  # gamma's own values
+    try:
+        control.up(gamma, timeout=90)
+        deadline = time.monotonic() + APPLY_WAIT_SECONDS
+        while "RUNNING" != next(r for r in list_nodes(gamma)
+                                if r["name"] == "gamma")["services"].get("panel"):
+            assert time.monotonic() < deadline, "gamma's agent never reported its panel"
+            time.sleep(0.2)
+        result = change_settings(cluster.manager, {"smtp.greeting": "hello from the yard"},
+                                 cascade=True)
+        (change_id,) = result.change_ids
+        while _state(cluster.manager, change_id, "gamma") != "applied":
+            assert _state(cluster.manager, change_id, "gamma") != "failed", \
+                changes_report(cluster.manager)[0]["nodes"]
+            assert time.monotonic() < deadline, "gamma never applied the cascaded greeting"
+            time.sleep(0.2)
+        while True:
+            client = smtplib.SMTP(timeout=30)
+            _, greeting = client.connect("127.0.0.1", gamma.port("smtp"))
+            client.quit()
+            if b"hello from the yard" in greeting:
+                break
+            assert time.monotonic() < deadline, f"gamma still greets with {greeting!r}"
+            time.sleep(0.3)
+    finally:
+        control.down(gamma)

@@ -50,9 +50,17 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(run_sampler(home)) if sample else None
+        # The cluster agent (heartbeat, cascaded changes) runs here: see mailyard.cluster.agent.
+        agent = None
+        if sample and home.db_url.startswith(("postgresql", "postgres")):
+            from ..cluster.agent import start_thread
+
+            agent = start_thread(home)
         try:
             yield
         finally:
+            if agent is not None:
+                agent[1].set()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
