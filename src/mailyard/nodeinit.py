@@ -39,9 +39,15 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     from .store.models import SettingRow
 
     with session_scope(home.db_url) as s:
-        has_hostname = s.get(SettingRow, {"key": "server.hostname", "node": ""}) is not None
-    if not has_hostname:
+        stored = s.get(SettingRow, {"key": "server.hostname", "node": ""})
+        cluster_hostname = stored.value if stored is not None else None
+    if cluster_hostname is None:
         set_many(home, {"server.hostname": hostname, "server.default_domain": hostname})
+    elif cluster_hostname != hostname:
+        # Another node made this (shared) store: the hostname names this node alone.
+        from .store.settings_store import set_setting
+
+        set_setting(home, "server.hostname", hostname, node_only=True)
     if not home.cert_file.exists() or not home.key_file.exists():
         make_self_signed(home.cert_file, home.key_file, hostname)
     from .services.privileges import chown_tree, ensure_mail_user

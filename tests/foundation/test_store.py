@@ -129,3 +129,13 @@ def test_an_inactive_mailbox_cannot_authenticate(store_home):
     assert not accounts.check_mailbox_password(store_home, "a@example.com", "pw")
     accounts.set_domain_owner(store_home, "example.com", "u2")
     assert accounts.domains_owned_by(store_home, "u2") == ["example.com"]
+
+
+def test_a_second_node_on_a_shared_store_keeps_its_own_hostname(pg_url, tmp_path):
+    from mailyard.store.settings_store import load_settings
+
+    first, _ = init_home(tmp_path / "a", "mx1.example.test", db_url=pg_url, node_name="a")
+    second, _ = init_home(tmp_path / "b", "mx2.example.test", db_url=pg_url, node_name="b")
+    assert load_settings(first)["server.hostname"] == "mx1.example.test"
+    assert load_settings(second)["server.hostname"] == "mx2.example.test"
+    assert load_settings(second)["server.default_domain"] == "mx1.example.test"
