@@ -82,6 +82,25 @@ def _attempt(make, node, n):
         return "refused", exc
 
 
+def _auth_busy(result) -> bool:
+    """A login the password checkers could not take in time (argon2id is costly and the burst
+    arrives at once): it says nothing about the connection cap, so it is tried again."""
+    outcome, exc = result
+    return outcome == "refused" and b"Temporary authentication failure" in str(exc).encode()
+
+
+def _settle(results, make, node):
+    """Retry, one at a time and with the burst's sessions still held, the logins refused only
+    because the password checkers were busy."""
+    for _ in range(5):
+        busy = [i for i, r in enumerate(results) if _auth_busy(r)]
+        if not busy:
+            return results
+        for i in busy:
+            results[i] = _attempt(make, node, i)
+    return results
+
+
 def test_connection_caps_hold_under_a_burst(node):
     imaps_clients, pop3_clients = 12, 6
     with ThreadPoolExecutor(max_workers=imaps_clients + pop3_clients) as pool:
@@ -89,6 +108,8 @@ def test_connection_caps_hold_under_a_burst(node):
         pop3 = [pool.submit(_attempt, _pop3_session, node, n) for n in range(pop3_clients)]
         imaps_results = [f.result() for f in imaps]
         pop3_results = [f.result() for f in pop3]
+    imaps_results = _settle(imaps_results, _imaps_session, node)
+    pop3_results = _settle(pop3_results, _pop3_session, node)
     try:
         for results, cap, total in ((imaps_results, IMAPS_CAP, imaps_clients),
                                     (pop3_results, POP3_CAP, pop3_clients)):
