@@ -26,10 +26,15 @@ def _free(port: int) -> bool:
     return True
 
 
+# Port bases are drawn below the kernel's ephemeral range (32768-60999 here): a port chosen
+# there can be taken a moment later by any outgoing connection (to spamd, PostgreSQL, ...).
+PORT_BASE_RANGE = (10000, 29000)
+
+
 def free_port_base() -> int:
     """A port base under which every standard port of a node is free on 127.0.0.1."""
     for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
+        base = random.randrange(*PORT_BASE_RANGE, 10)
         ports = [base + p for p in STANDARD_PORTS.values()]
         if max(ports) < 65000 and all(_free(p) for p in ports):
             return base

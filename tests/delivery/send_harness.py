@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 
 import dnslib
 import dnslib.server
+from tests.conftest import free_port_base  # noqa: E402,F401
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
@@ -62,17 +62,6 @@ def open_home_to_mail_owner(home: Home) -> None:
         os.chown(path, uid, gid)
 
 
-def free_port_base() -> int:
-    """A port base under which the SMTP port (25 + base) is free on loopback."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", base + 25))
-            except OSError:
-                continue
-        return base
-    raise RuntimeError("no free port base")
 
 
 class SmtpService:

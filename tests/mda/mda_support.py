@@ -11,7 +11,6 @@ from __future__ import annotations
 import imaplib
 import os
 import poplib
-import random
 import signal
 import socket
 import ssl
@@ -21,7 +20,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.home import STANDARD_PORTS, Home
+from tests.conftest import free_port_base  # noqa: E402,F401
+
+from mailyard.home import Home
 from mailyard.mda import dovecot, master
 from mailyard.mda.config import paths
 from mailyard.mda.listeners import LISTENERS
@@ -46,15 +47,6 @@ def short_tmp(prefix: str) -> Path:
     return path
 
 
-def free_port_base() -> int:
-    """A port base under which every standard port of a node is free on 127.0.0.1 (as the
-    suite's conftest does; repeated here because this module is imported, not a conftest)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
-        ports = [base + p for p in STANDARD_PORTS.values()]
-        if max(ports) < 65000 and all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port base found")
 
 
 def _free(port: int) -> bool:

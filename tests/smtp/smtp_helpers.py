@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -13,7 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.home import STANDARD_PORTS, Home
+from tests.conftest import free_port_base  # noqa: E402,F401
+
+from mailyard.home import Home
 from mailyard.services.privileges import mail_owner, running_as_root
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import set_setting
@@ -26,15 +27,6 @@ JOE_PASSWORD = "correct horse battery"
 START_TIMEOUT = 60.0
 
 
-def free_port_base() -> int:
-    """A port base under which every standard port of a node is free on loopback (the same
-    search as the suite's root conftest, which cannot be imported by name from here)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 10)
-        ports = [base + p for p in STANDARD_PORTS.values()]
-        if max(ports) < 65000 and all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port base found")
 
 
 def _free(port: int) -> bool:
