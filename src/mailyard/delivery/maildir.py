@@ -12,6 +12,8 @@ import socket
 import time
 from pathlib import Path
 
+from ..durable import fsync_dir
+
 _sequence = itertools.count()
 
 
@@ -28,12 +30,6 @@ def unique_name(size: int) -> str:
     return f"{seconds}.M{micros}P{os.getpid()}Q{next(_sequence)}.{_host_part()},S={size}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def deliver_to_folder(folder: Path, message: bytes) -> Path:

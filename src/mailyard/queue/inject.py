@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..durable import fsync_dir
 from ..services.privileges import mail_owner, running_as_root
 from .envelope import Envelope
 from .errors import QueueError
@@ -24,13 +25,6 @@ WRITE_BUFFER_BYTES = 64 * 1024
 _sequence = itertools.count()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the directory entries of `path` durable (a rename is not, until this)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _wrap(err: OSError, doing: str) -> QueueError:

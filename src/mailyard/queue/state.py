@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..durable import fsync_dir
 from .envelope import Envelope
 from .errors import QueueError
-from .inject import fsync_dir
 from .layout import Queue
 
 CHANNELS: tuple[str, ...] = ("local", "remote")
