@@ -129,6 +129,9 @@ class ClusterNode(Base):
     joined_change_id: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The node's own TLS certificate (PEM, HOME/tls/cert.pem), written at init, join and every
+    # heartbeat: the manager trusts exactly this certificate when it calls the node's API.
+    cert_pem: Mapped[str] = mapped_column(Text, nullable=False, default="")
 
 
 class ClusterToken(Base):
