@@ -60,4 +60,7 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     if count_admins(home) == 0:
         password = secrets.token_urlsafe(15)
         add_admin(home, "admin", password)
+    from .store.cache import refresh_cache
+
+    refresh_cache(home)  # a node on a shared store has its local copy from the start
     return home, password

@@ -10,7 +10,8 @@ from . import account_cmds, node_cmds, settings_cmds
 from .common import CliError
 
 _GROUPS = [node_cmds, account_cmds, settings_cmds]
-_OPTIONAL_GROUPS = ["queue_cmds", "filter_cmds", "token_cmds", "install_cmds", "cluster_cmds"]
+_OPTIONAL_GROUPS = ["queue_cmds", "filter_cmds", "token_cmds", "install_cmds", "cluster_cmds",
+                    "store_cmds"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,11 +88,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from ..services import control
 
-    rows = [s.as_dict() for s in control.status(home_of(args))]
+    home = home_of(args)
+    rows = [s.as_dict() for s in control.status(home)]
     if args.json:
         print_json([{k: r[k] for k in ("name", "state", "pid", "uptime", "version")}
                     for r in rows])
     else:
+        from ..store.cache import store_health, uses_cache
+
+        if uses_cache(home):  # a shared store: say whether it answers (`mailyard store status`)
+            print(store_health(home).summary())
         print_table(rows, ["name", "state", "pid", "uptime", "version"])
     return 0
 

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..settings.apply import NOTIFY_CHANNEL
+from ..store.cache import refresh_cache
 from .changes import apply_pending
 from .membership import report_status
 
@@ -40,17 +41,31 @@ def conninfo(db_url: str) -> str:
 
 
 def run_once(home: Home) -> None:
-    """One heartbeat: report status, then apply pending changes. Errors are logged, not raised:
-    the agent must outlive a store that is briefly away."""
+    """One heartbeat: report status, apply pending changes, refresh the local cache. Errors
+    are logged, not raised: the agent must outlive a store that is briefly away."""
     try:
         if report_status(home):
-            applied = apply_pending(home)
-            if applied.change_ids:
-                log.info("applied cascaded changes %s: reloaded %s%s", applied.change_ids,
-                         ", ".join(applied.reloaded) or "nothing",
-                         f"; problems: {'; '.join(applied.problems)}" if applied.problems else "")
+            _apply(home)
     except Exception as exc:
         log.warning("cluster heartbeat failed: %s", exc)
+    _refresh(home)
+
+
+def _apply(home: Home) -> None:
+    applied = apply_pending(home)
+    if applied.change_ids:
+        log.info("applied cascaded changes %s: reloaded %s%s", applied.change_ids,
+                 ", ".join(applied.reloaded) or "nothing",
+                 f"; problems: {'; '.join(applied.problems)}" if applied.problems else "")
+
+
+def _refresh(home: Home) -> None:
+    """Keep the node's local cache of the store in step (what it works from while the store
+    is away; see mailyard.store.cache). A failure keeps the previous copy."""
+    try:
+        refresh_cache(home)
+    except Exception as exc:
+        log.warning("cannot refresh the local cache of the store: %s", exc)
 
 
 def run_agent(home: Home, stop: threading.Event,
@@ -88,9 +103,10 @@ def run_agent(home: Home, stop: threading.Event,
                 notified = True
             if notified:
                 try:
-                    apply_pending(home)
+                    _apply(home)
                 except Exception as exc:
                     log.warning("applying cascaded changes failed: %s", exc)
+                _refresh(home)
         except psycopg.Error as exc:
             log.warning("lost the LISTEN connection to the store: %s", exc)
             try:

@@ -361,10 +361,10 @@ class Preference:
 
 def list_preferences(home: Home, scope: str | None = None) -> list[Preference]:
     """Every stored preference (or those of one scope), in the order they are applied."""
-    from ..store.db import session_scope
+    from ..store.cache import read_scope
     from ..store.models import SpamPreference
 
-    with session_scope(home.db_url) as session:
+    with read_scope(home) as session:
         query = select(SpamPreference).order_by(SpamPreference.id)
         if scope is not None:
             query = query.where(SpamPreference.scope == normalise_scope(scope))

@@ -116,11 +116,15 @@ class Paths:
     base_dir: Path  # sockets and master.pid
     state_dir: Path
     sql_conf: Path
+    # Dovecot's second source of accounts on a cluster node: the local cache of the store
+    # (mailyard.store.cache), asked only when the store itself does not answer.
+    cache_sql_conf: Path
 
 
 def paths(home: Home) -> Paths:
     return Paths(base_dir=home.var_dir / "dovecot", state_dir=home.var_dir / "dovecot-state",
-                 sql_conf=home.etc_dir / "dovecot" / "dovecot-sql.conf.ext")
+                 sql_conf=home.etc_dir / "dovecot" / "dovecot-sql.conf.ext",
+                 cache_sql_conf=home.etc_dir / "dovecot" / "dovecot-cache-sql.conf.ext")
 
 
 def conf_path(home: Home) -> Path:
@@ -214,6 +218,23 @@ def _service_blocks(home: Home, settings: dict[str, Any], on: dict[str, bool],
     return out
 
 
+def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str]:
+    """passdb and userdb: the store; on a cluster node also the local cache, asked only when
+    the store fails to answer (an internal failure). The store's "no" (unknown user, wrong
+    password, inactive mailbox) is final: the cache never overrules it."""
+    from ..store.cache import uses_cache
+
+    if not uses_cache(home):
+        return ["passdb {", "  driver = sql", f"  args = {sql_conf}", "}",
+                "userdb {", "  driver = sql", f"  args = {sql_conf}", "}"]
+    lines = []
+    for kind in ("passdb", "userdb"):
+        lines += [f"{kind} {{", "  driver = sql", f"  args = {sql_conf}",
+                  "  result_failure = return-fail", "  result_internalfail = continue", "}",
+                  f"{kind} {{", "  driver = sql", f"  args = {cache_sql_conf}", "}"]
+    return lines
+
+
 def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident: Identity,
                 ipv6: bool) -> str:
     """dovecot.conf for `home` with `settings`; `on` says which listeners are switched on."""
@@ -278,14 +299,8 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "auth_username_format = %Lu",
         f"auth_failure_delay = {delay} secs",
         "disable_plaintext_auth = yes",
-        "passdb {",
-        "  driver = sql",
-        f"  args = {sql_conf}",
-        "}",
-        "userdb {",
-        "  driver = sql",
-        f"  args = {sql_conf}",
-        "}",
+        *_account_sources(home, sql_conf, safe_path(p.cache_sql_conf, "the cache's SQL "
+                                                    "configuration")),
         "",
         "# TLS: implicit on pop3s and imaps, STARTTLS on pop3 and imap",
         "ssl = yes",

@@ -157,12 +157,25 @@ def up(home: Home, timeout: float = UP_TIMEOUT_SECONDS) -> list[str]:
     from ..mda.dovecot import reset_listeners
 
     reset_listeners(home)  # a fresh start follows start-on-boot, not last run's switches
+    _refresh_cache(home)
     start_supervisor(home)
     services = enabled_services(home)
     for name in services:
         start(home, name, wait=False)
     wait_ready(home, services, timeout)
     return services
+
+
+def _refresh_cache(home: Home) -> None:
+    """Bring the local cache of a cluster's store up to date before the services start; a
+    store that is away leaves the last copy, which the services then work from."""
+    from ..store.cache import refresh_cache
+
+    try:
+        refresh_cache(home)
+    except Exception as exc:
+        print(f"warning: the store did not answer ({type(exc).__name__}); the services start "
+              "from the local cache", file=sys.stderr)
 
 
 def down(home: Home) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ..store import accounts
-from ..store.db import session_scope
+from ..store.cache import read_scope
 from ..store.models import Alias, Domain, Mailbox
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Directory:
 
 
 def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool]:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         if s.scalar(select(Domain.id).where(Domain.name == domain.lower())) is None:
             return False, False
         key = address.strip().lower()

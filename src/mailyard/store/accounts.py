@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from ..settings.types import is_hostname
+from .cache import read_scope
 from .db import session_scope
 from .models import Admin, Alias, Domain, Mailbox
 from .passwords import hash_password, verify_password
@@ -70,7 +71,7 @@ def add_domain(home: Home, name: str, owner: str = "") -> str:
 
 
 def list_domains(home: Home) -> list[dict[str, object]]:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         rows = s.execute(
             select(Domain.name, Domain.owner, func.count(Mailbox.id))
             .outerjoin(Mailbox).group_by(Domain.id).order_by(Domain.name)
@@ -87,12 +88,12 @@ def remove_domain(home: Home, name: str) -> None:
 
 
 def is_local_domain(home: Home, name: str) -> bool:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         return s.scalar(select(Domain.id).where(Domain.name == name.lower())) is not None
 
 
 def local_domains(home: Home) -> set[str]:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         return set(s.scalars(select(Domain.name)))
 
 
@@ -101,7 +102,7 @@ def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
     from ..home import Home as _Home
 
     node = home if isinstance(home, _Home) else _Home.find(str(home))
-    with session_scope(node.db_url) as s:
+    with read_scope(node) as s:
         return sorted(s.scalars(select(Domain.name).where(Domain.owner == owner)))
 
 
@@ -159,7 +160,7 @@ def set_spam_action(home: Home, address: str, action: str) -> None:
 
 
 def list_mailboxes(home: Home, domain: str | None = None) -> list[MailboxInfo]:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         q = select(Mailbox).order_by(Mailbox.address)
         if domain:
             q = q.join(Domain).where(Domain.name == domain.lower())
@@ -168,7 +169,7 @@ def list_mailboxes(home: Home, domain: str | None = None) -> list[MailboxInfo]:
 
 
 def get_mailbox(home: Home, address: str) -> MailboxInfo | None:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         m = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
         return MailboxInfo(m.address, m.active, m.quota_mb, m.spam_action) if m else None
 
@@ -184,7 +185,7 @@ def remove_mailbox(home: Home, address: str) -> None:
 
 def check_mailbox_password(home: Home, address: str, password: str) -> bool:
     """SMTP AUTH's check: the same hash Dovecot verifies; False for unknown or inactive."""
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         stored = s.scalar(select(Mailbox.password_hash).where(
             Mailbox.address == address.strip().lower(), Mailbox.active.is_(True)))
     return bool(stored) and verify_password(stored, password)
@@ -249,13 +250,13 @@ def set_mailbox_active(home: Home, address: str, active: bool) -> None:
 
 
 def list_aliases(home: Home) -> list[AliasInfo]:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         return [AliasInfo(a.source, a.target_list, a.keep_copy)
                 for a in s.scalars(select(Alias).order_by(Alias.source))]
 
 
 def get_alias(home: Home, source: str) -> AliasInfo | None:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         a = s.scalar(select(Alias).where(Alias.source == source.strip().lower()))
         return AliasInfo(a.source, a.target_list, a.keep_copy) if a else None
 
@@ -281,7 +282,7 @@ def add_admin(home: Home, username: str, password: str) -> None:
 
 
 def check_admin_password(home: Home, username: str, password: str) -> bool:
-    with session_scope(home.db_url) as s:
+    with read_scope(home) as s:
         stored = s.scalar(select(Admin.password_hash).where(Admin.username == username))
     return bool(stored) and verify_password(stored, password)
 

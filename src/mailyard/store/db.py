@@ -17,6 +17,10 @@ _ENGINES: dict[str, Engine] = {}
 # How long an SQLite writer waits for another process's lock before failing, in ms. Several
 # services (smtp, send, panel, Dovecot) share the file; writes are short.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# How long a connection to a PostgreSQL store may take before it counts as unreachable, in s.
+# Without it a store host that silently drops packets would hold an SMTP session for minutes;
+# with it the node turns to its local cache (store/cache.py) after this long.
+PG_CONNECT_TIMEOUT_SECONDS = 5
 
 
 def normalise_url(url: str) -> str:
@@ -42,7 +46,8 @@ def engine_for(url: str) -> Engine:
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.close()
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True,
+                                   connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS})
         _ENGINES[url] = engine
     return engine
 

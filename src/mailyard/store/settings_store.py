@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from ..settings.registry import REGISTRY, setting
+from .cache import read_scope
 from .db import session_scope
 from .models import SettingRow
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 def load_settings(home: Home) -> dict[str, Any]:
     """Every setting's typed value: the default, the cluster-wide value, then this node's."""
     values = {key: s.default for key, s in REGISTRY.items()}
-    with session_scope(home.db_url) as session:
+    with read_scope(home) as session:  # the local cache while a cluster's store is away
         rows = session.execute(
             select(SettingRow).where(SettingRow.node.in_(["", home.node_name]))
         ).scalars().all()

@@ -1,0 +1,326 @@
+"""A node's local cache of the shared store, and reads that fall back to it.
+
+A cluster node's store is PostgreSQL on another machine. When that machine (or the way to it)
+is down, the node must go on accepting, delivering and serving mail for the accounts it knew,
+with the settings it had (issue 10, point 5). So every node keeps a copy of what mail needs:
+domains, mailboxes, aliases, settings, spam preferences and admins, in one SQLite file,
+HOME/db/cache.sqlite, with the store's own table layout.
+
+- Kept in step by `refresh_cache`: the cluster agent calls it every heartbeat and after every
+  cascaded change, `mailyard up` calls it, and so does `mailyard cache refresh`. One refresh is
+  one SQLite transaction (tables dropped, created and filled between BEGIN IMMEDIATE and
+  COMMIT), so a reader sees the whole old copy or the whole new one, never a mix. The file stays
+  in rollback-journal mode: Dovecot's auth workers read it too (mda/sqlconf.py), and a reader of
+  a WAL file would need to write its shared-memory file.
+- Read through `read_scope`: the store when it answers, else the cache. A store that failed is
+  not asked again for STORE_RETRY_SECONDS, so a dead store costs one connection attempt every few
+  seconds rather than one per SMTP command. Writes never fall back: a change made while the
+  store is away is refused with the store's error, and nothing is queued to be replayed.
+- A node on SQLite (a single node; the store is a local file) needs no cache: `read_scope` is
+  then just the store's session.
+
+The copy is not a replica of PostgreSQL and takes no part in the cluster's consistency: when the
+store is back, reads go to it again and the next refresh overwrites the copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from .db import engine_for, session_scope
+from .models import Admin, Alias, Domain, Mailbox, SettingRow, SpamPreference
+
+if TYPE_CHECKING:
+    from ..home import Home
+
+log = logging.getLogger("mailyard.store")
+
+CACHE_NAME = "cache.sqlite"
+# The tables mail needs when the store is away, parents before children (foreign keys).
+CACHED_MODELS = (Domain, Mailbox, Alias, SettingRow, SpamPreference, Admin)
+CACHED_TABLES = tuple(m.__table__ for m in CACHED_MODELS)  # type: ignore[attr-defined]
+# After the store failed, read from the cache for this many seconds before trying it again:
+# short enough to notice its return at once, long enough that a dead store is not hammered.
+STORE_RETRY_SECONDS = 5.0
+# The cache is as private as the store: it holds password hashes.
+CACHE_MODE = 0o600
+
+
+class StoreUnavailable(RuntimeError):
+    """The store does not answer and this node has no cache to answer instead."""
+
+
+def uses_cache(home: Home) -> bool:
+    """Whether this node keeps a local cache: only when the store is across the network."""
+    return home.db_url.startswith(("postgresql", "postgres"))
+
+
+def cache_path(home: Home) -> Path:
+    return home.root / "db" / CACHE_NAME
+
+
+# ---- the store's state, as this process last saw it ---------------------------------------------
+
+
+@dataclass
+class _Outage:
+    since: float  # wall clock
+    retry_at: float  # monotonic
+    error: str
+
+
+_outages: dict[str, _Outage] = {}
+_outage_lock = threading.Lock()
+
+
+def _mark_down(home: Home, exc: BaseException) -> None:
+    error = _short(exc)
+    with _outage_lock:
+        known = _outages.get(home.db_url)
+        if known is None:
+            log.warning("the store is unreachable (%s); answering from the local cache %s",
+                        error, cache_path(home))
+        _outages[home.db_url] = _Outage(known.since if known else time.time(),
+                                        time.monotonic() + STORE_RETRY_SECONDS, error)
+
+
+def _mark_up(home: Home) -> None:
+    with _outage_lock:
+        known = _outages.pop(home.db_url, None)
+    if known is not None:
+        log.warning("the store answers again after %.0f s; reading from it",
+                    time.time() - known.since)
+
+
+def _retry_later(home: Home) -> bool:
+    with _outage_lock:
+        known = _outages.get(home.db_url)
+        return known is not None and time.monotonic() < known.retry_at
+
+
+def _short(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    first = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {first[0] if first else ''}".strip()
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+_cache_engines: dict[Path, Engine] = {}
+_cache_lock = threading.Lock()
+
+
+def _cache_engine(path: Path, *, writer: bool) -> Engine:
+    """An engine on the cache file whose transactions are real SQLite transactions.
+
+    Python's sqlite3 does not open a transaction before DDL, so the recipe from SQLAlchemy's
+    SQLite notes is used: driver-level autocommit, and BEGIN (IMMEDIATE for the writer) sent by
+    SQLAlchemy when a transaction starts. NullPool: a refresh replaces tables, and an idle
+    pooled connection gains nothing here (reads are rare while the store is up)."""
+    key = path.with_suffix(".writer" if writer else ".reader")
+    with _cache_lock:
+        engine = _cache_engines.get(key)
+        if engine is None:
+            engine = create_engine(f"sqlite:///{path}", poolclass=NullPool,
+                                   connect_args={"timeout": 10})
+            begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+            @event.listens_for(engine, "connect")
+            def _autocommit(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+                dbapi_conn.isolation_level = None
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn):  # type: ignore[no-untyped-def]
+                conn.exec_driver_sql(begin)
+
+            _cache_engines[key] = engine
+        return engine
+
+
+def _open_primary(home: Home) -> Session | None:
+    """A session on the store with its connection made, or None when the store is away."""
+    if _retry_later(home):
+        return None
+    session = sessionmaker(engine_for(home.db_url), expire_on_commit=False)()
+    try:
+        session.connection()
+    except DBAPIError as exc:
+        session.close()
+        _mark_down(home, exc)
+        return None
+    _mark_up(home)
+    return session
+
+
+@contextmanager
+def read_scope(home: Home) -> Iterator[Session]:
+    """A session for reading: on the store when it answers, else on this node's cache.
+
+    Only for reads: what is written in a cache session is thrown away."""
+    if not uses_cache(home):
+        with session_scope(home.db_url) as session:
+            yield session
+        return
+    primary = _open_primary(home)
+    if primary is not None:
+        try:
+            yield primary
+            primary.commit()
+        except BaseException:
+            primary.rollback()
+            raise
+        finally:
+            primary.close()
+        return
+    path = cache_path(home)
+    if not path.is_file():
+        with _outage_lock:
+            error = _outages[home.db_url].error if home.db_url in _outages else "unreachable"
+        raise StoreUnavailable(f"the store is unreachable ({error}) and this node has no "
+                               f"local cache yet ({path})")
+    session = sessionmaker(_cache_engine(path, writer=False), expire_on_commit=False)()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+# ---- keeping the cache in step --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    path: Path
+    refreshed_at: datetime | None
+    mailboxes: int
+    domains: int
+
+
+def refresh_cache(home: Home) -> CacheInfo | None:
+    """Copy what mail needs from the store into this node's cache, in one transaction.
+
+    Raises the store's error when it cannot be read (the old copy then stays as it was).
+    None for a node whose store is a local SQLite file."""
+    if not uses_cache(home):
+        return None
+    with engine_for(home.db_url).connect() as source:
+        rows = {t.name: [dict(r) for r in source.execute(select(t)).mappings()]
+                for t in CACHED_TABLES}
+    path = cache_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, CACHE_MODE))
+    # Also when someone else made the file first (Dovecot's SQLite driver creates a missing
+    # file as root): the services that read it run as the mail owner.
+    os.chmod(path, CACHE_MODE)
+    _give_to_mail_owner(home, path)
+    now = datetime.now(UTC)
+    with _cache_engine(path, writer=True).begin() as conn:
+        for table in reversed(CACHED_TABLES):
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
+        conn.exec_driver_sql("DROP TABLE IF EXISTS cache_meta")
+        for table in CACHED_TABLES:
+            table.create(conn)
+        conn.exec_driver_sql("CREATE TABLE cache_meta (name TEXT PRIMARY KEY, value TEXT)")
+        for table in CACHED_TABLES:
+            if rows[table.name]:
+                conn.execute(table.insert(), rows[table.name])
+        conn.execute(text("INSERT INTO cache_meta VALUES ('refreshed_at', :at), "
+                          "('node', :node)"), {"at": now.isoformat(), "node": home.node_name})
+    return CacheInfo(path, now, len(rows["mailboxes"]), len(rows["domains"]))
+
+
+def _give_to_mail_owner(home: Home, path: Path) -> None:
+    """The SMTP and send services read the cache after dropping root."""
+    from ..services.privileges import chown_path
+
+    chown_path(path.parent)
+    chown_path(path)
+
+
+def cache_info(home: Home) -> CacheInfo | None:
+    """What the cache holds and when it was last refreshed; None when there is none."""
+    path = cache_path(home)
+    if not uses_cache(home) or not path.is_file():
+        return None
+    try:
+        with _cache_engine(path, writer=False).connect() as conn:
+            at = conn.execute(text("SELECT value FROM cache_meta WHERE name = 'refreshed_at'")
+                              ).scalar()
+            boxes = conn.execute(select(func.count()).select_from(Mailbox.__table__)).scalar()
+            domains = conn.execute(select(func.count()).select_from(Domain.__table__)).scalar()
+    except DBAPIError:
+        return CacheInfo(path, None, 0, 0)  # being written for the first time, or damaged
+    return CacheInfo(path, datetime.fromisoformat(at) if at else None, int(boxes or 0),
+                     int(domains or 0))
+
+
+# ---- the store's health, for `mailyard status` and the panel ------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    kind: str  # "sqlite" or "postgresql"
+    reachable: bool
+    error: str
+    cache: CacheInfo | None
+
+    def as_dict(self) -> dict[str, Any]:
+        cache = None
+        if self.cache is not None:
+            cache = {"path": str(self.cache.path), "mailboxes": self.cache.mailboxes,
+                     "domains": self.cache.domains,
+                     "refreshed_at": (self.cache.refreshed_at.isoformat()
+                                      if self.cache.refreshed_at else None)}
+        return {"kind": self.kind, "reachable": self.reachable, "error": self.error,
+                "cache": cache}
+
+    def summary(self) -> str:
+        """One line for people: is the store there, and if not what the node works from."""
+        if self.reachable:
+            return f"store: {self.kind}, reachable"
+        where = "no local cache: mail for accounts cannot be checked, senders are told to " \
+                "try again later"
+        if self.cache is not None and self.cache.refreshed_at is not None:
+            age = int((datetime.now(UTC) - self.cache.refreshed_at).total_seconds())
+            stamp = f"{self.cache.refreshed_at:%Y-%m-%d %H:%M:%S}"
+            where = (f"working from the local cache of {stamp} UTC ({_age(age)} old; "
+                     f"{self.cache.mailboxes} mailboxes, "
+                     f"{self.cache.domains} domains); changes are refused until it is back")
+        return f"store: {self.kind}, UNREACHABLE ({self.error}); {where}"
+
+
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{max(0, seconds)} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def store_health(home: Home) -> StoreHealth:
+    """Ask the store now (one connection, bounded by the connect timeout)."""
+    kind = "postgresql" if uses_cache(home) else "sqlite"
+    try:
+        with engine_for(home.db_url).connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except DBAPIError as exc:
+        _mark_down(home, exc)
+        return StoreHealth(kind, False, _short(exc), cache_info(home))
+    _mark_up(home)
+    return StoreHealth(kind, True, "", cache_info(home))
