@@ -41,6 +41,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("service", help="start, stop, restart or reload one service")
     p.add_argument("action", choices=["start", "stop", "restart", "reload"])
     p.add_argument("name", choices=list(SERVICE_NAMES))
+    p.add_argument("--cascade", action="store_true",
+                   help="on every node of the cluster (from the manager; not reload)")
     p.set_defaults(func=cmd_service)
 
 
@@ -105,6 +107,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from ..services import control
 
+    if args.cascade:
+        from . import cascade
+
+        return cascade.run(args, f"service.{args.action}", service=args.name)
     home = home_of(args)
     try:
         getattr(control, args.action)(home, args.name)
