@@ -53,8 +53,14 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def cluster_init(args: argparse.Namespace) -> int:
     from ..cluster.membership import init_manager
 
-    node = _call(init_manager, home_of(args), args.address)
+    from ..cluster import manager_token
+
+    home = home_of(args)
+    node = _call(init_manager, home, args.address)
     print(f"{node.name} is the cluster manager at {node.address}")
+    path = manager_token.renew(home)
+    print(f"node token for cascaded actions: API token {manager_token.TOKEN_NAME}, kept in "
+          f"{path} (a new one each time this runs)")
     print("next: `mailyard cluster token` here, then on each node (initialised with the same "
           "--db) `mailyard cluster join URL --token TOKEN`")
     return 0

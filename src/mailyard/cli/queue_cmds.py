@@ -33,8 +33,12 @@ def add_parsers(sub: Any) -> None:
     p = q.add_parser("purge", help="delete every message of a queue (not the same as process)")
     p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--cascade", action="store_true",
+                   help="purge it on every node of the cluster (from the manager)")
     p.set_defaults(func=queue_purge)
     p = q.add_parser("process", help="make every waiting message due now")
+    p.add_argument("--cascade", action="store_true",
+                   help="on every node of the cluster (from the manager)")
     p.set_defaults(func=queue_process)
     p = q.add_parser("send-test", help="inject a test message")
     p.add_argument("--to", required=True)
@@ -122,6 +126,12 @@ def queue_delete(args: argparse.Namespace) -> int:
 
 
 def queue_purge(args: argparse.Namespace) -> int:
+    if args.cascade:
+        from . import cascade
+
+        _confirm(f"Delete every message in the {args.which} queue of every node of the "
+                 "cluster?", args.yes)
+        return cascade.run(args, "queue.purge", queues=(args.which,))
     _confirm(f"Delete every message in the {args.which} queue?", args.yes)
     result = _call(_admin().purge, home_of(args), args.which)
     print(f"purged {args.which}: {result}")
@@ -129,6 +139,10 @@ def queue_purge(args: argparse.Namespace) -> int:
 
 
 def queue_process(args: argparse.Namespace) -> int:
+    if args.cascade:
+        from . import cascade
+
+        return cascade.run(args, "queue.process")
     result = _call(_admin().process, home_of(args))
     print(f"queue processing requested: {result}")
     return 0

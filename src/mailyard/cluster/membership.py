@@ -64,6 +64,16 @@ def _version() -> str:
     return __version__
 
 
+def own_certificate(home: Home) -> str | None:
+    """This node's TLS certificate as PEM text (what its panel presents), or None when it cannot
+    be read; the manager pins it when it calls the node (see mailyard.cluster.trust)."""
+    try:
+        pem = home.cert_file.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return pem if "-----BEGIN CERTIFICATE-----" in pem else None
+
+
 def _newest_change(session: Any) -> int:
     return int(session.execute(select(func.coalesce(func.max(SettingChange.id), 0))).scalar())
 
@@ -89,6 +99,7 @@ def init_manager(home: Home, address: str | None = None) -> ClusterNode:
             session.add(node)
         node.role, node.address, node.port_base = "manager", address, home.port_base
         node.version, node.last_seen = _version(), _now()
+        node.cert_pem = own_certificate(home) or node.cert_pem
     return node
 
 
@@ -137,6 +148,7 @@ def join(home: Home, manager_url: str, token: str,
             session.add(node)
         node.address, node.port_base, node.token_hash = address, home.port_base, digest
         node.version, node.last_seen = _version(), _now()
+        node.cert_pem = own_certificate(home) or node.cert_pem
     return node, warning
 
 
@@ -157,8 +169,9 @@ def is_member(home: Home) -> bool:
 
 
 def report_status(home: Home) -> bool:
-    """Write this node's heartbeat (version, each service's state, last_seen); False when the
-    node is not a member of a cluster (nothing is written then)."""
+    """Write this node's heartbeat (version, each service's state, last_seen, its TLS
+    certificate, which may have been replaced since the last one); False when the node is not
+    a member of a cluster (nothing is written then)."""
     from ..services import control
 
     try:
@@ -171,6 +184,7 @@ def report_status(home: Home) -> bool:
             return False
         node.version, node.services = _version(), json.dumps(states, sort_keys=True)
         node.port_base, node.last_seen = home.port_base, _now()
+        node.cert_pem = own_certificate(home) or node.cert_pem
     return True
 
 
