@@ -51,9 +51,8 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def cluster_init(args: argparse.Namespace) -> int:
-    from ..cluster.membership import init_manager
-
     from ..cluster import manager_token
+    from ..cluster.membership import init_manager
 
     home = home_of(args)
     node = _call(init_manager, home, args.address)
