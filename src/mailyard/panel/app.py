@@ -15,6 +15,7 @@ from ..home import Home
 from ..settings.types import SettingError
 from . import (
     api_accounts,
+    api_cluster,
     api_queue,
     api_services,
     api_settings,
@@ -41,7 +42,8 @@ A refused value answers 422 with `{"field", "value", "reason"}`.
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus):
+    for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus,
+                   api_cluster):
         router.include_router(module.router)
     return router
 
