@@ -12,6 +12,7 @@ from typing import Any
 from .types import (
     Bool,
     Choice,
+    Directory,
     Hostname,
     Int,
     Lines,
@@ -229,6 +230,18 @@ _add("mda.plaintext_networks", Lines(network_item, "one network per line"),
      "Networks whose clients may log in to POP3/IMAP without TLS. Everyone else must use TLS "
      "first, so passwords never cross the network in the clear.",
      services=("pop3", "imap"), box="mda")
+
+# ---- Mail storage (issue 10: a mail root that several nodes can share) ----------------------
+# Every service that reads or writes Maildirs: delivery (send, which also runs the Bayes IMAP
+# training) and Dovecot's four services, whose reload re-renders mail_home.
+_add("mail.root", Directory(empty_words="HOME/mail, inside the node home"), "", "Mail Root",
+     "Directory holding the mailboxes, as <domain>/<user>/Maildir below it. Empty keeps them in "
+     "the node home (HOME/mail). Give every node the same shared filesystem here (cascade it) "
+     "and any node can deliver to and serve any mailbox. A directory that does not exist yet "
+     "is created for the mail owner; an existing one must be writable by it. Changing it does "
+     "not move mail already stored: copy the mailboxes over yourself, with delivery and "
+     "POP3/IMAP stopped.",
+     services=("send", "pop3", "pop3s", "imap", "imaps"), box="mail_storage")
 
 # ---- SpamAssassin (guide 3.3, 6.1) ------------------------------------------------------------
 _add("spam.smtp_scanning", Bool(), False, "SMTP Level Scanning",

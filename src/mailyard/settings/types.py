@@ -145,6 +145,51 @@ class Text(SettingType):
         return f"{what}, at most {self.max_length} characters"
 
 
+# Characters a directory setting may have: it is written unquoted into generated configurations
+# (mda/config.py's safe_path allows the same set), and % is left out because Dovecot expands
+# %-variables in the paths it is given (mail_home).
+_DIRECTORY = re.compile(r"/[A-Za-z0-9_.,:/@+=~-]*")
+
+
+@dataclass(frozen=True)
+class Directory(SettingType):
+    """An absolute directory path, written back without repeated or trailing slashes; empty
+    (when allowed) means the default place, which `empty_words` names."""
+
+    max_length: int = 200
+    allow_empty: bool = True
+    empty_words: str = "the default"
+
+    def parse(self, key: str, text: str) -> str:
+        raw = str(text)
+        if _CONTROL.search(raw):
+            raise SettingError(key, text, self.describe())
+        value = raw.strip()
+        if not value:
+            if self.allow_empty:
+                return ""
+            raise SettingError(key, text, self.describe() + " (it may not be empty)")
+        if not value.startswith("/"):
+            raise SettingError(key, text, self.describe() + " (it must start with /)")
+        if not _DIRECTORY.fullmatch(value):
+            raise SettingError(key, text, self.describe())
+        parts = [part for part in value.split("/") if part]
+        if any(part in (".", "..") for part in parts):
+            raise SettingError(key, text, self.describe() + " (no . or .. in it)")
+        if not parts:
+            raise SettingError(key, text, self.describe() + " (not / itself)")
+        value = "/" + "/".join(parts)
+        if len(value) > self.max_length:
+            raise SettingError(key, text, self.describe())
+        return value
+
+    def describe(self) -> str:
+        empty = f", or empty for {self.empty_words}" if self.allow_empty else ""
+        return (f"an absolute directory path such as /srv/mail, at most {self.max_length} "
+                "characters, of letters, digits and _ . , : / @ + = ~ - (no spaces, no %)"
+                + empty)
+
+
 @dataclass(frozen=True)
 class Hostname(SettingType):
     allow_empty: bool = False
