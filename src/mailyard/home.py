@@ -5,7 +5,8 @@ Layout (also in the README):
     HOME/mailyard.toml   node identity: store URL, port base, node name
     HOME/db/store.sqlite the store (SQLite, WAL), unless mailyard.toml names PostgreSQL
     HOME/queue/          the mail queue (see docs/queue.md)
-    HOME/mail/           mailboxes: mail/<domain>/<user>/Maildir
+    HOME/mail/           mailboxes: mail/<domain>/<user>/Maildir (setting mail.root may put
+                         them elsewhere, e.g. on a filesystem the nodes share)
     HOME/log/<service>/  multilog-style logs: current, @<tai64n>.s
     HOME/tls/            cert.pem, key.pem (self-signed at init)
     HOME/run/            sockets, pid files, triggers
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ STANDARD_PORTS: dict[str, int] = {
 PORT_SETTINGS: dict[str, str] = {"submission": "submission.port", "smtps": "submission.smtps_port"}
 
 CONFIG_NAME = "mailyard.toml"
+# Where the mailboxes live, below the home, while setting mail.root is empty.
+DEFAULT_MAIL_DIR = "mail"
 
 
 class HomeError(RuntimeError):
@@ -51,6 +55,8 @@ class Home:
     db_url: str
     port_base: int = 0
     node_name: str = "node1"
+    # The mail root as last resolved from the settings; None until first asked (see mail_dir).
+    _mail_root: Path | None = field(default=None, init=False, repr=False, compare=False)
 
     # ---- finding and creating --------------------------------------------------------------
     @classmethod
@@ -86,8 +92,9 @@ class Home:
     def make_dirs(self) -> None:
         if self.db_url.startswith("sqlite:///"):
             Path(self.db_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        for path in (self.root, self.queue_dir, self.mail_dir, self.log_dir, self.tls_dir,
-                     self.run_dir, self.etc_dir, self.var_dir):
+        # HOME/mail, not mail.root: the store may not exist yet (nodeinit prepares the root).
+        for path in (self.root, self.queue_dir, self.default_mail_dir, self.log_dir,
+                     self.tls_dir, self.run_dir, self.etc_dir, self.var_dir):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.tls_dir, 0o700)
 
@@ -97,8 +104,33 @@ class Home:
         return self.root / "queue"
 
     @property
+    def default_mail_dir(self) -> Path:
+        return self.root / DEFAULT_MAIL_DIR
+
+    @property
     def mail_dir(self) -> Path:
-        return self.root / "mail"
+        """The mail root: setting mail.root, or HOME/mail while it is empty.
+
+        Read from the store the first time and then kept, because delivery asks for it with
+        every message. Code that has just loaded the settings hands them over with
+        `use_settings` (the send service at start and on every reload, mailbox creation,
+        applying a mail.root change), so a long-running process follows a change."""
+        root = self._mail_root
+        if root is None:
+            from .store.settings_store import load_settings
+
+            root = self.use_settings(load_settings(self))
+        return root
+
+    def mail_root_in(self, settings: Mapping[str, Any]) -> Path:
+        """The mail root that `settings` give this node (nothing is kept)."""
+        chosen = str(settings.get("mail.root") or "")
+        return Path(chosen) if chosen else self.default_mail_dir
+
+    def use_settings(self, settings: Mapping[str, Any]) -> Path:
+        """Keep the mail root of freshly loaded `settings`; returns it."""
+        self._mail_root = self.mail_root_in(settings)
+        return self._mail_root
 
     @property
     def log_dir(self) -> Path:
