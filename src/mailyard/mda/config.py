@@ -235,13 +235,32 @@ def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str
     return lines
 
 
+# With a mail root of its own (setting mail.root), the mail is taken to be on storage that
+# several nodes may share (NFS or a cluster filesystem). Dovecot 2.3's advice for that case:
+# no mmap of the index files (their changes are not seen across machines) and fsync after
+# every write. mail_nfs_storage/mail_nfs_index stay off, as that advice also says: they flush
+# NFS caches and still do not make two servers working on one user safe; each user is sent
+# to one IMAP/POP3 node at a time instead (docs/cluster.md).
+SHARED_STORAGE_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("mmap_disable", "yes"),
+    ("mail_fsync", "always"),
+)
+
+
+def _shared_storage_lines(settings: dict[str, Any]) -> list[str]:
+    if not settings.get("mail.root"):
+        return []
+    return ["# the mail root may be shared with other nodes (setting mail.root)",
+            *(f"{name} = {value}" for name, value in SHARED_STORAGE_SETTINGS)]
+
+
 def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident: Identity,
                 ipv6: bool) -> str:
     """dovecot.conf for `home` with `settings`; `on` says which listeners are switched on."""
     p = paths(home)
     _check_base_dir(p.base_dir)
     base_dir = safe_path(p.base_dir, "Dovecot's base directory")
-    mail_dir = safe_path(home.mail_dir, "the mail directory")
+    mail_dir = safe_path(home.mail_root_in(settings), "the mail root (setting mail.root)")
     cert = safe_path(home.cert_file, "the TLS certificate")
     key = safe_path(home.key_file, "the TLS key")
     sql_conf = safe_path(p.sql_conf, "the SQL configuration")
@@ -277,6 +296,7 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "# mail: Maildir++ under mail/<domain>/<user>, shared with local delivery",
         f"mail_home = {mail_dir}/%d/%n",
         "mail_location = maildir:~/Maildir",
+        *_shared_storage_lines(settings),
         "namespace inbox {",
         "  inbox = yes",
         "  separator = .",
