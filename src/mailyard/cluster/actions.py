@@ -80,11 +80,12 @@ class Action:
         if self.kind not in KINDS:
             raise ActionError("action", self.kind, f"choose one of {', '.join(KINDS)}")
         if self.kind.startswith("service."):
-            if self.service not in SERVICE_NAMES:
-                raise ActionError("service", self.service or None,
-                                  f"name one of the services: {', '.join(SERVICE_NAMES)}")
             if self.service in NOT_CASCADED:
                 raise ActionError("service", self.service, NOT_CASCADED[self.service])
+            if self.service not in SERVICE_NAMES:
+                allowed = [n for n in SERVICE_NAMES if n not in NOT_CASCADED]
+                raise ActionError("service", self.service or None,
+                                  f"name one of the services: {', '.join(allowed)}")
         elif self.service:
             raise ActionError("service", self.service, f"{self.kind} takes no service")
         if self.kind == "queue.purge":

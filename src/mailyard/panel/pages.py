@@ -29,7 +29,8 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
                         trim_blocks=True, lstrip_blocks=True)
 
 NAV = [("mta", "MTA"), ("mda", "MDA"), ("spam", "Spam Filtering"),
-       ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts")]
+       ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts"),
+       ("cluster", "Cluster")]
 
 
 class NeedSignin(Exception):
@@ -138,10 +139,20 @@ def _statuses(request: Request) -> dict[str, control.ServiceStatus]:
     return {s.name: s for s in control.status(home_of(request))}
 
 
+def _cascades_actions(request: Request) -> bool:
+    """Whether this node is the manager of a cluster, which alone cascades actions: the pages
+    offer "Cascade to nodes?" on service and queue actions only then."""
+    from ..cluster.membership import manager
+
+    current = manager(home_of(request))
+    return current is not None and current.name == home_of(request).node_name
+
+
 def _base(request: Request, session: Session, page: str, title: str) -> dict[str, Any]:
     return {"session": session, "page": page, "title": title, "nav": NAV,
             "csrf": session.csrf, "csrf_field": CSRF_FIELD, "hostname": _hostname(request),
-            "node": home_of(request).node_name}
+            "node": home_of(request).node_name,
+            "cascade_actions": _cascades_actions(request)}
 
 
 @router.get("/")
@@ -218,6 +229,27 @@ def accounts_page(request: Request, session: SignedIn) -> Response:
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
                   aliases=accounts.list_aliases(home), spam_actions=spam_actions)
+
+
+@router.get("/cluster")
+def cluster_page(request: Request, session: SignedIn) -> Response:
+    from ..cluster.changes import changes_report
+    from ..cluster.membership import list_nodes
+
+    home = home_of(request)
+    nodes = list_nodes(home)
+    member = any(n["name"] == home.node_name for n in nodes)
+    return render("cluster.html", **_base(request, session, "cluster", "Cluster"),
+                  nodes=nodes, member=member, changes=changes_report(home) if member else [],
+                  services=_reported_services(nodes))
+
+
+def _reported_services(nodes: list[dict[str, Any]]) -> list[str]:
+    """The services any node reported, in the usual order, then anything else they sent."""
+    from ..settings.registry import SERVICE_NAMES
+
+    reported = {name for n in nodes for name in n["services"]}
+    return [n for n in SERVICE_NAMES if n in reported] + sorted(reported - set(SERVICE_NAMES))
 
 
 @router.get("/queue/message/{qid}")

@@ -7,16 +7,28 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const FLASH_KEY = "mailyard-flash";
 
-  function flash(text, kind) {
+  // A message at the top of the page; `lines` (one per node of a cascaded action) as a list.
+  function flash(text, kind, lines) {
     const box = document.getElementById("flash");
     if (!box) return;
     box.textContent = text;
+    if (lines && lines.length) {
+      const list = document.createElement("ul");
+      list.className = "outcomes";
+      lines.forEach(function (line) {
+        const item = document.createElement("li");
+        item.textContent = line;
+        list.appendChild(item);
+      });
+      box.appendChild(list);
+    }
     box.className = "flash " + (kind || "ok");
     box.hidden = false;
   }
 
-  function reloadWith(text, target) {
-    sessionStorage.setItem(FLASH_KEY, text);
+  function reloadWith(text, target, kind, lines) {
+    sessionStorage.setItem(FLASH_KEY, JSON.stringify({text: text, kind: kind || "ok",
+                                                      lines: lines || []}));
     if (target) window.location.assign(target);
     else window.location.reload();
   }
@@ -24,7 +36,37 @@
   const pending = sessionStorage.getItem(FLASH_KEY);
   if (pending) {
     sessionStorage.removeItem(FLASH_KEY);
-    flash(pending, "ok");
+    let shown = {text: pending, kind: "ok", lines: []};
+    try { shown = JSON.parse(pending); } catch (e) { /* a plain message */ }
+    flash(shown.text, shown.kind, shown.lines);
+  }
+
+  // "Cascade to nodes?" beside an action: ticked, the action goes to every node of the
+  // cluster through the manager (/api/v1/cluster/actions) and each node's outcome is shown.
+  function cascading(el) {
+    const scope = el.closest("[data-cascade-scope]");
+    const box = scope ? scope.querySelector("input.cascade-actions") : null;
+    return !!(el.dataset.cascade && box && box.checked);
+  }
+
+  async function cascade(el, queues) {
+    const body = {action: el.dataset.cascade};
+    if (el.dataset.cascadeService) body.service = el.dataset.cascadeService;
+    if (queues) body.queues = queues;
+    const result = await call("POST", "/api/v1/cluster/actions", body);
+    if (!result.ok) return result;
+    const report = result.data;
+    const lines = report.outcomes.map(function (o) {
+      return o.node + ": " + o.state + " \u2014 " + o.detail;
+    });
+    const text = report.ok ? "Cascaded " + report.action + ": done on every node."
+                           : "Cascaded " + report.action + ": not done on every node.";
+    reloadWith(text, undefined, report.ok ? "ok" : "bad", lines);
+    return result;
+  }
+
+  function confirmText(el, text) {
+    return cascading(el) ? text + " This is done on every node of the cluster." : text;
   }
 
   async function call(method, url, body) {
@@ -107,7 +149,17 @@
         return;
       }
     }
-    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    if (form.dataset.confirm && !window.confirm(confirmText(form, form.dataset.confirm))) return;
+    if (cascading(form)) {
+      const button = form.querySelector('button[type="submit"]') ||
+                     document.querySelector('button[form="' + form.id + '"]');
+      if (button) button.disabled = true;
+      const result = await cascade(form, body.queues);
+      if (button) button.disabled = false;
+      if (!result.ok && status) { status.textContent = describe(result); status.className = "form-status bad"; }
+      else if (!result.ok) flash(describe(result), "bad");
+      return;
+    }
     let url = form.dataset.api;
     url = url.replace(/\{(\w+)\}/g, function (_m, name) {
       return encodeURIComponent(body[name] !== undefined ? body[name] : "");
@@ -149,8 +201,15 @@
 
   document.querySelectorAll("button[data-api]").forEach(function (button) {
     button.addEventListener("click", async function () {
-      if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+      if (button.dataset.confirm &&
+          !window.confirm(confirmText(button, button.dataset.confirm))) return;
       button.disabled = true;
+      if (cascading(button)) {
+        const cascaded = await cascade(button);  // reloads the page with the outcomes
+        button.disabled = false;
+        if (!cascaded.ok) flash(describe(cascaded), "bad");
+        return;
+      }
       const result = await call(button.dataset.method || "POST", button.dataset.api);
       button.disabled = false;
       if (result.ok) reloadWith(button.dataset.done || "Done.", button.dataset.goto);
