@@ -1,6 +1,7 @@
 """The on-disk mailbox layout shared by local delivery and Dovecot: Maildir++ with folders.
 
-A mailbox lives in `mail/<domain>/<user>/Maildir` (Dovecot's home is `mail/<domain>/<user>`).
+A mailbox lives in `<mail root>/<domain>/<user>/Maildir` (Dovecot's home is
+`<mail root>/<domain>/<user>`); the mail root is setting mail.root, HOME/mail while it is empty.
 INBOX is the Maildir itself; a folder is a directory "." + name beside tmp/new/cur, holding
 an empty `maildirfolder` file, and a subfolder joins the names with "." (Maildir++, Dovecot's
 default LAYOUT with "." as separator, which mda/config.py sets explicitly). The file
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,11 +95,15 @@ def _remove_if_empty(path: Path) -> None:
 
 def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Path:
     """Create the mailbox's Maildir and folders and bring its subscriptions in line
-    (idempotent; safe on a mailbox in use). `training` defaults to the setting."""
+    (idempotent; safe on a mailbox in use). `training` defaults to the setting; when the
+    settings are loaded for it, the mail root is taken from them too, so that a long-running
+    process (the panel) creates mailboxes where mail.root says now."""
     if training is None:
         from .store.settings_store import load_settings
 
-        training = bool(load_settings(home)["spam.bayes_imap_training"])
+        settings = load_settings(home)
+        home.use_settings(settings)
+        training = bool(settings["spam.bayes_imap_training"])
     from .services.privileges import chown_path
 
     maildir = home.maildir(address)
@@ -137,9 +143,76 @@ def ensure_all_maildirs(home: Home) -> int:
     from .store.accounts import list_mailboxes
     from .store.settings_store import load_settings
 
-    training = bool(load_settings(home)["spam.bayes_imap_training"])
+    settings = load_settings(home)
+    home.use_settings(settings)
+    training = bool(settings["spam.bayes_imap_training"])
     count = 0
     for box in list_mailboxes(home):
         ensure_maildir(home, box.address, training)
         count += 1
     return count
+
+
+# ---- the mail root ----------------------------------------------------------------------------
+
+# Mode of a mail root mailyard creates (like HOME/mail): Dovecot's and delivery's processes run
+# as the mail owner and only need to reach the domain directories below it.
+MAIL_ROOT_MODE = 0o755
+# Mode of parent directories created on the way to a new mail root: traversable by everyone.
+PARENT_MODE = 0o755
+# `test -w` run as the mail owner takes milliseconds; generous for a slow NFS server.
+ACCESS_CHECK_TIMEOUT_SECONDS = 30.0
+
+
+class MailRootError(OSError):
+    """The mail root cannot be used; the message says why and what would do."""
+
+
+def _owner_can_write(path: Path) -> bool:
+    """Whether the mail owner may create entries in `path` and reach it. As root the check is
+    run as that user (`test -w -a -x`, i.e. access(2)), so ACLs, squashing NFS servers and
+    every parent directory count as they will for delivery and Dovecot."""
+    from .services.privileges import MAIL_USER, mail_owner, running_as_root
+
+    if not running_as_root():
+        return os.access(path, os.W_OK | os.X_OK)
+    uid, gid = mail_owner()
+    try:
+        done = subprocess.run(["test", "-w", str(path), "-a", "-x", str(path)], user=uid,
+                              group=gid, extra_groups=os.getgrouplist(MAIL_USER, gid),
+                              timeout=ACCESS_CHECK_TIMEOUT_SECONDS, capture_output=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def prepare_mail_root(root: Path) -> None:
+    """Make `root` ready to hold mailboxes, or raise MailRootError saying why it cannot.
+
+    A missing directory is created (with any missing parents, which stay the creator's and
+    open to all) and given to the mail owner. An existing one is never taken over: it must
+    already be a directory the mail owner can write, since it may be a mount point or a tree
+    that other nodes use as well."""
+    from .services.privileges import MAIL_USER, chown_path, running_as_root
+
+    owner = f"the mail owner ({MAIL_USER})" if running_as_root() else "this node's user"
+    if not root.exists():
+        missing = [root, *(p for p in root.parents if not p.exists())]
+        try:
+            for path in reversed(missing):
+                try:
+                    path.mkdir(mode=MAIL_ROOT_MODE if path == root else PARENT_MODE)
+                except FileExistsError:
+                    continue
+                os.chmod(path, MAIL_ROOT_MODE if path == root else PARENT_MODE)
+                if path == root:
+                    chown_path(path)
+        except OSError as exc:
+            raise MailRootError(f"{root} does not exist and cannot be created "
+                                f"({exc.strerror or exc}): create it for {owner}, or name "
+                                "another directory") from None
+    if not root.is_dir():
+        raise MailRootError(f"{root} exists and is not a directory: name a directory")
+    if not _owner_can_write(root):
+        raise MailRootError(f"{root} is not writable by {owner}: give it to that user, or "
+                            "name a directory that does not exist yet, which is then created")

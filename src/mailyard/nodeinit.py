@@ -22,6 +22,24 @@ def give_store_to_mail_owner(home: Home) -> None:
         chown_tree(Path(home.db_url[len("sqlite:///"):]).parent)
 
 
+def prepare_own_mail_root(home: Home) -> None:
+    """A node joining a store whose mail.root names another directory (a shared one, usually)
+    makes sure it can use it: created when missing, else checked, never chowned wholesale,
+    since other nodes' mail is in it. A problem is printed, not fatal: init must finish, and
+    the root may be a filesystem that is mounted later."""
+    import sys
+
+    from .mailboxes import MailRootError, prepare_mail_root
+
+    root = home.mail_dir
+    if root == home.default_mail_dir:
+        return
+    try:
+        prepare_mail_root(root)
+    except MailRootError as exc:
+        print(f"warning: mail.root: {exc}", file=sys.stderr)
+
+
 def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None = None,
               node_name: str = "node1") -> tuple[Home, str | None]:
     """Create (or complete) a home. Returns it and the first admin's password when one was
@@ -53,8 +71,9 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     from .services.privileges import chown_tree, ensure_mail_user
 
     ensure_mail_user()
-    for owned in (home.queue_dir, home.mail_dir, home.log_dir):
+    for owned in (home.queue_dir, home.default_mail_dir, home.log_dir):
         chown_tree(owned)
+    prepare_own_mail_root(home)
     give_store_to_mail_owner(home)
     password = None
     if count_admins(home) == 0:

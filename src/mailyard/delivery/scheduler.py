@@ -96,6 +96,7 @@ class Scheduler:
     # ---- settings -----------------------------------------------------------------------------
     def _apply_settings(self) -> None:
         s = self.settings
+        self.home.use_settings(s)  # the mail root (mail.root) deliveries and training use
         self.limits = {"local": int(s["send.local_concurrency"]),
                        "remote": int(s["send.max_connections"])}
         self.lifetime = float(s["send.queue_lifetime"])

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # The PostgreSQL channel on which a cascaded change is announced (payload: the change's id).
 NOTIFY_CHANNEL = "mailyard_settings"
+# The setting whose change touches the filesystem as well as the services (see check_mail_root).
+MAIL_ROOT = "mail.root"
 
 
 @dataclass
@@ -89,12 +91,41 @@ def store_values(home: Home, values: dict[str, Any], cascade: bool) -> tuple[dic
     return typed, change_ids
 
 
+def check_mail_root(home: Home, value: Any) -> None:
+    """Refuse (SettingError) a mail.root this node cannot use; create it when it is missing.
+    Done before a change is stored, on the node where it is made."""
+    from ..mailboxes import MailRootError, prepare_mail_root
+
+    typed = setting(MAIL_ROOT).parse(value)
+    try:
+        prepare_mail_root(home.mail_root_in({MAIL_ROOT: typed}))
+    except MailRootError as exc:
+        raise SettingError(MAIL_ROOT, value, str(exc)) from None
+
+
+def _follow_mail_root(home: Home) -> list[str]:
+    """After a mail.root change: this process's Home uses the new root, which is created if
+    missing. Returns the problem when this node cannot use it (the value stays stored;
+    deliveries are deferred, not lost, until it is fixed)."""
+    from ..mailboxes import MailRootError, prepare_mail_root
+    from ..store.settings_store import load_settings
+
+    root = home.use_settings(load_settings(home))
+    try:
+        prepare_mail_root(root)
+    except MailRootError as exc:
+        return [f"{MAIL_ROOT}: {exc}"]
+    return []
+
+
 def bring_in_line(home: Home, keys: list[str]) -> tuple[list[str], list[str]]:
     """Make this node's running services use the stored values of `keys`: supervisord's
     configuration for service.* keys, a reload of each running service the others affect.
     Returns (services reloaded, problems); a problem never undoes the stored value."""
     reloaded: list[str] = []
     problems: list[str] = []
+    if MAIL_ROOT in keys:
+        problems += _follow_mail_root(home)
     if "spam.bayes_imap_training" in keys:
         try:
             from ..mailboxes import ensure_all_maildirs  # type: ignore[attr-defined]
@@ -133,6 +164,8 @@ def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
         setting(key)  # unknown keys are refused before anything else
     if cascade:
         refuse_cascade(list(values))
+    if MAIL_ROOT in values:
+        check_mail_root(home, values[MAIL_ROOT])
     typed, change_ids = store_values(home, values, cascade)
     result = ChangeResult(values=typed, cascade=cascade, change_ids=change_ids)
     if apply:
