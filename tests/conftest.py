@@ -77,65 +77,108 @@ def cli_env(home: Home) -> dict[str, str]:
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """Start a private PostgreSQL server on a free loopback port; yields its admin URL.
+class PostgresServer:
+    """A private PostgreSQL server on a free loopback port that a test may stop and start again.
 
     As root the server runs as the `postgres` system user (PostgreSQL refuses root)."""
-    import pwd
-    import shutil
-    import subprocess
-    import tempfile
-    import time
 
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL server binaries are missing: `make test` installs package postgresql")
-    root = Path(tempfile.mkdtemp(prefix="mailyard-pg-", dir="/tmp"))
-    as_root = os.geteuid() == 0
-    prefix: list[str] = []
-    if as_root:
-        pg = pwd.getpwnam("postgres")
-        os.chown(root, pg.pw_uid, pg.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data = root / "data"
-    subprocess.run(prefix + [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                             "mailyard", "--no-sync"], check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen(prefix + [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
-                                      "-k", str(root), "-h", "127.0.0.1", "-F"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"postgresql://mailyard@127.0.0.1:{port}/postgres"
-    import psycopg
+    def __init__(self) -> None:
+        import pwd
+        import subprocess
+        import tempfile
 
-    deadline = time.monotonic() + 60
-    while True:
+        if not (PG_BIN / "initdb").exists():
+            pytest.fail("PostgreSQL server binaries are missing: `make test` installs package "
+                        "postgresql")
+        self.root = Path(tempfile.mkdtemp(prefix="mailyard-pg-", dir="/tmp"))
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            pg = pwd.getpwnam("postgres")
+            os.chown(self.root, pg.pw_uid, pg.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        self.data = self.root / "data"
+        subprocess.run(self.prefix + [str(PG_BIN / "initdb"), "-D", str(self.data), "-A",
+                                      "trust", "-U", "mailyard", "--no-sync"],
+                       check=True, capture_output=True)
+        self.port = free_port()
+        self.url = f"postgresql://mailyard@127.0.0.1:{self.port}/postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import psycopg
+
+        self.proc = subprocess.Popen(
+            self.prefix + [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                           "-k", str(self.root), "-h", "127.0.0.1", "-F"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(f"host=127.0.0.1 port={self.port} user=mailyard "
+                                "dbname=postgres").close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    pytest.fail("the test PostgreSQL server did not start")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are disconnected, as when the server goes away."""
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # To the whole group: as root, runuser stands between us and the postmaster and does
+        # not pass SIGINT on.
+        os.killpg(self.proc.pid, signal.SIGINT)
         try:
-            psycopg.connect(f"host=127.0.0.1 port={port} user=mailyard dbname=postgres").close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the test PostgreSQL server did not start")
-            time.sleep(0.2)
-    yield {"url": url, "port": port}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(root, ignore_errors=True)
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        import uuid
+
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=mailyard "
+                             "dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://mailyard@127.0.0.1:{self.port}/{name}"
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL server for the whole run; yields its admin URL and port."""
+    server = PostgresServer()
+    yield {"url": server.url, "port": server.port, "server": server}
+    server.remove()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which the test may stop and start again."""
+    server = PostgresServer()
+    yield server
+    server.remove()
 
 
 @pytest.fixture
 def pg_url(postgres_server) -> str:
     """A fresh, empty database on the test PostgreSQL server."""
-    import uuid
-
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(f"host=127.0.0.1 port={postgres_server['port']} user=mailyard "
-                         "dbname=postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql://mailyard@127.0.0.1:{postgres_server['port']}/{name}"
+    return postgres_server["server"].new_database()

@@ -40,15 +40,51 @@ def conninfo(db_url: str) -> str:
     return "postgresql://" + rest if scheme.startswith("postgres") else db_url
 
 
+# Homes whose last heartbeat could not reach the store (one agent per home and process).
+_store_away: set[str] = set()
+
+
 def run_once(home: Home) -> None:
     """One heartbeat: report status, apply pending changes, refresh the local cache. Errors
-    are logged, not raised: the agent must outlive a store that is briefly away."""
+    are logged, not raised: the agent must outlive a store that is away.
+
+    The first heartbeat that reaches the store again after it was away is the catch-up: the
+    changes cascaded meanwhile are applied, the cache is refreshed, and Dovecot is reloaded,
+    because its own connection to PostgreSQL waits out a back-off of a minute or more before
+    it tries again (its logins are served from the fallback copy until then)."""
+    key = str(home.root)
     try:
-        if report_status(home):
+        member = report_status(home)
+    except Exception as exc:
+        if key not in _store_away:
+            log.warning("the store is away (%s); the node works from its local cache", exc)
+        _store_away.add(key)
+        return
+    came_back = key in _store_away
+    _store_away.discard(key)
+    try:
+        if member:
             _apply(home)
     except Exception as exc:
-        log.warning("cluster heartbeat failed: %s", exc)
+        log.warning("applying cascaded changes failed: %s", exc)
     _refresh(home)
+    if came_back:
+        log.warning("the store is back; caught up and reconnecting Dovecot")
+        _reconnect_dovecot(home)
+
+
+def _reconnect_dovecot(home: Home) -> None:
+    from ..services import control
+
+    try:
+        running = {s.name for s in control.status(home, with_versions=False)
+                   if s.state == "RUNNING"}
+        for name in ("imap", "imaps", "pop3", "pop3s"):
+            if name in running:
+                control.reload(home, name)  # one Dovecot serves all four
+                break
+    except Exception as exc:
+        log.warning("could not reload Dovecot after the store came back: %s", exc)
 
 
 def _apply(home: Home) -> None:

@@ -116,15 +116,15 @@ class Paths:
     base_dir: Path  # sockets and master.pid
     state_dir: Path
     sql_conf: Path
-    # Dovecot's second source of accounts on a cluster node: the local cache of the store
-    # (mailyard.store.cache), asked only when the store itself does not answer.
-    cache_sql_conf: Path
+    # Dovecot's second source of accounts on a cluster node, asked only when the store itself
+    # does not answer (mda/fallback.py).
+    fallback_users: Path
 
 
 def paths(home: Home) -> Paths:
     return Paths(base_dir=home.var_dir / "dovecot", state_dir=home.var_dir / "dovecot-state",
                  sql_conf=home.etc_dir / "dovecot" / "dovecot-sql.conf.ext",
-                 cache_sql_conf=home.etc_dir / "dovecot" / "dovecot-cache-sql.conf.ext")
+                 fallback_users=home.etc_dir / "dovecot" / "fallback-users")
 
 
 def conf_path(home: Home) -> Path:
@@ -218,10 +218,11 @@ def _service_blocks(home: Home, settings: dict[str, Any], on: dict[str, bool],
     return out
 
 
-def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str]:
-    """passdb and userdb: the store; on a cluster node also the local cache, asked only when
-    the store fails to answer (an internal failure). The store's "no" (unknown user, wrong
-    password, inactive mailbox) is final: the cache never overrules it."""
+def _account_sources(home: Home, sql_conf: str, fallback_users: str) -> list[str]:
+    """passdb and userdb: the store; on a cluster node also the fallback passwd-file written
+    with the local cache, asked only when the store fails to answer (an internal failure).
+    The store's "no" (unknown user, wrong password, inactive mailbox) is final: the copy
+    never overrules it."""
     from ..store.cache import uses_cache
 
     if not uses_cache(home):
@@ -231,7 +232,8 @@ def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str
     for kind in ("passdb", "userdb"):
         lines += [f"{kind} {{", "  driver = sql", f"  args = {sql_conf}",
                   "  result_failure = return-fail", "  result_internalfail = continue", "}",
-                  f"{kind} {{", "  driver = sql", f"  args = {cache_sql_conf}", "}"]
+                  f"{kind} {{", "  driver = passwd-file",
+                  f"  args = username_format=%Lu {fallback_users}", "}"]
     return lines
 
 
@@ -319,8 +321,8 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "auth_username_format = %Lu",
         f"auth_failure_delay = {delay} secs",
         "disable_plaintext_auth = yes",
-        *_account_sources(home, sql_conf, safe_path(p.cache_sql_conf, "the cache's SQL "
-                                                    "configuration")),
+        *_account_sources(home, sql_conf, safe_path(p.fallback_users, "the fallback "
+                                                    "users file")),
         "",
         "# TLS: implicit on pop3s and imaps, STARTTLS on pop3 and imap",
         "ssl = yes",

@@ -20,6 +20,7 @@ from ..home import Home
 from ..logs import LogDir
 from ..services.privileges import chown_path, drop_privileges
 from ..services.tls import server_context
+from ..store import cache
 from ..store.settings_store import load_settings
 from .policy import Policy
 from .server import SmtpServer
@@ -73,13 +74,14 @@ def _preload_filters(settings: dict[str, Any], log: LogDir) -> None:
 class _ToLogDir(logging.Handler):
     """Carries the filters' log records (spamd unavailable, scan results) into our log."""
 
-    def __init__(self, log: LogDir) -> None:
+    def __init__(self, log: LogDir, prefix: str = "filter") -> None:
         super().__init__(logging.INFO)
         self.log = log
+        self.prefix = prefix
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.log.write(f"filter {record.levelname.lower()} {record.getMessage()}")
+            self.log.write(f"{self.prefix} {record.levelname.lower()} {record.getMessage()}")
         except Exception:  # a log line must never break a session
             self.handleError(record)
 
@@ -90,6 +92,11 @@ def _run(home: Home, service: str) -> None:
     filters_log.setLevel(logging.INFO)
     filters_log.addHandler(_ToLogDir(log))
     filters_log.propagate = False
+    store_log = logging.getLogger("mailyard.store")  # store outages and the cache's use
+    store_log.setLevel(logging.INFO)
+    store_log.addHandler(_ToLogDir(log, "store"))
+    store_log.propagate = False
+    cache.preload()
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
     _preload_filters(settings, log)

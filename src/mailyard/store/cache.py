@@ -10,8 +10,8 @@ HOME/db/cache.sqlite, with the store's own table layout.
   cascaded change, `mailyard up` calls it, and so does `mailyard cache refresh`. One refresh is
   one SQLite transaction (tables dropped, created and filled between BEGIN IMMEDIATE and
   COMMIT), so a reader sees the whole old copy or the whole new one, never a mix. The file stays
-  in rollback-journal mode: Dovecot's auth workers read it too (mda/sqlconf.py), and a reader of
-  a WAL file would need to write its shared-memory file.
+  in rollback-journal mode, so that a reader needs no write access (a WAL reader writes the
+  shared-memory file). Dovecot gets the same rows as a passwd-file (mda/fallback.py).
 - Read through `read_scope`: the store when it answers, else the cache. A store that failed is
   not asked again for STORE_RETRY_SECONDS, so a dead store costs one connection attempt every few
   seconds rather than one per SMTP command. Writes never fall back: a change made while the
@@ -118,6 +118,15 @@ def _short(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {first[0] if first else ''}".strip()
 
 
+def preload() -> None:
+    """Import what reading the cache needs, for a service about to drop root: the SQLite
+    dialect is imported lazily, and the interpreter's files may be out of the mail user's
+    reach (a Python under root's 0700 home)."""
+    import sqlite3  # noqa: F401
+
+    import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
+
+
 # ---- reading ------------------------------------------------------------------------------------
 
 _cache_engines: dict[Path, Engine] = {}
@@ -196,8 +205,7 @@ def read_scope(home: Home) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        session.close()  # ends the read transaction; unlike rollback() it keeps loaded rows
 
 
 # ---- keeping the cache in step --------------------------------------------------------------------
@@ -225,8 +233,8 @@ def refresh_cache(home: Home) -> CacheInfo | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, CACHE_MODE))
-    # Also when someone else made the file first (Dovecot's SQLite driver creates a missing
-    # file as root): the services that read it run as the mail owner.
+    # Also for a file made by someone else first: the services that read it run as the mail
+    # owner.
     os.chmod(path, CACHE_MODE)
     _give_to_mail_owner(home, path)
     now = datetime.now(UTC)
@@ -242,6 +250,11 @@ def refresh_cache(home: Home) -> CacheInfo | None:
                 conn.execute(table.insert(), rows[table.name])
         conn.execute(text("INSERT INTO cache_meta VALUES ('refreshed_at', :at), "
                           "('node', :node)"), {"at": now.isoformat(), "node": home.node_name})
+    # Dovecot's copy of the same rows (it cannot read this file safely; see mda/fallback.py).
+    from ..mda.fallback import write_users_file
+
+    write_users_file(home, [(m["address"], m["password_hash"]) for m in rows["mailboxes"]
+                            if m["active"]])
     return CacheInfo(path, now, len(rows["mailboxes"]), len(rows["domains"]))
 
 

@@ -1,0 +1,212 @@
+"""With the shared PostgreSQL store stopped, nodes go on with their local cache (issue 10.5).
+
+Each test runs its own PostgreSQL server, so it can stop it and start it again; the nodes and
+their services are real (smtp, send, Dovecot), talked to with smtplib and imaplib.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from tests.conftest import free_port_base
+
+from mailyard.home import Home
+from mailyard.nodeinit import init_home
+from mailyard.services import control
+from mailyard.store import accounts, cache
+from mailyard.store.cache import StoreUnavailable, cache_info, read_scope, store_health
+from mailyard.store.settings_store import load_settings, set_many, set_setting
+
+MAILYARD = str(Path(sys.executable).parent / "mailyard")
+ALL_SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd",
+                "clamd", "freshclam", "panel")
+# Polling bound for delivery; never asserted as a speed.
+DELIVERY_WAIT_SECONDS = 90
+
+
+def cli(home: Home, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MAILYARD_HOME=str(home.root))
+    return subprocess.run([MAILYARD, *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+@pytest.fixture
+def homes_dir(request: pytest.FixtureRequest) -> Path:
+    base = Path(tempfile.mkdtemp(prefix="mailyard-outage-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    return base
+
+
+def _forget_outage(home: Home) -> None:
+    """This test process remembers a dead store for a few seconds; start each phase afresh."""
+    cache._outages.pop(home.db_url, None)
+
+
+def test_reads_fall_back_to_the_cache_and_writes_are_refused(own_postgres, homes_dir):
+    home, _ = init_home(homes_dir / "solo", "mx.example.test", port_base=free_port_base(),
+                        db_url=own_postgres.new_database(), node_name="solo")
+    accounts.add_domain(home, "example.test")
+    accounts.add_mailbox(home, "ann@example.test", "ann password")
+    accounts.add_alias(home, "sales@example.test", ["ann@example.test"])
+    set_setting(home, "smtp.greeting", "cached words", node_only=True)
+    info = cli(home, "store", "refresh-cache")
+    assert info.returncode == 0, info.stderr
+    assert "1 mailboxes, 1 domains" in info.stdout
+
+    own_postgres.stop()
+    try:
+        assert load_settings(home)["smtp.greeting"] == "cached words"
+        assert accounts.get_mailbox(home, "ann@example.test") is not None
+        assert accounts.get_alias(home, "sales@example.test").targets == ["ann@example.test"]
+        assert accounts.check_mailbox_password(home, "ann@example.test", "ann password")
+        assert not accounts.check_mailbox_password(home, "ann@example.test", "wrong")
+        assert accounts.is_local_domain(home, "example.test")
+        assert accounts.get_mailbox(home, "nobody@example.test") is None
+        with pytest.raises(Exception):  # noqa: B017 - the driver's own connection error
+            accounts.add_mailbox(home, "bob@example.test", "bob password")
+        health = store_health(home)
+        assert not health.reachable and health.cache is not None
+        assert health.cache.mailboxes == 1
+        status = cli(home, "store", "status")
+        assert status.returncode == 1
+        assert "UNREACHABLE" in status.stdout and "local cache" in status.stdout
+        assert "UNREACHABLE" in cli(home, "status").stdout
+        refused = cli(home, "store", "refresh-cache")
+        assert refused.returncode == 1 and "unchanged" in refused.stderr
+        assert cache_info(home).mailboxes == 1  # a failed refresh keeps the copy
+    finally:
+        own_postgres.start()
+    _forget_outage(home)
+    accounts.add_mailbox(home, "bob@example.test", "bob password")
+    assert accounts.get_mailbox(home, "bob@example.test") is not None  # from the store again
+    assert cli(home, "store", "status").returncode == 0
+    assert cache_info(home).mailboxes == 1  # until the next refresh
+
+
+def test_without_a_cache_an_unreachable_store_is_said_plainly(own_postgres, homes_dir):
+    home, _ = init_home(homes_dir / "bare", "mx.example.test", port_base=free_port_base(),
+                        db_url=own_postgres.new_database(), node_name="bare")
+    cache.cache_path(home).unlink()
+    own_postgres.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="no local cache"), read_scope(home):
+            pass
+    finally:
+        own_postgres.start()
+    _forget_outage(home)
+
+
+def _send(home: Home, to: str, subject: str) -> None:
+    message = EmailMessage()
+    message["From"] = "someone@elsewhere.test"
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content(f"body of {subject}\n")
+    with smtplib.SMTP("127.0.0.1", home.port("smtp"), timeout=60) as client:
+        client.send_message(message)
+
+
+def _subjects_over_imap(home: Home, user: str, password: str) -> list[str]:
+    client = imaplib.IMAP4("127.0.0.1", home.port("imap"), timeout=60)
+    try:
+        client.login(user, password)
+        client.select("INBOX", readonly=True)
+        _, data = client.search(None, "ALL")
+        subjects = []
+        for num in data[0].split():
+            _, parts = client.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            subjects.append(parts[0][1].decode().split(":", 1)[1].strip())
+        return subjects
+    finally:
+        client.logout()
+
+
+def _wait_for_subjects(home: Home, user: str, password: str, wanted: set[str]) -> list[str]:
+    deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
+    while True:
+        try:
+            seen = _subjects_over_imap(home, user, password)
+        except imaplib.IMAP4.error as exc:
+            assert time.monotonic() < deadline, f"{home.node_name}: {user} cannot log in: {exc}"
+            time.sleep(1)
+            continue
+        if wanted <= set(seen):
+            return seen
+        assert time.monotonic() < deadline, f"{home.node_name}: only {seen} of {wanted}"
+        time.sleep(0.5)
+
+
+def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_postgres,
+                                                                           homes_dir):
+    """Three nodes on one store, each running smtp, send and IMAP. With PostgreSQL stopped,
+    each accepts mail for a known mailbox, refuses an unknown one, delivers and lets the owner
+    read it over IMAP; when the store is back, a mailbox created then gets mail: nothing
+    accepted during the outage is lost."""
+    url = own_postgres.new_database()
+    nodes = []
+    for name in ("alpha", "beta", "gamma"):
+        home, _ = init_home(homes_dir / name, "mx.example.test", port_base=free_port_base(),
+                            db_url=url, node_name=name)
+        nodes.append(home)
+    alpha = nodes[0]
+    accounts.add_domain(alpha, "example.test")
+    accounts.add_mailbox(alpha, "ann@example.test", "ann password")
+    # The panel runs the cluster agent, which keeps the cache in step and catches up.
+    set_many(alpha, {f"service.{n}.start_on_boot": n in ("smtp", "send", "imap", "panel")
+                     for n in ALL_SERVICES})
+    try:
+        for node in nodes:
+            control.up(node, timeout=90)  # refreshes each node's cache first
+            assert cache_info(node).mailboxes == 1
+        own_postgres.stop()
+        for node in nodes:
+            status = cli(node, "status")
+            assert "UNREACHABLE" in status.stdout, status.stdout
+            _send(node, "ann@example.test", f"outage via {node.node_name}")
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                _send(node, "nobody@example.test", "to nobody")
+            code = refused.value.recipients["nobody@example.test"][0]
+            assert code == 550, refused.value.recipients
+        for node in nodes:
+            _wait_for_subjects(node, "ann@example.test", "ann password",
+                               {f"outage via {node.node_name}"})
+            # A wrong password is still refused. Dovecot calls it a temporary failure while the
+            # store (its first source) is away: only the store's "no" is final.
+            with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED|UNAVAILABLE"):
+                _subjects_over_imap(node, "ann@example.test", "not her password")
+    finally:
+        own_postgres.start()
+    try:
+        accounts.add_mailbox(alpha, "bob@example.test", "bob password")
+        for node in nodes:
+            assert cli(node, "store", "status").returncode == 0
+            deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
+            while True:  # each service tries the store again a few seconds after it failed
+                try:
+                    _send(node, "bob@example.test", f"after via {node.node_name}")
+                    break
+                except smtplib.SMTPRecipientsRefused:
+                    assert time.monotonic() < deadline, "the store's return went unnoticed"
+                    time.sleep(1)
+        for node in nodes:
+            # bob was made after the outage: he logs in once Dovecot reads the store again or
+            # the agent has refreshed the fallback copy, whichever comes first.
+            seen = _wait_for_subjects(node, "bob@example.test", "bob password",
+                                      {f"after via {node.node_name}"})
+            assert seen == [f"after via {node.node_name}"]
+            # what was accepted during the outage is still there, once
+            assert _subjects_over_imap(node, "ann@example.test", "ann password") == [
+                f"outage via {node.node_name}"]
+    finally:
+        for node in nodes:
+            control.down(node)
