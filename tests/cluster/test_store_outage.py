@@ -17,8 +17,10 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.conftest import free_port_base
+from tests.panel.panel_helpers import signin_form_token
 
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
@@ -146,6 +148,21 @@ def _wait_for_subjects(home: Home, user: str, password: str, wanted: set[str]) -
         time.sleep(0.5)
 
 
+def _panel_says_the_store_is_away(home: Home, admin_password: str | None) -> None:
+    """The admin signs in (checked against the cache) and every page says what is going on."""
+    assert admin_password  # the first node's init made the admin
+    url = f"https://127.0.0.1:{home.port('panel')}"
+    with httpx.Client(base_url=url, verify=False, timeout=60) as web:
+        done = web.post("/signin", data={"username": "admin", "password": admin_password,
+                                         "csrf_token": signin_form_token(web), "next": "/mta"},
+                        headers={"Origin": url})
+        assert done.status_code == 303, done.text[:500]
+        page = web.get("/mta")
+        assert page.status_code == 200, page.text[:500]
+        assert 'class="store-away"' in page.text and "UNREACHABLE" in page.text
+        assert "local cache" in page.text
+
+
 def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_postgres,
                                                                            homes_dir):
     """Three nodes on one store, each running smtp, send and IMAP. With PostgreSQL stopped,
@@ -154,10 +171,12 @@ def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_
     accepted during the outage is lost."""
     url = own_postgres.new_database()
     nodes = []
+    passwords = []
     for name in ("alpha", "beta", "gamma"):
-        home, _ = init_home(homes_dir / name, "mx.example.test", port_base=free_port_base(),
-                            db_url=url, node_name=name)
+        home, password = init_home(homes_dir / name, "mx.example.test",
+                                   port_base=free_port_base(), db_url=url, node_name=name)
         nodes.append(home)
+        passwords.append(password)
     alpha = nodes[0]
     accounts.add_domain(alpha, "example.test")
     accounts.add_mailbox(alpha, "ann@example.test", "ann password")
@@ -177,6 +196,7 @@ def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_
                 _send(node, "nobody@example.test", "to nobody")
             code = refused.value.recipients["nobody@example.test"][0]
             assert code == 550, refused.value.recipients
+        _panel_says_the_store_is_away(alpha, passwords[0])
         for node in nodes:
             _wait_for_subjects(node, "ann@example.test", "ann password",
                                {f"outage via {node.node_name}"})

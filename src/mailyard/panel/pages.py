@@ -149,10 +149,16 @@ def _cascades_actions(request: Request) -> bool:
 
 
 def _base(request: Request, session: Session, page: str, title: str) -> dict[str, Any]:
+    from ..store.cache import recent_health
+
+    # A cluster's store may be away: the pages then show what the node works from (its local
+    # cache) and offer no cascading, which needs the store.
+    store = recent_health(home_of(request))
     return {"session": session, "page": page, "title": title, "nav": NAV,
             "csrf": session.csrf, "csrf_field": CSRF_FIELD, "hostname": _hostname(request),
             "node": home_of(request).node_name,
-            "cascade_actions": _cascades_actions(request)}
+            "store_away": "" if store.reachable else store.summary(),
+            "cascade_actions": store.reachable and _cascades_actions(request)}
 
 
 @router.get("/")

@@ -337,3 +337,16 @@ def store_health(home: Home) -> StoreHealth:
         return StoreHealth(kind, False, _short(exc), cache_info(home))
     _mark_up(home)
     return StoreHealth(kind, True, "", cache_info(home))
+
+
+def recent_health(home: Home) -> StoreHealth:
+    """Like store_health, but a store this process saw fail moments ago is not asked again
+    until STORE_RETRY_SECONDS have passed (a page view must not wait for a dead store)."""
+    if not uses_cache(home):
+        return StoreHealth("sqlite", True, "", None)
+    if _retry_later(home):
+        with _outage_lock:
+            known = _outages.get(home.db_url)
+        return StoreHealth("postgresql", False, known.error if known else "unreachable",
+                           cache_info(home))
+    return store_health(home)
