@@ -23,12 +23,34 @@ def load(ref: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+# glibc gives each thread that allocates its own malloc arena and reserves 64 MB of address
+# space for it (up to 8 arenas per core). Under RLIMIT_AS a threaded Python service (the panel:
+# its request worker threads, the cluster agent, the calls of a cascaded action) spends its
+# cap on reservations it never fills, and then a real allocation fails (a sign-in's argon2
+# check needs 64 MB: the admin is told the password is wrong). Two arenas keep lock contention
+# low for these mostly waiting threads; exec'd daemons start with glibc's defaults again.
+MALLOC_ARENAS_UNDER_LIMIT = 2
+M_ARENA_MAX = -8  # mallopt() parameter number, <malloc.h>
+
+
+def _limit_malloc_arenas() -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS_UNDER_LIMIT)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def apply_memory_limit(megabytes: int) -> None:
     """Cap the address space (RLIMIT_AS, softlimit -a); 0 leaves it unlimited."""
     if megabytes <= 0:
         return
     limit = megabytes * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _limit_malloc_arenas()
 
 
 def main(argv: list[str] | None = None) -> None:
