@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,3 +225,103 @@ def test_a_node_whose_panel_is_down_is_reported_unreachable(cluster):
         assert "not done on 1 of 3 nodes (gamma)" in result.stderr
     finally:
         control.start(cluster.gamma, "panel")
+
+
+# ---- the panel: the Cluster page and "Cascade to nodes?" in a real browser -------------------
+
+ADMIN, PASSWORD = "clusteradmin", "cluster admin password"
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def page(cluster: Cluster) -> Iterator[object]:
+    """Debian's Chromium, headless, signed in to the manager's panel."""
+    from playwright.sync_api import sync_playwright
+
+    from mailyard.store import accounts
+
+    accounts.add_admin(cluster.alpha, ADMIN, PASSWORD)  # the store is shared: every node's too
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            context = browser.new_context(ignore_https_errors=True,
+                                          viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(WAIT_MS)
+            tab = context.new_page()
+            tab.on("dialog", lambda dialog: dialog.accept())
+            tab.goto(address(cluster.alpha) + "/signin")
+            tab.fill("#username", ADMIN)
+            tab.fill("#password", PASSWORD)
+            tab.click("button[type=submit]")
+            tab.wait_for_url("**/mta")
+            yield tab
+        finally:
+            browser.close()
+
+
+def test_the_cluster_page_shows_every_node_and_its_services(cluster, page):
+    from playwright.sync_api import expect
+
+    page.goto(address(cluster.alpha) + "/cluster")
+    expect(page.locator("h1")).to_have_text("Mail Server Management :: Cluster")
+    expect(page.locator("table.nodes tbody tr")).to_have_count(3)
+    for home in cluster.nodes:
+        row = page.locator(f'tr[data-node="{home.node_name}"]')
+        expect(row).to_contain_text(address(home))
+    # What gamma last reported: its panel's agent reports every 15 s; the first report may
+    # have been made while send was still starting.
+    deadline = time.monotonic() + 60
+    while page.locator('[data-service-state="gamma/send"]').inner_text().strip() != "RUNNING":
+        assert time.monotonic() < deadline, "gamma never reported send running"
+        time.sleep(2)
+        page.reload()
+
+
+def test_cascade_to_nodes_in_the_panel_stops_and_starts_send_everywhere(cluster, page):
+    from playwright.sync_api import expect
+
+    service = '#smtp-primary [data-service="send"]'
+    for verb, expected in (("stop", "STOPPED"), ("start", "RUNNING")):
+        page.goto(address(cluster.alpha) + "/mta")
+        page.check(f"{service} input.cascade-actions")
+        page.click(f"{service} button.{verb}")
+        flash = page.locator("#flash")
+        expect(flash).to_contain_text(f"Cascaded service {verb} send: done on every node.",
+                                      timeout=WAIT_MS)
+        expect(flash.locator("li")).to_have_count(3)
+        expect(flash.locator("li").nth(2)).to_contain_text("gamma: done")
+        for home in cluster.nodes:
+            assert state(home, "send") == expected, (verb, home.node_name)
+
+
+def test_a_cascaded_purge_from_the_queue_page_shows_a_node_that_is_down(cluster, page):
+    from playwright.sync_api import expect
+
+    control.stop(cluster.gamma, "panel")
+    try:
+        page.goto(address(cluster.alpha) + "/queue")
+        page.check("#purge-todo")
+        page.check("#quick-stats input.cascade-actions")
+        page.click('button[form="purge"]')
+        flash = page.locator("#flash")
+        expect(flash).to_contain_text("Cascaded queue purge todo: not done on every node.",
+                                      timeout=WAIT_MS)
+        expect(flash).to_have_class("flash bad")
+        expect(flash.locator("li").nth(2)).to_contain_text("gamma: unreachable")
+    finally:
+        control.start(cluster.gamma, "panel")
+
+
+def test_a_member_offers_no_cascade(cluster, page):
+    from playwright.sync_api import expect
+
+    page.goto(address(cluster.beta) + "/signin")
+    page.fill("#username", ADMIN)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/mta")
+    expect(page.locator('[data-service="send"] button.stop').first).to_be_visible()
+    expect(page.locator("input.cascade-actions")).to_have_count(0)
+    page.goto(address(cluster.beta) + "/queue")
+    expect(page.locator("input.cascade-actions")).to_have_count(0)
