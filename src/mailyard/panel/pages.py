@@ -243,10 +243,13 @@ def cluster_page(request: Request, session: SignedIn) -> Response:
     from ..cluster.membership import list_nodes
 
     home = home_of(request)
+    base = _base(request, session, "cluster", "Cluster")
+    if base["store_away"]:  # the nodes and changes live only in the store
+        return render("cluster.html", **base, nodes=[], member=False, changes=[], services=[])
     nodes = list_nodes(home)
     member = any(n["name"] == home.node_name for n in nodes)
-    return render("cluster.html", **_base(request, session, "cluster", "Cluster"),
-                  nodes=nodes, member=member, changes=changes_report(home) if member else [],
+    return render("cluster.html", **base, nodes=nodes, member=member,
+                  changes=changes_report(home) if member else [],
                   services=_reported_services(nodes))
 
 
