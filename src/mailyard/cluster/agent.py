@@ -17,8 +17,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from sqlalchemy.exc import DBAPIError
+
 from ..settings.apply import NOTIFY_CHANNEL
-from ..store.cache import refresh_cache
+from ..store.cache import mark_store_away, refresh_cache
 from .changes import apply_pending
 from .membership import report_status
 
@@ -40,40 +42,38 @@ def conninfo(db_url: str) -> str:
     return "postgresql://" + rest if scheme.startswith("postgres") else db_url
 
 
-# Homes whose last heartbeat could not reach the store (one agent per home and process).
-_store_away: set[str] = set()
-
-
 def run_once(home: Home) -> None:
     """One heartbeat: report status, apply pending changes, refresh the local cache. Errors
     are logged, not raised: the agent must outlive a store that is away.
 
-    The first heartbeat that reaches the store again after it was away is the catch-up: the
-    changes cascaded meanwhile are applied, the cache is refreshed, and Dovecot is reloaded,
-    because its own connection to PostgreSQL waits out a back-off of a minute or more before
-    it tries again (its logins are served from the fallback copy until then)."""
-    key = str(home.root)
+    A heartbeat that cannot reach the store switches the node's Dovecot to the local cache
+    (store.cache.mark_store_away, then a reload); the first one that reaches it again is the
+    catch-up: the changes cascaded meanwhile are applied, the cache is refreshed, and Dovecot
+    goes back to the store."""
     try:
         member = report_status(home)
-    except Exception as exc:
-        if key not in _store_away:
-            log.warning("the store is away (%s); the node works from its local cache", exc)
-        _store_away.add(key)
+    except DBAPIError as exc:  # the store's driver failed: it is away
+        if mark_store_away(home, True, str(exc.orig).splitlines()[0] if exc.orig else ""):
+            log.warning("the store is away (%s); Dovecot now reads the local cache", exc.orig)
+            _reload_dovecot(home)
         return
-    came_back = key in _store_away
-    _store_away.discard(key)
+    except Exception as exc:  # our own trouble, not the store's: keep Dovecot where it is
+        log.warning("cluster heartbeat failed: %s: %s", type(exc).__name__, exc)
+        return
     try:
         if member:
             _apply(home)
     except Exception as exc:
         log.warning("applying cascaded changes failed: %s", exc)
     _refresh(home)
-    if came_back:
-        log.warning("the store is back; caught up and reconnecting Dovecot")
-        _reconnect_dovecot(home)
+    if mark_store_away(home, False):
+        log.warning("the store is back; caught up, and Dovecot reads the store again")
+        _reload_dovecot(home)
 
 
-def _reconnect_dovecot(home: Home) -> None:
+def _reload_dovecot(home: Home) -> None:
+    """Re-render Dovecot's configuration and reload it (one Dovecot serves all four
+    listeners), when it runs."""
     from ..services import control
 
     try:
@@ -81,10 +81,10 @@ def _reconnect_dovecot(home: Home) -> None:
                    if s.state == "RUNNING"}
         for name in ("imap", "imaps", "pop3", "pop3s"):
             if name in running:
-                control.reload(home, name)  # one Dovecot serves all four
+                control.reload(home, name)
                 break
     except Exception as exc:
-        log.warning("could not reload Dovecot after the store came back: %s", exc)
+        log.warning("could not reload Dovecot: %s", exc)
 
 
 def _apply(home: Home) -> None:
@@ -113,17 +113,23 @@ def run_agent(home: Home, stop: threading.Event,
     listen = home.db_url.startswith(("postgresql", "postgres"))
     conn: psycopg.Connection | None = None
     next_beat = 0.0
+    next_connect = 0.0
+    said_cannot_listen = False
     while not stop.is_set():
-        if listen and conn is None:
+        if listen and conn is None and time.monotonic() >= next_connect:
             try:
                 conn = psycopg.connect(conninfo(home.db_url), autocommit=True,
                                        connect_timeout=10)
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 next_beat = 0.0  # catch up on what was announced while not listening
+                said_cannot_listen = False
             except psycopg.Error as exc:
-                log.warning("cannot LISTEN on the store (%s); checking every %ss", exc,
-                            heartbeat)
+                if not said_cannot_listen:
+                    log.warning("cannot LISTEN on the store (%s); trying every %ss", exc,
+                                RECONNECT_SECONDS)
+                    said_cannot_listen = True
                 conn = None
+                next_connect = time.monotonic() + RECONNECT_SECONDS
         now = time.monotonic()
         if now >= next_beat:
             run_once(home)
@@ -131,7 +137,7 @@ def run_agent(home: Home, stop: threading.Event,
         # Wait for a NOTIFY, the next heartbeat, or at most a second (to notice `stop`).
         wait = max(0.05, min(1.0, next_beat - time.monotonic()))
         if conn is None:
-            stop.wait(wait if not listen else min(wait, RECONNECT_SECONDS))
+            stop.wait(wait)
             continue
         try:
             notified = False
@@ -150,7 +156,7 @@ def run_agent(home: Home, stop: threading.Event,
             except psycopg.Error:
                 pass
             conn = None
-            stop.wait(RECONNECT_SECONDS)
+            next_beat = 0.0  # a heartbeat now finds out whether the store itself is away
     if conn is not None:
         conn.close()
 

@@ -116,15 +116,14 @@ class Paths:
     base_dir: Path  # sockets and master.pid
     state_dir: Path
     sql_conf: Path
-    # Dovecot's second source of accounts on a cluster node, asked only when the store itself
-    # does not answer (mda/fallback.py).
-    fallback_users: Path
+    # Where Dovecot reads accounts on a cluster node while the store is away: the local cache.
+    cache_sql_conf: Path
 
 
 def paths(home: Home) -> Paths:
     return Paths(base_dir=home.var_dir / "dovecot", state_dir=home.var_dir / "dovecot-state",
                  sql_conf=home.etc_dir / "dovecot" / "dovecot-sql.conf.ext",
-                 fallback_users=home.etc_dir / "dovecot" / "fallback-users")
+                 cache_sql_conf=home.etc_dir / "dovecot" / "dovecot-cache-sql.conf.ext")
 
 
 def conf_path(home: Home) -> Path:
@@ -218,23 +217,19 @@ def _service_blocks(home: Home, settings: dict[str, Any], on: dict[str, bool],
     return out
 
 
-def _account_sources(home: Home, sql_conf: str, fallback_users: str) -> list[str]:
-    """passdb and userdb: the store; on a cluster node also the fallback passwd-file written
-    with the local cache, asked only when the store fails to answer (an internal failure).
-    The store's "no" (unknown user, wrong password, inactive mailbox) is final: the copy
-    never overrules it."""
-    from ..store.cache import uses_cache
+def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str]:
+    """passdb and userdb: the store, or on a cluster node whose store is away, the node's
+    local cache of it (mailyard.store.cache; the agent switches and reloads Dovecot).
 
-    if not uses_cache(home):
-        return ["passdb {", "  driver = sql", f"  args = {sql_conf}", "}",
-                "userdb {", "  driver = sql", f"  args = {sql_conf}", "}"]
-    lines = []
-    for kind in ("passdb", "userdb"):
-        lines += [f"{kind} {{", "  driver = sql", f"  args = {sql_conf}",
-                  "  result_failure = return-fail", "  result_internalfail = continue", "}",
-                  f"{kind} {{", "  driver = passwd-file",
-                  f"  args = username_format=%Lu {fallback_users}", "}"]
-    return lines
+    One source at a time, not a chain of both: with pgsql and sqlite side by side Dovecot
+    2.3.19's auth-worker crashes (signal 11) when PostgreSQL cannot be reached, and its pgsql
+    pool holds each query up to 60 seconds while it reconnects, which a login cannot wait
+    for."""
+    from ..store.cache import store_marked_away
+
+    source = cache_sql_conf if store_marked_away(home) else sql_conf
+    return ["passdb {", "  driver = sql", f"  args = {source}", "}",
+            "userdb {", "  driver = sql", f"  args = {source}", "}"]
 
 
 # With a mail root of its own (setting mail.root), the mail is taken to be on storage that
@@ -321,8 +316,8 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "auth_username_format = %Lu",
         f"auth_failure_delay = {delay} secs",
         "disable_plaintext_auth = yes",
-        *_account_sources(home, sql_conf, safe_path(p.fallback_users, "the fallback "
-                                                    "users file")),
+        *_account_sources(home, sql_conf, safe_path(p.cache_sql_conf, "the cache's SQL "
+                                                    "configuration")),
         "",
         "# TLS: implicit on pop3s and imaps, STARTTLS on pop3 and imap",
         "ssl = yes",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..services.control import ControlError
 from ..services.privileges import mail_owner, running_as_root
-from ..store.cache import uses_cache
+from ..store.cache import cache_path, uses_cache
 from . import listeners, master
 from .config import (
     DovecotConfigError,
@@ -30,7 +30,6 @@ from .config import (
     paths,
     render_text,
 )
-from .fallback import write_users_file
 from .sqlconf import StoreUrlError, render_sql_conf
 
 if TYPE_CHECKING:
@@ -142,6 +141,8 @@ def render(home: Home, settings: dict[str, Any] | None = None,
         text = render_text(home, settings, listeners.enabled(home, settings), ident,
                            ipv6_available())
         sql_text = render_sql_conf(home.db_url)
+        cache_text = (render_sql_conf(f"sqlite:///{cache_path(home)}") if uses_cache(home)
+                      else None)
     except (DovecotConfigError, StoreUrlError) as exc:
         raise DovecotError(str(exc)) from None
     for directory in (p.sql_conf.parent, p.state_dir):
@@ -149,8 +150,8 @@ def render(home: Home, settings: dict[str, Any] | None = None,
     # The SQL file may hold the PostgreSQL password: readable by root (Dovecot's auth reads it
     # before dropping privileges) or, unprivileged, by ourselves only.
     os.replace(_write_atomically(p.sql_conf, sql_text, 0o600), p.sql_conf)
-    if uses_cache(home) and not p.fallback_users.exists():
-        write_users_file(home, [])  # Dovecot refuses to start on a missing passwd-file
+    if cache_text is not None:
+        os.replace(_write_atomically(p.cache_sql_conf, cache_text, 0o600), p.cache_sql_conf)
     conf = conf_path(home)
     tmp = _write_atomically(conf, text, 0o644)
     _check_with_doveconf(tmp)

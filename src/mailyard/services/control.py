@@ -169,13 +169,16 @@ def up(home: Home, timeout: float = UP_TIMEOUT_SECONDS) -> list[str]:
 def _refresh_cache(home: Home) -> None:
     """Bring the local cache of a cluster's store up to date before the services start; a
     store that is away leaves the last copy, which the services then work from."""
-    from ..store.cache import refresh_cache
+    from ..store.cache import mark_store_away, refresh_cache
 
     try:
         refresh_cache(home)
     except Exception as exc:
+        mark_store_away(home, True, type(exc).__name__)  # Dovecot starts on the cache
         print(f"warning: the store did not answer ({type(exc).__name__}); the services start "
               "from the local cache", file=sys.stderr)
+    else:
+        mark_store_away(home, False)
 
 
 def down(home: Home) -> None:

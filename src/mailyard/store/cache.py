@@ -11,7 +11,11 @@ HOME/db/cache.sqlite, with the store's own table layout.
   one SQLite transaction (tables dropped, created and filled between BEGIN IMMEDIATE and
   COMMIT), so a reader sees the whole old copy or the whole new one, never a mix. The file stays
   in rollback-journal mode, so that a reader needs no write access (a WAL reader writes the
-  shared-memory file). Dovecot gets the same rows as a passwd-file (mda/fallback.py).
+  shared-memory file).
+- Dovecot cannot fall back per query (see mda/config.py), so the node switches it: whoever
+  finds the store away (the agent's heartbeat, `mailyard up`) leaves the marker
+  HOME/run/store-away and reloads Dovecot, which then reads this cache; the first heartbeat
+  that reaches the store again removes the marker and reloads Dovecot back onto the store.
 - Read through `read_scope`: the store when it answers, else the cache. A store that failed is
   not asked again for STORE_RETRY_SECONDS, so a dead store costs one connection attempt every few
   seconds rather than one per SMTP command. Writes never fall back: a change made while the
@@ -250,11 +254,6 @@ def refresh_cache(home: Home) -> CacheInfo | None:
                 conn.execute(table.insert(), rows[table.name])
         conn.execute(text("INSERT INTO cache_meta VALUES ('refreshed_at', :at), "
                           "('node', :node)"), {"at": now.isoformat(), "node": home.node_name})
-    # Dovecot's copy of the same rows (it cannot read this file safely; see mda/fallback.py).
-    from ..mda.fallback import write_users_file
-
-    write_users_file(home, [(m["address"], m["password_hash"]) for m in rows["mailboxes"]
-                            if m["active"]])
     return CacheInfo(path, now, len(rows["mailboxes"]), len(rows["domains"]))
 
 
@@ -281,6 +280,30 @@ def cache_info(home: Home) -> CacheInfo | None:
         return CacheInfo(path, None, 0, 0)  # being written for the first time, or damaged
     return CacheInfo(path, datetime.fromisoformat(at) if at else None, int(boxes or 0),
                      int(domains or 0))
+
+
+# ---- the marker that switches Dovecot to the cache ---------------------------------------------
+
+AWAY_MARKER = "store-away"
+
+
+def store_marked_away(home: Home) -> bool:
+    return uses_cache(home) and (home.run_dir / AWAY_MARKER).exists()
+
+
+def mark_store_away(home: Home, away: bool, reason: str = "") -> bool:
+    """Leave or remove the marker; True when that changed anything."""
+    marker = home.run_dir / AWAY_MARKER
+    if away == marker.exists():
+        return False
+    if away:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(AWAY_MARKER + ".tmp")
+        tmp.write_text(f"{datetime.now(UTC).isoformat()} {reason}\n")
+        os.replace(tmp, marker)
+    else:
+        marker.unlink(missing_ok=True)
+    return True
 
 
 # ---- the store's health, for `mailyard status` and the panel ------------------------------------
