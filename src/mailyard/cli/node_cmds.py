@@ -99,9 +99,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         from ..store.cache import store_health, uses_cache
 
         if uses_cache(home):  # a shared store: say whether it answers (`mailyard store status`)
-            print(store_health(home).summary())
+            health = store_health(home)
+            print(health.summary())
+            if health.reachable:
+                line = _cluster_line(home)
+                if line:
+                    print(line)
         print_table(rows, ["name", "state", "pid", "uptime", "version"])
     return 0
+
+
+def _cluster_line(home: Any) -> str:
+    """One line on this node's cluster: its role and how each node last reported."""
+    from ..cluster.membership import list_nodes
+
+    nodes = list_nodes(home)
+    me = next((n for n in nodes if n["name"] == home.node_name), None)
+    if me is None:
+        return ""
+    states = ", ".join(f"{n['name']}{' (manager)' if n['role'] == 'manager' else ''} "
+                       f"{'reporting' if n['reachable'] else 'UNREACHABLE'}" for n in nodes)
+    return f"cluster: this node is the {me['role']}; nodes: {states}"
 
 
 def cmd_service(args: argparse.Namespace) -> int:
