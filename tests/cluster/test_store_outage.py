@@ -161,6 +161,9 @@ def _panel_says_the_store_is_away(home: Home, admin_password: str | None) -> Non
         assert page.status_code == 200, page.text[:500]
         assert 'class="store-away"' in page.text and "UNREACHABLE" in page.text
         assert "local cache" in page.text
+        nodes = web.get("/api/v1/cluster/nodes")  # needs the store itself: said, not a 500
+        assert nodes.status_code == 503, nodes.text[:500]
+        assert "did not answer" in nodes.json()["detail"]
 
 
 def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_postgres,

@@ -80,6 +80,12 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(SettingError, problems.setting_error_handler)
     app.add_exception_handler(problems.Refused, problems.refused_handler)
+    from sqlalchemy.exc import OperationalError
+
+    from ..store.cache import StoreUnavailable
+
+    app.add_exception_handler(OperationalError, problems.store_away_handler)
+    app.add_exception_handler(StoreUnavailable, problems.store_away_handler)
     app.include_router(api_router())
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

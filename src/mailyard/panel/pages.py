@@ -108,7 +108,12 @@ def signin(request: Request, username: Annotated[str, Form()] = "",
     if wait > 0:
         return _signin_form(request, 429, f"Too many failed sign-ins from {client}; try again "
                             f"in {int(wait) + 1} seconds.", username[:64], next)
-    if not accounts.check_admin_password(home_of(request), username, password):
+    try:
+        right = accounts.check_admin_password(home_of(request), username, password)
+    except Exception:  # the store (and its cache) or argon2 failed: not the admin's fault
+        return _signin_form(request, 503, "The password could not be checked just now; please "
+                            "try again in a moment.", username[:64], next)
+    if not right:
         throttle.failed(client)
         return _signin_form(request, 401, "Wrong user name or password.", username[:64], next)
     throttle.succeeded(client)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ..settings.types import SettingError
@@ -84,3 +84,18 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
     except (TypeError, ValueError):
         value = repr(value)
     return refusal_response(field, value, str(first.get("msg", "invalid value")))
+
+
+async def store_away_handler(request: Request, exc: Exception) -> Response:
+    """The store did not answer (a cluster's PostgreSQL is away) and the local cache could not
+    stand in, e.g. for a change: 503 and what happened, for the API and for the pages."""
+    from ..store.cache import StoreUnavailable
+
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).strip().splitlines() or [""])[0]
+    reason = first if isinstance(exc, StoreUnavailable) else f"{type(inner).__name__}: {first}"
+    text = (f"The store did not answer ({reason}); try again when it is back. Mail goes on "
+            "meanwhile: a cluster node works from its local cache of the store.")
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": text}, status_code=503)
+    return PlainTextResponse(text, status_code=503)

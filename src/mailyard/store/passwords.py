@@ -26,8 +26,13 @@ def hash_password(password: str) -> str:
     return "{ARGON2ID}" + _HASHER.hash(password)
 
 
+class PasswordCheckError(RuntimeError):
+    """The check itself failed (not a wrong password)."""
+
+
 def verify_password(stored: str, password: str) -> bool:
-    """True when `password` matches `stored`; never raises for a malformed hash."""
+    """True when `password` matches `stored`; never raises for a malformed hash, raises
+    PasswordCheckError when the check could not be made."""
     if not stored or len(password) > MAX_PASSWORD_LENGTH:
         return False
     scheme, _, rest = stored.partition("}")
@@ -35,8 +40,12 @@ def verify_password(stored: str, password: str) -> bool:
     if scheme == "ARGON2ID":
         try:
             return _HASHER.verify(rest, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        except (VerifyMismatchError, InvalidHashError):
             return False
+        except VerificationError as exc:
+            # Not a verdict on the password: argon2 itself failed (e.g. it could not get its
+            # memory). Saying "wrong password" would mislead; the caller answers "try again".
+            raise PasswordCheckError(f"the password could not be checked: {exc}") from exc
     if scheme == "SHA512-CRYPT":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
