@@ -20,6 +20,7 @@ from ..home import Home
 from ..mailboxes import ensure_maildir, folder_dir
 from ..queue import Envelope, Queue, QueueError
 from ..store.accounts import get_alias, get_mailbox
+from ..store.cache import answering_from_cache
 from .maildir import deliver_to_folder
 from .result import Result, deferral, failure, success
 
@@ -31,6 +32,8 @@ HOPS_TEXT = (f"This message is looping: it has more than {MAX_DELIVERED_TO} Deli
              "lines. (#5.4.6)")
 UNKNOWN_TEXT = "Sorry, no mailbox here by that name. (#5.1.1)"
 DISABLED_TEXT = "Sorry, this mailbox is disabled. (#5.2.1)"
+NOT_IN_CACHE_TEXT = ("The store is unreachable and this address is not in the node's local "
+                     "copy of it; trying again later. (#4.3.0)")
 
 _CRLF = re.compile(rb"\r\n")
 
@@ -135,6 +138,8 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
         forwards = len(alias.targets)
         notes.append(f"qp {qp}")
     elif mailbox is None:
+        if answering_from_cache(ctx.home):  # the copy may predate this mailbox: wait for it
+            return deferral(NOT_IN_CACHE_TEXT, status="4.3.0")
         return failure(UNKNOWN_TEXT, status="5.1.1")
     elif not mailbox.active:
         return failure(DISABLED_TEXT, status="5.2.1")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ..store import accounts
-from ..store.cache import read_scope
+from ..store.cache import StoreUnavailable, answering_from_cache, read_scope
 from ..store.models import Alias, Domain, Mailbox
 
 if TYPE_CHECKING:
@@ -55,11 +55,17 @@ class Directory:
 def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool]:
     with read_scope(home) as s:
         if s.scalar(select(Domain.id).where(Domain.name == domain.lower())) is None:
-            return False, False
-        key = address.strip().lower()
-        exists = (s.scalar(select(Mailbox.id).where(Mailbox.address == key)) is not None
-                  or s.scalar(select(Alias.id).where(Alias.source == key)) is not None)
-        return True, exists
+            facts = (False, False)
+        else:
+            key = address.strip().lower()
+            facts = (True, s.scalar(select(Mailbox.id).where(Mailbox.address == key)) is not None
+                     or s.scalar(select(Alias.id).where(Alias.source == key)) is not None)
+    if facts == (True, False) and answering_from_cache(home):
+        # The cache may be older than this mailbox: the sender tries again later rather than
+        # being told the address does not exist. (A domain the cache does not know is taken
+        # as someone else's, so that relaying for signed-in users goes on.)
+        raise StoreUnavailable(f"{address} is not in the local cache, and the store is away")
+    return facts
 
 
 def _recipient_exists(home: Home, address: str) -> bool:

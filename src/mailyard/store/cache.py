@@ -116,6 +116,14 @@ def _retry_later(home: Home) -> bool:
         return known is not None and time.monotonic() < known.retry_at
 
 
+def answering_from_cache(home: Home) -> bool:
+    """Whether this process last found the store away (its reads go to the cache). An address
+    the cache does not know is then "try again later", never "no such user": the copy may be
+    older than the mailbox."""
+    with _outage_lock:
+        return home.db_url in _outages
+
+
 def _short(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc
     first = str(inner).strip().splitlines()
