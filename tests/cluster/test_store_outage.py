@@ -97,6 +97,27 @@ def test_reads_fall_back_to_the_cache_and_writes_are_refused(own_postgres, homes
     assert cache_info(home).mailboxes == 1  # until the next refresh
 
 
+def test_a_refresh_rewrites_the_copy_only_when_the_store_changed(own_postgres, homes_dir):
+    import sqlite3
+
+    home, _ = init_home(homes_dir / "fresh", "mx.example.test", port_base=free_port_base(),
+                        db_url=own_postgres.new_database(), node_name="fresh")
+    accounts.add_domain(home, "example.test")
+    cache.refresh_cache(home)
+    with sqlite3.connect(cache.cache_path(home)) as db:  # a row the store never had
+        db.execute("INSERT INTO domains (name, owner, created_at) "
+                   "VALUES ('planted.test', '', '2026-01-01 00:00:00')")
+    before = cache_info(home).refreshed_at
+    cache.refresh_cache(home)  # nothing changed in the store: the copy is left as it is
+    assert cache_info(home).domains == 2 and cache_info(home).refreshed_at > before
+    accounts.add_domain(home, "other.test")
+    cache.refresh_cache(home)  # a change: the copy is rebuilt from the store
+    assert cache_info(home).domains == 2
+    with sqlite3.connect(cache.cache_path(home)) as db:
+        names = {n for (n,) in db.execute("SELECT name FROM domains")}
+    assert names == {"example.test", "other.test"}
+
+
 def test_without_a_cache_an_unreachable_store_is_said_plainly(own_postgres, homes_dir):
     home, _ = init_home(homes_dir / "bare", "mx.example.test", port_base=free_port_base(),
                         db_url=own_postgres.new_database(), node_name="bare")

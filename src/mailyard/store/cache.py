@@ -9,9 +9,10 @@ HOME/db/cache.sqlite, with the store's own table layout.
 - Kept in step by `refresh_cache`: the cluster agent calls it every heartbeat and after every
   cascaded change, `mailyard up` calls it, and so does `mailyard cache refresh`. One refresh is
   one SQLite transaction (tables dropped, created and filled between BEGIN IMMEDIATE and
-  COMMIT), so a reader sees the whole old copy or the whole new one, never a mix. The file stays
-  in rollback-journal mode, so that a reader needs no write access (a WAL reader writes the
-  shared-memory file).
+  COMMIT), so a reader sees the whole old copy or the whole new one, never a mix; when the
+  rows are what the copy already holds (a fingerprint says so), only the time is updated.
+  The file stays in rollback-journal mode, so that a reader needs no write access (a WAL
+  reader writes the shared-memory file).
 - Dovecot cannot fall back per query (see mda/config.py), so the node switches it: whoever
   finds the store away (the agent's heartbeat, `mailyard up`) leaves the marker
   HOME/run/store-away and reloads Dovecot, which then reads this cache; the first heartbeat
@@ -29,6 +30,7 @@ store is back, reads go to it again and the next refresh overwrites the copy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -250,7 +252,12 @@ def refresh_cache(home: Home) -> CacheInfo | None:
     os.chmod(path, CACHE_MODE)
     _give_to_mail_owner(home, path)
     now = datetime.now(UTC)
+    digest = _digest(rows)
     with _cache_engine(path, writer=True).begin() as conn:
+        if _stored_digest(conn) == digest:  # nothing changed: only say when it was checked
+            conn.execute(text("UPDATE cache_meta SET value = :at WHERE name = 'refreshed_at'"),
+                         {"at": now.isoformat()})
+            return CacheInfo(path, now, len(rows["mailboxes"]), len(rows["domains"]))
         for table in reversed(CACHED_TABLES):
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
         conn.exec_driver_sql("DROP TABLE IF EXISTS cache_meta")
@@ -261,8 +268,23 @@ def refresh_cache(home: Home) -> CacheInfo | None:
             if rows[table.name]:
                 conn.execute(table.insert(), rows[table.name])
         conn.execute(text("INSERT INTO cache_meta VALUES ('refreshed_at', :at), "
-                          "('node', :node)"), {"at": now.isoformat(), "node": home.node_name})
+                          "('node', :node), ('digest', :digest)"),
+                     {"at": now.isoformat(), "node": home.node_name, "digest": digest})
     return CacheInfo(path, now, len(rows["mailboxes"]), len(rows["domains"]))
+
+
+def _digest(rows: dict[str, list[dict[str, Any]]]) -> str:
+    """A fingerprint of the copied rows (and of the tables' layout, so that an upgrade that
+    changes a table rebuilds the copy)."""
+    layout = [(t.name, [c.name for c in t.columns]) for t in CACHED_TABLES]
+    return hashlib.sha256(repr((layout, rows)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _stored_digest(conn: Any) -> str | None:
+    try:
+        return conn.execute(text("SELECT value FROM cache_meta WHERE name = 'digest'")).scalar()
+    except DBAPIError:
+        return None  # a new file, or one from before digests
 
 
 def _give_to_mail_owner(home: Home, path: Path) -> None:
