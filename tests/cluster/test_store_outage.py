@@ -199,8 +199,8 @@ def _panel_says_the_store_is_away(home: Home, admin_password: str | None) -> Non
         assert "did not answer" in nodes.json()["detail"]
 
 
-def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_postgres,
-                                                                           homes_dir):
+def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(
+        own_postgres, homes_dir, request: pytest.FixtureRequest):
     """Three nodes on one store, each running smtp, send and IMAP. With PostgreSQL stopped,
     each accepts mail for a known mailbox, defers an unknown one, delivers and lets the owner
     read it over IMAP; when the store is back, a mailbox created then gets mail: nothing
@@ -213,6 +213,8 @@ def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_
                                    port_base=free_port_base(), db_url=url, node_name=name)
         nodes.append(home)
         passwords.append(password)
+    # Every node is stopped at the end, whatever failed (finalizers run after an error too).
+    request.addfinalizer(lambda: [control.down(node) for node in nodes])
     alpha = nodes[0]
     accounts.add_domain(alpha, "example.test")
     accounts.add_mailbox(alpha, "ann@example.test", "ann password")
@@ -249,31 +251,28 @@ def test_with_the_store_stopped_every_node_accepts_delivers_and_serves_mail(own_
                 _subjects_over_imap(node, "ann@example.test", "not her password")
     finally:
         own_postgres.start()
-    try:
-        accounts.add_mailbox(alpha, "bob@example.test", "bob password")
-        accounts.add_mailbox(alpha, "carol@example.test", "carol password")
-        assert cli(alpha, "queue", "process").returncode == 0
-        assert _wait_for_subjects(alpha, "carol@example.test", "carol password",
-                                  {"for carol"}) == ["for carol"]
-        for node in nodes:
-            assert cli(node, "store", "status").returncode == 0
-            deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
-            while True:  # each service tries the store again a few seconds after it failed
-                try:
-                    _send(node, "bob@example.test", f"after via {node.node_name}")
-                    break
-                except smtplib.SMTPRecipientsRefused:
-                    assert time.monotonic() < deadline, "the store's return went unnoticed"
-                    time.sleep(1)
-        for node in nodes:
-            # bob was made after the outage: he logs in once Dovecot reads the store again or
-            # the agent has refreshed the fallback copy, whichever comes first.
-            seen = _wait_for_subjects(node, "bob@example.test", "bob password",
-                                      {f"after via {node.node_name}"})
-            assert seen == [f"after via {node.node_name}"]
-            # what was accepted during the outage is still there, once
-            assert _subjects_over_imap(node, "ann@example.test", "ann password") == [
-                f"outage via {node.node_name}"]
-    finally:
-        for node in nodes:
-            control.down(node)
+    accounts.add_mailbox(alpha, "bob@example.test", "bob password")
+    accounts.add_mailbox(alpha, "carol@example.test", "carol password")
+    assert cli(alpha, "queue", "process").returncode == 0
+    assert _wait_for_subjects(alpha, "carol@example.test", "carol password",
+                              {"for carol"}) == ["for carol"]
+    for node in nodes:
+        assert cli(node, "store", "status").returncode == 0
+        deadline = time.monotonic() + DELIVERY_WAIT_SECONDS
+        while True:  # each service tries the store again a few seconds after it failed
+            try:
+                _send(node, "bob@example.test", f"after via {node.node_name}")
+                break
+            except smtplib.SMTPRecipientsRefused:
+                assert time.monotonic() < deadline, "the store's return went unnoticed"
+                time.sleep(1)
+    for node in nodes:
+        # bob was made after the outage: he logs in once the agent has moved Dovecot back
+        # onto the store.
+        seen = _wait_for_subjects(node, "bob@example.test", "bob password",
+                                  {f"after via {node.node_name}"})
+        assert seen == [f"after via {node.node_name}"]
+        # what was accepted during the outage is still there, once
+        assert _subjects_over_imap(node, "ann@example.test", "ann password") == [
+            f"outage via {node.node_name}"]
+
