@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from ..settings.apply import NOTIFY_CHANNEL
-from ..store.cache import mark_store_away, refresh_cache
+from ..store.cache import describe_error, mark_store_away, refresh_cache
 from .changes import apply_pending
 from .membership import report_status
 
@@ -53,8 +53,9 @@ def run_once(home: Home) -> None:
     try:
         member = report_status(home)
     except DBAPIError as exc:  # the store's driver failed: it is away
-        if mark_store_away(home, True, str(exc.orig).splitlines()[0] if exc.orig else ""):
-            log.warning("the store is away (%s); Dovecot now reads the local cache", exc.orig)
+        if mark_store_away(home, True, describe_error(exc)):
+            log.warning("the store is away (%s); Dovecot now reads the local cache",
+                        describe_error(exc))
             _reload_dovecot(home)
         return
     except Exception as exc:  # our own trouble, not the store's: keep Dovecot where it is

@@ -94,7 +94,7 @@ _outage_lock = threading.Lock()
 
 
 def _mark_down(home: Home, exc: BaseException) -> None:
-    error = _short(exc)
+    error = describe_error(exc)
     with _outage_lock:
         known = _outages.get(home.db_url)
         if known is None:
@@ -126,7 +126,10 @@ def answering_from_cache(home: Home) -> bool:
         return home.db_url in _outages
 
 
-def _short(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line naming a store error: the driver's exception (not SQLAlchemy's wrapper) and
+    the first line of its message. Shared by the logs, `mailyard status`, the agent's marker
+    and the panel's 503."""
     inner = getattr(exc, "orig", None) or exc
     first = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {first[0] if first else ''}".strip()
@@ -387,7 +390,7 @@ def store_health(home: Home) -> StoreHealth:
             conn.exec_driver_sql("SELECT 1")
     except DBAPIError as exc:
         _mark_down(home, exc)
-        return StoreHealth(kind, False, _short(exc), cache_info(home))
+        return StoreHealth(kind, False, describe_error(exc), cache_info(home))
     _mark_up(home)
     return StoreHealth(kind, True, "", cache_info(home))
 
