@@ -107,34 +107,9 @@ async def _main(home: Home) -> int:
     return 0
 
 
-# Modules imported lazily by the libraries we use. They are loaded before root is dropped,
-# because the interpreter's own files may not be readable by the mail owner (a Python
-# installed under root's 0700 home directory, as on the development machines).
-_PRELOAD = (
-    "sqlite3", "ssl", "email.utils", "email.charset", "encodings.idna", "json",
-    "concurrent.futures.thread", "sqlalchemy.dialects.sqlite.pysqlite",
-    "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.CNAME",
-    "dns.rdtypes.ANY.SOA", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.NS",
-    "dns.edns", "dns.flags", "dns.asyncquery", "dns._asyncio_backend",
-    "mailyard.filters.mailbox", "mailyard.filters.spamd", "mailyard.filters.policy",
-    "mailyard.store.accounts", "mailyard.mailboxes", "aiospamc", "mailyard.filters.training",
-)
-
-
-def _preload() -> None:
-    import importlib
-
-    for name in _PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass  # optional (the mailbox filter) or not present in this version
-
-
 def run(home: Home) -> None:
     """Entry point of the supervised `send` program."""
-    _preload()
-    drop_privileges()
+    drop_privileges()  # loads what a dropped process imports lazily first
     code = asyncio.run(_main(home))
     if code:
         raise SystemExit(code)

@@ -58,10 +58,37 @@ def chown_path(path: Path) -> None:
         os.lchown(path, uid, gid)
 
 
+# Modules that mailyard and its libraries import lazily, loaded before root is dropped: after
+# the drop, the interpreter's files and our own may be out of the mail owner's reach (a Python
+# under root's 0700 home, a checkout in a 0700 directory). One list for every process that
+# drops, so that a lazy import added to a shared path is covered once, here.
+PRELOAD_BEFORE_DROP = (
+    "sqlite3", "ssl", "email.utils", "email.charset", "encodings.idna", "json",
+    "concurrent.futures.thread", "sqlalchemy.dialects.sqlite.pysqlite",
+    "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.CNAME",
+    "dns.rdtypes.ANY.SOA", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.NS",
+    "dns.edns", "dns.flags", "dns.asyncquery", "dns._asyncio_backend",
+    "mailyard.store.settings_store", "mailyard.store.cache", "mailyard.store.accounts",
+    "mailyard.mailboxes", "mailyard.filters.mailbox", "mailyard.filters.spamd",
+    "mailyard.filters.policy", "mailyard.filters.training", "aiospamc",
+)
+
+
+def preload_before_drop() -> None:
+    import importlib
+
+    for name in PRELOAD_BEFORE_DROP:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue  # an optional part (the filters) or a module this version lacks
+
+
 def drop_privileges() -> None:
     """Become the mail owner for good (call after binding privileged ports)."""
     if not running_as_root():
         return
+    preload_before_drop()
     uid, gid = mail_owner()
     os.setgroups([g.gr_gid for g in grp.getgrall() if MAIL_USER in g.gr_mem] or [gid])
     os.setgid(gid)

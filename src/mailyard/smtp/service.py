@@ -20,7 +20,6 @@ from ..home import Home
 from ..logs import LogDir
 from ..services.privileges import chown_path, drop_privileges
 from ..services.tls import server_context
-from ..store import cache
 from ..store.settings_store import load_settings
 from .policy import Policy
 from .server import SmtpServer
@@ -96,7 +95,6 @@ def _run(home: Home, service: str) -> None:
     store_log.setLevel(logging.INFO)
     store_log.addHandler(_ToLogDir(log, "store"))
     store_log.propagate = False
-    cache.preload()
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
     _preload_filters(settings, log)

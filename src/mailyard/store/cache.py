@@ -135,15 +135,6 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {first[0] if first else ''}".strip()
 
 
-def preload() -> None:
-    """Import what reading the cache needs, for a service about to drop root: the SQLite
-    dialect is imported lazily, and the interpreter's files may be out of the mail user's
-    reach (a Python under root's 0700 home)."""
-    import sqlite3  # noqa: F401
-
-    import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
-
-
 # ---- reading ------------------------------------------------------------------------------------
 
 _cache_engines: dict[Path, Engine] = {}
