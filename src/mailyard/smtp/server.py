@@ -143,17 +143,22 @@ class Wire(asyncio.Protocol):
             await asyncio.wait_for(asyncio.shield(self._can_write), timeout)
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
-        """Empty the clear-text input, then switch the transport to TLS (server side)."""
+        """Empty the clear-text input, then switch the transport to TLS (server side).
+
+        Only what arrived *before* the switch is dropped (RFC 3207 4.2: clear text sent
+        before the handshake counts for nothing). What arrives after it has come through TLS:
+        a client may send its first command in the same flight as its Finished message, and
+        the TLS layer hands us those bytes before `start_tls` returns, so they are kept."""
         assert self.transport is not None
-        self._buf.clear()  # RFC 3207 4.2: nothing sent before the handshake counts
+        self._buf.clear()
         loop = asyncio.get_running_loop()
-        # No await between emptying the buffer and start_tls pausing the transport.
+        # No await between emptying the buffer and start_tls pausing the transport, so no
+        # clear-text byte can land in the buffer after it was emptied.
         new = await loop.start_tls(self.transport, self, context, server_side=True,
                                    ssl_handshake_timeout=timeout)
         if new is None:
             raise ConnectionError("TLS handshake did not complete")
         self.transport = new  # type: ignore[assignment]
-        self._buf.clear()
 
     def close(self) -> None:
         if self.transport and not self.transport.is_closing():
