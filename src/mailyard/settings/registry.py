@@ -43,6 +43,23 @@ AUTH_MODES: tuple[tuple[str, str], ...] = (
     ("auth_required/tls_required", "SMTP-AUTH over TLS required"),
 )
 
+# DKIM key types a domain signs with (store.dkim_keys makes them) and the DMARC policies a
+# domain's record may ask for (RFC 7489 6.3, tag p=).
+DKIM_ALGORITHM_CHOICES: tuple[tuple[str, str], ...] = (
+    ("rsa", "RSA 2048"),
+    ("rsa+ed25519", "RSA 2048 and Ed25519"),
+)
+DMARC_POLICIES: tuple[tuple[str, str], ...] = (
+    ("none", "none: only report"),
+    ("quarantine", "quarantine: junk failing mail"),
+    ("reject", "reject: refuse failing mail"),
+)
+
+
+def dkim_algorithms(value: str) -> tuple[str, ...]:
+    """The key algorithms of a `dkim.algorithms` value, RSA first."""
+    return tuple(value.split("+"))
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -317,6 +334,21 @@ _add("virus.timeout", Int(1, 600, "seconds"), 60, "Virus Scan Timeout",
 _add("logtools.webmail_uid", Int(0, 2**31 - 1), 0, "Webmail User ID",
      "Unix user id that the webmail runs as; xwebmail picks the messages it injected. 0 means "
      "no webmail is set up.", services=(), box="logtools")
+
+# ---- Mail authentication: DKIM and the DNS records to publish (RFC 6376, 7208, 7489) ---------
+_add("dkim.signing", Bool(), True, "DKIM Signing",
+     "Sign mail that leaves this node for another server with the key of the sender's domain, "
+     "when the sender may use that domain (logged-in users and local programs). Receivers "
+     "check the signature against the key published in DNS (see `mailyard dns records`).",
+     services=("send",), box="mail_auth")
+_add("dkim.algorithms", Choice(DKIM_ALGORITHM_CHOICES), "rsa", "DKIM Key Types",
+     "The keys each domain signs with: 'rsa' (2048-bit RSA, which every receiver checks) or "
+     "'rsa+ed25519' (a second, Ed25519 signature beside it, RFC 8463). Applies to domains "
+     "added or rotated from now on.", services=(), box="mail_auth")
+_add("dns.dmarc_policy", Choice(DMARC_POLICIES), "quarantine", "DMARC Policy to Publish",
+     "What the DMARC record suggested for each domain asks receivers to do with mail that "
+     "fails both SPF and DKIM alignment: none (only report), quarantine (junk it) or reject.",
+     services=(), box="mail_auth")
 
 # ---- Per-service controls (start on boot, auto-restart, memory limit) ------------------------
 _DEFAULT_MEMORY_MB = {"spamd": 1024, "clamd": 2048, "panel": 512}

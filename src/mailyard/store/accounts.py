@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from ..settings.registry import dkim_algorithms
 from ..settings.types import is_hostname
 from .cache import read_scope
 from .db import session_scope
+from .dkim_keys import add_first_keys
 from .models import Admin, Alias, Domain, Mailbox
 from .passwords import hash_password, verify_password
+from .settings_store import load_settings
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -63,10 +66,13 @@ def add_domain(home: Home, name: str, owner: str = "") -> str:
         raise AccountError(f"{name!r} is not a domain name (letters, digits, hyphens, dots)")
     if owner and not _OWNER.match(owner):
         raise AccountError(f"owner {owner!r} is not a unix user name")
+    algorithms = dkim_algorithms(load_settings(home)["dkim.algorithms"])
     with session_scope(home.db_url) as s:
         if s.scalar(select(Domain).where(Domain.name == name)):
             raise AccountError(f"domain {name} exists already")
-        s.add(Domain(name=name, owner=owner))
+        domain = Domain(name=name, owner=owner)
+        s.add(domain)
+        add_first_keys(s, domain, algorithms)  # no local domain without its DKIM key
     return name
 
 

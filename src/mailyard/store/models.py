@@ -27,6 +27,8 @@ class Domain(Base):
 
     mailboxes: Mapped[list[Mailbox]] = relationship(back_populates="domain",
                                                     cascade="all, delete-orphan")
+    dkim_keys: Mapped[list[DkimKey]] = relationship(back_populates="domain",
+                                                    cascade="all, delete-orphan")
 
 
 class Mailbox(Base):
@@ -167,3 +169,29 @@ class SettingChangeMark(Base):
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     ok: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     error: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class DkimKey(Base):
+    """A domain's DKIM signing key (RFC 6376) under one selector.
+
+    Kept in the store so that every node of a cluster signs with the same keys. A key is
+    *active* while it signs; after a rotation the old key is *retired* (it no longer signs)
+    but stays listed, so its public half can stay in DNS until mail signed with it has been
+    verified everywhere."""
+
+    __tablename__ = "dkim_keys"
+    __table_args__ = (UniqueConstraint("domain_id", "selector"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    selector: Mapped[str] = mapped_column(String(63), nullable=False)
+    # "rsa" (rsa-sha256) or "ed25519" (ed25519-sha256, RFC 8463).
+    algorithm: Mapped[str] = mapped_column(String(16), nullable=False, default="rsa")
+    private_pem: Mapped[str] = mapped_column(Text, nullable=False)
+    # The p= value of the DNS record: base64 of the public key.
+    public_b64: Mapped[str] = mapped_column(Text, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    domain: Mapped[Domain] = relationship(back_populates="dkim_keys")

@@ -1,0 +1,41 @@
+"""Fixtures of the mail authentication tests: a DNS server on loopback (UDP and TCP)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import dnslib.server
+import pytest
+from tests.delivery.send_harness import DnsServer, ZoneResolver
+
+_QUIET = dnslib.server.DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data")
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """Answers from the records a test adds; UDP and TCP on one port (long TXT answers are
+    truncated over UDP and fetched again over TCP, as real resolvers do)."""
+    resolver = ZoneResolver()
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        servers = [dnslib.server.DNSServer(resolver, port=port, address="127.0.0.1",
+                                           logger=_QUIET, tcp=tcp) for tcp in (False, True)]
+        try:
+            for server in servers:
+                server.start_thread()
+            break
+        except OSError:
+            for server in servers:
+                if server.isAlive():
+                    server.stop()
+            continue
+    else:
+        raise RuntimeError("no port for the DNS server")
+    try:
+        yield DnsServer(resolver, port)
+    finally:
+        for server in servers:
+            server.stop()
