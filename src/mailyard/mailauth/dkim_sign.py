@@ -63,7 +63,7 @@ def from_domain(message: bytes) -> str | None:
     not exactly one From field with one address (RFC 7489 6.6.1 treats those as unsignable)."""
     end = message.find(b"\r\n\r\n")
     head = (message if end < 0 else message[:end + 2]).decode("utf-8", "replace")
-    fields = re.findall(r"^from[ \t]*:(.*(?:\r\n[ \t].*)*)", head, re.IGNORECASE | re.MULTILINE)
+    fields = re.findall(r"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", head, re.IGNORECASE | re.MULTILINE)
     if len(fields) != 1:
         return None
     value = re.sub(r"\([^()]*\)", "", fields[0].replace("\r\n", ""))  # comments out
