@@ -18,7 +18,9 @@ from tests.delivery.send_harness import DnsServer
 from mailyard.home import Home
 from mailyard.mailauth.dkim_sign import from_domain, headers_to_sign, sign, signing_domain
 from mailyard.mailauth.dnscheck import judge_dkim, judge_dmarc, judge_spf, lookup, make_resolver
+from mailyard.mailauth.outbound import Signer
 from mailyard.mailauth.records import Record, split_txt
+from mailyard.queue import Envelope
 from mailyard.store import dkim_keys
 from mailyard.store.accounts import add_domain
 from mailyard.store.settings_store import set_setting
@@ -246,3 +248,33 @@ def test_which_domain_signs() -> None:
     assert signing_domain("other.test", True, ["example.org"]) is None  # not the user's domain
     assert headers_to_sign(MESSAGE).count(b"from") == 2
     assert b"received" not in headers_to_sign(b"Received: x\r\n" + MESSAGE)
+
+
+def test_only_a_proven_sender_gets_its_domain_signed(signing_home: Home, cli_env: dict[str, str],
+                                                     dns_server: DnsServer) -> None:
+    add_domain(signing_home, "example.org", owner="webuser")
+    add_domain(signing_home, "example.net", owner="webuser")  # the same customer's
+    add_domain(signing_home, "other.test", owner="someoneelse")
+    for domain in ("example.org", "example.net", "other.test"):
+        publish(dns_server, mailyard(cli_env, "dns", "records", domain).stdout)
+    signer = Signer(signing_home, enabled=True)
+
+    def signed_for(author: str, **envelope: object) -> str:
+        env = Envelope(sender=author, recipients=["x@elsewhere.test"], **envelope)  # type: ignore[arg-type]
+        header, why = signer.header_for(env, MESSAGE.replace(b"fred@example.org",
+                                                             author.encode()))
+        return why if header else f"unsigned: {why}"
+
+    assert signed_for("fred@example.org", auth_user="fred@example.org") == "example.org"
+    assert signed_for("fred@example.net", auth_user="fred@example.org") == "example.net"
+    assert signed_for("boss@other.test", auth_user="fred@example.org").startswith("unsigned")
+    assert signed_for("fred@example.org", protocol="local") == "example.org"  # sendmail
+    assert signed_for("fred@example.org", client_ip="192.0.2.1").startswith("unsigned")
+    assert signed_for("a@remote.test", auth_user="fred@example.org").startswith("unsigned")
+    assert Signer(signing_home, enabled=False).header_for(
+        Envelope(sender="", recipients=["x@y.test"], auth_user="fred@example.org"),
+        MESSAGE)[0] == b""
+    header, _ = signer.header_for(
+        Envelope(sender="fred@example.org", recipients=["x@y.test"], auth_user="fred@example.org"),
+        MESSAGE)
+    assert verify(dns_server, header + MESSAGE)[0].split()[:2] == ["rsa-sha256", "pass"]

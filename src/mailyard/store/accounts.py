@@ -103,6 +103,12 @@ def local_domains(home: Home) -> set[str]:
         return set(s.scalars(select(Domain.name)))
 
 
+def domain_owners(home: Home) -> dict[str, str]:
+    """Every local domain and its system owner ("" for none)."""
+    with read_scope(home) as s:
+        return {name: owner for name, owner in s.execute(select(Domain.name, Domain.owner))}
+
+
 def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
     """Domains whose system owner is `owner` (the log tools' xuser)."""
     from ..home import Home as _Home
