@@ -6,9 +6,11 @@ import os
 import random
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.dns_support import DnsServer, running_dns_server
 
 from mailyard.home import STANDARD_PORTS, Home
 from mailyard.nodeinit import init_home
@@ -182,3 +184,14 @@ def own_postgres():
 def pg_url(postgres_server) -> str:
     """A fresh, empty database on the test PostgreSQL server."""
     return postgres_server["server"].new_database()
+
+
+
+# ---- a DNS server on loopback (UDP and TCP on one port) ---------------------------------------
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """Answers from the records a test adds (see tests/dns_support.py)."""
+    with running_dns_server() as server:
+        yield server

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from tests.delivery.send_harness import DnsServer
+from tests.dns_support import DnsServer
 
 from mailyard.home import Home
 from mailyard.mailauth.dkim_sign import from_domain, headers_to_sign, sign, signing_domain

@@ -4,7 +4,7 @@ hostile records included: each gives a clear result, never an exception or a han
 from __future__ import annotations
 
 import pytest
-from tests.delivery.send_harness import DnsServer
+from tests.dns_support import DnsServer
 
 from mailyard.mailauth.dkim_sign import sign
 from mailyard.mailauth.dnscheck import make_resolver

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..mailauth.dnscheck import check_domain, make_resolver, passed
-from ..mailauth.records import wanted_records, zone_text
-from ..settings.registry import dkim_algorithms
+from ..mailauth import service
+from ..mailauth.dnscheck import passed
+from ..mailauth.records import zone_text
 from ..store import dkim_keys
-from ..store.accounts import local_domains
-from ..store.settings_store import load_settings
 from .common import EXIT_FAILURE, CliError, home_of, print_json, print_table
 
 
@@ -41,36 +39,22 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=dkim_remove)
 
 
-def _records(args: Any) -> tuple[Any, dict[str, Any], list[Any]]:
-    home = home_of(args)
-    domain = args.domain.strip().lower().rstrip(".")
-    if domain not in local_domains(home):
-        raise CliError(f"{domain} is not a domain of this node (see `mailyard domain list`)")
-    settings = load_settings(home)
-    try:
-        dkim_keys.ensure_keys(home, domain, dkim_algorithms(settings["dkim.algorithms"]))
-    except dkim_keys.DkimKeyError as exc:
-        raise CliError(str(exc)) from None
-    records = wanted_records(domain, settings["server.hostname"],
-                             dkim_keys.list_keys(home, domain), settings["dns.dmarc_policy"])
-    return home, settings, records
-
-
 def dns_records(args: Any) -> int:
-    _, _, records = _records(args)
+    try:
+        records = service.domain_records(home_of(args), args.domain)
+    except (service.NotLocal, dkim_keys.DkimKeyError) as exc:
+        raise CliError(str(exc)) from None
     print(zone_text(records), end="")
     return 0
 
 
 def dns_check(args: Any) -> int:
-    _, settings, records = _records(args)
-    domain = args.domain.strip().lower().rstrip(".")
     try:
-        resolver = make_resolver(str(settings["smtp.dns_resolver"]))
-    except ValueError as exc:
+        findings = service.check(home_of(args), args.domain)
+    except (service.NotLocal, dkim_keys.DkimKeyError) as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:  # a resolver setting this version cannot use
         raise CliError(f"smtp.dns_resolver: {exc}") from None
-    findings = check_domain(resolver, domain, settings["server.hostname"], records,
-                            settings["dns.dmarc_policy"])
     if args.json:
         print_json([f.__dict__ for f in findings])
     else:

@@ -16,6 +16,7 @@ from ..settings.types import SettingError
 from . import (
     api_accounts,
     api_cluster,
+    api_mailauth,
     api_queue,
     api_services,
     api_settings,
@@ -43,7 +44,7 @@ A refused value answers 422 with `{"field", "value", "reason"}`.
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus,
-                   api_cluster):
+                   api_cluster, api_mailauth):
         router.include_router(module.router)
     return router
 

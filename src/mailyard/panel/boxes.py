@@ -108,6 +108,10 @@ PAGES: dict[str, tuple[str, list[Box]]] = {
             service_keys("freshclam", "start_on_boot"),
             services=(("freshclam", "Freshclam Status"),), cascade=True),
     ]),
+    "mailauth": ("Mail Authentication", [
+        Box("mail-auth", "DKIM Signing and DNS Records", keys_in("mail_auth"), cascade=True,
+            note="Each domain's records to publish and their live check are below."),
+    ]),
 }
 
 

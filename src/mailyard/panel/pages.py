@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader
 from ..services import control
 from ..store import accounts
 from ..store.settings_store import load_settings
-from . import boxes, optional, queue_view, rrd
+from . import api_mailauth, boxes, optional, queue_view, rrd
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
 
@@ -30,7 +30,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 
 NAV = [("mta", "MTA"), ("mda", "MDA"), ("spam", "Spam Filtering"),
        ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts"),
-       ("cluster", "Cluster")]
+       ("mailauth", "Mail Authentication"), ("cluster", "Cluster")]
 
 
 class NeedSignin(Exception):
@@ -240,6 +240,18 @@ def accounts_page(request: Request, session: SignedIn) -> Response:
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
                   aliases=accounts.list_aliases(home), spam_actions=spam_actions)
+
+
+@router.get("/mailauth")
+def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Response:
+    """The DKIM and DNS settings, then each domain's records; `check=DOMAIN` also shows what
+    DNS publishes for that domain, record by record."""
+    context = _boxes_page(request, session, "mailauth")
+    home = home_of(request)
+    domains = [d["name"] for d in accounts.list_domains(home)]
+    context["domains"] = [api_mailauth.records_view(request, d) for d in domains]
+    context["checked"] = (api_mailauth.check_view(request, check) if check in domains else None)
+    return render("mailauth.html", **context)
 
 
 @router.get("/cluster")
