@@ -349,6 +349,29 @@ _add("dns.dmarc_policy", Choice(DMARC_POLICIES), "quarantine", "DMARC Policy to 
      "What the DMARC record suggested for each domain asks receivers to do with mail that "
      "fails both SPF and DKIM alignment: none (only report), quarantine (junk it) or reject.",
      services=(), box="mail_auth")
+_add("mailauth.inbound_checks", Bool(), True, "Check Incoming Mail (SPF, DKIM, DMARC)",
+     "Check the SPF, DKIM and DMARC of mail that other servers send to port 25 and add an "
+     "Authentication-Results header with the outcome. Clients of the relay networks and "
+     "logged-in users are not checked.", services=("smtp",), box="mail_auth")
+_add("dmarc.reject", Bool(), True, "Act on DMARC p=reject",
+     "Refuse at the end of DATA (550 5.7.1) a message that fails the DMARC policy of its From "
+     "domain when that domain asks receivers to reject such mail.", services=("smtp",),
+     box="mail_auth")
+_add("dmarc.quarantine", Bool(), True, "Act on DMARC p=quarantine",
+     "File a message that fails a DMARC policy of quarantine (or of reject, when that is not "
+     "acted on) in the recipient's Spam folder.", services=("smtp",), box="mail_auth")
+_add("dmarc.exempt_domains", Lines(hostname_item, "one recipient domain per line"), [],
+     "DMARC Exempt Domains",
+     "Recipient domains whose mail is never refused or quarantined for DMARC (for example a "
+     "domain that receives forwarded mailing-list traffic). A message for exempt and other "
+     "recipients at once is split: the others are asked to come back in their own "
+     "transaction (452 4.5.3).", services=("smtp",), box="mail_auth")
+_add("spf.refuse_fail", Bool(), False, "Refuse SPF Failures",
+     "Refuse at RCPT (550 5.7.23) mail whose sender's domain says, through SPF, that the "
+     "client may not send for it. Off by default: DMARC already uses SPF, and refusing on SPF "
+     "alone loses forwarded mail that DKIM would have shown genuine (RFC 7489 10.1).",
+     services=("smtp",), box="mail_auth")
+
 
 # ---- Per-service controls (start on boot, auto-restart, memory limit) ------------------------
 _DEFAULT_MEMORY_MB = {"spamd": 1024, "clamd": 2048, "panel": 512}

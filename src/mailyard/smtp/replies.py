@@ -124,6 +124,13 @@ LONG_TEXT_LINE = _r(554, "5.6.0", "Message refused: a text line is longer than {
                                   "(RFC 5321 4.5.3.1.6); wrap or encode the message")
 BAD_PARAMETER = _r(555, "5.5.4", "Parameter {param} not recognized or not implemented")
 
+# Mail authentication of incoming mail (RFC 7489 10.1; RFC 7372 3.2 for the SPF code).
+DMARC_REJECT = _r(550, "5.7.1", "Message refused: {domain} asks receivers to reject mail that "
+                  "fails its DMARC policy, and this message does")
+SPF_FAIL = _r(550, "5.7.23", "SPF check failed: {ip} is not allowed to send mail for {domain}")
+AUTH_CHECK_GROUP = _r(452, "4.5.3", "{address}: please send to this recipient in another "
+                      "transaction (its domain has its own mail authentication policy)")
+
 
 def _name_all() -> None:
     """Give every reply in the table its own name (used as the rule name in logs)."""
