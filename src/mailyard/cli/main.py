@@ -11,7 +11,7 @@ from .common import CliError
 
 _GROUPS = [node_cmds, account_cmds, settings_cmds]
 _OPTIONAL_GROUPS = ["queue_cmds", "filter_cmds", "token_cmds", "install_cmds", "cluster_cmds",
-                    "store_cmds", "dns_cmds"]
+                    "store_cmds", "dns_cmds", "tls_cmds"]
 
 
 def build_parser() -> argparse.ArgumentParser:
