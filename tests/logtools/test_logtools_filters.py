@@ -12,7 +12,7 @@ def results(out: str) -> list[tuple[str, ...]]:
 
 def test_xsend_passes_the_delivery_lines_of_the_senders_messages(sh) -> None:
     r = sh(f"qmail-start-end 0 2000000000 -f {LOG} | xsend alice@example.com")
-    lines = [line[27:] for line in r.out.splitlines()]
+    lines = [line[26:] for line in r.out.splitlines()]
     # the delivery result lines do not name alice, but they are hers
     assert "delivery 3: success: 209.85.1.2_accepted_message./Remote_host_said:_250_2.0.0_OK_" \
            "1320718429_x12si/" in lines

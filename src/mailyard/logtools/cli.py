@@ -8,11 +8,12 @@ Exit status: 0 done, 1 the log could not be read, 2 bad usage (unknown option, b
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from mailyard.logtools import filters, operators, selectors
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
@@ -126,12 +127,37 @@ def run_selector(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> in
     except (PeriodError, UsageError) as exc:
         p.error(str(exc))
     diag = Diagnostics()
+    binary = _binary(out)
     if args.file is not None:
-        selectors.select(out, err, diag, start, end, file=args.file)
+        selectors.select(binary, err, diag, start, end, file=args.file)
     else:
-        selectors.select(out, err, diag, start, end, logdir=_logdir(args))
+        selectors.select(binary, err, diag, start, end, logdir=_logdir(args))
+    binary.flush()
     diag.warn(tool, err)
     return 0
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream that has no binary buffer (a caller's StringIO)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.out.write(bytes(data).decode("utf-8", "surrogateescape"))
+        return len(data)
+
+
+def _binary(out: TextIO) -> BinaryIO:
+    """The byte stream under `out`, where a selector copies the log's bytes."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        out.flush()
+        return buffer
+    return io.BufferedWriter(_TextSink(out))
 
 
 def run_hstamp(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
