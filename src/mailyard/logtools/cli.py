@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mailyard.logtools import filters, operators, selectors
+from mailyard.logtools import blocks, filters, operators, selectors
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
 from mailyard.logtools.sources import SourceError, input_lines
 from mailyard.logtools.tracking import Diagnostics, Tracker
@@ -234,7 +234,9 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         return 2
     diag = Diagnostics()
     tracker = Tracker(diag)
-    rows = operators.top_rows(input_lines(args.file, diag), tracker, spec, args.by, channel)
+    stream, name = blocks.open_input(args.file)
+    with stream:
+        rows = blocks.top_rows_blocks(stream, name, tracker, spec, args.by, channel)
     items = operators.order_rows(rows, spec, args.sort, args.limit)
     render = (operators.render_json if args.json else
               operators.render_csv if args.csv else operators.render_table)

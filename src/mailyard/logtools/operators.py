@@ -140,7 +140,7 @@ def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: t
 # ---- Top ----------------------------------------------------------------------------------------
 
 FIELDS = ("messages", "deliveries", "successes", "deferrals", "failures", "bytes")
-_RESULT_COLUMN = {"success": 2, "deferral": 3, "mangled": 3, "failure": 4}
+RESULT_COLUMN = {"success": 2, "deferral": 3, "mangled": 3, "failure": 4}
 
 
 def user_of(d: Delivery) -> str:
@@ -185,20 +185,26 @@ TOPS = {
 }
 
 
-def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
-             channel: str | None) -> dict[str, list[int]]:
-    """Counts per row key.  A message counts once per row (messages, bytes): the first time
-    one of its deliveries starts in that row; every delivery started counts in deliveries,
-    and its result when it comes.  Results whose start is not in the input are counted in
-    UNKNOWN_ROW (deliveries and result; its channel is unknown, so only without a channel)."""
-    rows: dict[str, list[int]] = {}
-    per_domain = spec.key == "domain"
-    tracker.diag.orphans_counted = channel is None
+class TopCounter:
+    """The rows of a Top report, filled as deliveries start and their results come.
 
-    def on_start(d: Delivery) -> None:
-        if channel is not None and d.channel != channel:
+    A message counts once per row (messages, bytes): the first time one of its deliveries
+    starts in that row; every delivery started counts in deliveries, and its result when it
+    comes.  Results whose start is not in the input are counted in UNKNOWN_ROW (deliveries
+    and result); their channel is unknown, so only when no channel is asked for.
+    """
+
+    def __init__(self, tracker: Tracker, spec: TopSpec, by: str, channel: str | None) -> None:
+        self.rows: dict[str, list[int]] = {}
+        self.spec, self.by, self.channel = spec, by, channel
+        self.per_domain = spec.key == "domain"
+        tracker.diag.orphans_counted = channel is None
+
+    def start(self, d: Delivery) -> None:
+        if self.channel is not None and d.channel != self.channel:
             return
-        key = key_domain(d, by) if per_domain else key_address(d, by)
+        key = key_domain(d, self.by) if self.per_domain else key_address(d, self.by)
+        rows = self.rows
         row = rows.get(key)
         if row is None:
             row = rows[key] = [0, 0, 0, 0, 0, 0]
@@ -212,19 +218,28 @@ def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
         row[1] += 1
         d.row = row
 
-    def on_orphan(result: str) -> None:
-        if channel is None:
-            row = rows.get(UNKNOWN_ROW)
+    def orphan(self, result: str) -> None:
+        if self.channel is None:
+            row = self.rows.get(UNKNOWN_ROW)
             if row is None:
-                row = rows[UNKNOWN_ROW] = [0, 0, 0, 0, 0, 0]
+                row = self.rows[UNKNOWN_ROW] = [0, 0, 0, 0, 0, 0]
             row[1] += 1
-            row[_RESULT_COLUMN[result]] += 1
+            row[RESULT_COLUMN[result]] += 1
 
-    for a in attempts(lines, tracker, on_start, on_orphan):
-        row = a.delivery.row
-        if row is not None:
-            row[_RESULT_COLUMN[a.result]] += 1
-    return rows
+    def feed(self, lines: Iterable[Stamped], tracker: Tracker) -> None:
+        """Count the deliveries of `lines`, line by line (the reference way)."""
+        for a in attempts(lines, tracker, self.start, self.orphan):
+            row = a.delivery.row
+            if row is not None:
+                row[RESULT_COLUMN[a.result]] += 1
+
+
+def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
+             channel: str | None) -> dict[str, list[int]]:
+    """Counts per row key, read line by line (see TopCounter)."""
+    counter = TopCounter(tracker, spec, by, channel)
+    counter.feed(lines, tracker)
+    return counter.rows
 
 
 def order_rows(rows: dict[str, list[int]], spec: TopSpec, sort: str,
