@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pwd
+from pathlib import Path
+
+from conftest import FIXTURES
+
 LOG = "$FIX/qmail-send.tai64n.log"
 
 
@@ -90,10 +95,17 @@ def test_xwebmail_selects_messages_injected_with_the_webmail_uid(sh) -> None:
     assert results(r.out) == webmail
 
 
-def test_xwebmail_without_a_uid_says_where_it_looks(sh) -> None:
-    r = sh(f"xwebmail < {LOG}")
-    assert r.status == 2
-    assert "--uid N" in r.err and "MAILYARD_WEBMAIL_UID" in r.err
+def test_xwebmail_without_arguments_or_node_takes_debians_web_server_user(sh, tmp_path) -> None:
+    log = tmp_path / "send.log"
+    www = pwd.getpwnam("www-data").pw_uid
+    log.write_text(Path(LOG.replace("$FIX", str(FIXTURES))).read_text()
+                   .replace("uid 89", f"uid {www}"))
+    r = sh(f"xwebmail < {log} | show-all-detail")
+    assert r.status == 0
+    assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com"),
+                              ("success", "<>", "frank@example.org")]
+    r = sh(f"xwebmail --clients 127.0.0.1 < {log}")
+    assert r.status == 2 and "--clients needs the node's SMTP logs" in r.err
 
 
 def test_filter_output_feeds_top_operators(sh) -> None:

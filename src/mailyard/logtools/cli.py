@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mailyard.logtools import blocks, filters, operators, selectors
+from mailyard.logtools import blocks, filters, operators, selectors, webmail
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
 from mailyard.logtools.sources import SourceError, input_lines
 from mailyard.logtools.tracking import Diagnostics, Tracker
+from mailyard.settings.registry import REGISTRY
 
 SELECTORS = ("qmail-last-x", "qmail-start-end")
 SHOWS = tuple(f"{name}{suffix}" for name in operators.SHOW_RESULTS for suffix in ("", "-detail"))
@@ -27,7 +28,8 @@ FILTERS = ("xrcpt", "xsend", "xuser", "xwebmail")
 TOOLS = (*SELECTORS, "hstamp", *SHOWS, *TOPS, *FILTERS)
 
 WEBMAIL_UID_ENV = "MAILYARD_WEBMAIL_UID"
-WEBMAIL_UID_SETTING = "logtools.webmail_uid"
+WEBMAIL_USER_SETTING = "logtools.webmail_user"
+WEBMAIL_CLIENTS_SETTING = "logtools.webmail_clients"
 
 EXAMPLES = """\
 examples:
@@ -245,26 +247,51 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _webmail_uid(args: argparse.Namespace) -> int:
-    if args.uid is not None:
-        return int(args.uid)
+def _webmail(args: argparse.Namespace) -> tuple[set[int], webmail.SmtpWebmail | None]:
+    """The webmail's uids and, on a node with webmail clients set, its SMTP side.
+
+    --uid or --user name the sendmail side, else $MAILYARD_WEBMAIL_UID, else the node's
+    settings (with --home or $MAILYARD_HOME), else the registry's default user.
+    """
+    home = args.home or os.environ.get("MAILYARD_HOME")
+    values: dict[str, object] = {}
+    if home:
+        from mailyard.home import Home
+        from mailyard.store.settings_store import load_settings  # only needed on a node
+
+        values = load_settings(Home.find(home))
+    user = str(values.get(WEBMAIL_USER_SETTING, REGISTRY[WEBMAIL_USER_SETTING].default))
+    where = f"the node setting {WEBMAIL_USER_SETTING}" if home else \
+        f"the default of {WEBMAIL_USER_SETTING}"
     env = os.environ.get(WEBMAIL_UID_ENV)
-    if env:
+    if args.uid is not None:
+        uids = {args.uid}
+    elif args.user is not None:
+        user, where = args.user, "--user"
+    elif env:
         if not env.isdigit():
             raise UsageError(f"{WEBMAIL_UID_ENV}={env!r} is not a uid (a whole number)")
-        return int(env)
-    home = args.home or os.environ.get("MAILYARD_HOME")
+        uids = {int(env)}
+    if args.uid is None and (args.user is not None or not env):
+        try:
+            uids = {webmail.uid_of(user)}
+        except webmail.WebmailError as exc:
+            raise UsageError(f"{exc} ({where}): give the webmail's user with --user NAME or "
+                             f"--uid N, or set {WEBMAIL_USER_SETTING}") from None
+    clients = args.clients.split(",") if args.clients is not None else \
+        list(values.get(WEBMAIL_CLIENTS_SETTING, []))  # type: ignore[call-overload]
+    clients = [c.strip() for c in clients if c.strip()]
+    if not clients:
+        return uids, None
     if not home:
-        raise UsageError(f"no webmail uid: give --uid N, set {WEBMAIL_UID_ENV}, or give "
-                         f"--home DIR so the node setting {WEBMAIL_UID_SETTING} can be read")
-    from mailyard.settings import store_get  # the store is only needed on a node
-
-    value = store_get(Path(home), WEBMAIL_UID_SETTING)
-    if value is None or not str(value).isdigit() or int(str(value)) == 0:
-        # The registry's default is 0, meaning "not configured": root is not the webmail.
-        raise UsageError(f"the node setting {WEBMAIL_UID_SETTING} is {value!r}: set it to the "
-                         f"webmail's uid, or give --uid N")
-    return int(value)
+        raise UsageError("--clients needs the node's SMTP logs: give --home DIR or set "
+                         "MAILYARD_HOME")
+    try:
+        networks = webmail.networks_of(clients)
+    except ValueError as exc:
+        raise UsageError(f"--clients: {exc}; give addresses or networks, e.g. "
+                         f"127.0.0.1,::1") from None
+    return uids, webmail.SmtpWebmail(Path(home), networks)
 
 
 def _user_domains(args: argparse.Namespace) -> list[str]:
@@ -285,8 +312,10 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         "xsend": "Pass on the whole messages sent by ADDRESS ('<>' for bounces).",
         "xuser": "Pass on the mail of the domains owned by system user USER: whole messages "
                  "sent from those domains and the deliveries to them.",
-        "xwebmail": "Pass on the whole messages injected by the webmail (the uid in the "
-                    "'info msg' line).",
+        "xwebmail": "Pass on the whole messages of the webmail: those it sent through "
+                    "sendmail (the uid in the 'info msg' line is the webmail user's) and, "
+                    "when webmail clients are set, those the SMTP services accepted from "
+                    "them.",
     }
     p = _parser(tool, descriptions[tool] + " Reads a selector's output; writes the same form, "
                 "so filters chain and feed any operator.")
@@ -299,9 +328,16 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                        help="use these domains instead of asking the node's store")
         p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
     else:
-        p.add_argument("--uid", type=int, metavar="N",
-                       help=f"the webmail's uid (default ${WEBMAIL_UID_ENV}, then the node "
-                            f"setting {WEBMAIL_UID_SETTING})")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--user", metavar="NAME",
+                       help=f"the system user the webmail sends through sendmail as (default "
+                            f"${WEBMAIL_UID_ENV} as a uid, then the node setting "
+                            f"{WEBMAIL_USER_SETTING}, else "
+                            f"{REGISTRY[WEBMAIL_USER_SETTING].default})")
+        g.add_argument("--uid", type=int, metavar="N", help="the same user, by uid")
+        p.add_argument("--clients", metavar="IP,...",
+                       help=f"addresses the webmail sends by SMTP from (default the node "
+                            f"setting {WEBMAIL_CLIENTS_SETTING}); needs the node's logs")
         p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
     _add_input(p)
     args = p.parse_args(argv)
@@ -314,7 +350,7 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         elif tool == "xuser":
             rules = filters.xuser(_user_domains(args))
         else:
-            rules = filters.xwebmail(_webmail_uid(args))
+            rules = filters.xwebmail(*_webmail(args))
     except UsageError as exc:
         p.error(str(exc))
     if _needs_input(p, args, out):

@@ -30,8 +30,9 @@ from mailyard.logtools.parser import (
     mailbox_address,
     parse,
 )
-from mailyard.logtools.tai64n import Stamped
+from mailyard.logtools.tai64n import Clock, Stamped
 from mailyard.logtools.tracking import DROP, NEW, PASS, UNDECIDED, Delivery, Message, Tracker
+from mailyard.logtools.webmail import SmtpWebmail
 
 # A verdict on a whole message: True passes it all, False drops it, None decides per delivery.
 MessageRule = Callable[[Message], bool | None]
@@ -58,6 +59,7 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
     """Write the lines of `lines` that belong to passing messages and deliveries."""
     write = out.write
     diag = tracker.diag
+    clock = Clock()
 
     def passed(m: Message | None) -> bool:
         return m is not None and (m.mark == PASS or m.flushed)
@@ -81,6 +83,10 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
             m.held = [line]
         elif isinstance(ev, InfoMsg):
             m = tracker.info(ev)
+            try:
+                m.info_time = clock.unix(s)
+            except ValueError:
+                m.info_time = 0.0
             if m.held is None:
                 m.held = []
             m.held.append(line)
@@ -158,6 +164,14 @@ def xuser(domains: Sequence[str]) -> tuple[MessageRule, DeliveryRule]:
     return message_rule, delivery_rule
 
 
-def xwebmail(uid: int) -> tuple[MessageRule, DeliveryRule | None]:
-    """Whole messages injected by the webmail's system user (the `uid` of `info msg`)."""
-    return (lambda m: m.uid == uid), None
+def xwebmail(uids: set[int], smtp: SmtpWebmail | None = None
+             ) -> tuple[MessageRule, DeliveryRule | None]:
+    """Whole messages of the webmail: injected through sendmail by one of `uids` (the `uid`
+    of `info msg`), or accepted by SMTP from the webmail's addresses (see webmail.py)."""
+
+    def rule(m: Message) -> bool:
+        if m.uid in uids:
+            return True
+        return smtp is not None and m.sender is not None and smtp.accepted(m.msg, m.info_time)
+
+    return rule, None

@@ -62,6 +62,7 @@ class Message:
     counted: set[str] | None = None  # report rows this message was already counted in
     qp: int = 0
     bounce_of: Message | None = None  # the message whose bounce this one is
+    info_time: float = 0.0  # unix time of its `info msg` line (filters set it)
 
 
 @dataclass(slots=True, eq=False)
