@@ -175,6 +175,17 @@ def run_hstamp(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _alone_on_terminal(p: argparse.ArgumentParser, argv: Sequence[str], out: TextIO) -> bool:
+    """True (after printing the help) when run with no arguments and nothing piped in: an
+    operator or filter typed alone at a terminal is asking what it does."""
+    if argv or not sys.stdin.isatty():
+        return False
+    p.print_help(out)
+    print(f"\n{p.prog}: reads a selector's output: pipe one into it, or give -f FILE.",
+          file=out)
+    return True
+
+
 def _needs_input(p: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO) -> bool:
     """True (after printing help) when there is nothing to read: no -f and stdin a terminal."""
     if args.file is None and sys.stdin.isatty():
@@ -197,6 +208,8 @@ def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                         "(qmail writes spaces as '_' and line breaks as '/').")
     _add_input(p)
     p.add_argument("--channel", choices=("local", "remote"), help="only this kind of delivery")
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     if _needs_input(p, args, out):
         return 2
@@ -229,6 +242,8 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list of objects")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         p.error(f"--limit must be 0 or more, not {args.limit}")
@@ -340,6 +355,8 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                             f"setting {WEBMAIL_CLIENTS_SETTING}); needs the node's logs")
         p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
     _add_input(p)
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     rules: tuple[Callable, Callable | None]  # type: ignore[type-arg]
     try:
