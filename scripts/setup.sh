@@ -10,8 +10,10 @@ node_debs=(python3 python3-venv python3-dev gcc openssl
   spamassassin spamd spamc
   clamav clamav-daemon clamav-freshclam clamdscan
   rrdtool librrd-dev pkg-config)
-# Extra packages the tests drive: real clients, the benchmark peer, PostgreSQL, a browser.
-test_debs=(postfix swaks isync postgresql chromium libmail-dkim-perl)
+# Extra packages the tests drive: real clients, the benchmark peer, PostgreSQL, a browser,
+# Perl's Mail::DKIM (an independent DKIM verifier); daemontools (tai64nlocal) and mawk for
+# the log tools benchmark's awk pipelines.
+test_debs=(postfix swaks isync postgresql chromium libmail-dkim-perl daemontools mawk)
 
 debs=("${node_debs[@]}")
 [ "$what" = test ] && debs+=("${test_debs[@]}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pwd
+from pathlib import Path
+
+from conftest import FIXTURES
+
 LOG = "$FIX/qmail-send.tai64n.log"
 
 
@@ -12,7 +17,7 @@ def results(out: str) -> list[tuple[str, ...]]:
 
 def test_xsend_passes_the_delivery_lines_of_the_senders_messages(sh) -> None:
     r = sh(f"qmail-start-end 0 2000000000 -f {LOG} | xsend alice@example.com")
-    lines = [line[27:] for line in r.out.splitlines()]
+    lines = [line[26:] for line in r.out.splitlines()]
     # the delivery result lines do not name alice, but they are hers
     assert "delivery 3: success: 209.85.1.2_accepted_message./Remote_host_said:_250_2.0.0_OK_" \
            "1320718429_x12si/" in lines
@@ -28,10 +33,12 @@ def test_xsend_is_case_insensitive_and_takes_domains_and_the_null_sender(sh) -> 
     r = sh(f"xsend ALICE@Example.COM < {LOG} | show-all-detail")
     assert {s for _, s, _ in results(r.out)} == {"alice@example.com"}
     r = sh(f"xsend @example.org '<>' < {LOG} | show-all-detail")
+    # a bounce passes with the message it bounces: here the double bounce to the postmaster
     assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com"),
                               ("success", "<>", "frank@example.org"),
                               ("deferral", "<>", "spam@bad.example"),
-                              ("failure", "<>", "spam@bad.example")]
+                              ("failure", "<>", "spam@bad.example"),
+                              ("failure", "#@[]", "postmaster@example.com")]
 
 
 def test_xrcpt_keeps_only_that_recipients_deliveries_but_knows_their_sender(sh) -> None:
@@ -67,8 +74,9 @@ def test_xuser_selects_mail_from_and_to_the_users_domains(sh) -> None:
     assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com"),
                               ("success", "<>", "frank@example.org")]
     r = sh(f"xuser mailgag1 --domains gmail.com,yahoo.com < {LOG} | top-recipients --csv")
+    # frank's message to nobody@gmail.com failed; its bounce back to frank comes with it
     assert [line.split(",")[0] for line in r.out.splitlines()[1:]] == [
-        "bob@gmail.com", "eve@yahoo.com", "nobody@gmail.com"]
+        "bob@gmail.com", "eve@yahoo.com", "frank@example.org", "nobody@gmail.com"]
 
 
 def test_xuser_without_domains_or_node_says_what_to_give(sh) -> None:
@@ -78,16 +86,26 @@ def test_xuser_without_domains_or_node_says_what_to_give(sh) -> None:
 
 
 def test_xwebmail_selects_messages_injected_with_the_webmail_uid(sh) -> None:
+    # the webmail's message failed; the bounce back to its sender is tied to it and shown
+    webmail = [("failure", "frank@example.org", "nobody@gmail.com"),
+               ("success", "<>", "frank@example.org")]
     r = sh(f"qmail-last-x '1000 weeks ago' -f {LOG} | xwebmail --uid 89 | show-all-detail")
-    assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com")]
+    assert results(r.out) == webmail
     r = sh(f"xwebmail < {LOG} | show-all-detail", MAILYARD_WEBMAIL_UID="89")
-    assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com")]
+    assert results(r.out) == webmail
 
 
-def test_xwebmail_without_a_uid_says_where_it_looks(sh) -> None:
-    r = sh(f"xwebmail < {LOG}")
-    assert r.status == 2
-    assert "--uid N" in r.err and "MAILYARD_WEBMAIL_UID" in r.err
+def test_xwebmail_without_arguments_or_node_takes_debians_web_server_user(sh, tmp_path) -> None:
+    log = tmp_path / "send.log"
+    www = pwd.getpwnam("www-data").pw_uid
+    log.write_text(Path(LOG.replace("$FIX", str(FIXTURES))).read_text()
+                   .replace("uid 89", f"uid {www}"))
+    r = sh(f"xwebmail < {log} | show-all-detail")
+    assert r.status == 0
+    assert results(r.out) == [("failure", "frank@example.org", "nobody@gmail.com"),
+                              ("success", "<>", "frank@example.org")]
+    r = sh(f"xwebmail --clients 127.0.0.1 < {log}")
+    assert r.status == 2 and "--clients needs the node's SMTP logs" in r.err
 
 
 def test_filter_output_feeds_top_operators(sh) -> None:

@@ -8,16 +8,18 @@ Exit status: 0 done, 1 the log could not be read, 2 bad usage (unknown option, b
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
-from mailyard.logtools import filters, operators, selectors
+from mailyard.logtools import blocks, filters, operators, selectors, webmail
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
 from mailyard.logtools.sources import SourceError, input_lines
 from mailyard.logtools.tracking import Diagnostics, Tracker
+from mailyard.settings.registry import REGISTRY
 
 SELECTORS = ("qmail-last-x", "qmail-start-end")
 SHOWS = tuple(f"{name}{suffix}" for name in operators.SHOW_RESULTS for suffix in ("", "-detail"))
@@ -26,7 +28,8 @@ FILTERS = ("xrcpt", "xsend", "xuser", "xwebmail")
 TOOLS = (*SELECTORS, "hstamp", *SHOWS, *TOPS, *FILTERS)
 
 WEBMAIL_UID_ENV = "MAILYARD_WEBMAIL_UID"
-WEBMAIL_UID_SETTING = "logtools.webmail_uid"
+WEBMAIL_USER_SETTING = "logtools.webmail_user"
+WEBMAIL_CLIENTS_SETTING = "logtools.webmail_clients"
 
 EXAMPLES = """\
 examples:
@@ -126,12 +129,37 @@ def run_selector(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> in
     except (PeriodError, UsageError) as exc:
         p.error(str(exc))
     diag = Diagnostics()
+    binary = _binary(out)
     if args.file is not None:
-        selectors.select(out, err, diag, start, end, file=args.file)
+        selectors.select(binary, err, diag, start, end, file=args.file)
     else:
-        selectors.select(out, err, diag, start, end, logdir=_logdir(args))
+        selectors.select(binary, err, diag, start, end, logdir=_logdir(args))
+    binary.flush()
     diag.warn(tool, err)
     return 0
+
+
+class _TextSink(io.RawIOBase):
+    """Bytes written to a text stream that has no binary buffer (a caller's StringIO)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.out.write(bytes(data).decode("utf-8", "surrogateescape"))
+        return len(data)
+
+
+def _binary(out: TextIO) -> BinaryIO:
+    """The byte stream under `out`, where a selector copies the log's bytes."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        out.flush()
+        return buffer
+    return io.BufferedWriter(_TextSink(out))
 
 
 def run_hstamp(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
@@ -145,6 +173,17 @@ def run_hstamp(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     except PeriodError as exc:
         p.error(str(exc))
     return 0
+
+
+def _alone_on_terminal(p: argparse.ArgumentParser, argv: Sequence[str], out: TextIO) -> bool:
+    """True (after printing the help) when run with no arguments and nothing piped in: an
+    operator or filter typed alone at a terminal is asking what it does."""
+    if argv or not sys.stdin.isatty():
+        return False
+    p.print_help(out)
+    print(f"\n{p.prog}: reads a selector's output: pipe one into it, or give -f FILE.",
+          file=out)
+    return True
 
 
 def _needs_input(p: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO) -> bool:
@@ -169,6 +208,8 @@ def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                         "(qmail writes spaces as '_' and line breaks as '/').")
     _add_input(p)
     p.add_argument("--channel", choices=("local", "remote"), help="only this kind of delivery")
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     if _needs_input(p, args, out):
         return 2
@@ -201,6 +242,8 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list of objects")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         p.error(f"--limit must be 0 or more, not {args.limit}")
@@ -208,7 +251,9 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         return 2
     diag = Diagnostics()
     tracker = Tracker(diag)
-    rows = operators.top_rows(input_lines(args.file, diag), tracker, spec, args.by, channel)
+    stream, name = blocks.open_input(args.file)
+    with stream:
+        rows = blocks.top_rows_blocks(stream, name, tracker, spec, args.by, channel)
     items = operators.order_rows(rows, spec, args.sort, args.limit)
     render = (operators.render_json if args.json else
               operators.render_csv if args.csv else operators.render_table)
@@ -217,26 +262,51 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _webmail_uid(args: argparse.Namespace) -> int:
-    if args.uid is not None:
-        return int(args.uid)
+def _webmail(args: argparse.Namespace) -> tuple[set[int], webmail.SmtpWebmail | None]:
+    """The webmail's uids and, on a node with webmail clients set, its SMTP side.
+
+    --uid or --user name the sendmail side, else $MAILYARD_WEBMAIL_UID, else the node's
+    settings (with --home or $MAILYARD_HOME), else the registry's default user.
+    """
+    home = args.home or os.environ.get("MAILYARD_HOME")
+    values: dict[str, object] = {}
+    if home:
+        from mailyard.home import Home
+        from mailyard.store.settings_store import load_settings  # only needed on a node
+
+        values = load_settings(Home.find(home))
+    user = str(values.get(WEBMAIL_USER_SETTING, REGISTRY[WEBMAIL_USER_SETTING].default))
+    where = f"the node setting {WEBMAIL_USER_SETTING}" if home else \
+        f"the default of {WEBMAIL_USER_SETTING}"
     env = os.environ.get(WEBMAIL_UID_ENV)
-    if env:
+    if args.uid is not None:
+        uids = {args.uid}
+    elif args.user is not None:
+        user, where = args.user, "--user"
+    elif env:
         if not env.isdigit():
             raise UsageError(f"{WEBMAIL_UID_ENV}={env!r} is not a uid (a whole number)")
-        return int(env)
-    home = args.home or os.environ.get("MAILYARD_HOME")
+        uids = {int(env)}
+    if args.uid is None and (args.user is not None or not env):
+        try:
+            uids = {webmail.uid_of(user)}
+        except webmail.WebmailError as exc:
+            raise UsageError(f"{exc} ({where}): give the webmail's user with --user NAME or "
+                             f"--uid N, or set {WEBMAIL_USER_SETTING}") from None
+    clients = args.clients.split(",") if args.clients is not None else \
+        list(values.get(WEBMAIL_CLIENTS_SETTING, []))  # type: ignore[call-overload]
+    clients = [c.strip() for c in clients if c.strip()]
+    if not clients:
+        return uids, None
     if not home:
-        raise UsageError(f"no webmail uid: give --uid N, set {WEBMAIL_UID_ENV}, or give "
-                         f"--home DIR so the node setting {WEBMAIL_UID_SETTING} can be read")
-    from mailyard.settings import store_get  # the store is only needed on a node
-
-    value = store_get(Path(home), WEBMAIL_UID_SETTING)
-    if value is None or not str(value).isdigit() or int(str(value)) == 0:
-        # The registry's default is 0, meaning "not configured": root is not the webmail.
-        raise UsageError(f"the node setting {WEBMAIL_UID_SETTING} is {value!r}: set it to the "
-                         f"webmail's uid, or give --uid N")
-    return int(value)
+        raise UsageError("--clients needs the node's SMTP logs: give --home DIR or set "
+                         "MAILYARD_HOME")
+    try:
+        networks = webmail.networks_of(clients)
+    except ValueError as exc:
+        raise UsageError(f"--clients: {exc}; give addresses or networks, e.g. "
+                         f"127.0.0.1,::1") from None
+    return uids, webmail.SmtpWebmail(Path(home), networks)
 
 
 def _user_domains(args: argparse.Namespace) -> list[str]:
@@ -257,8 +327,10 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         "xsend": "Pass on the whole messages sent by ADDRESS ('<>' for bounces).",
         "xuser": "Pass on the mail of the domains owned by system user USER: whole messages "
                  "sent from those domains and the deliveries to them.",
-        "xwebmail": "Pass on the whole messages injected by the webmail (the uid in the "
-                    "'info msg' line).",
+        "xwebmail": "Pass on the whole messages of the webmail: those it sent through "
+                    "sendmail (the uid in the 'info msg' line is the webmail user's) and, "
+                    "when webmail clients are set, those the SMTP services accepted from "
+                    "them.",
     }
     p = _parser(tool, descriptions[tool] + " Reads a selector's output; writes the same form, "
                 "so filters chain and feed any operator.")
@@ -271,11 +343,20 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                        help="use these domains instead of asking the node's store")
         p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
     else:
-        p.add_argument("--uid", type=int, metavar="N",
-                       help=f"the webmail's uid (default ${WEBMAIL_UID_ENV}, then the node "
-                            f"setting {WEBMAIL_UID_SETTING})")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--user", metavar="NAME",
+                       help=f"the system user the webmail sends through sendmail as (default "
+                            f"${WEBMAIL_UID_ENV} as a uid, then the node setting "
+                            f"{WEBMAIL_USER_SETTING}, else "
+                            f"{REGISTRY[WEBMAIL_USER_SETTING].default})")
+        g.add_argument("--uid", type=int, metavar="N", help="the same user, by uid")
+        p.add_argument("--clients", metavar="IP,...",
+                       help=f"addresses the webmail sends by SMTP from (default the node "
+                            f"setting {WEBMAIL_CLIENTS_SETTING}); needs the node's logs")
         p.add_argument("--home", metavar="DIR", help="the node's home (default $MAILYARD_HOME)")
     _add_input(p)
+    if _alone_on_terminal(p, argv, out):
+        return 0
     args = p.parse_args(argv)
     rules: tuple[Callable, Callable | None]  # type: ignore[type-arg]
     try:
@@ -286,7 +367,7 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         elif tool == "xuser":
             rules = filters.xuser(_user_domains(args))
         else:
-            rules = filters.xwebmail(_webmail_uid(args))
+            rules = filters.xwebmail(*_webmail(args))
     except UsageError as exc:
         p.error(str(exc))
     if _needs_input(p, args, out):

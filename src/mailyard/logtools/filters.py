@@ -4,8 +4,11 @@ A filter keeps messages whole.  It decides on a message when it learns its sende
 or, for recipient filters, on each delivery when it starts; until then it holds the message's
 `new msg`/`info msg` lines (a few per in-flight message), and writes them out in front of the
 first delivery that passes, so the next tool always sees a message's header before its
-deliveries.  Lines that belong to no message (status, warnings) are not passed on.
-Output lines carry our readable stamp, so filters chain and feed any operator.
+deliveries.  Lines that belong to no message (status, warnings) are not passed on, except
+`status: exiting`, which the next tool needs to see qmail-send's restart.  A bounce message
+passes with the message it bounces (`bounce msg N qp P` ties them).  Lines are passed on as
+they came, stamp and all (a CR before the line end is dropped), so filters chain and feed
+any operator.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from mailyard.logtools.parser import (
+    EXITING,
     BounceMsg,
     DeliveryResult,
     EndMsg,
@@ -28,6 +32,7 @@ from mailyard.logtools.parser import (
 )
 from mailyard.logtools.tai64n import Clock, Stamped
 from mailyard.logtools.tracking import DROP, NEW, PASS, UNDECIDED, Delivery, Message, Tracker
+from mailyard.logtools.webmail import SmtpWebmail
 
 # A verdict on a whole message: True passes it all, False drops it, None decides per delivery.
 MessageRule = Callable[[Message], bool | None]
@@ -52,12 +57,15 @@ class AddressMatcher:
 def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
                message_rule: MessageRule, delivery_rule: DeliveryRule | None = None) -> None:
     """Write the lines of `lines` that belong to passing messages and deliveries."""
-    clock = Clock()
     write = out.write
     diag = tracker.diag
+    clock = Clock()
+
+    def passed(m: Message | None) -> bool:
+        return m is not None and (m.mark == PASS or m.flushed)
 
     def decide(m: Message) -> None:
-        verdict = message_rule(m)
+        verdict = True if passed(m.bounce_of) else message_rule(m)
         m.mark = PASS if verdict else (DROP if verdict is False else UNDECIDED)
         if m.mark == PASS and m.held:
             for held in m.held:
@@ -67,13 +75,18 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
             m.held = None
 
     for s in lines:
-        ev = parse(s.text)
-        line = f"{clock.display(s)} {s.text}\n"
+        text = s.text
+        ev = parse(text)
+        line = f"@{s.stamp} {text}\n" if s.kind == "tai64n" else f"{s.stamp} {text}\n"
         if isinstance(ev, NewMsg):
             m = tracker.new_msg(ev.msg)
             m.held = [line]
         elif isinstance(ev, InfoMsg):
             m = tracker.info(ev)
+            try:
+                m.info_time = clock.unix(s)
+            except ValueError:
+                m.info_time = 0.0
             if m.held is None:
                 m.held = []
             m.held.append(line)
@@ -100,14 +113,19 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
                 write(line)
         elif isinstance(ev, EndMsg):
             m = tracker.end(ev.msg)
-            if m is not None and (m.mark == PASS or m.flushed):
+            if passed(m):
                 write(line)
-        elif isinstance(ev, BounceMsg | TripleBounce):
-            m = tracker.get(ev.msg)
-            if m is not None and (m.mark == PASS or m.flushed):
+        elif isinstance(ev, BounceMsg):
+            if passed(tracker.bounce(ev.msg, ev.qp)):
+                write(line)
+        elif isinstance(ev, TripleBounce):
+            if passed(tracker.get(ev.msg)):
                 write(line)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
+        elif text == EXITING:
+            tracker.restart()
+            write(line)
 
 
 # ---- the four filters ------------------------------------------------------------------------
@@ -146,6 +164,14 @@ def xuser(domains: Sequence[str]) -> tuple[MessageRule, DeliveryRule]:
     return message_rule, delivery_rule
 
 
-def xwebmail(uid: int) -> tuple[MessageRule, DeliveryRule | None]:
-    """Whole messages injected by the webmail's system user (the `uid` of `info msg`)."""
-    return (lambda m: m.uid == uid), None
+def xwebmail(uids: set[int], smtp: SmtpWebmail | None = None
+             ) -> tuple[MessageRule, DeliveryRule | None]:
+    """Whole messages of the webmail: injected through sendmail by one of `uids` (the `uid`
+    of `info msg`), or accepted by SMTP from the webmail's addresses (see webmail.py)."""
+
+    def rule(m: Message) -> bool:
+        if m.uid in uids:
+            return True
+        return smtp is not None and m.sender is not None and smtp.accepted(m.msg, m.info_time)
+
+    return rule, None

@@ -1,19 +1,26 @@
 """The operators: Show (one line per delivery attempt) and Top (counts per address or domain).
 
 Both follow each delivery from its `starting delivery` line to its result, and each message
-from `new msg` to `end msg`, through a `Tracker`; an attempt is reported when its result line
-comes, at that line's time.
+from `new msg` to `end msg`, through a `Tracker`; an attempt is shown when its result line
+comes, at that line's time.  Top counts a delivery in its row when it starts (messages,
+bytes, deliveries) and its result when that comes, so a delivery whose result is after the
+input still counts; a result whose start is before the input goes to the UNKNOWN_ROW.
+
+This module is the line-by-line reference; `blocks.py` computes the same Top counts from
+blocks of bytes, and the tests check that the two agree.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, TextIO
 
 from mailyard.logtools.parser import (
+    EXITING,
+    BounceMsg,
     DeliveryResult,
     EndMsg,
     InfoMsg,
@@ -27,7 +34,7 @@ from mailyard.logtools.parser import (
     remote_host,
 )
 from mailyard.logtools.tai64n import Clock, Stamped
-from mailyard.logtools.tracking import Message, Tracker
+from mailyard.logtools.tracking import UNKNOWN_ROW, Delivery, Message, Tracker
 
 
 class Attempt(NamedTuple):
@@ -39,30 +46,47 @@ class Attempt(NamedTuple):
     recipient: str  # as logged
     report: str  # as logged (encoded)
     message: Message
+    delivery: Delivery
 
 
-def attempts(lines: Iterable[Stamped], tracker: Tracker) -> Iterator[Attempt]:
-    """The delivery attempts of a log, in the order their results were logged."""
+def attempts(lines: Iterable[Stamped], tracker: Tracker,
+             on_start: Callable[[Delivery], None] | None = None,
+             on_orphan: Callable[[str], None] | None = None) -> Iterator[Attempt]:
+    """The delivery attempts of a log, in the order their results were logged.
+
+    `on_start` is called with each delivery when it starts; `on_orphan` with the result of
+    each result line whose start is not in the input (counted in the diagnostics too).
+    """
     diag = tracker.diag
     for s in lines:
         text = s.text
         c = text[:1]
         # Cheap first-letter test: a third of a qmail-send log is `status:` lines.
-        if c not in "dsnie" or text.startswith("status:"):
+        if c not in "dsnieb":
+            continue
+        if c == "s" and text.startswith("status:"):
+            if text == EXITING:
+                tracker.restart()
             continue
         ev = parse(text)
         if isinstance(ev, DeliveryResult):
             d = tracker.result(ev.delivery)
             if d is not None:
-                yield Attempt(s, ev.result, d.channel, d.recipient, ev.report, d.message)
+                yield Attempt(s, ev.result, d.channel, d.recipient, ev.report, d.message, d)
+            elif on_orphan is not None:
+                on_orphan(ev.result)
         elif isinstance(ev, StartDelivery):
-            tracker.start(ev)
+            d = tracker.start(ev)
+            if on_start is not None:
+                on_start(d)
         elif isinstance(ev, NewMsg):
             tracker.new_msg(ev.msg)
         elif isinstance(ev, InfoMsg):
             tracker.info(ev)
         elif isinstance(ev, EndMsg):
             tracker.end(ev.msg)
+        elif isinstance(ev, BounceMsg):
+            tracker.bounce(ev.msg, ev.qp)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
 
@@ -116,26 +140,26 @@ def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: t
 # ---- Top ----------------------------------------------------------------------------------------
 
 FIELDS = ("messages", "deliveries", "successes", "deferrals", "failures", "bytes")
-_RESULT_COLUMN = {"success": 2, "deferral": 3, "mangled": 3, "failure": 4}
+RESULT_COLUMN = {"success": 2, "deferral": 3, "mangled": 3, "failure": 4}
 
 
-def user_of(a: Attempt) -> str:
+def user_of(d: Delivery) -> str:
     """The node's user in a delivery: the recipient of a local one, the sender of a remote one."""
-    if a.channel == "local":
-        return mailbox_address(a.recipient)
-    return sender_text(a.message)
+    if d.channel == "local":
+        return mailbox_address(d.recipient)
+    return sender_text(d.message)
 
 
-def key_address(a: Attempt, by: str) -> str:
+def key_address(d: Delivery, by: str) -> str:
     if by == "recipient":
-        return mailbox_address(a.recipient) if a.channel == "local" else a.recipient
+        return mailbox_address(d.recipient) if d.channel == "local" else d.recipient
     if by == "sender":
-        return sender_text(a.message)
-    return user_of(a)
+        return sender_text(d.message)
+    return user_of(d)
 
 
-def key_domain(a: Attempt, by: str) -> str:
-    address = key_address(a, by)
+def key_domain(d: Delivery, by: str) -> str:
+    address = key_address(d, by)
     if address in ("?", "<>"):
         return address
     return domain_of(address) or address
@@ -161,20 +185,30 @@ TOPS = {
 }
 
 
-def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
-             channel: str | None) -> dict[str, list[int]]:
-    """Counts per row key.  A message counts once per row (messages, bytes): the first time
-    one of its attempts lands in that row; every attempt counts in deliveries and its result."""
-    rows: dict[str, list[int]] = {}
-    per_domain = spec.key == "domain"
-    for a in attempts(lines, tracker):
-        if channel is not None and a.channel != channel:
-            continue
-        key = key_domain(a, by) if per_domain else key_address(a, by)
+class TopCounter:
+    """The rows of a Top report, filled as deliveries start and their results come.
+
+    A message counts once per row (messages, bytes): the first time one of its deliveries
+    starts in that row; every delivery started counts in deliveries, and its result when it
+    comes.  Results whose start is not in the input are counted in UNKNOWN_ROW (deliveries
+    and result); their channel is unknown, so only when no channel is asked for.
+    """
+
+    def __init__(self, tracker: Tracker, spec: TopSpec, by: str, channel: str | None) -> None:
+        self.rows: dict[str, list[int]] = {}
+        self.spec, self.by, self.channel = spec, by, channel
+        self.per_domain = spec.key == "domain"
+        tracker.diag.orphans_counted = channel is None
+
+    def start(self, d: Delivery) -> None:
+        if self.channel is not None and d.channel != self.channel:
+            return
+        key = key_domain(d, self.by) if self.per_domain else key_address(d, self.by)
+        rows = self.rows
         row = rows.get(key)
         if row is None:
             row = rows[key] = [0, 0, 0, 0, 0, 0]
-        m = a.message
+        m = d.message
         if m.counted is None:
             m.counted = set()
         if key not in m.counted:
@@ -182,8 +216,30 @@ def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
             row[0] += 1
             row[5] += m.bytes
         row[1] += 1
-        row[_RESULT_COLUMN[a.result]] += 1
-    return rows
+        d.row = row
+
+    def orphan(self, result: str) -> None:
+        if self.channel is None:
+            row = self.rows.get(UNKNOWN_ROW)
+            if row is None:
+                row = self.rows[UNKNOWN_ROW] = [0, 0, 0, 0, 0, 0]
+            row[1] += 1
+            row[RESULT_COLUMN[result]] += 1
+
+    def feed(self, lines: Iterable[Stamped], tracker: Tracker) -> None:
+        """Count the deliveries of `lines`, line by line (the reference way)."""
+        for a in attempts(lines, tracker, self.start, self.orphan):
+            row = a.delivery.row
+            if row is not None:
+                row[RESULT_COLUMN[a.result]] += 1
+
+
+def top_rows(lines: Iterable[Stamped], tracker: Tracker, spec: TopSpec, by: str,
+             channel: str | None) -> dict[str, list[int]]:
+    """Counts per row key, read line by line (see TopCounter)."""
+    counter = TopCounter(tracker, spec, by, channel)
+    counter.feed(lines, tracker)
+    return counter.rows
 
 
 def order_rows(rows: dict[str, list[int]], spec: TopSpec, sort: str,

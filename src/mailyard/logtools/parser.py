@@ -10,12 +10,22 @@ The formats are qmail-send's (qmail 1.03 / netqmail qmail-send.c and qsutil.c):
     end msg N
     bounce msg N qp P
     triple bounce: discarding bounce/N
+    double bounce: discarding bounce/N
     status: local L/LMAX remote R/RMAX
+    status: exiting
+
 
 N is the message's inode number (reused once the message is gone), D a delivery counter that
 restarts at 1 when qmail-send restarts.  Every other line (warnings, alerts) is an `Other`
 event.  `parse` never raises: text that starts like a known line but does not fit it is
 `Malformed`.
+
+New vocabulary plugs in at the end of a known line: text after the last field of a `starting
+delivery`, `info msg`, `new msg`, `end msg`, `bounce msg` or `... bounce: discarding` line
+(one space, then anything, e.g. a `tls=...` note another part of the node adds) is carried in
+the event's `extra` and is not an error; after `delivery D: RESULT:` it is part of the report.
+A wholly new kind of line is an `Other` event until a type and a branch of `parse` (and of
+the block patterns in `blocks.py`) are added for it.
 
 Addresses and reports are written through qmail's `logsafe`, which turns a newline into `/`
 and a space, `%`, control character or 8-bit byte into `_`.  `decode_report` undoes what can
@@ -38,6 +48,7 @@ class InfoMsg(NamedTuple):
     sender: str  # "" for the null sender <> of bounces
     qp: int
     uid: int
+    extra: str = ""  # text after the uid, carried (see the module docstring)
 
 
 class StartDelivery(NamedTuple):
@@ -45,6 +56,7 @@ class StartDelivery(NamedTuple):
     msg: int
     channel: str  # "local" or "remote"
     recipient: str  # as logged (a virtual domain's local recipient keeps its prefix)
+    extra: str = ""  # text after the recipient, carried
 
 
 class DeliveryResult(NamedTuple):
@@ -63,7 +75,11 @@ class BounceMsg(NamedTuple):
 
 
 class TripleBounce(NamedTuple):
+    """`triple bounce: discarding bounce/N` or `double bounce: discarding bounce/N`: the
+    bounce N could not be delivered and is thrown away (`double` is True for the latter)."""
+
     msg: int
+    double: bool = False
 
 
 class Status(NamedTuple):
@@ -81,16 +97,24 @@ class Malformed(NamedTuple):
 Event = (NewMsg | InfoMsg | StartDelivery | DeliveryResult | EndMsg | BounceMsg | TripleBounce
          | Status | Other | Malformed)
 
-_INFO_RE = re.compile(r"info msg (\d+): bytes (\d+) from <(.*)> qp (\d+) uid (\d+)$")
-_START_RE = re.compile(r"starting delivery (\d+): msg (\d+) to (local|remote) (.*)$")
-_RESULT_RE = re.compile(r"delivery (\d+): (success|deferral|failure): ?(.*)$")
-_MANGLED_RE = re.compile(r"delivery (\d+): report mangled, will defer$")
-_BOUNCE_RE = re.compile(r"bounce msg (\d+) qp (\d+)$")
-_TRIPLE_RE = re.compile(r"triple bounce: discarding bounce/(\d+)$")
+# `[0-9]` rather than `\d`: qmail writes ASCII digits, and int() must not see other digits.
+_INFO_RE = re.compile(r"info msg ([0-9]+): bytes ([0-9]+) from <(.*)> qp ([0-9]+) uid ([0-9]+)"
+                      r"(?: (.*))?$", re.S)
+_START_RE = re.compile(r"starting delivery ([0-9]+): msg ([0-9]+) to (local|remote) ([^ ]*)"
+                       r"(?: (.*))?$", re.S)
+_RESULT_RE = re.compile(r"delivery ([0-9]+): (success|deferral|failure): ?(.*)$", re.S)
+_MANGLED_RE = re.compile(r"delivery ([0-9]+): report mangled, will defer$")
+_BOUNCE_RE = re.compile(r"bounce msg ([0-9]+) qp ([0-9]+)(?: (.*))?$", re.S)
+_DISCARD_RE = re.compile(r"(triple|double) bounce: discarding bounce/([0-9]+)(?: (.*))?$", re.S)
+_NUMBER_RE = re.compile(r"([0-9]+)(?: .*)?$", re.S)
+
+EXITING = "status: exiting"  # qmail-send's last line on a clean stop; delivery numbers restart
 
 
 def _number(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() else None
+    """The message number at the start of `text` (extra text after a space is carried)."""
+    m = _NUMBER_RE.match(text)
+    return int(m[1]) if m else None
 
 
 def parse(text: str) -> Event:
@@ -102,7 +126,7 @@ def parse(text: str) -> Event:
         if text.startswith("starting delivery "):
             m = _START_RE.match(text)
             if m:
-                return StartDelivery(int(m[1]), int(m[2]), m[3], m[4])
+                return StartDelivery(int(m[1]), int(m[2]), m[3], m[4], m[5] or "")
             return Malformed(text)
     elif c == "d":
         if text.startswith("delivery "):
@@ -113,6 +137,8 @@ def parse(text: str) -> Event:
             if m:
                 return DeliveryResult(int(m[1]), "mangled", "")
             return Malformed(text)
+        if text.startswith("double bounce: "):
+            return _discard(text)
     elif c == "n":
         if text.startswith("new msg "):
             n = _number(text[8:])
@@ -121,7 +147,7 @@ def parse(text: str) -> Event:
         if text.startswith("info msg "):
             m = _INFO_RE.match(text)
             if m:
-                return InfoMsg(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]))
+                return InfoMsg(int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5]), m[6] or "")
             return Malformed(text)
     elif c == "e":
         if text.startswith("end msg "):
@@ -133,9 +159,13 @@ def parse(text: str) -> Event:
             return BounceMsg(int(m[1]), int(m[2])) if m else Malformed(text)
     elif c == "t":
         if text.startswith("triple bounce: "):
-            m = _TRIPLE_RE.match(text)
-            return TripleBounce(int(m[1])) if m else Malformed(text)
+            return _discard(text)
     return Other(text)
+
+
+def _discard(text: str) -> Event:
+    m = _DISCARD_RE.match(text)
+    return TripleBounce(int(m[2]), m[1] == "double") if m else Malformed(text)
 
 
 # ---- addresses --------------------------------------------------------------------------------

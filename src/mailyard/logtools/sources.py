@@ -61,9 +61,12 @@ def stdin_text() -> TextIO:
     return sys.stdin
 
 
-def stamped_lines(stream: Iterable[str], name: str, diag: Diagnostics) -> Iterator[Stamped]:
-    """The stamped lines of one stream; bad lines are counted in `diag` and skipped."""
-    number = 0
+def stamped_lines(stream: Iterable[str], name: str, diag: Diagnostics,
+                  number: int = 0) -> Iterator[Stamped]:
+    """The stamped lines of one stream; bad lines are counted in `diag` and skipped.
+
+    `number` is the count of lines of the same input before `stream` (for the messages).
+    """
     split = split_stamp
     for line in stream:
         number += 1

@@ -41,6 +41,8 @@ def split_stamp(line: str) -> Stamped | None:
     """Split `line` into stamp and message text; None if the line does not start with a stamp."""
     if line.endswith("\n"):
         line = line[:-1]
+    if line.endswith("\r"):
+        line = line[:-1]  # a CR LF line end (a log that went through a Windows editor or FTP)
     if not line:
         return None
     first = line[0]

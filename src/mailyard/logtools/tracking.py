@@ -4,6 +4,12 @@ deliveries between `starting delivery` and their result, and the count of bad in
 Memory stays constant in the size of the log: a message leaves the state at its `end msg`,
 a delivery at its result, and both tables have a cap (below) for logs where those lines
 never come (a cut log, a crashed qmail-send).
+
+A restart of qmail-send starts its delivery numbers again at 1, but the queue, and so every
+message, survives it.  A restart is seen at `status: exiting` (a clean stop) or, after a
+crash that wrote nothing, at a `starting delivery` whose number is not above the last one
+(qmail-send numbers deliveries upwards from 1 in each run).  Either way only the table of
+running deliveries is emptied; the messages stay.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ MAX_IN_FLIGHT_MESSAGES = 200_000
 # forever; 20 000 is far above any real concurrency.
 MAX_IN_FLIGHT_DELIVERIES = 20_000
 
+# Bounces announced (`bounce msg N qp P`) whose new message (`info msg M: ... qp P`) has not
+# been read yet.  qmail-send writes the two lines within one pass of its loop, so only a
+# handful are ever waiting; the cap only guards against a log cut between them.
+MAX_PENDING_BOUNCES = 10_000
+
+# The row that counts delivery results whose start is not in the input: qmail's `delivery D:`
+# line names neither message nor recipient.  Parentheses cannot occur in a domain or in an
+# address as qmail-send logs it, so the row cannot collide with a real one.
+UNKNOWN_ROW = "(unknown)"
+
 # Message state: a filter decision, values of Message.mark.
 NEW, UNDECIDED, PASS, DROP = 0, 1, 2, 3
 
@@ -44,6 +60,9 @@ class Message:
     held: list[str] | None = None  # a filter's lines waiting for its decision
     flushed: bool = False  # a filter has written this message's header lines
     counted: set[str] | None = None  # report rows this message was already counted in
+    qp: int = 0
+    bounce_of: Message | None = None  # the message whose bounce this one is
+    info_time: float = 0.0  # unix time of its `info msg` line (filters set it)
 
 
 @dataclass(slots=True, eq=False)
@@ -55,6 +74,7 @@ class Delivery:
     channel: str
     recipient: str
     passes: bool = False  # a filter lets this delivery's lines through
+    row: list[int] | None = None  # the Top row its start was counted in
 
 
 @dataclass
@@ -64,7 +84,8 @@ class Diagnostics:
     unreadable: int = 0  # no stamp, or stamp unreadable
     truncated: int = 0  # last line of a file without its line end
     malformed: int = 0  # a known qmail-send line that does not fit its format
-    orphan_results: int = 0  # a delivery result whose start is not in the input (skipped)
+    orphan_results: int = 0  # a delivery result whose start is not in the input
+    orphans_counted: bool = False  # True: counted in the UNKNOWN_ROW (Top), else skipped
     early_messages: int = 0  # messages whose start is not in the input (sender unknown)
     forgotten: int = 0  # state dropped at the caps above
     first_problem: str = ""
@@ -91,8 +112,13 @@ class Diagnostics:
             parts.append(f"skipped {skipped} bad line{'s' * (skipped != 1)} "
                          f"({', '.join(kinds)}{where})")
         if self.orphan_results:
-            parts.append(f"skipped {self.orphan_results} delivery result"
-                         f"{'s' * (self.orphan_results != 1)} whose start is not in the input")
+            n = self.orphan_results
+            if self.orphans_counted:
+                parts.append(f"{n} delivery result{'s' * (n != 1)} whose start is not in the "
+                             f"input, counted in the {UNKNOWN_ROW} row")
+            else:
+                parts.append(f"skipped {n} delivery result{'s' * (n != 1)} whose start is not "
+                             f"in the input")
         if self.early_messages:
             parts.append(f"{self.early_messages} message{'s' * (self.early_messages != 1)} "
                          f"started before the input (sender unknown, shown as ?)")
@@ -118,6 +144,9 @@ class Tracker:
         self.deliveries: dict[int, Delivery] = {}
         self.max_messages = max_messages
         self.max_deliveries = max_deliveries
+        self.last_delivery = 0  # the highest delivery number started since the last restart
+        self.restarts = 0
+        self.bounces: dict[int, Message] = {}  # qp of a bounce's new message -> its origin
 
     def _add_message(self, m: Message) -> Message:
         messages = self.messages
@@ -135,10 +164,32 @@ class Tracker:
         m = self.messages.get(ev.msg)
         if m is None:  # the log starts between `new msg` and `info msg`
             m = self._add_message(Message(ev.msg))
-        m.sender, m.bytes, m.uid = ev.sender, ev.bytes, ev.uid
+        m.sender, m.bytes, m.uid, m.qp = ev.sender, ev.bytes, ev.uid, ev.qp
+        if self.bounces:
+            origin = self.bounces.pop(ev.qp, None)
+            if origin is not None and origin is not m:
+                m.bounce_of = origin
         return m
 
+    def bounce(self, msg: int, qp: int) -> Message | None:
+        """`bounce msg N qp P`: the bounce that P injects will be tied to message N."""
+        m = self.messages.get(msg)
+        if m is not None:
+            self.bounces[qp] = m
+            if len(self.bounces) > MAX_PENDING_BOUNCES:
+                del self.bounces[next(iter(self.bounces))]
+        return m
+
+    def restart(self) -> None:
+        """qmail-send stopped or crashed: its delivery numbers start again at 1."""
+        self.deliveries.clear()
+        self.last_delivery = 0
+        self.restarts += 1
+
     def start(self, ev: StartDelivery) -> Delivery:
+        if ev.delivery <= self.last_delivery:
+            self.restart()  # a crash without `status: exiting`
+        self.last_delivery = ev.delivery
         m = self.messages.get(ev.msg)
         if m is None:
             m = self._add_message(Message(ev.msg, started_before_input=True))

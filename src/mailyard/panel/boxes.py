@@ -74,6 +74,8 @@ PAGES: dict[str, tuple[str, list[Box]]] = {
             cascade=True),
         Box("mta-server", "MTA Server Options", keys_in("mta_server"), all_required=True),
         Box("bounce", "MTA Bounce Message Options", keys_in("bounce"), cascade=True),
+        Box("logtools", "Log Tools: Webmail", keys_in("logtools"), cascade=True,
+            note="What xwebmail counts as the webmail's mail."),
     ]),
     "mda": ("MDA", [
         Box("mda-pop3-control", "MDA Server Control [POP3]",

@@ -330,11 +330,6 @@ _add("virus.timeout", Int(1, 600, "seconds"), 60, "Virus Scan Timeout",
      "Seconds to wait for ClamAV before telling the sender to try again later.",
      services=("smtp", "submission"), box="virus_options")
 
-# ---- Log tools (guide 8) ---------------------------------------------------------------------
-_add("logtools.webmail_uid", Int(0, 2**31 - 1), 0, "Webmail User ID",
-     "Unix user id that the webmail runs as; xwebmail picks the messages it injected. 0 means "
-     "no webmail is set up.", services=(), box="logtools")
-
 # ---- Mail authentication: DKIM and the DNS records to publish (RFC 6376, 7208, 7489) ---------
 _add("dkim.signing", Bool(), True, "DKIM Signing",
      "Sign mail that leaves this node for another server with the key of the sender's domain, "
@@ -387,6 +382,23 @@ for _svc in SERVICE_NAMES:
          "Memory Limit",
          "Address space the service may use, in megabytes, set before it starts as daemontools' "
          "softlimit does; 0 means no limit.", services=(_svc,), box=f"service.{_svc}")
+
+# ---- Log tools (guide 8): what xwebmail takes for the webmail ----------------------------------
+_add("logtools.webmail_user", Text(max_length=32, pattern=r"[A-Za-z_][A-Za-z0-9_.-]*|[0-9]+",
+                                   pattern_words="a system user name or a numeric uid"),
+     "www-data", "Webmail System User",
+     "The system user a webmail on this host runs as when it sends through the node's sendmail "
+     "(PHP's mail(), or a webmail set to use sendmail). sendmail writes the caller's uid into "
+     "the send log, and xwebmail picks the messages of this user. www-data is the web server's "
+     "user on Debian.", services=(), box="logtools")
+_add("logtools.webmail_clients", Lines(network_item, "one address or network per line, e.g. "
+                                       "127.0.0.1"),
+     [], "Webmail SMTP Clients",
+     "Addresses from which a webmail hands its mail to the SMTP or submission service (a "
+     "webmail set to send by SMTP, as Roundcube is by default, comes from 127.0.0.1 when it "
+     "runs on this host). xwebmail also picks the messages those services accepted from these "
+     "addresses. Empty: only mail sent through sendmail counts as webmail.",
+     services=(), box="logtools")
 
 
 def setting(key: str) -> Setting:
