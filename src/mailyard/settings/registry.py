@@ -9,23 +9,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..smtp import blacklist
 from .types import (
     Bool,
     Choice,
     Directory,
     Hostname,
     Int,
+    ItemError,
     Lines,
     Number,
     SettingError,
     SettingType,
     Text,
-    address_pattern_item,
     hostname_item,
     network_item,
     smtp_route_item,
     spam_address_item,
 )
+
+# The rule both MTA-level blacklists follow (guide 4.5, qmail badmailfrom + qregex), in one place.
+BLACKLIST_ENTRY_WORDS = "one entry per line: " + blacklist.WHAT_IS_ALLOWED
+BLACKLIST_RULE = (
+    "One entry per line. user@domain and @domain mean exactly that address or that domain (not "
+    "its subdomains), as in qmail's badmailfrom. Any other entry is a POSIX extended regular "
+    "expression, as InterWorx's qregex patch reads it: searched for anywhere in the address "
+    "(without angle brackets or quotes), ignoring case; a backslash before a space stands for "
+    "a space, and an entry starting with ! matches every address the rest does not match.")
+
+
+def blacklist_entry_item(line: str) -> str:
+    try:
+        return blacklist.check_entry(line)
+    except blacklist.EntryError as exc:
+        raise ItemError(str(exc)) from None
+
 
 # Every service of a node (the contract of the foundation issue); order is the display order.
 SERVICE_NAMES: tuple[str, ...] = (
@@ -120,16 +138,15 @@ _add("smtp.message_size_mb", Int(0, 2048, "MB"), 20, "Message Size",
      "Largest message accepted, attachments included, in megabytes; 0 means no limit. Large "
      "messages cost disk, memory and scanning time for everyone on the server.",
      services=("smtp", "submission", "clamd"), box="smtp_inbound")
-_add("smtp.outbound_blacklist", Lines(address_pattern_item,
-                                      "one address pattern per line: user@domain, @domain or *@domain"),
+_add("smtp.outbound_blacklist", Lines(blacklist_entry_item, BLACKLIST_ENTRY_WORDS),
      [], "MTA Level Outbound E-mail Address Blacklist",
      "Addresses that local users and logged-in senders may not send to; checked when mail is "
-     "queued.", services=("smtp", "submission"), box="smtp_inbound")
-_add("smtp.inbound_blacklist", Lines(address_pattern_item,
-                                     "one address pattern per line: user@domain, @domain or *@domain"),
+     "queued. " + BLACKLIST_RULE, services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.inbound_blacklist", Lines(blacklist_entry_item, BLACKLIST_ENTRY_WORDS),
      [], "MTA Level Inbound E-mail Address Blacklist",
      "Envelope senders and recipients refused at SMTP time, before anything else is done with "
-     "the message.", services=("smtp", "submission"), box="smtp_inbound")
+     "the message; the null sender <> is never refused. " + BLACKLIST_RULE,
+     services=("smtp", "submission"), box="smtp_inbound")
 _add("smtp.rbl_zones", Lines(hostname_item, "one DNS blacklist zone per line, e.g. bl.spamcop.net"),
      [], "Realtime (SBL) Blacklists",
      "DNS blacklists asked about every connecting address; a listed client is refused with the "
