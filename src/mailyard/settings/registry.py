@@ -205,8 +205,10 @@ _add("send.smtp_routes", Lines(smtp_route_item,
                                "one route per line: DOMAIN:RELAY, DOMAIN:RELAY:PORT, DOMAIN: "
                                "(use MX), :RELAY (every domain) or .domain:RELAY (subdomains)"),
      [], "SMTP Routes",
-     "Send mail for a domain to a fixed relay instead of its MX hosts. The first matching line "
-     "wins; an empty relay means look up MX as usual. Beware of routing loops between servers.",
+     "Send mail for a domain to a fixed relay instead of its MX hosts. As in qmail, the line "
+     "for the whole domain counts first, then the one for its longest .suffix, then the : "
+     "line, whatever their order; an empty relay means look up MX as usual. Beware of routing "
+     "loops between servers.",
      services=("send",), box="smtp_outbound")
 
 # ---- Bounces (guide 4.3) ---------------------------------------------------------------------
