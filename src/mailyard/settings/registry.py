@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..filters import prefs as spam_prefs
 from ..smtp import blacklist
 from .types import (
     Bool,
@@ -25,7 +26,6 @@ from .types import (
     hostname_item,
     network_item,
     smtp_route_item,
-    spam_address_item,
 )
 
 # The rule both MTA-level blacklists follow (guide 4.5, qmail badmailfrom + qregex), in one place.
@@ -38,12 +38,27 @@ BLACKLIST_RULE = (
     "a space, and an entry starting with ! matches every address the rest does not match.")
 
 
+def spam_list_item(line: str) -> str:
+    """A line of the global spam white/black list: addresses, domains or *@domain globs."""
+    try:
+        return spam_prefs.spam_list_line(line).lower()
+    except spam_prefs.PreferenceError as exc:
+        raise ItemError(str(exc)) from None
+
+
 def blacklist_entry_item(line: str) -> str:
     try:
         return blacklist.check_entry(line)
     except blacklist.EntryError as exc:
         raise ItemError(str(exc)) from None
 
+
+# The global spam lists (guide 6.1.2: "email addresses or domains").
+SPAM_LIST_WORDS = "one entry per line: " + spam_prefs.SPAM_LIST_WORDS
+SPAM_LIST_RULE = ("example.com and @example.com mean every address at example.com; "
+                  ".example.com and *.example.com also cover its subdomains; *@example.com "
+                  "and other SpamAssassin patterns (* and ?) work as before. The sender "
+                  "checked is the message's From: and similar headers, as SpamAssassin does.")
 
 # Every service of a node (the contract of the foundation issue); order is the display order.
 SERVICE_NAMES: tuple[str, ...] = (
@@ -296,11 +311,13 @@ _add("spam.auto_whitelist", Bool(), True, "Auto Whitelisting",
 _add("spam.timeout", Int(1, 600, "seconds"), 30, "Scan Timeout",
      "Seconds to wait for SpamAssassin. When it is down or slower, mail goes on unscanned "
      "rather than being held up.", services=("smtp", "submission", "send"), box="spam_options")
-_add("spam.whitelist", Lines(spam_address_item, "one address or *@domain per line"), [],
-     "Global Whitelist", "Senders whose mail is never marked as spam, server-wide.",
+_add("spam.whitelist", Lines(spam_list_item, SPAM_LIST_WORDS), [],
+     "Global Whitelist", "Senders whose mail is never marked as spam, server-wide. "
+     + SPAM_LIST_RULE,
      services=("spamd",), box="spam_lists")
-_add("spam.blacklist", Lines(spam_address_item, "one address or *@domain per line"), [],
-     "Global Blacklist", "Senders whose mail is always marked as spam, server-wide.",
+_add("spam.blacklist", Lines(spam_list_item, SPAM_LIST_WORDS), [],
+     "Global Blacklist", "Senders whose mail is always marked as spam, server-wide. "
+     + SPAM_LIST_RULE,
      services=("spamd",), box="spam_lists")
 _add("spam.trusted_networks", Lines(network_item, "one network per line"), [],
      "Trusted Networks",
