@@ -331,9 +331,12 @@ _add("spam.bayes_auto_learn", Bool(), True, "Bayes Auto Learning",
      services=("spamd",), box="spam_bayes")
 _add("spam.bayes_imap_training", Bool(), True, "Bayes IMAP Training",
      "Give every mailbox the folders 'Learn Spam' and 'Learn Ham'; once a day their messages "
-     "are learned and the folders emptied.", services=("spamd", "imap", "imaps"), box="spam_bayes")
+     "are learned (up to the learning limit) and the folders emptied, messages over the limit "
+     "included.", services=("spamd", "imap", "imaps"), box="spam_bayes")
 _add("spam.bayes_imap_limit", Int(0, 100000, "per day"), 50, "Bayes IMAP Learning Limit",
-     "Most messages learned from each training folder of a mailbox per day.",
+     "Most messages learned from each training folder of a mailbox per day. After the "
+     "training the folders are emptied: messages over the limit are removed without being "
+     "learned.",
      services=("spamd",), box="spam_bayes")
 _add("spam.bayes_global", Bool(), False, "Global Bayes Database",
      "One Bayes database for the whole server instead of one per mailbox. Per mailbox catches "
