@@ -87,6 +87,9 @@ class Setting:
     services: tuple[str, ...] = ()
     cascade: bool = True  # may be applied on every node of a cluster ("Cascade to nodes?")
     box: str = ""  # the panel box (guide's figure) it belongs to
+    # Read only when its services start (a listening address or port, bound before the
+    # service drops root): a change restarts them through the supervisor instead of a reload.
+    at_start: bool = False
 
     def parse(self, text: Any) -> Any:
         value = self.type.parse(self.key, text)
@@ -103,10 +106,11 @@ REGISTRY: dict[str, Setting] = {}
 
 
 def _add(key: str, type_: SettingType, default: Any, label: str, help_: str, *,
-         services: tuple[str, ...] = (), cascade: bool = True, box: str = "") -> None:
+         services: tuple[str, ...] = (), cascade: bool = True, box: str = "",
+         at_start: bool = False) -> None:
     if key in REGISTRY:
         raise RuntimeError(f"setting {key} declared twice")
-    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box)
+    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box, at_start)
 
 
 def _refuse_required_auth_on_port_25(key: str, value: str) -> None:
@@ -175,8 +179,9 @@ _add("smtp.relay_networks", Lines(network_item, "one network per line, e.g. 192.
 _add("smtp.listen_address", Text(max_length=64, allow_empty=True, pattern=r"[0-9A-Fa-f:.]+",
                                  pattern_words="one IP address, or empty"), "",
      "Listen Address",
-     "The address the SMTP servers listen on; empty means every IPv4 and IPv6 address.",
-     services=("smtp", "submission"), cascade=False, box="mta_server")
+     "The address the SMTP servers listen on; empty means every IPv4 and IPv6 address. A "
+     "change restarts both SMTP servers, which ends the sessions open at the time.",
+     services=("smtp", "submission"), cascade=False, box="mta_server", at_start=True)
 _add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
                                pattern=r"[0-9A-Fa-f:.]+(@\d{1,5})?",
                                pattern_words="an IP address, optionally @port"), "",
@@ -187,12 +192,13 @@ _add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
 # ---- Alternate SMTP (guide 4.1) ---------------------------------------------------------------
 _add("submission.port", Int(1, 65535), 587, "Alternate SMTP Port",
      "Port of the alternate SMTP server for your users' mail programs; 587 is the standard, "
-     "another helps where an ISP blocks it. The node's port base is added to it.",
-     services=("submission",), cascade=False, box="smtp_alternate")
+     "another helps where an ISP blocks it. The node's port base is added to it. A change "
+     "restarts the alternate server, which ends the sessions open at the time.",
+     services=("submission",), cascade=False, box="smtp_alternate", at_start=True)
 _add("submission.smtps_port", Int(1, 65535), 465, "SMTPS Port",
      "Port where the alternate server speaks TLS from the first byte (implicit TLS, RFC 8314). "
-     "The node's port base is added to it.", services=("submission",), cascade=False,
-     box="smtp_alternate")
+     "The node's port base is added to it. A change restarts the alternate server.",
+     services=("submission",), cascade=False, box="smtp_alternate", at_start=True)
 _add("submission.auth_mode", Choice(AUTH_MODES), "auth_required/tls_required",
      "Authentication Mode",
      "Whether users of the alternate server must log in and use TLS. It does not receive mail "
