@@ -42,10 +42,21 @@ def test_route_dot_domain_matches_subdomains_only() -> None:
     assert route_for(lines, "xdomain.tld").relay == "relay.tld"
 
 
-def test_route_first_match_wins_and_case_is_ignored() -> None:
-    lines = [":first.tld", "domain.tld:second.tld"]
-    assert route_for(lines, "DOMAIN.tld").relay == "first.tld"
+@pytest.mark.parametrize("lines", [
+    [":wild.tld", ".tld:tld.tld", ".domain.tld:sub.tld", "domain.tld:whole.tld"],
+    ["domain.tld:whole.tld", ".domain.tld:sub.tld", ".tld:tld.tld", ":wild.tld"],
+    [".tld:tld.tld", ":wild.tld", "domain.tld:whole.tld", ".domain.tld:sub.tld"],
+])
+def test_route_is_chosen_as_qmail_remote_does_whatever_the_line_order(lines: list[str]) -> None:
+    assert route_for(lines, "DOMAIN.tld").relay == "whole.tld"  # the whole host first
+    assert route_for(lines, "a.b.domain.tld").relay == "sub.tld"  # then the longest .suffix
+    assert route_for(lines, "other.tld").relay == "tld.tld"
+    assert route_for(lines, "example.org").relay == "wild.tld"  # then the : line
+
+
+def test_route_case_and_trailing_dot_are_ignored_and_a_later_duplicate_wins() -> None:
     assert route_for(["Domain.TLD:relay.tld"], "domain.tld.").relay == "relay.tld"
+    assert route_for(["a.tld:one.tld", "a.tld:two.tld"], "a.tld").relay == "two.tld"
 
 
 def test_route_bracketed_address_relay() -> None:

@@ -90,28 +90,32 @@ def test_training_learns_into_the_mailbox_database_up_to_the_daily_limit(server,
 
     report = training.train(home, DAY1)
     bob = next(m for m in report.mailboxes if m.address == "bob@example.com")
-    assert (bob.spam_learned, bob.ham_learned, bob.left_over_limit, bob.error) == (3, 2, 2, "")
-    assert bayes_counts(home, bob_db) == (3, 2)
-    assert count(home, "bob@example.com", "Learn Spam") == 2  # over the limit: kept
+    assert (bob.spam_learned, bob.ham_learned, bob.purged_over_limit, bob.error) == (3, 2, 2, "")
+    assert bayes_counts(home, bob_db) == (3, 2)  # the two over the limit were not learned
+    assert count(home, "bob@example.com", "Learn Spam") == 0  # but purged with the rest
     assert count(home, "bob@example.com", "Learn Ham") == 0
     # carol had nothing to learn, and her own database did not move
     assert bayes_counts(home, spamd.bayes_dbpath(home, settings, "carol@example.com")) == (0, 0)
 
-    # the same day again: the limit is used up, nothing more is learned
+    # the same day again: the limit is used up, nothing more is learned, the folder is emptied
+    drop(home, "bob@example.com", "Learn Spam", [spam_text(n) for n in range(5, 7)])
     again = training.train(home, DAY1)
     bob = next(m for m in again.mailboxes if m.address == "bob@example.com")
-    assert (bob.spam_learned, bob.left_over_limit) == (0, 2)
-    assert count(home, "bob@example.com", "Learn Spam") == 2
+    assert (bob.spam_learned, bob.purged_over_limit) == (0, 2)
+    assert count(home, "bob@example.com", "Learn Spam") == 0
+    assert bayes_counts(home, bob_db) == (3, 2)
 
-    # the next day the rest is learned and the folder is empty
+    # the next day there is room again
+    drop(home, "bob@example.com", "Learn Spam", [spam_text(n) for n in range(7, 9)])
     next_day = training.train(home, DAY2)
     bob = next(m for m in next_day.mailboxes if m.address == "bob@example.com")
-    assert (bob.spam_learned, bob.left_over_limit) == (2, 0)
+    assert (bob.spam_learned, bob.purged_over_limit) == (2, 0)
     assert count(home, "bob@example.com", "Learn Spam") == 0
     assert bayes_counts(home, bob_db) == (5, 2)
 
     log = (home.service_log_dir("spam-train") / "current").read_text()
-    assert "mailbox=bob@example.com db=mailbox spam_learned=3 ham_learned=2" in log
+    assert ("mailbox=bob@example.com db=mailbox spam_learned=3 ham_learned=2 already_known=0 "
+            "skipped_too_big=0 purged_over_limit=2") in log
     assert "training done: learned=2 mailboxes=2" in log
 
 
@@ -186,8 +190,8 @@ def test_the_daily_run_is_due_once_a_day_from_the_training_hour(last, now, due):
 ])
 def test_plan_takes_the_oldest_messages_within_the_limit(waiting, done_today, limit, now, left):
     messages = [Path(f"m{i}") for i in range(waiting)]
-    todo, kept = training.plan(messages, done_today, limit)
-    assert todo == messages[:now] and kept == left
+    todo, over = training.plan(messages, done_today, limit)
+    assert todo == messages[:now] and over == messages[now:] and len(over) == left
 
 
 def test_a_second_run_at_the_same_time_does_nothing_and_says_so(own_home):

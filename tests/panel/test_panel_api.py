@@ -114,6 +114,30 @@ def test_several_settings_change_together_or_not_at_all(panel: PanelNode) -> Non
     assert (values["smtp.timeout"], values["smtp.max_connections"]) == (900, 30)
 
 
+def test_a_box_cascaded_through_the_api_keeps_per_node_settings_on_the_node(
+        panel: PanelNode) -> None:
+    with panel.api() as api:
+        done = api.put("/api/v1/settings", json={"values": {
+            "submission.port": "2587", "submission.smtps_port": "2465",
+            "submission.auth_mode": "auth_withtls/tls_optional"}, "cascade": True})
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["cascaded"] == ["submission.auth_mode"]
+        assert body["node_only"] == ["submission.port", "submission.smtps_port"]
+        assert body["restarted"] == []  # the panel runs alone here: nothing to restart
+        # asked for one per-node key with cascade, the API still refuses it
+        one = api.put("/api/v1/settings/submission.port", json={"value": "2588",
+                                                                 "cascade": True})
+        assert one.status_code == 422 and "cannot be cascaded" in one.text
+        # a refused value in a mixed box stores neither part
+        refused = api.put("/api/v1/settings", json={"values": {
+            "submission.port": "2589", "submission.auth_mode": "nonsense"}, "cascade": True})
+        assert refused.status_code == 422
+    values = load_settings(panel.home)
+    assert (values["submission.port"], values["submission.smtps_port"]) == (2587, 2465)
+    assert values["submission.auth_mode"] == "auth_withtls/tls_optional"
+
+
 def test_an_unknown_setting_is_404(panel: PanelNode) -> None:
     with panel.api() as api:
         assert api.get("/api/v1/settings/no.such.key").status_code == 404

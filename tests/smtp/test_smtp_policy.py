@@ -148,7 +148,7 @@ def test_sender_source_route_is_ignored_and_double_at_refused() -> None:
 
 def test_inbound_blacklist_refuses_senders_and_recipients_with_553() -> None:
     policy = make_policy(**{"smtp.inbound_blacklist": ["spammer@bad.test", "@worse.test",
-                                                       "*@*.junk.test"]})
+                                                       r"@.*\.junk\.test$"]})
     for addr in ("spammer@bad.test", "SPAMMER@Bad.Test", "x@worse.test", "y@mail.junk.test"):
         reply, _ = mail_from(policy, outsider(), path(f"<{addr}>"), {})
         assert reply == R.INBOUND_BLACKLIST.format(address=f"<{path(f'<{addr}>').address}>"), addr
@@ -162,8 +162,9 @@ def test_inbound_blacklist_refuses_senders_and_recipients_with_553() -> None:
 @pytest.mark.parametrize("pattern, address, hit", [
     ("joe@x.test", "joe@x.test", True), ("joe@x.test", "joe2@x.test", False),
     ("@x.test", "a@x.test", True), ("@x.test", "a@y.x.test", False),
-    ("*@x.test", "a@x.test", True), ("sales?@*", "sales1@any.test", True),
-    ("sales?@*", "sales@any.test", False), ("*", "anything@at.all", True),
+    ("*@x.test", "a@x.test", True), ("joe@x.test", "xjoe@x.test", False),
+    ("^sales[0-9]@", "sales1@any.test", True), ("^sales[0-9]@", "sales@any.test", False),
+    (".*", "anything@at.all", True), ("!@", "anything@at.all", False),
 ])
 def test_blacklist_patterns(pattern: str, address: str, hit: bool) -> None:
     assert (blacklist_match((pattern,), address) is not None) is hit

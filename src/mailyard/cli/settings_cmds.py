@@ -104,6 +104,8 @@ def settings_set(args: argparse.Namespace) -> int:
     print(f"{key} = {_show(result.values[key])} on {scope}")
     if result.reloaded:
         print("reloaded: " + ", ".join(result.reloaded))
+    if result.restarted:
+        print("restarted (the setting is read at start only): " + ", ".join(result.restarted))
     for problem in result.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return 0

@@ -2,7 +2,11 @@
 
 A route is `DOMAIN:RELAY` or `DOMAIN:RELAY:PORT`. DOMAIN is a domain (that domain only),
 `.domain` (its subdomains only) or empty (every domain). An empty RELAY means "look up MX as
-usual". The first line that matches wins. Lines are checked by the settings registry
+usual". The route is chosen as qmail-remote chooses it, whatever the order of the lines: the
+line for the whole domain, else the line for its longest `.suffix` (qmail-remote tries the
+domain, then each shorter suffix starting at a dot), else the empty-domain `:` line. Of two
+lines for the same domain the later one counts, as in qmail's constmap, whose lookup finds
+the last line added first. Lines are checked by the settings registry
 (settings.types.smtp_route_item) when they are saved; `check_routes` names the bad line.
 """
 
@@ -45,22 +49,32 @@ def parse_route(line: str) -> tuple[str, Route]:
     return domain.lower(), Route(relay or None, int(port) if port else SMTP_PORT, line)
 
 
-def domain_matches(pattern: str, domain: str) -> bool:
-    if not pattern:
-        return True
-    if pattern.startswith("."):
-        return domain.endswith(pattern) and len(domain) > len(pattern)
-    return domain == pattern
+def candidate_keys(domain: str) -> list[str]:
+    """The route keys qmail-remote looks up for a domain, most specific first: the domain,
+    each suffix that starts at a dot, then the empty key of the `:` line."""
+    keys = [domain]
+    keys += [domain[i:] for i, ch in enumerate(domain) if ch == "." and i > 0]
+    keys.append("")
+    return keys
 
 
-def route_for(lines: Iterable[str], domain: str) -> Route:
-    """The route of `domain`: the first matching line, else normal MX delivery."""
-    domain = domain.lower().rstrip(".")
+def route_table(lines: Iterable[str]) -> dict[str, Route]:
+    """Domain key -> route; a later line for the same key replaces an earlier one."""
+    table: dict[str, Route] = {}
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         pattern, route = parse_route(line)
-        if domain_matches(pattern, domain):
-            return route
+        table[pattern] = route
+    return table
+
+
+def route_for(lines: Iterable[str], domain: str) -> Route:
+    """The route of `domain` as qmail-remote picks it, else normal MX delivery."""
+    domain = domain.lower().rstrip(".")
+    table = route_table(lines)
+    for key in candidate_keys(domain):
+        if key in table:
+            return table[key]
     return Route(None)

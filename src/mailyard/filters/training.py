@@ -5,9 +5,11 @@ mailbox: the messages in its ".Learn Spam" and ".Learn Ham" Maildir++ folders, o
 and at most spam.bayes_imap_limit per folder per day, are taught to Bayes through spamd
 (TELL, as that mailbox's user: its own database, or the global one when spam.bayes_global is
 on, since the site config then points every user's bayes_path there) and then removed from
-the folder. A message is removed only after spamd confirmed it; when spamd is down the
-messages stay for the next run. Messages over the limit stay for the next day. One report
-line per mailbox goes to HOME/log/spam-train/.
+the folder. Then the folder is emptied, as the guide says ("after which the folders'
+contents are purged"): messages over the day's limit are removed without being learned. A
+message is removed only after spamd confirmed it; when spamd is down nothing more is removed
+and the messages stay for the next run. One report line per mailbox goes to
+HOME/log/spam-train/.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ class MailboxReport:
     ham_learned: int = 0
     already_known: int = 0  # spamd knew the message as such already (still removed)
     skipped_too_big: int = 0
-    left_over_limit: int = 0  # stay in the folders for tomorrow
+    purged_over_limit: int = 0  # over the day's limit: removed without being learned
     error: str = ""
 
     def line(self, database: str) -> str:
         text = (f"mailbox={self.address} db={database} spam_learned={self.spam_learned} "
                 f"ham_learned={self.ham_learned} already_known={self.already_known} "
-                f"skipped_too_big={self.skipped_too_big} left_over_limit={self.left_over_limit}")
+                f"skipped_too_big={self.skipped_too_big} "
+                f"purged_over_limit={self.purged_over_limit}")
         return text + (f" error={self.error}" if self.error else "")
 
 
@@ -152,10 +155,22 @@ def folder_messages(folder: Path) -> list[Path]:
     return [path for _, _, path in found]
 
 
-def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Path], int]:
-    """(messages to learn now, how many stay for another day) under the daily limit."""
+def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Path], list[Path]]:
+    """(messages to learn now, messages over the daily limit, to be purged unlearned)."""
     room = max(0, limit - learned_today)
-    return messages[:room], max(0, len(messages) - room)
+    return messages[:room], messages[room:]
+
+
+def purge(messages: list[Path]) -> int:
+    """Remove messages over the day's limit, unlearned; how many were still there."""
+    removed = 0
+    for path in messages:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue  # the user moved or deleted it meanwhile
+        removed += 1
+    return removed
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -171,8 +186,7 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
     port = home.port("spamd")
     try:
         for name, as_spam in FOLDERS.items():
-            todo, left = plan(folder_messages(folder_dir(maildir, name)), counts[name], limit)
-            report.left_over_limit += left
+            todo, over = plan(folder_messages(folder_dir(maildir, name)), counts[name], limit)
             for path in todo:
                 try:
                     message = await asyncio.to_thread(path.read_bytes)
@@ -191,6 +205,7 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                         report.ham_learned += 1
                 path.unlink(missing_ok=True)
                 counts[name] += 1
+            report.purged_over_limit += purge(over)
     except spamc.SpamdUnavailable as exc:
         report.error = f"spamd unavailable, the rest stays in the folders: {exc}"
     finally:

@@ -58,8 +58,15 @@ class SettingsChange(BaseModel):
 class ChangeView(BaseModel):
     values: dict[str, SettingValue]
     reloaded: list[str]
+    restarted: list[str] = Field([], description="services restarted through the supervisor "
+                                                 "for a setting read at start only (a port "
+                                                 "or listen address)")
     problems: list[str]
     cascade: bool
+    cascaded: list[str] = Field([], description="the keys stored as the cluster-wide value")
+    node_only: list[str] = Field([], description="the keys stored as this node's own value: "
+                                                 "without cascade every key, with it those "
+                                                 "that belong to one node (its ports...)")
     nodes: list[str] = Field(description="the nodes the change is for (with cascade, the "
                                          "others apply it on their own at once)")
 
@@ -92,20 +99,45 @@ def check_shape(spec: Setting, value: Any) -> None:
     raise SettingError(spec.key, value, spec.type.describe())
 
 
-def apply_change(request: Request, values: dict[str, Any], cascade: bool) -> ChangeView:
+def apply_change(request: Request, values: dict[str, Any], cascade: bool,
+                 split: bool = False) -> ChangeView:
     """The one way the pages and the API change settings: this node's value, or with `cascade`
-    the cluster-wide one (settings.apply.change_settings)."""
+    the cluster-wide one (settings.apply.change_settings). With `split` (a whole box sent with
+    "Cascade to nodes?"), the keys that may be cascaded are, and those that belong to one node
+    are stored as this node's value; the answer says which were which."""
     for key, value in values.items():
         check_shape(_spec(key), value)
     home = home_of(request)
-    result = change_settings(home, values, cascade=cascade)
+    shared = {k: v for k, v in values.items() if cascade and (REGISTRY[k].cascade or not split)}
+    own = {k: v for k, v in values.items() if k not in shared}
+    if shared and own:
+        for key, value in values.items():  # refuse before storing either part
+            REGISTRY[key].parse(value)
+    results = []
+    if shared:
+        results.append(change_settings(home, shared, cascade=True))
+    if own or not values:
+        results.append(change_settings(home, own, cascade=False))
     nodes = [home.node_name]
-    if cascade:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
+    if shared:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
         from ..cluster.membership import list_nodes
 
         nodes += [n["name"] for n in list_nodes(home) if n["name"] != home.node_name]
-    return ChangeView(values=result.values, reloaded=result.reloaded, problems=result.problems,
-                      cascade=cascade, nodes=nodes)
+    merged: dict[str, Any] = {}
+    for result in results:
+        merged.update(result.values)
+    return ChangeView(values=merged, reloaded=_union(r.reloaded for r in results),
+                      restarted=_union(r.restarted for r in results),
+                      problems=[p for r in results for p in r.problems],
+                      cascade=bool(shared), cascaded=list(shared), node_only=list(own),
+                      nodes=nodes)
+
+
+def _union(lists: Any) -> list[str]:
+    out: list[str] = []
+    for names in lists:
+        out += [n for n in names if n not in out]
+    return out
 
 
 @router.get("", response_model=list[SettingView], responses=errors())
@@ -120,8 +152,11 @@ def list_settings(request: Request, _who: Caller,
 @router.put("", response_model=ChangeView, responses=errors(404, 422))
 def change_many(body: SettingsChange, request: Request,
                 _who: Caller) -> ChangeView:
-    """Change several settings at once: all are stored, or (on the first refusal) none."""
-    return apply_change(request, dict(body.values), body.cascade)
+    """Change several settings at once: all are stored, or (on the first refusal) none. With
+    `cascade`, the settings that may be cascaded become the cluster-wide values and those
+    that belong to one node (its ports, its listen address) stay this node's own; the
+    answer lists both (`cascaded`, `node_only`), as the panel's boxes need."""
+    return apply_change(request, dict(body.values), body.cascade, split=True)
 
 
 @router.get("/{key}", response_model=SettingView, responses=errors(404))

@@ -30,6 +30,7 @@ MAIL_ROOT = "mail.root"
 class ChangeResult:
     values: dict[str, Any]
     reloaded: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)  # for a setting read at start only
     problems: list[str] = field(default_factory=list)
     cascade: bool = False
     change_ids: list[int] = field(default_factory=list)
@@ -118,11 +119,30 @@ def _follow_mail_root(home: Home) -> list[str]:
     return []
 
 
+def restart_services(keys: list[str]) -> list[str]:
+    """The services that must restart for `keys` to take effect: those of a setting they read
+    at start only (a listening port or address, bound before they drop root, so that a port
+    below 1024 can be bound again only by a new process started as root)."""
+    return affected_services([k for k in keys if REGISTRY[k].at_start])
+
+
 def bring_in_line(home: Home, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Make this node's running services use the stored values of `keys` (see `apply_keys`);
+    returns (services reloaded or restarted, problems)."""
+    reloaded, restarted, problems = apply_keys(home, keys)
+    return reloaded + restarted, problems
+
+
+def apply_keys(home: Home, keys: list[str], unchanged: frozenset[str] = frozenset()
+               ) -> tuple[list[str], list[str], list[str]]:
     """Make this node's running services use the stored values of `keys`: supervisord's
-    configuration for service.* keys, a reload of each running service the others affect.
-    Returns (services reloaded, problems); a problem never undoes the stored value."""
+    configuration for service.* keys, a restart through the supervisor of each running
+    service that reads one of them at start only, a reload of each other running service
+    they affect. A key in `unchanged` (stored again with the value it had, as a panel box
+    sends every field) restarts nothing. Returns (reloaded, restarted, problems); a problem
+    never undoes the stored value."""
     reloaded: list[str] = []
+    restarted: list[str] = []
     problems: list[str] = []
     if MAIL_ROOT in keys:
         problems += _follow_mail_root(home)
@@ -141,17 +161,33 @@ def bring_in_line(home: Home, keys: list[str]) -> tuple[list[str], list[str]]:
         except Exception as exc:  # the value is stored; report what could not be applied
             problems.append(f"supervisor: {exc}")
     if not control.supervisor_running(home):
-        return reloaded, problems
+        return reloaded, restarted, problems
     running = {s.name for s in control.status(home, with_versions=False) if s.state == "RUNNING"}
+    to_restart = restart_services([k for k in keys if k not in unchanged])
     for name in affected_services([k for k in keys if not k.startswith("service.")]):
         if name not in running:
             continue
         try:
-            control.reload(home, name)
-            reloaded.append(name)
+            if name in to_restart:
+                control.restart(home, name)
+                restarted.append(name)
+            else:
+                control.reload(home, name)
+                reloaded.append(name)
         except Exception as exc:
             problems.append(f"{name}: {exc}")
-    return reloaded, problems
+    return reloaded, restarted, problems
+
+
+def _values_read_at_start(home: Home, values: dict[str, Any]) -> dict[str, Any]:
+    """This node's current values of the settings in `values` that are read at start only."""
+    keys = [k for k in values if REGISTRY[k].at_start]
+    if not keys:
+        return {}
+    from ..store.settings_store import load_settings
+
+    current = load_settings(home)
+    return {k: current[k] for k in keys}
 
 
 def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
@@ -166,10 +202,13 @@ def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
         refuse_cascade(list(values))
     if MAIL_ROOT in values:
         check_mail_root(home, values[MAIL_ROOT])
+    before = _values_read_at_start(home, values)
     typed, change_ids = store_values(home, values, cascade)
     result = ChangeResult(values=typed, cascade=cascade, change_ids=change_ids)
     if apply:
-        result.reloaded, result.problems = bring_in_line(home, list(typed))
+        unchanged = frozenset(k for k, old in before.items() if typed.get(k) == old)
+        result.reloaded, result.restarted, result.problems = apply_keys(home, list(typed),
+                                                                        unchanged)
     if change_ids:
         from ..cluster.changes import mark_applied
 

@@ -9,23 +9,56 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..filters import prefs as spam_prefs
+from ..smtp import blacklist
 from .types import (
     Bool,
     Choice,
     Directory,
     Hostname,
     Int,
+    ItemError,
     Lines,
     Number,
     SettingError,
     SettingType,
     Text,
-    address_pattern_item,
     hostname_item,
     network_item,
     smtp_route_item,
-    spam_address_item,
 )
+
+# The rule both MTA-level blacklists follow (guide 4.5, qmail badmailfrom + qregex), in one place.
+BLACKLIST_ENTRY_WORDS = "one entry per line: " + blacklist.WHAT_IS_ALLOWED
+BLACKLIST_RULE = (
+    "One entry per line. user@domain and @domain mean exactly that address or that domain (not "
+    "its subdomains), as in qmail's badmailfrom. Any other entry is a POSIX extended regular "
+    "expression, as InterWorx's qregex patch reads it: searched for anywhere in the address "
+    "(without angle brackets or quotes), ignoring case; a backslash before a space stands for "
+    "a space, and an entry starting with ! matches every address the rest does not match.")
+
+
+def spam_list_item(line: str) -> str:
+    """A line of the global spam white/black list: addresses, domains or *@domain globs."""
+    try:
+        return spam_prefs.spam_list_line(line).lower()
+    except spam_prefs.PreferenceError as exc:
+        raise ItemError(str(exc)) from None
+
+
+def blacklist_entry_item(line: str) -> str:
+    try:
+        return blacklist.check_entry(line)
+    except blacklist.EntryError as exc:
+        raise ItemError(str(exc)) from None
+
+
+# The global spam lists (guide 6.1.2: "email addresses or domains").
+SPAM_LIST_WORDS = "one entry per line: " + spam_prefs.SPAM_LIST_WORDS
+SPAM_LIST_RULE = ("example.com and @example.com mean every address at example.com; "
+                  ".example.com and *.example.com also cover its subdomains; *@example.com "
+                  "and other SpamAssassin patterns (* and ?) work as before. The sender "
+                  "checked is the message's From: and similar headers, as SpamAssassin does.")
 
 # Every service of a node (the contract of the foundation issue); order is the display order.
 SERVICE_NAMES: tuple[str, ...] = (
@@ -71,6 +104,9 @@ class Setting:
     services: tuple[str, ...] = ()
     cascade: bool = True  # may be applied on every node of a cluster ("Cascade to nodes?")
     box: str = ""  # the panel box (guide's figure) it belongs to
+    # Read only when its services start (a listening address or port, bound before the
+    # service drops root): a change restarts them through the supervisor instead of a reload.
+    at_start: bool = False
 
     def parse(self, text: Any) -> Any:
         value = self.type.parse(self.key, text)
@@ -87,10 +123,11 @@ REGISTRY: dict[str, Setting] = {}
 
 
 def _add(key: str, type_: SettingType, default: Any, label: str, help_: str, *,
-         services: tuple[str, ...] = (), cascade: bool = True, box: str = "") -> None:
+         services: tuple[str, ...] = (), cascade: bool = True, box: str = "",
+         at_start: bool = False) -> None:
     if key in REGISTRY:
         raise RuntimeError(f"setting {key} declared twice")
-    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box)
+    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box, at_start)
 
 
 def _refuse_required_auth_on_port_25(key: str, value: str) -> None:
@@ -137,16 +174,15 @@ _add("smtp.message_size_mb", Int(0, 2048, "MB"), 20, "Message Size",
      "Largest message accepted, attachments included, in megabytes; 0 means no limit. Large "
      "messages cost disk, memory and scanning time for everyone on the server.",
      services=("smtp", "submission", "clamd"), box="smtp_inbound")
-_add("smtp.outbound_blacklist", Lines(address_pattern_item,
-                                      "one address pattern per line: user@domain, @domain or *@domain"),
+_add("smtp.outbound_blacklist", Lines(blacklist_entry_item, BLACKLIST_ENTRY_WORDS),
      [], "MTA Level Outbound E-mail Address Blacklist",
      "Addresses that local users and logged-in senders may not send to; checked when mail is "
-     "queued.", services=("smtp", "submission"), box="smtp_inbound")
-_add("smtp.inbound_blacklist", Lines(address_pattern_item,
-                                     "one address pattern per line: user@domain, @domain or *@domain"),
+     "queued. " + BLACKLIST_RULE, services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.inbound_blacklist", Lines(blacklist_entry_item, BLACKLIST_ENTRY_WORDS),
      [], "MTA Level Inbound E-mail Address Blacklist",
      "Envelope senders and recipients refused at SMTP time, before anything else is done with "
-     "the message.", services=("smtp", "submission"), box="smtp_inbound")
+     "the message; the null sender <> is never refused. " + BLACKLIST_RULE,
+     services=("smtp", "submission"), box="smtp_inbound")
 _add("smtp.rbl_zones", Lines(hostname_item, "one DNS blacklist zone per line, e.g. bl.spamcop.net"),
      [], "Realtime (SBL) Blacklists",
      "DNS blacklists asked about every connecting address; a listed client is refused with the "
@@ -160,8 +196,9 @@ _add("smtp.relay_networks", Lines(network_item, "one network per line, e.g. 192.
 _add("smtp.listen_address", Text(max_length=64, allow_empty=True, pattern=r"[0-9A-Fa-f:.]+",
                                  pattern_words="one IP address, or empty"), "",
      "Listen Address",
-     "The address the SMTP servers listen on; empty means every IPv4 and IPv6 address.",
-     services=("smtp", "submission"), cascade=False, box="mta_server")
+     "The address the SMTP servers listen on; empty means every IPv4 and IPv6 address. A "
+     "change restarts both SMTP servers, which ends the sessions open at the time.",
+     services=("smtp", "submission"), cascade=False, box="mta_server", at_start=True)
 _add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
                                pattern=r"[0-9A-Fa-f:.]+(@\d{1,5})?",
                                pattern_words="an IP address, optionally @port"), "",
@@ -172,12 +209,13 @@ _add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
 # ---- Alternate SMTP (guide 4.1) ---------------------------------------------------------------
 _add("submission.port", Int(1, 65535), 587, "Alternate SMTP Port",
      "Port of the alternate SMTP server for your users' mail programs; 587 is the standard, "
-     "another helps where an ISP blocks it. The node's port base is added to it.",
-     services=("submission",), cascade=False, box="smtp_alternate")
+     "another helps where an ISP blocks it. The node's port base is added to it. A change "
+     "restarts the alternate server, which ends the sessions open at the time.",
+     services=("submission",), cascade=False, box="smtp_alternate", at_start=True)
 _add("submission.smtps_port", Int(1, 65535), 465, "SMTPS Port",
      "Port where the alternate server speaks TLS from the first byte (implicit TLS, RFC 8314). "
-     "The node's port base is added to it.", services=("submission",), cascade=False,
-     box="smtp_alternate")
+     "The node's port base is added to it. A change restarts the alternate server.",
+     services=("submission",), cascade=False, box="smtp_alternate", at_start=True)
 _add("submission.auth_mode", Choice(AUTH_MODES), "auth_required/tls_required",
      "Authentication Mode",
      "Whether users of the alternate server must log in and use TLS. It does not receive mail "
@@ -205,8 +243,10 @@ _add("send.smtp_routes", Lines(smtp_route_item,
                                "one route per line: DOMAIN:RELAY, DOMAIN:RELAY:PORT, DOMAIN: "
                                "(use MX), :RELAY (every domain) or .domain:RELAY (subdomains)"),
      [], "SMTP Routes",
-     "Send mail for a domain to a fixed relay instead of its MX hosts. The first matching line "
-     "wins; an empty relay means look up MX as usual. Beware of routing loops between servers.",
+     "Send mail for a domain to a fixed relay instead of its MX hosts. As in qmail, the line "
+     "for the whole domain counts first, then the one for its longest .suffix, then the : "
+     "line, whatever their order; an empty relay means look up MX as usual. Beware of routing "
+     "loops between servers.",
      services=("send",), box="smtp_outbound")
 
 # ---- Bounces (guide 4.3) ---------------------------------------------------------------------
@@ -294,11 +334,13 @@ _add("spam.auto_whitelist", Bool(), True, "Auto Whitelisting",
 _add("spam.timeout", Int(1, 600, "seconds"), 30, "Scan Timeout",
      "Seconds to wait for SpamAssassin. When it is down or slower, mail goes on unscanned "
      "rather than being held up.", services=("smtp", "submission", "send"), box="spam_options")
-_add("spam.whitelist", Lines(spam_address_item, "one address or *@domain per line"), [],
-     "Global Whitelist", "Senders whose mail is never marked as spam, server-wide.",
+_add("spam.whitelist", Lines(spam_list_item, SPAM_LIST_WORDS), [],
+     "Global Whitelist", "Senders whose mail is never marked as spam, server-wide. "
+     + SPAM_LIST_RULE,
      services=("spamd",), box="spam_lists")
-_add("spam.blacklist", Lines(spam_address_item, "one address or *@domain per line"), [],
-     "Global Blacklist", "Senders whose mail is always marked as spam, server-wide.",
+_add("spam.blacklist", Lines(spam_list_item, SPAM_LIST_WORDS), [],
+     "Global Blacklist", "Senders whose mail is always marked as spam, server-wide. "
+     + SPAM_LIST_RULE,
      services=("spamd",), box="spam_lists")
 _add("spam.trusted_networks", Lines(network_item, "one network per line"), [],
      "Trusted Networks",
@@ -312,9 +354,12 @@ _add("spam.bayes_auto_learn", Bool(), True, "Bayes Auto Learning",
      services=("spamd",), box="spam_bayes")
 _add("spam.bayes_imap_training", Bool(), True, "Bayes IMAP Training",
      "Give every mailbox the folders 'Learn Spam' and 'Learn Ham'; once a day their messages "
-     "are learned and the folders emptied.", services=("spamd", "imap", "imaps"), box="spam_bayes")
+     "are learned (up to the learning limit) and the folders emptied, messages over the limit "
+     "included.", services=("spamd", "imap", "imaps"), box="spam_bayes")
 _add("spam.bayes_imap_limit", Int(0, 100000, "per day"), 50, "Bayes IMAP Learning Limit",
-     "Most messages learned from each training folder of a mailbox per day.",
+     "Most messages learned from each training folder of a mailbox per day. After the "
+     "training the folders are emptied: messages over the limit are removed without being "
+     "learned.",
      services=("spamd",), box="spam_bayes")
 _add("spam.bayes_global", Bool(), False, "Global Bayes Database",
      "One Bayes database for the whole server instead of one per mailbox. Per mailbox catches "

@@ -11,13 +11,13 @@ SMTP-level filters).
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from . import blacklist
 from . import replies as R
 from .address import Path
 from .auth import MECHANISMS
@@ -82,8 +82,8 @@ class Policy:
             size_limit=int(settings["smtp.message_size_mb"]) * _MB,
             relay_networks=tuple(ipaddress.ip_network(n, strict=False)
                                  for n in settings["smtp.relay_networks"]),
-            inbound_blacklist=tuple(p.lower() for p in settings["smtp.inbound_blacklist"]),
-            outbound_blacklist=tuple(p.lower() for p in settings["smtp.outbound_blacklist"]),
+            inbound_blacklist=tuple(settings["smtp.inbound_blacklist"]),
+            outbound_blacklist=tuple(settings["smtp.outbound_blacklist"]),
             rbl_zones=tuple(settings["smtp.rbl_zones"]),
             dns_resolver=str(settings.get("smtp.dns_resolver") or ""),
             smtp_scanning=bool(settings.get("spam.smtp_scanning"))
@@ -191,21 +191,8 @@ def mode_refusal(policy: Policy, session: Session) -> R.Reply | None:
 
 
 def blacklist_match(patterns: tuple[str, ...], address: str) -> str | None:
-    """The first pattern matching the address: `user@domain` (exact), `@domain` (that whole
-    domain) or a glob with * and ? (e.g. `*@spam.example`, `sales*@*`); case-insensitive."""
-    if not address:
-        return None
-    addr = address.lower()
-    for pattern in patterns:
-        if pattern.startswith("@"):
-            if addr.endswith(pattern) and "@" not in addr[: -len(pattern)]:
-                return pattern
-        elif "*" in pattern or "?" in pattern:
-            if fnmatch.fnmatchcase(addr, pattern):
-                return pattern
-        elif addr == pattern:
-            return pattern
-    return None
+    """The first blacklist entry matching the address (rules in `smtp.blacklist`)."""
+    return blacklist.first_match(patterns, address)
 
 
 def routing_trick(path: Path) -> bool:

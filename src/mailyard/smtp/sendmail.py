@@ -257,7 +257,7 @@ def run(argv: list[str], stdin: BinaryIO) -> str:
     if not recipients:
         raise SendmailError("sendmail: no recipients: name them as arguments or use -t with "
                             "To:, Cc: or Bcc: headers", EX_USAGE)
-    patterns = tuple(p.lower() for p in settings["smtp.outbound_blacklist"])
+    patterns = tuple(settings["smtp.outbound_blacklist"])
     for rcpt in recipients:
         hit = blacklist_match(patterns, rcpt)
         if hit:

@@ -109,6 +109,30 @@
     return text;
   }
 
+  function labelOf(form, key) {
+    const label = form.querySelector('[data-field="' + CSS.escape(key) + '"] label');
+    return label ? label.textContent.replace(/^\*\s*/, "").replace(/:$/, "") : key;
+  }
+
+  // What a settings box's change did beyond "Saved.": with "Cascade to nodes?" ticked, which
+  // settings went to every node and which stayed on this one; which services were restarted.
+  function settingsOutcome(form, body, data) {
+    let text = "";
+    const names = function (keys) {
+      return keys.map(function (k) { return labelOf(form, k); }).join(", ");
+    };
+    if (body.cascade && data.cascaded && data.cascaded.length) {
+      text += " Cascaded to every node: " + names(data.cascaded) + ".";
+    }
+    if (body.cascade && data.node_only && data.node_only.length) {
+      text += " Kept on this node only (each node has its own): " + names(data.node_only) + ".";
+    }
+    if (data.restarted && data.restarted.length) {
+      text += " Restarted to take effect: " + data.restarted.join(", ") + ".";
+    }
+    return text;
+  }
+
   function formBody(form) {
     if (form.dataset.kind === "settings") {
       const values = {};
@@ -171,6 +195,7 @@
     if (button) button.disabled = false;
     if (result.ok) {
       let text = form.dataset.done || "Saved.";
+      if (form.dataset.kind === "settings" && result.data) text += settingsOutcome(form, body, result.data);
       if (result.data && result.data.problems && result.data.problems.length) {
         text += " Not applied everywhere: " + result.data.problems.join("; ");
       }
