@@ -24,6 +24,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import safefs
 from . import spamc
 
 if TYPE_CHECKING:
@@ -95,11 +96,20 @@ def read_counters(home: Home, address: str, today: date) -> dict[str, int]:
     return {name: int(data.get("counts", {}).get(name, 0)) for name in FOLDERS}
 
 
+def _state_owner() -> tuple[int, int] | None:
+    """Root (`mailyard spam train`) writes the mail owner's state as that owner's files."""
+    from ..services.privileges import mail_owner, running_as_root
+
+    return mail_owner() if running_as_root() else None
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Replace a state file below HOME/var (the mail owner's directories) without following
+    a link planted there (safefs)."""
+    base = path.parents[2]  # HOME/var: root's; spamassassin/training below it is not
+    owner = _state_owner()
+    safefs.write_file(base, safefs.relative_to(base, path), json.dumps(data, sort_keys=True)
+                      + "\n", mode=0o640, owner=owner, dir_mode=0o750, dir_owner=owner)
 
 
 def write_counters(home: Home, address: str, today: date, counts: dict[str, int]) -> None:
@@ -121,9 +131,12 @@ def last_run(home: Home) -> dict[str, Any] | None:
 def _exclusive(home: Home) -> Iterator[bool]:
     """One training run at a time (the daily one and `mailyard spam train` may meet)."""
     # in the training directory: the mail owner's, so the send service can create it too
-    path = training_dir(home) / "train.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access
+    owner = _state_owner()
+    with safefs.directory(home.var_dir, safefs.relative_to(home.var_dir, training_dir(home)),
+                          0o750, owner) as dfd:
+        # flock needs no write access; O_NOFOLLOW: never a file a link points root at
+        fd = os.open("train.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dfd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -245,11 +258,14 @@ def _open_log(home: Home):  # type: ignore[no-untyped-def]
 
 
 def _give_to_mail_owner(home: Home) -> None:
-    """Run as root (the CLI), leave the log and counters writable by the send service."""
-    from ..services.privileges import chown_tree
-
-    chown_tree(home.service_log_dir("spam-train"))
-    chown_tree(training_dir(home))
+    """Run as root (the CLI), leave the log and counters writable by the send service
+    (by descriptors: a link planted in these directories is not followed)."""
+    owner = _state_owner()
+    if owner is None:
+        return
+    safefs.chown_tree(home.log_dir, "spam-train", *owner)
+    safefs.chown_tree(home.var_dir, safefs.relative_to(home.var_dir, training_dir(home)),
+                      *owner)
 
 
 def train(home: Home, today: date | None = None) -> TrainingReport:
