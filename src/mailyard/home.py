@@ -41,6 +41,9 @@ STANDARD_PORTS: dict[str, int] = {
 PORT_SETTINGS: dict[str, str] = {"submission": "submission.port", "smtps": "submission.smtps_port"}
 
 CONFIG_NAME = "mailyard.toml"
+# mailyard.toml: root's, readable by the mail owner's group (the services read it after
+# dropping root; sendmail reads it as the mail owner).
+CONFIG_MODE = 0o640
 # Where the mailboxes live, below the home, while setting mail.root is empty.
 DEFAULT_MAIL_DIR = "mail"
 
@@ -86,7 +89,12 @@ class Home:
             f"node_name = {_toml_str(self.node_name)}\n"
         )
         tmp = self.root / (CONFIG_NAME + ".tmp")
-        tmp.write_text(body)
+        tmp.unlink(missing_ok=True)
+        # It may hold the PostgreSQL password: never readable by other users, not even for
+        # the moment before nodeinit.secure_home gives it its group.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, CONFIG_MODE)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
         os.replace(tmp, self.root / CONFIG_NAME)
 
     def make_dirs(self) -> None:

@@ -57,6 +57,10 @@ def _open_child_dir(parent_fd: int, name: str, create_mode: int | None, owner: O
     except FileNotFoundError:
         if create_mode is None:
             raise
+    except OSError as exc:  # a link (O_NOFOLLOW with O_DIRECTORY: ENOTDIR), or a file
+        if _is_link(parent_fd, name):
+            raise UnsafePath(f"{name} is a symbolic link; not followed") from exc
+        raise
     try:
         os.mkdir(name, create_mode, dir_fd=parent_fd)
     except FileExistsError:
@@ -269,3 +273,55 @@ def open_append(base: Path, rel: str | os.PathLike[str], mode: int = 0o640,
 def relative_to(base: Path, path: Path) -> str:
     """`path` below `base`, as the relative text the functions above take."""
     return os.fspath(Path(path).relative_to(base))
+
+
+def chown(base: Path, rel: str | os.PathLike[str], uid: int, gid: int,
+          mode: int | None = None) -> bool:
+    """Give base/rel (a file or directory, never a link's target) to uid:gid, and `mode`
+    when given; False when it is missing."""
+    parts = _parts(rel)
+    if not parts:
+        raise ValueError("chown needs a name below its base directory")
+    with directory(base, "/".join(parts[:-1])) as dfd:
+        if _is_link(dfd, parts[-1]):
+            raise UnsafePath(f"{base / rel} is a symbolic link; not followed")
+        try:
+            os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        _fix_entry(dfd, parts[-1], uid, gid, mode)
+    return True
+
+
+def restrict_tree(base: Path, rel: str | os.PathLike[str], remove: int) -> None:
+    """Take the permission bits `remove` (e.g. 0o027) from base/rel and every file and
+    directory below it, walking by descriptors and never through a link."""
+    with directory(base, rel) as top:
+        walk_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=top)
+    try:
+        _restrict_fd(walk_fd, remove)
+        for _, dirnames, filenames, dfd in os.fwalk(".", dir_fd=walk_fd,
+                                                    follow_symlinks=False):
+            for name in dirnames + filenames:
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                        continue
+                    fd = os.open(name, _INODE_FLAGS, dir_fd=dfd)
+                except OSError:
+                    continue  # gone or replaced by a link meanwhile
+                try:
+                    _restrict_fd(fd, remove)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(walk_fd)
+
+
+def _restrict_fd(fd: int, remove: int) -> None:
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        return  # a second name of someone else's file: not ours to change
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & remove:
+        os.fchmod(fd, mode & ~remove)

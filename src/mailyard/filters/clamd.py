@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import socket
 import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import safefs
 from .limits import max_file_bytes, max_scan_bytes, stream_max_bytes
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ LOG_FILE_MAX = "5M"
 # Seconds between clamd's checks of the database directory; it reloads when freshclam (or
 # install_local_signatures) changed it. clamd's default.
 SELF_CHECK_SECONDS = 600
+# clamd's log names infected senders and files: root and clamav's group only.
+LOG_FILE_MODE = 0o640
 
 
 def conf_dir(home: Home) -> Path:
@@ -122,10 +124,12 @@ def render(home: Home, settings: dict[str, Any] | None = None) -> Path:
     for path in (conf_dir(home), db_dir(home), tmp_dir(home), log_dir(home)):
         path.mkdir(parents=True, exist_ok=True)
     if ids:
-        for path in (db_dir(home), tmp_dir(home), log_dir(home)):
-            os.chown(path, *ids)
-        if log_file(home).exists():
-            os.chown(log_file(home), *ids)
+        # clamav's own directories and log: changed through descriptors, never a link
+        for path in (db_dir(home), tmp_dir(home)):
+            safefs.chown(home.var_dir, safefs.relative_to(home.var_dir, path), *ids)
+        safefs.chown(home.log_dir, safefs.relative_to(home.log_dir, log_dir(home)), *ids)
+        safefs.chown(home.log_dir, safefs.relative_to(home.log_dir, log_file(home)), *ids,
+                     mode=LOG_FILE_MODE)
     path = conf_file(home)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(render_conf(home, settings, CLAMAV_USER if ids else None))
@@ -151,15 +155,14 @@ def install_local_signatures(home: Home) -> bool:
     if has_official_database(home):
         target.unlink(missing_ok=True)
         return False
-    if not target.exists():
-        source = resources.files("mailyard.filters").joinpath("data", LOCAL_DB_NAME)
-        tmp = directory / (LOCAL_DB_NAME + ".tmp")
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, target)
     ids = clamav_ids()
-    if ids:
-        os.chown(target, *ids)
+    if target.is_symlink() or not target.is_file():
+        source = resources.files("mailyard.filters").joinpath("data", LOCAL_DB_NAME)
+        # db/ is clamav's: written through a descriptor, never through a link planted there
+        safefs.write_file(home.var_dir, safefs.relative_to(home.var_dir, target),
+                          source.read_bytes(), mode=0o644, owner=ids)
+    elif ids:
+        safefs.chown(home.var_dir, safefs.relative_to(home.var_dir, target), *ids)
     return True
 
 

@@ -75,11 +75,12 @@ def supervisor_running(home: Home) -> bool:
 
 def _prepare(home: Home) -> None:
     """Everything the services need before supervisord starts them."""
-    from ..nodeinit import give_store_to_mail_owner
+    from ..nodeinit import give_store_to_mail_owner, secure_home
 
     settings = load_settings(home)
     supervisor_conf.render(home, settings)
     give_store_to_mail_owner(home)
+    secure_home(home)
     try:
         from ..filters.clamd import install_local_signatures
     except ImportError:
@@ -119,7 +120,8 @@ def enabled_services(home: Home, settings: dict[str, Any] | None = None) -> list
 def log_tail(home: Home, service: str, lines: int = LOG_TAIL_LINES) -> str:
     program = SERVICES[service].program
     chunks: list[str] = []
-    for path in (home.log_dir / program / "daemon.log", home.log_dir / service / "current"):
+    for path in (supervisor_conf.daemon_log(home, program),
+                 home.log_dir / service / "current"):
         if path.exists():
             text = path.read_text(errors="replace").splitlines()[-lines:]
             chunks.append(f"--- {path} ---\n" + "\n".join(text))
