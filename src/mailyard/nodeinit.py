@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import secrets
+import stat
+import subprocess
 from pathlib import Path
 
 from . import safefs
 from .home import CONFIG_MODE, CONFIG_NAME, Home
+from .services.privileges import MAIL_USER
 from .services.tls import make_self_signed
 from .store.accounts import add_admin, count_admins
 from .store.db import migrate
@@ -93,6 +98,93 @@ def _private_logs(home: Home, owner: tuple[int, int] | None) -> None:
         safefs.mkdirs(log_dir, name, OWN_LOG_DIR_MODE, owner)
     safefs.restrict_tree(home.root, "log", LOG_REMOVED_BITS)
     os.chmod(log_dir, LOG_DIR_MODE)  # root's directory itself stays traversable
+
+
+# ---- can every service user reach what it needs? (issue 16, item 3) -----------------------------
+
+# A directory check run as another user is one `test` per directory; it cannot take long.
+REACH_CHECK_TIMEOUT_SECONDS = 30.0
+# Who reaches what below the home, as root: (service, user, places below HOME).
+SERVICE_REACH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("smtp, submission, send, spamd and the mailboxes", MAIL_USER,
+     ("queue", "db", "mail", "log/smtp", "var/spamassassin")),
+    ("clamd and freshclam", "clamav", ("var/clamav/tmp", "var/clamav/db", "log/clamav")),
+    ("Dovecot's internal processes", "dovecot", ("run",)),
+)
+
+
+# Who is asked in the mail owner's place before init has created it.
+STAND_IN_USER = "nobody"
+
+
+class HomeUnreachable(RuntimeError):
+    """A service user cannot reach a directory it needs; the message names both and the fix."""
+
+
+def _blocked_directory(user: str, dirs: list[Path]) -> Path | None:
+    """The first of `dirs` that `user` may not search (access(2) as that user, so ACLs count),
+    None when it may search them all."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        if user != MAIL_USER:
+            return None  # that daemon is not installed here: nothing of it will run
+        # init is about to create the mail owner, in no group of anyone else's: it will
+        # reach what the unprivileged `nobody` reaches
+        entry = pwd.getpwnam(STAND_IN_USER)
+    script = 'for d; do test -x "$d" || { printf %s "$d"; exit 1; }; done'
+    try:
+        done = subprocess.run(["sh", "-c", script, "sh", *map(str, dirs)], user=entry.pw_uid,
+                              group=entry.pw_gid,
+                              extra_groups=os.getgrouplist(user, entry.pw_gid),
+                              capture_output=True, text=True,
+                              timeout=REACH_CHECK_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):
+        return dirs[-1] if dirs else None
+    return Path(done.stdout) if done.returncode else None
+
+
+def _existing_chain(path: Path) -> list[Path]:
+    """/ and every directory down to `path` that exists (the rest is made by us, 0755)."""
+    chain = [p for p in reversed(path.parents)] + [path]
+    return [p for p in chain if p.is_dir()]
+
+
+def reach_problems(root: Path) -> list[str]:
+    """What a service user cannot reach in a home at `root` (made or still to be made), each
+    with the path, the user and the fix; empty when not root (every service then runs as us)."""
+    from .services.privileges import running_as_root
+
+    if not running_as_root():
+        return []
+    root = Path(root).absolute()
+    problems = []
+    for service, user, places in SERVICE_REACH:
+        for place in places:
+            target = root / place
+            blocked = _blocked_directory(user, _existing_chain(target))
+            if blocked is None:
+                continue
+            try:
+                st = blocked.stat()
+                owner = f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+                what = f"{blocked} is {stat.filemode(st.st_mode)} {owner}"
+            except (OSError, KeyError):
+                what = f"{blocked} cannot be searched"
+            problems.append(
+                f"{service} run as user {user}, which cannot reach {target}: {what}. "
+                f"Fix: `chmod o+x {blocked}` (search only, no listing), or make the home "
+                "in a directory every service user can reach (e.g. /srv/mailyard)")
+            break  # one line per user: the same parent blocks the others
+    return problems
+
+
+def check_reach(root: Path) -> None:
+    """Refuse (HomeUnreachable) a home some service user cannot reach; see reach_problems."""
+    problems = reach_problems(root)
+    if problems:
+        raise HomeUnreachable("the node's services cannot reach their files:\n  "
+                              + "\n  ".join(problems))
 
 
 def prepare_own_mail_root(home: Home) -> None:

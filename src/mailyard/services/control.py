@@ -75,8 +75,12 @@ def supervisor_running(home: Home) -> bool:
 
 def _prepare(home: Home) -> None:
     """Everything the services need before supervisord starts them."""
-    from ..nodeinit import give_store_to_mail_owner, secure_home
+    from ..nodeinit import HomeUnreachable, check_reach, give_store_to_mail_owner, secure_home
 
+    try:
+        check_reach(home.root)
+    except HomeUnreachable as exc:
+        raise ControlError(str(exc)) from None
     settings = load_settings(home)
     supervisor_conf.render(home, settings)
     give_store_to_mail_owner(home)
