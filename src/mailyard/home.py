@@ -9,7 +9,7 @@ Layout (also in the README):
                          them elsewhere, e.g. on a filesystem the nodes share)
     HOME/log/<service>/  multilog-style logs: current, @<tai64n>.s
     HOME/tls/            cert.pem, key.pem (self-signed at init)
-    HOME/run/            sockets, pid files, triggers
+    HOME/run/            sockets (spamd.sock, clamav/clamd.sock), pid files, triggers
     HOME/etc/            generated configurations (never edit by hand)
     HOME/var/            state of the field's daemons (Dovecot, spamd, ClamAV)
 """
@@ -34,9 +34,8 @@ STANDARD_PORTS: dict[str, int] = {
     "imaps": 993,
     "pop3s": 995,
     "panel": 2443,
-    "spamd": 783,
-    "clamd": 3310,
 }
+# spamd and clamd have no port: they listen on unix sockets in HOME/run (issue 16, item 12).
 # Listeners whose standard port is a setting (guide 4.1: the alternate SMTP port).
 PORT_SETTINGS: dict[str, str] = {"submission": "submission.port", "smtps": "submission.smtps_port"}
 

@@ -11,12 +11,10 @@ zero length; clamd answers "stream: OK", "stream: NAME FOUND" or "... ERROR", NU
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-CLAMD_HOST = "127.0.0.1"
 # Chunk size for INSTREAM: clamd reads each chunk into its buffer; 64 KiB keeps memory small
 # on both sides and the number of writes low (clamdscan uses the same order of size).
 CHUNK_BYTES = 64 * 1024
@@ -51,18 +49,15 @@ def parse_reply(reply: bytes) -> ScanResult:
     raise ClamdUnavailable(f"clamd answered {text!r}")
 
 
-async def _instream(port: int, path: Path, max_stream: int) -> ScanResult:
+async def _instream(clamd_socket: Path, path: Path, max_stream: int) -> ScanResult:
     size = path.stat().st_size
     if max_stream and size > max_stream:
         raise StreamTooLong(f"{size} bytes is over clamd's stream limit of {max_stream}")
     try:
-        reader, writer = await asyncio.open_connection(CLAMD_HOST, port)
+        reader, writer = await asyncio.open_unix_connection(str(clamd_socket))
     except OSError as exc:
-        raise ClamdUnavailable(f"cannot connect to clamd on port {port}: {exc}") from exc
+        raise ClamdUnavailable(f"cannot connect to clamd at {clamd_socket}: {exc}") from exc
     try:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:  # our writes are whole frames: do not wait to fill packets
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The command rides with the first chunk and the end marker with the last, so a
         # typical message goes out in one write instead of three small ones.
         pending = b"zINSTREAM\0"
@@ -93,18 +88,19 @@ async def _instream(port: int, path: Path, max_stream: int) -> ScanResult:
             pass
 
 
-async def scan_file(port: int, path: Path, timeout: float, max_stream: int = 0) -> ScanResult:
-    """Scan the file at `path` with clamd on 127.0.0.1:`port`; 0 for max_stream: no check."""
+async def scan_file(clamd_socket: Path, path: Path, timeout: float, max_stream: int = 0
+                    ) -> ScanResult:
+    """Scan the file at `path` with clamd at its unix socket; 0 for max_stream: no check."""
     try:
-        return await asyncio.wait_for(_instream(port, path, max_stream), timeout)
+        return await asyncio.wait_for(_instream(clamd_socket, path, max_stream), timeout)
     except TimeoutError as exc:
         raise ClamdUnavailable(f"clamd gave no answer within {timeout:g} s") from exc
 
 
-async def ping(port: int, timeout: float = 5.0) -> bool:
+async def ping(clamd_socket: Path, timeout: float = 5.0) -> bool:
     """True when clamd answers PING with PONG."""
     async def _ping() -> bool:
-        reader, writer = await asyncio.open_connection(CLAMD_HOST, port)
+        reader, writer = await asyncio.open_unix_connection(str(clamd_socket))
         try:
             writer.write(b"zPING\0")
             await writer.drain()

@@ -85,6 +85,18 @@ def pid_file(home: Home) -> Path:
     return home.run_dir / "spamd.pid"
 
 
+def socket_path(home: Home) -> Path:
+    """spamd's unix socket (HOME/run is root's): root:<mail group> 0660 as root, so the mail
+    owner's processes and root reach it and no other local user does."""
+    return home.run_dir / "spamd.sock"
+
+
+# The socket's mode: owner and group (the mail owner's) may connect, nobody else.
+SOCKET_MODE = "0660"
+# Started as an ordinary user, the socket is that user's alone.
+OWN_SOCKET_MODE = "0600"
+
+
 # ---- the site config -----------------------------------------------------------------------------
 
 REPORT_SAFE = {"unchanged": 0, "attach": 1, "attach_plain": 2}
@@ -309,8 +321,15 @@ def argv(home: Home, user: str, group: str | None) -> list[str]:
     args += [
         f"--siteconfigpath={site_dir(home)}",
         "-l",  # allow TELL: Bayes training goes through spamd as the same user
-        f"--listen=127.0.0.1:{home.port('spamd')}",
-        "-A", "127.0.0.1",
+        # No TCP listener: on 127.0.0.1 any local user could TELL (poison Bayes). The unix
+        # socket's group is the mail owner's, which our own clients run as (or root).
+        f"--socketpath={socket_path(home)}",
+    ]
+    if group:
+        args += ["--socketowner=root", f"--socketgroup={group}", f"--socketmode={SOCKET_MODE}"]
+    else:
+        args += [f"--socketmode={OWN_SOCKET_MODE}"]
+    args += [
         "-s", "stderr",
         "-r", str(pid_file(home)),
         "-m", str(MAX_CHILDREN),

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import safefs
 from . import spamc
+from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -181,7 +182,7 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
     maildir = home.maildir(address)
     limit = int(settings.get("spam.bayes_imap_limit", 50))
     counts = read_counters(home, address, today)
-    port = home.port("spamd")
+    spamd_at = spamd_socket(home)
     try:
         for name, as_spam in FOLDERS.items():
             todo, left = plan(folder_messages(folder_dir(maildir, name)), counts[name], limit)
@@ -194,7 +195,7 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                 if len(message) > MAX_LEARN_BYTES:
                     report.skipped_too_big += 1
                 else:
-                    learned = await spamc.learn(port, message, as_spam, address,
+                    learned = await spamc.learn(spamd_at, message, as_spam, address,
                                                 LEARN_TIMEOUT_SECONDS)
                     if not learned:
                         report.already_known += 1

@@ -23,7 +23,7 @@ from ..settings.registry import SERVICE_NAMES
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES
-from .readiness import serves
+from .readiness import serves, serves_unix
 from .run import load
 
 # How long `mailyard up` waits for every enabled service to accept connections. spamd loads
@@ -147,7 +147,9 @@ def wait_ready(home: Home, services: list[str], timeout: float = UP_TIMEOUT_SECO
             if st.state != "RUNNING":
                 continue
             ports = [home.port(lst, settings) for lst in SERVICES[name].listeners]
-            if st.pid and all(serves(st.pid, p) for p in ports):
+            sockets = [load(ref)(home) for ref in SERVICES[name].sockets]
+            if (st.pid and all(serves(st.pid, p) for p in ports)
+                    and all(serves_unix(st.pid, path) for path in sockets)):
                 pending.remove(name)
         if not pending:
             return
