@@ -179,3 +179,44 @@ def test_clamav_files_are_not_changed_through_planted_links(
     clamd.install_local_signatures(home)
     assert victim.stat().st_uid == 0
     assert victim.read_text() == "root's\n"
+
+
+@needs_root
+def test_root_injecting_into_the_queue_never_follows_a_swapped_directory(
+        home: Home, victim: Path) -> None:
+    from mailyard.queue.envelope import Envelope
+    from mailyard.queue.errors import QueueError
+    from mailyard.queue.layout import Queue
+
+    queue = Queue(home.queue_dir)
+    with queue.open_message() as writer:  # a normal injection works
+        writer.write(b"Subject: ok\r\n\r\nhello\r\n")
+        writer.commit(Envelope(sender="a@example.org", recipients=["b@example.net"]))
+    target = victim.parent / "planted-dir"
+    target.mkdir()
+    # the mail owner swaps tmp/ for a link to a directory of root's choosing
+    as_mail_owner("mv", str(home.queue_dir / "tmp"), str(home.queue_dir / "tmp.real"))
+    as_mail_owner("ln", "-s", str(target), str(home.queue_dir / "tmp"))
+    with pytest.raises(QueueError):
+        queue.open_message()
+    assert list(target.iterdir()) == []
+
+
+@needs_root
+def test_root_taking_the_queue_lock_does_not_create_a_file_through_a_link(
+        home: Home, victim: Path) -> None:
+    from mailyard.queue.control import QueueLock, put_request
+    from mailyard.queue.layout import Queue
+
+    queue = Queue(home.queue_dir)
+    lock_dir = home.queue_dir / "lock"
+    as_mail_owner("ln", "-s", str(victim.parent / "made-by-root"), str(lock_dir / "sendmutex"))
+    with pytest.raises(OSError):
+        QueueLock(queue)
+    assert not (victim.parent / "made-by-root").exists()
+    as_mail_owner("rm", str(lock_dir / "sendmutex"))
+    # a request is written through lock/'s descriptor; a file in the FIFO's place is left alone
+    as_mail_owner("rm", str(lock_dir / "trigger"))
+    as_mail_owner("ln", "-s", str(victim), str(lock_dir / "trigger"))
+    put_request(queue, "flush")
+    assert victim.read_text() == "root's\n"

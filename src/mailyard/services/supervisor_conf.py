@@ -40,6 +40,13 @@ def daemon_log(home: Home, program: str) -> Path:
     return home.log_dir / program / "daemon.log"
 
 
+def _precreate_own_log(path: Path) -> None:
+    """supervisord opens its own log before it applies its umask: made here first, 0640
+    (in root's log/supervisord/, where no one else can plant a link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    os.close(fd)
+
+
 def programs(settings: dict[str, Any]) -> dict[str, dict[str, bool]]:
     """Per supervisord program: autostart and autorestart, from the services that share it."""
     result: dict[str, dict[str, bool]] = {}
@@ -110,6 +117,7 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
             "",
         ]
     (home.log_dir / "supervisord").mkdir(parents=True, exist_ok=True)
+    _precreate_own_log(home.log_dir / "supervisord" / "supervisord.log")
     path = config_path(home)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
