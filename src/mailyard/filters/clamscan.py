@@ -11,6 +11,7 @@ zero length; clamd answers "stream: OK", "stream: NAME FOUND" or "... ERROR", NU
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,43 +50,63 @@ def parse_reply(reply: bytes) -> ScanResult:
     raise ClamdUnavailable(f"clamd answered {text!r}")
 
 
+async def _send_stream(loop: asyncio.AbstractEventLoop, sock: socket.socket, path: Path
+                       ) -> None:
+    # The command rides with the first chunk and the end marker with the last, so a
+    # typical message goes out in one write instead of three small ones.
+    pending = b"zINSTREAM\0"
+    end = struct.pack("!I", 0)
+    with path.open("rb") as f:
+        chunk = f.read(CHUNK_BYTES)
+        while chunk:
+            following = f.read(CHUNK_BYTES)
+            await loop.sock_sendall(sock, pending + struct.pack("!I", len(chunk)) + chunk
+                                    + (b"" if following else end))
+            pending = b""
+            chunk = following
+    if pending:  # an empty file: the command and the end marker alone
+        await loop.sock_sendall(sock, pending + end)
+
+
+async def _read_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    reply = b""
+    while not reply.endswith(b"\0"):
+        data = await loop.sock_recv(sock, MAX_REPLY_BYTES)
+        if not data:
+            raise ClamdUnavailable("clamd closed the connection without an answer")
+        reply += data
+        if len(reply) > MAX_REPLY_BYTES:
+            raise ClamdUnavailable("clamd's reply is too long")
+    return reply
+
+
 async def _instream(clamd_socket: Path, path: Path, max_stream: int) -> ScanResult:
+    """INSTREAM over the unix socket, on the bare socket rather than a stream transport:
+    when a stream passes clamd's limit, clamd answers and closes while we are still
+    writing, and our next write fails at once (EPIPE). A transport would drop the answer
+    with the connection; the socket still hands it over (the kernel queues it before the
+    error), so the caller learns that the message is too big, not that clamd is down."""
     size = path.stat().st_size
     if max_stream and size > max_stream:
         raise StreamTooLong(f"{size} bytes is over clamd's stream limit of {max_stream}")
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.open_unix_connection(str(clamd_socket))
-    except OSError as exc:
-        raise ClamdUnavailable(f"cannot connect to clamd at {clamd_socket}: {exc}") from exc
-    try:
-        # The command rides with the first chunk and the end marker with the last, so a
-        # typical message goes out in one write instead of three small ones.
-        pending = b"zINSTREAM\0"
-        end = struct.pack("!I", 0)
-        with path.open("rb") as f:
-            chunk = f.read(CHUNK_BYTES)
-            while chunk:
-                following = f.read(CHUNK_BYTES)
-                writer.write(pending + struct.pack("!I", len(chunk)) + chunk
-                             + (b"" if following else end))
-                pending = b""
-                chunk = following
-                await writer.drain()
-        if pending:  # an empty file: the command and the end marker alone
-            writer.write(pending + end)
-            await writer.drain()
-        reply = await reader.readuntil(b"\0")
-        if len(reply) > MAX_REPLY_BYTES:
-            raise ClamdUnavailable("clamd's reply is too long")
-        return parse_reply(reply)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise ClamdUnavailable(f"clamd failed during the scan: {exc}") from exc
-    finally:
-        writer.close()
         try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+            await loop.sock_connect(sock, str(clamd_socket))
+        except OSError as exc:
+            raise ClamdUnavailable(f"cannot connect to clamd at {clamd_socket}: {exc}") from exc
+        try:
+            try:
+                await _send_stream(loop, sock, path)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # clamd stopped reading: its answer says why (read just below)
+            return parse_reply(await _read_reply(loop, sock))
+        except OSError as exc:
+            raise ClamdUnavailable(f"clamd failed during the scan: {exc}") from exc
+    finally:
+        sock.close()
 
 
 async def scan_file(clamd_socket: Path, path: Path, timeout: float, max_stream: int = 0
