@@ -13,6 +13,7 @@ import pytest
 from mailyard.filters import spamd, training
 from mailyard.home import Home
 from mailyard.mailboxes import ensure_maildir, folder_dir
+from mailyard.services.privileges import chown_path
 from mailyard.store import accounts
 from mailyard.store.settings_store import load_settings, set_setting
 
@@ -43,6 +44,7 @@ def drop(home: Home, address: str, folder: str, messages: list[bytes]) -> None:
     for i, data in enumerate(messages):
         path = target / f"{1700000000 + i}.M{i}P{os.getpid()}.test:2,S"
         path.write_bytes(data)
+        chown_path(path)  # the mail owner's file, as Dovecot (running as that user) leaves it
         os.utime(path, (1700000000 + i, 1700000000 + i))
 
 

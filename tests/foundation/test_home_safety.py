@@ -220,3 +220,24 @@ def test_root_taking_the_queue_lock_does_not_create_a_file_through_a_link(
     as_mail_owner("ln", "-s", str(victim), str(lock_dir / "trigger"))
     put_request(queue, "flush")
     assert victim.read_text() == "root's\n"
+
+
+@needs_root
+def test_training_run_by_root_reads_no_file_a_link_or_swapped_folder_leads_to(
+        home: Home, victim: Path) -> None:
+    from mailyard.filters import training
+    from mailyard.mailboxes import folder_dir
+
+    accounts.add_domain(home, "example.test")
+    accounts.add_mailbox(home, "ann@example.test", "ann password")
+    maildir = ensure_maildir(home, "ann@example.test", training=True)
+    learn = folder_dir(maildir, "Learn Spam")
+    as_mail_owner("ln", "-s", str(victim), str(learn / "cur" / "1.M1.x:2,S"))
+    assert training.folder_messages(learn) == []  # a link is not a message
+    # cur/ swapped for a link to root's directory: its files are not the mail owner's
+    as_mail_owner("rm", "-rf", str(learn / "cur"))
+    as_mail_owner("ln", "-s", str(victim.parent), str(learn / "cur"))
+    found = training.folder_messages(learn)
+    assert victim in [p.resolve() for p in found]
+    with pytest.raises(training.NotAMessage):
+        training.read_message(learn / "cur" / victim.name)

@@ -13,9 +13,11 @@ line per mailbox goes to HOME/log/spam-train/.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,11 +161,40 @@ def folder_messages(folder: Path) -> list[Path]:
         if not directory.is_dir():
             continue
         for entry in os.scandir(directory):
-            if entry.name.startswith(".") or not entry.is_file():
+            # a link is no message: root must not read what it points at
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                 continue
             found.append((entry.stat().st_mtime, entry.name, Path(entry.path)))
     found.sort()
     return [path for _, _, path in found]
+
+
+class NotAMessage(OSError):
+    """A folder entry that root will not read: a link, or not a file of the mail's owner."""
+
+
+def read_message(path: Path) -> bytes:
+    """A message file's bytes, read without following a link. As root only a regular file
+    of the mail owner's is read: whatever a link or a swapped directory leads to instead
+    (a root-only file) is refused, so training never hands such a file to Bayes."""
+    from ..services.privileges import mail_owner, running_as_root
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAMessage(f"{path} is a link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAMessage(f"{path} is not a regular file")
+        if running_as_root() and st.st_uid != mail_owner()[0]:
+            raise NotAMessage(f"{path} does not belong to the mail owner")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Path], int]:
@@ -189,9 +220,11 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
             report.left_over_limit += left
             for path in todo:
                 try:
-                    message = await asyncio.to_thread(path.read_bytes)
+                    message = await asyncio.to_thread(read_message, path)
                 except FileNotFoundError:
                     continue  # the user moved or deleted it meanwhile
+                except NotAMessage:
+                    continue  # left where it is, unread
                 if len(message) > MAX_LEARN_BYTES:
                     report.skipped_too_big += 1
                 else:
