@@ -72,7 +72,11 @@ class Home:
         if not config.is_file():
             raise HomeError(f"{root} is not a mailyard home (no {CONFIG_NAME}); "
                             f"create one with `mailyard init --home {root} --hostname FQDN`")
-        data = tomllib.loads(config.read_text())
+        try:
+            data = tomllib.loads(config.read_text())
+        except PermissionError:
+            raise HomeError(f"{config}: permission denied; it holds the store's credentials, "
+                            "so only root and the mail owner's group may read it") from None
         return cls(
             root=root,
             db_url=str(data.get("db_url") or f"sqlite:///{root / 'db' / 'store.sqlite'}"),

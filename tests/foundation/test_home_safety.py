@@ -241,3 +241,23 @@ def test_training_run_by_root_reads_no_file_a_link_or_swapped_folder_leads_to(
     assert victim in [p.resolve() for p in found]
     with pytest.raises(training.NotAMessage):
         training.read_message(learn / "cur" / victim.name)
+
+
+@needs_root
+def test_sendmail_works_for_root_and_the_mail_owner_and_says_why_not_for_others(
+        home: Home) -> None:
+    import sys
+
+    sendmail = str(Path(sys.executable).parent / "sendmail")
+    message = b"Subject: modes\n\nhello\n"
+    env = ["env", f"MAILYARD_HOME={home.root}"]
+    for prefix in ([], ["runuser", "-u", MAIL_USER, "--"]):
+        done = subprocess.run(prefix + env + [sendmail, "-f", "a@example.org",
+                                               "b@example.net"], input=message,
+                              capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert len(list((home.queue_dir / "todo").iterdir())) == 2
+    other = subprocess.run(["runuser", "-u", "nobody", "--"] + env + [sendmail, "b@example.net"],
+                           input=message, capture_output=True, timeout=60)
+    assert other.returncode != 0
+    assert b"permission denied" in other.stderr and b"Traceback" not in other.stderr
