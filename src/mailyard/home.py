@@ -9,7 +9,7 @@ Layout (also in the README):
                          them elsewhere, e.g. on a filesystem the nodes share)
     HOME/log/<service>/  multilog-style logs: current, @<tai64n>.s
     HOME/tls/            cert.pem, key.pem (self-signed at init)
-    HOME/run/            sockets, pid files, triggers
+    HOME/run/            sockets (spamd.sock, clamav/clamd.sock), pid files, triggers
     HOME/etc/            generated configurations (never edit by hand)
     HOME/var/            state of the field's daemons (Dovecot, spamd, ClamAV)
 """
@@ -34,13 +34,15 @@ STANDARD_PORTS: dict[str, int] = {
     "imaps": 993,
     "pop3s": 995,
     "panel": 2443,
-    "spamd": 783,
-    "clamd": 3310,
 }
+# spamd and clamd have no port: they listen on unix sockets in HOME/run (issue 16, item 12).
 # Listeners whose standard port is a setting (guide 4.1: the alternate SMTP port).
 PORT_SETTINGS: dict[str, str] = {"submission": "submission.port", "smtps": "submission.smtps_port"}
 
 CONFIG_NAME = "mailyard.toml"
+# mailyard.toml: root's, readable by the mail owner's group (the services read it after
+# dropping root; sendmail reads it as the mail owner).
+CONFIG_MODE = 0o640
 # Where the mailboxes live, below the home, while setting mail.root is empty.
 DEFAULT_MAIL_DIR = "mail"
 
@@ -70,7 +72,11 @@ class Home:
         if not config.is_file():
             raise HomeError(f"{root} is not a mailyard home (no {CONFIG_NAME}); "
                             f"create one with `mailyard init --home {root} --hostname FQDN`")
-        data = tomllib.loads(config.read_text())
+        try:
+            data = tomllib.loads(config.read_text())
+        except PermissionError:
+            raise HomeError(f"{config}: permission denied; it holds the store's credentials, "
+                            "so only root and the mail owner's group may read it") from None
         return cls(
             root=root,
             db_url=str(data.get("db_url") or f"sqlite:///{root / 'db' / 'store.sqlite'}"),
@@ -86,7 +92,12 @@ class Home:
             f"node_name = {_toml_str(self.node_name)}\n"
         )
         tmp = self.root / (CONFIG_NAME + ".tmp")
-        tmp.write_text(body)
+        tmp.unlink(missing_ok=True)
+        # It may hold the PostgreSQL password: never readable by other users, not even for
+        # the moment before nodeinit.secure_home gives it its group.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, CONFIG_MODE)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body)
         os.replace(tmp, self.root / CONFIG_NAME)
 
     def make_dirs(self) -> None:

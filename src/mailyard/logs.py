@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from . import safefs
+
 # Rotate `current` past this size and keep this many old files: multilog's defaults (s99999,
 # n10) are small for a busy server, so we keep 10 files of 16 MB, as many qmail sites set.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -34,21 +36,34 @@ def parse_tai64n(stamp: str) -> float:
     return int(text[:16], 16) - _TAI64_EPOCH + int(text[16:24], 16) / 1e9
 
 
+# Logs say who wrote to whom and from where: the mail owner's group and root read them, nobody
+# else (issue 16, item 4).
+LOG_FILE_MODE = 0o640
+
+
 class LogDir:
-    """An append-only multilog directory written by one process (thread-safe within it)."""
+    """An append-only multilog directory written by one process (thread-safe within it).
+
+    The directory may belong to the mail owner while root opens it (a service before it
+    drops root, `mailyard spam train`): every file operation goes through a descriptor of
+    the directory found without following a link (safefs), so a link planted in it is never
+    written through."""
 
     def __init__(self, path: Path, max_bytes: int = MAX_FILE_BYTES, keep: int = KEEP_FILES,
                  fsync: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.keep = keep
         self.fsync = fsync
         self._lock = threading.Lock()
+        # The parent is trusted (root's HOME/log); the log directory itself is opened by name.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = safefs.open_dir(self.path.parent, self.path.name, create_mode=0o750)
         self._fd = self._open()
 
     def _open(self) -> int:
-        return os.open(self.path / "current", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return os.open("current", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, LOG_FILE_MODE, dir_fd=self._dir_fd)
 
     def write(self, line: str) -> None:
         """Append one line; newlines and control characters inside it are made visible."""
@@ -64,12 +79,21 @@ class LogDir:
     def _rotate(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
-        os.rename(self.path / "current", self.path / f"{tai64n()}.s")
-        old = sorted(p for p in self.path.glob("@*.s"))
+        dfd = self._dir_fd
+        os.rename("current", f"{tai64n()}.s", src_dir_fd=dfd, dst_dir_fd=dfd)
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            old = sorted(n for n in os.listdir(listing) if n.startswith("@") and n.endswith(".s"))
+        finally:
+            os.close(listing)
         for stale in old[: max(0, len(old) - self.keep)]:
-            stale.unlink(missing_ok=True)
+            try:
+                os.unlink(stale, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
         self._fd = self._open()
 
     def close(self) -> None:
         with self._lock:
             os.close(self._fd)
+            os.close(self._dir_fd)

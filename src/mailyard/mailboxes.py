@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import safefs
+
 if TYPE_CHECKING:
     from .home import Home
 
@@ -40,21 +42,36 @@ def folder_dir(maildir: Path, folder: str) -> Path:
     return maildir if folder.upper() == "INBOX" else maildir / ("." + folder)
 
 
-def _mkdir(path: Path, made: list[Path]) -> None:
-    """mkdir -p with MAILDIR_MODE on every level it creates; records what it created."""
-    if path.is_dir():
-        return
-    _mkdir(path.parent, made)
-    try:
-        path.mkdir(mode=MAILDIR_MODE)
-    except FileExistsError:
-        return
-    made.append(path)
+# Files we write into a Maildir (subscriptions, maildirfolder markers): the owner's alone.
+MAILDIR_FILE_MODE = 0o600
+# mail/<domain>: delivery and Dovecot (the mail owner) reach the mailboxes through it.
+DOMAIN_DIR_MODE = 0o755
 
 
-def _make_one(path: Path, made: list[Path]) -> None:
+class _Place:
+    """Where root writes a mailbox's files: relative to the mail root's parent, a directory
+    root trusts, never following a link the mail owner may have planted below it (safefs)."""
+
+    def __init__(self, mail_root: Path) -> None:
+        from .services.privileges import mail_owner, running_as_root
+
+        self.base = mail_root.parent
+        self.owner = mail_owner() if running_as_root() else None
+
+    def rel(self, path: Path) -> str:
+        return safefs.relative_to(self.base, path)
+
+    def mkdirs(self, path: Path, mode: int = MAILDIR_MODE) -> None:
+        safefs.mkdirs(self.base, self.rel(path), mode, self.owner)
+
+    def write(self, path: Path, data: str) -> None:
+        safefs.write_file(self.base, self.rel(path), data.encode("utf-8", "surrogateescape"),
+                          MAILDIR_FILE_MODE, self.owner, MAILDIR_MODE, self.owner)
+
+
+def _make_one(place: _Place, path: Path) -> None:
     for sub in ("tmp", "new", "cur"):
-        _mkdir(path / sub, made)
+        place.mkdirs(path / sub)
 
 
 def _read_subscriptions(maildir: Path) -> list[str]:
@@ -65,11 +82,8 @@ def _read_subscriptions(maildir: Path) -> list[str]:
     return [line for line in text.split("\n") if line]
 
 
-def _write_subscriptions(maildir: Path, names: list[str]) -> None:
-    tmp = maildir / f"subscriptions.{uuid.uuid4().hex}.tmp"
-    tmp.write_text("".join(f"{name}\n" for name in names), encoding="utf-8",
-                   errors="surrogateescape")
-    os.replace(tmp, maildir / "subscriptions")
+def _write_subscriptions(place: _Place, maildir: Path, names: list[str]) -> None:
+    place.write(maildir / "subscriptions", "".join(f"{name}\n" for name in names))
 
 
 def _holds_mail(path: Path) -> bool:
@@ -104,24 +118,19 @@ def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Pa
         settings = load_settings(home)
         home.use_settings(settings)
         training = bool(settings["spam.bayes_imap_training"])
-    from .services.privileges import chown_path
-
     maildir = home.maildir(address)
     domain_dir = maildir.parent.parent
-    made: list[Path] = []
-    if not domain_dir.is_dir():
-        # mail/<domain> is made here as well; delivery (the mail owner) adds mailboxes to it.
-        _mkdir(domain_dir, made)
-        os.chmod(domain_dir, 0o755)
-    _make_one(maildir, made)
+    place = _Place(home.mail_dir)
+    # mail/<domain> is made here as well; delivery (the mail owner) adds mailboxes to it.
+    place.mkdirs(domain_dir, DOMAIN_DIR_MODE)
+    _make_one(place, maildir)
     wanted = list(STANDARD_FOLDERS) + (list(TRAINING_FOLDERS) if training else [])
     for folder in wanted:
         path = folder_dir(maildir, folder)
-        _make_one(path, made)
+        _make_one(place, path)
         marker = path / "maildirfolder"
-        if not marker.exists():
-            marker.touch()
-            made.append(marker)
+        if not marker.is_file():
+            place.write(marker, "")
     unwanted = [] if training else list(TRAINING_FOLDERS)
     for folder in unwanted:
         _remove_if_empty(folder_dir(maildir, folder))
@@ -129,11 +138,8 @@ def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Pa
     existing = _read_subscriptions(maildir)
     names = [n for n in existing if n not in unwanted]
     names += [n for n in wanted if n not in names]
-    if names != existing or not (maildir / "subscriptions").exists():
-        _write_subscriptions(maildir, names)
-        made.append(maildir / "subscriptions")
-    for path in made:  # only what was made now: a big mailbox is not walked every time
-        chown_path(path)
+    if names != existing or not (maildir / "subscriptions").is_file():
+        _write_subscriptions(place, maildir, names)
     return maildir
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import secrets
+import stat
+import subprocess
 from pathlib import Path
 
-from .home import Home
+from . import safefs
+from .home import CONFIG_MODE, CONFIG_NAME, Home
+from .services.privileges import MAIL_USER
 from .services.tls import make_self_signed
 from .store.accounts import add_admin, count_admins
 from .store.db import migrate
@@ -20,6 +27,164 @@ def give_store_to_mail_owner(home: Home) -> None:
 
     if home.db_url.startswith("sqlite:///"):
         chown_tree(Path(home.db_url[len("sqlite:///"):]).parent)
+
+
+# What holds secrets, and who may read it (issue 16, item 4). The store holds every password
+# hash and the panel's sessions; root and the mail owner (the services, sendmail) use it.
+STORE_DIR_MODE = 0o700
+STORE_FILE_MODE = 0o600
+TLS_DIR_MODE = 0o700
+TLS_KEY_MODE = 0o600
+LOG_DIR_MODE = 0o755  # root's: the services' own directories below it are the mail owner's
+OWN_LOG_DIR_MODE = 0o750
+# Bits no log file or directory keeps: group write, everything for other users.
+LOG_REMOVED_BITS = 0o027
+# Services that write their own logs (after dropping root) and the daily Bayes training.
+MAIL_OWNER_LOGS = ("smtp", "submission", "send", "spam-train")
+
+
+def secure_home(home: Home) -> None:
+    """Give the home's secrets their modes and owners; run at init and before every `up`
+    (so a home made by an older version is brought in line too).
+
+    mailyard.toml 0640 root:<mail group>, the SQLite store and its directory the mail
+    owner's alone (0600/0700), the TLS key root's alone (0600), log files 0640 in a log
+    directory root owns, with the services' own subdirectories given to the mail owner."""
+    from .services.privileges import mail_owner, running_as_root
+
+    root = running_as_root()
+    owner = mail_owner() if root else None
+    config = home.root / CONFIG_NAME
+    if root and owner is not None:
+        os.chown(config, 0, owner[1], follow_symlinks=False)
+    os.chmod(config, CONFIG_MODE)  # in the home, which is root's: no one else's link
+    # HOME/db holds the SQLite store, or on PostgreSQL the node's local cache of it
+    places = {home.root / "db"}
+    if home.db_url.startswith("sqlite:///"):
+        places.add(Path(home.db_url[len("sqlite:///"):]).parent)
+    for place in places:
+        _private_store(place, owner)
+    os.chmod(home.tls_dir, TLS_DIR_MODE)
+    if home.key_file.exists():
+        safefs.chmod_file(home.root, "tls/key.pem", TLS_KEY_MODE, (0, 0) if root else None)
+    _private_logs(home, owner)
+
+
+def _private_store(directory: Path, owner: tuple[int, int] | None) -> None:
+    if not directory.is_dir():
+        return
+    base, name = directory.parent, directory.name
+    with safefs.directory(base, name) as dfd:
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            names = os.listdir(listing)
+        finally:
+            os.close(listing)
+    if owner is not None:
+        safefs.chown(base, name, *owner, mode=STORE_DIR_MODE)
+    else:
+        os.chmod(directory, STORE_DIR_MODE)
+    for entry in names:
+        if (directory / entry).is_file() and not (directory / entry).is_symlink():
+            safefs.chmod_file(base, f"{name}/{entry}", STORE_FILE_MODE, owner)
+
+
+def _private_logs(home: Home, owner: tuple[int, int] | None) -> None:
+    log_dir = home.log_dir
+    if owner is not None:
+        os.chown(log_dir, 0, 0, follow_symlinks=False)  # a home from before: log/ was the owner's
+    os.chmod(log_dir, LOG_DIR_MODE)
+    for name in MAIL_OWNER_LOGS:
+        safefs.mkdirs(log_dir, name, OWN_LOG_DIR_MODE, owner)
+    safefs.restrict_tree(home.root, "log", LOG_REMOVED_BITS)
+    os.chmod(log_dir, LOG_DIR_MODE)  # root's directory itself stays traversable
+
+
+# ---- can every service user reach what it needs? (issue 16, item 3) -----------------------------
+
+# A directory check run as another user is one `test` per directory; it cannot take long.
+REACH_CHECK_TIMEOUT_SECONDS = 30.0
+# Who reaches what below the home, as root: (service, user, places below HOME).
+SERVICE_REACH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("smtp, submission, send, spamd and the mailboxes", MAIL_USER,
+     ("queue", "db", "mail", "log/smtp", "var/spamassassin")),
+    ("clamd and freshclam", "clamav", ("var/clamav/tmp", "var/clamav/db", "log/clamav")),
+    ("Dovecot's internal processes", "dovecot", ("run",)),
+)
+
+
+# Who is asked in the mail owner's place before init has created it.
+STAND_IN_USER = "nobody"
+
+
+class HomeUnreachable(RuntimeError):
+    """A service user cannot reach a directory it needs; the message names both and the fix."""
+
+
+def _blocked_directory(user: str, dirs: list[Path]) -> Path | None:
+    """The first of `dirs` that `user` may not search (access(2) as that user, so ACLs count),
+    None when it may search them all."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        if user != MAIL_USER:
+            return None  # that daemon is not installed here: nothing of it will run
+        # init is about to create the mail owner, in no group of anyone else's: it will
+        # reach what the unprivileged `nobody` reaches
+        entry = pwd.getpwnam(STAND_IN_USER)
+    script = 'for d; do test -x "$d" || { printf %s "$d"; exit 1; }; done'
+    try:
+        done = subprocess.run(["sh", "-c", script, "sh", *map(str, dirs)], user=entry.pw_uid,
+                              group=entry.pw_gid,
+                              extra_groups=os.getgrouplist(user, entry.pw_gid),
+                              capture_output=True, text=True,
+                              timeout=REACH_CHECK_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired):
+        return dirs[-1] if dirs else None
+    return Path(done.stdout) if done.returncode else None
+
+
+def _existing_chain(path: Path) -> list[Path]:
+    """/ and every directory down to `path` that exists (the rest is made by us, 0755)."""
+    chain = [p for p in reversed(path.parents)] + [path]
+    return [p for p in chain if p.is_dir()]
+
+
+def reach_problems(root: Path) -> list[str]:
+    """What a service user cannot reach in a home at `root` (made or still to be made), each
+    with the path, the user and the fix; empty when not root (every service then runs as us)."""
+    from .services.privileges import running_as_root
+
+    if not running_as_root():
+        return []
+    root = Path(root).absolute()
+    problems = []
+    for service, user, places in SERVICE_REACH:
+        for place in places:
+            target = root / place
+            blocked = _blocked_directory(user, _existing_chain(target))
+            if blocked is None:
+                continue
+            try:
+                st = blocked.stat()
+                owner = f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+                what = f"{blocked} is {stat.filemode(st.st_mode)} {owner}"
+            except (OSError, KeyError):
+                what = f"{blocked} cannot be searched"
+            problems.append(
+                f"{service} run as user {user}, which cannot reach {target}: {what}. "
+                f"Fix: `chmod o+x {blocked}` (search only, no listing), or make the home "
+                "in a directory every service user can reach (e.g. /srv/mailyard)")
+            break  # one line per user: the same parent blocks the others
+    return problems
+
+
+def check_reach(root: Path) -> None:
+    """Refuse (HomeUnreachable) a home some service user cannot reach; see reach_problems."""
+    problems = reach_problems(root)
+    if problems:
+        raise HomeUnreachable("the node's services cannot reach their files:\n  "
+                              + "\n  ".join(problems))
 
 
 def prepare_own_mail_root(home: Home) -> None:
@@ -71,7 +236,7 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     from .services.privileges import chown_tree, ensure_mail_user
 
     ensure_mail_user()
-    for owned in (home.queue_dir, home.default_mail_dir, home.log_dir):
+    for owned in (home.queue_dir, home.default_mail_dir):
         chown_tree(owned)
     prepare_own_mail_root(home)
     give_store_to_mail_owner(home)
@@ -82,4 +247,5 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     from .store.cache import refresh_cache
 
     refresh_cache(home)  # a node on a shared store has its local copy from the start
+    secure_home(home)
     return home, password

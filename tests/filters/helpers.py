@@ -92,7 +92,7 @@ class Daemon:
 class Spamd(Daemon):
     def __init__(self, home: Home) -> None:
         super().__init__("spamd", home, spamd.exec_argv,
-                         lambda h: run(spamc.ping(h.port("spamd"), timeout=5)))
+                         lambda h: run(spamc.ping(spamd.socket_path(h), timeout=5)))
 
     def reload(self) -> None:
         """Render the config again and SIGHUP spamd, as the supervision layer's reload does;
@@ -113,7 +113,7 @@ class Spamd(Daemon):
 class Clamd(Daemon):
     def __init__(self, home: Home) -> None:
         super().__init__("clamd", home, clamd.exec_argv,
-                         lambda h: run(clamscan.ping(h.port("clamd"), timeout=5)))
+                         lambda h: run(clamscan.ping(clamd.socket_path(h), timeout=5)))
 
 
 @contextmanager

@@ -40,8 +40,8 @@ def test_clamd_conf_follows_the_message_size_setting(own_home: Home) -> None:
     assert conf["StreamMaxLength"] == "51M"
     assert conf["MaxFileSize"] == "51M"
     assert conf["MaxScanSize"] == "204M"
-    assert conf["TCPSocket"] == str(own_home.port("clamd"))
-    assert conf["TCPAddr"] == "127.0.0.1"
+    assert conf["LocalSocket"] == str(clamd.socket_path(own_home))
+    assert "TCPSocket" not in conf and "TCPAddr" not in conf
     assert conf["Foreground"] == "yes"
     assert conf["DatabaseDirectory"] == str(clamd.db_dir(own_home))
     assert conf["LogFile"] == str(clamd.log_file(own_home))

@@ -6,13 +6,13 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port_base
 from tests.filters.helpers import EICAR, GTUBE, Clamd, message, run, settings_of
 
-from mailyard.filters import clamscan
+from mailyard.filters import clamd, clamscan, spamd
 from mailyard.filters.smtp_level import check_message
 from mailyard.home import Home
 
@@ -50,8 +50,10 @@ def check(home: Home, settings: dict, path: Path):  # type: ignore[no-untyped-de
 
 
 def unused_home(home: Home) -> Home:
-    """The same node as seen on a port base where nothing listens: daemons 'down'."""
-    return dataclasses.replace(home, port_base=free_port_base())
+    """The same node as seen from a home whose run/ has no daemon sockets: daemons 'down'."""
+    root = Path(tempfile.mkdtemp(prefix="mailyard-unused-", dir="/tmp"))
+    (root / "run" / "clamav").mkdir(parents=True)
+    return dataclasses.replace(home, root=root)
 
 
 # ---- SpamAssassin -------------------------------------------------------------------------------
@@ -83,15 +85,16 @@ def test_spamd_down_accepts_unscanned_and_logs_it(module_home, tmp_path, caplog)
     assert "accepted unscanned" in caplog.text and "client=192.0.2.7" in caplog.text
 
 
-async def _with_silent_listener(port: int, coro):  # type: ignore[no-untyped-def]
-    """Run `coro` while a server on `port` accepts connections and never answers."""
+async def _with_silent_listener(path: Path, coro):  # type: ignore[no-untyped-def]
+    """Run `coro` while a server on the unix socket `path` accepts connections and never
+    answers."""
     held: list[asyncio.StreamWriter] = []
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
         await reader.read(-1)
 
-    server = await asyncio.start_server(hold, "127.0.0.1", port)
+    server = await asyncio.start_unix_server(hold, str(path))
     try:
         return await coro
     finally:
@@ -105,7 +108,7 @@ def test_spamd_too_slow_accepts_unscanned(module_home, tmp_path, caplog):
     settings = settings_of(module_home, spam__smtp_scanning=True, spam__timeout=1)
     path = spool(tmp_path, message(GTUBE))
     with caplog.at_level(logging.WARNING, logger="mailyard.filters.smtp"):
-        reply = asyncio.run(_with_silent_listener(slow.port("spamd"), check_message(
+        reply = asyncio.run(_with_silent_listener(spamd.socket_path(slow), check_message(
             slow, settings, path, "alice@example.org", ["bob@example.com"], "192.0.2.7")))
     assert reply is None
     assert "within 1 s" in caplog.text
@@ -143,7 +146,7 @@ def test_clamd_too_slow_answers_4xx(module_home, tmp_path):
     slow = unused_home(module_home)
     settings = settings_of(module_home, virus__smtp_scanning=True, virus__timeout=1)
     path = spool(tmp_path, message())
-    reply = asyncio.run(_with_silent_listener(slow.port("clamd"), check_message(
+    reply = asyncio.run(_with_silent_listener(clamd.socket_path(slow), check_message(
         slow, settings, path, "alice@example.org", ["bob@example.com"], "192.0.2.7")))
     assert reply == (451, "4.7.1", "virus scanner unavailable, try again later")
 
@@ -175,7 +178,7 @@ def test_clamd_enforces_the_stream_limit_we_compute_and_we_refuse_before_streami
             f.write(line)
     # clamd itself cuts the stream off at its limit (our client's check switched off) ...
     with pytest.raises(clamscan.StreamTooLong):
-        run(clamscan.scan_file(module_home.port("clamd"), big, 120, max_stream=0))
+        run(clamscan.scan_file(clamd.socket_path(module_home), big, 120, max_stream=0))
     # ... and check_message refuses it permanently without sending it: scanning is on, so
     # it must not pass unscanned, and retrying cannot make it fit.
     assert check(module_home, settings, big) == (552, "5.3.4",
@@ -204,10 +207,10 @@ def test_instream_framing_holds_at_chunk_boundaries(daemons, module_home, tmp_pa
     path = tmp_path / "sized"
     if size == 0:
         path.write_bytes(b"")
-        result = run(clamscan.scan_file(module_home.port("clamd"), path, 60))
+        result = run(clamscan.scan_file(clamd.socket_path(module_home), path, 60))
         assert not result.infected
         return
     filler = max(0, size - len(EICAR))
     path.write_bytes(b"z" * filler + EICAR[: size - filler])
-    result = run(clamscan.scan_file(module_home.port("clamd"), path, 60))
+    result = run(clamscan.scan_file(clamd.socket_path(module_home), path, 60))
     assert result.infected is (size >= len(EICAR))

@@ -75,11 +75,12 @@ def test_an_empty_subject_tag_leaves_subjects_alone(own_home: Home) -> None:
     assert not any(line.startswith("rewrite_header") for line in lines(own_home))
 
 
-def test_argv_runs_spamd_in_the_foreground_on_loopback_with_virtual_users(own_home):
+def test_argv_runs_spamd_in_the_foreground_on_its_unix_socket_with_virtual_users(own_home):
     argv = spamd.exec_argv(own_home)
     assert argv[0] == spamd.SPAMD
     assert "-x" in argv and "-l" in argv
-    assert f"--listen=127.0.0.1:{own_home.port('spamd')}" in argv
+    assert f"--socketpath={spamd.socket_path(own_home)}" in argv
+    assert not any(a.startswith(("--listen", "-i", "--port")) for a in argv)
     assert f"--virtual-config-dir={spamd.virtual_dir(own_home)}/%d/%l" in argv
     assert f"--siteconfigpath={spamd.site_dir(own_home)}" in argv
     assert argv[argv.index("-u") + 1] == spamd.spamd_user()[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 from tests.conftest import VENV_BIN, free_port_base
 
@@ -16,8 +15,10 @@ def run(env, *args, input_=None):
                           text=True, timeout=120)
 
 
-def test_init_creates_the_documented_layout(tmp_path: Path, cli_env):
-    root = tmp_path / "fresh"
+def test_init_creates_the_documented_layout(home, cli_env):
+    # beside the fixture's home: a directory the service users can reach (as root, init
+    # refuses one below pytest's 0700 temporary root)
+    root = home.root.parent / "fresh"
     env = dict(cli_env, MAILYARD_HOME=str(root))
     out = run(env, "init", "--hostname", "mail.example.org", "--port-base",
               str(free_port_base()))

@@ -54,8 +54,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError("give the home with --home DIR or MAILYARD_HOME", 2)
     if not 0 <= args.port_base <= 60000:
         raise CliError(f"--port-base: {args.port_base} is not allowed; use 0 to 60000", 2)
+    from ..nodeinit import HomeUnreachable, check_reach
     from ..settings.types import SettingError
 
+    try:
+        check_reach(Path(root))  # before anything is made: clamd would fail at `up`, late
+    except HomeUnreachable as exc:
+        raise CliError(str(exc), 2) from None
     try:
         home, password = init_home(Path(root), args.hostname, args.port_base, args.db,
                                    args.node_name)
@@ -157,11 +162,15 @@ def print_addresses(home: Home) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..nodeinit import init_home
+    from ..nodeinit import HomeUnreachable, check_reach, init_home
     from ..services import control
 
     root = Path(args.home or os.environ.get("MAILYARD_HOME") or "/var/lib/mailyard")
     if not (root / CONFIG_NAME).exists():
+        try:
+            check_reach(root)
+        except HomeUnreachable as exc:
+            raise CliError(str(exc), 2) from None
         home, password = init_home(root, args.hostname or _default_hostname(), args.port_base)
         print(f"created node home {home.root}")
         if password:

@@ -16,7 +16,6 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-CLAMD_HOST = "127.0.0.1"
 # Chunk size for INSTREAM: clamd reads each chunk into its buffer; 64 KiB keeps memory small
 # on both sides and the number of writes low (clamdscan uses the same order of size).
 CHUNK_BYTES = 64 * 1024
@@ -51,60 +50,78 @@ def parse_reply(reply: bytes) -> ScanResult:
     raise ClamdUnavailable(f"clamd answered {text!r}")
 
 
-async def _instream(port: int, path: Path, max_stream: int) -> ScanResult:
+async def _send_stream(loop: asyncio.AbstractEventLoop, sock: socket.socket, path: Path
+                       ) -> None:
+    # The command rides with the first chunk and the end marker with the last, so a
+    # typical message goes out in one write instead of three small ones.
+    pending = b"zINSTREAM\0"
+    end = struct.pack("!I", 0)
+    with path.open("rb") as f:
+        chunk = f.read(CHUNK_BYTES)
+        while chunk:
+            following = f.read(CHUNK_BYTES)
+            await loop.sock_sendall(sock, pending + struct.pack("!I", len(chunk)) + chunk
+                                    + (b"" if following else end))
+            pending = b""
+            chunk = following
+    if pending:  # an empty file: the command and the end marker alone
+        await loop.sock_sendall(sock, pending + end)
+
+
+async def _read_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    reply = b""
+    while not reply.endswith(b"\0"):
+        data = await loop.sock_recv(sock, MAX_REPLY_BYTES)
+        if not data:
+            raise ClamdUnavailable("clamd closed the connection without an answer")
+        reply += data
+        if len(reply) > MAX_REPLY_BYTES:
+            raise ClamdUnavailable("clamd's reply is too long")
+    return reply
+
+
+async def _instream(clamd_socket: Path, path: Path, max_stream: int) -> ScanResult:
+    """INSTREAM over the unix socket, on the bare socket rather than a stream transport:
+    when a stream passes clamd's limit, clamd answers and closes while we are still
+    writing, and our next write fails at once (EPIPE). A transport would drop the answer
+    with the connection; the socket still hands it over (the kernel queues it before the
+    error), so the caller learns that the message is too big, not that clamd is down."""
     size = path.stat().st_size
     if max_stream and size > max_stream:
         raise StreamTooLong(f"{size} bytes is over clamd's stream limit of {max_stream}")
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.open_connection(CLAMD_HOST, port)
-    except OSError as exc:
-        raise ClamdUnavailable(f"cannot connect to clamd on port {port}: {exc}") from exc
-    try:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:  # our writes are whole frames: do not wait to fill packets
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The command rides with the first chunk and the end marker with the last, so a
-        # typical message goes out in one write instead of three small ones.
-        pending = b"zINSTREAM\0"
-        end = struct.pack("!I", 0)
-        with path.open("rb") as f:
-            chunk = f.read(CHUNK_BYTES)
-            while chunk:
-                following = f.read(CHUNK_BYTES)
-                writer.write(pending + struct.pack("!I", len(chunk)) + chunk
-                             + (b"" if following else end))
-                pending = b""
-                chunk = following
-                await writer.drain()
-        if pending:  # an empty file: the command and the end marker alone
-            writer.write(pending + end)
-            await writer.drain()
-        reply = await reader.readuntil(b"\0")
-        if len(reply) > MAX_REPLY_BYTES:
-            raise ClamdUnavailable("clamd's reply is too long")
-        return parse_reply(reply)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise ClamdUnavailable(f"clamd failed during the scan: {exc}") from exc
-    finally:
-        writer.close()
         try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+            await loop.sock_connect(sock, str(clamd_socket))
+        except OSError as exc:
+            raise ClamdUnavailable(f"cannot connect to clamd at {clamd_socket}: {exc}") from exc
+        try:
+            try:
+                await _send_stream(loop, sock, path)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # clamd stopped reading: its answer says why (read just below)
+            return parse_reply(await _read_reply(loop, sock))
+        except OSError as exc:
+            raise ClamdUnavailable(f"clamd failed during the scan: {exc}") from exc
+    finally:
+        sock.close()
 
 
-async def scan_file(port: int, path: Path, timeout: float, max_stream: int = 0) -> ScanResult:
-    """Scan the file at `path` with clamd on 127.0.0.1:`port`; 0 for max_stream: no check."""
+async def scan_file(clamd_socket: Path, path: Path, timeout: float, max_stream: int = 0
+                    ) -> ScanResult:
+    """Scan the file at `path` with clamd at its unix socket; 0 for max_stream: no check."""
     try:
-        return await asyncio.wait_for(_instream(port, path, max_stream), timeout)
+        return await asyncio.wait_for(_instream(clamd_socket, path, max_stream), timeout)
     except TimeoutError as exc:
         raise ClamdUnavailable(f"clamd gave no answer within {timeout:g} s") from exc
 
 
-async def ping(port: int, timeout: float = 5.0) -> bool:
+async def ping(clamd_socket: Path, timeout: float = 5.0) -> bool:
     """True when clamd answers PING with PONG."""
     async def _ping() -> bool:
-        reader, writer = await asyncio.open_connection(CLAMD_HOST, port)
+        reader, writer = await asyncio.open_unix_connection(str(clamd_socket))
         try:
             writer.write(b"zPING\0")
             await writer.drain()

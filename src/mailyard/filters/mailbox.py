@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import spamc
 from .policy import file_message
+from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -67,7 +68,7 @@ async def scan_for_mailbox(home: Home, settings: dict[str, Any], address: str,
     timeout = float(settings.get("spam.timeout", 30))
     await asyncio.to_thread(_ensure_user_prefs, home, address)
     try:
-        result = await spamc.process(home.port("spamd"), message, timeout,
+        result = await spamc.process(spamd_socket(home), message, timeout,
                                      user=address.strip().lower())
     except spamc.SpamdUnavailable as exc:
         log.warning("mailbox spam scan unavailable, delivered unscanned to %s: %s", address, exc)

@@ -13,6 +13,7 @@ Perl, and it keeps them out of user_prefs unless `allow_user_rules` is on, which
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -379,8 +380,33 @@ def validate(preference: str, value: str, scope: str = "global") -> tuple[str, s
 
 
 def config_line(preference: str, value: str) -> str:
-    """The line written into local.cf or user_prefs (values were validated when stored)."""
+    """The line written into local.cf or user_prefs for a value `validate` returned."""
     return f"{preference} {value}"
+
+
+# Written in place of a stored row that fails validation when rendered.
+SKIPPED_LINE = "# a stored preference was left out: it does not pass validation"
+
+
+def config_lines(prefs: list[tuple[str, str]], scope: str) -> list[str]:
+    """The lines of stored (preference, value) rows of one scope, each validated again first.
+
+    Rows were validated when stored, but the store is not to be trusted with what root
+    renders into spamd's configuration (a row written by an older version, by hand, or by
+    whoever reached the database): a row that fails today's rules is left out, with a
+    comment in its place and a warning, and never reaches spamd."""
+    lines: list[str] = []
+    for preference, value in prefs:
+        try:
+            name, checked, _ = validate(preference, value, scope)
+        except PreferenceError as exc:
+            warning = re.sub(r"[\x00-\x1f\x7f]", "?", str(exc))[:300]
+            print(f"mailyard: spam preference of {scope} left out: {warning}",
+                  file=sys.stderr, flush=True)
+            lines.append(SKIPPED_LINE)
+            continue
+        lines.append(config_line(name, checked))
+    return lines
 
 
 # ---- the store -----------------------------------------------------------------------------------

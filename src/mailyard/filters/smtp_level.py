@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import clamscan, spamc
+from .clamd import socket_path as clamd_socket
 from .limits import stream_max_bytes
 from .policy import Reply, spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -37,7 +39,7 @@ async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str
     """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable)."""
     timeout = float(settings.get("virus.timeout", 60))
     try:
-        result = await clamscan.scan_file(home.port("clamd"), path, timeout,
+        result = await clamscan.scan_file(clamd_socket(home), path, timeout,
                                           max_stream=stream_max_bytes(settings))
     except clamscan.StreamTooLong as exc:
         log.warning("virus scan refused, message too big for clamd: %s %s", exc, who)
@@ -61,7 +63,7 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
     message = await asyncio.to_thread(path.read_bytes)
     timeout = float(settings.get("spam.timeout", 30))
     try:
-        result = await spamc.check(home.port("spamd"), message, timeout)
+        result = await spamc.check(spamd_socket(home), message, timeout)
     except spamc.SpamdUnavailable as exc:
         log.warning("spam scan unavailable, accepted unscanned: %s %s", exc, who)
         return None

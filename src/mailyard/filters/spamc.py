@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiospamc
 
@@ -18,8 +19,8 @@ import aiospamc
 # bigger messages go on unscanned, as they do behind spamc.
 MAX_SCAN_BYTES = 512_000
 
-SPAMD_HOST = "127.0.0.1"
-
+# spamd listens on a unix socket (filters.spamd.socket_path), which is what every function
+# here is given: only the mail owner's group and root may connect to it.
 
 class SpamdUnavailable(Exception):
     """spamd did not give a verdict (down, too slow, or it answered with an error)."""
@@ -53,19 +54,20 @@ def _result(response, with_body: bool) -> SpamResult:  # type: ignore[no-untyped
                       bytes(response.body) if with_body else None)
 
 
-async def check(port: int, message: bytes, timeout: float, user: str | None = None) -> SpamResult:
+async def check(socket: Path, message: bytes, timeout: float, user: str | None = None
+                ) -> SpamResult:
     """Score a message (spamd CHECK) with the preferences of `user` (None: the site's)."""
     response = await _call(lambda: aiospamc.check(
-        message, host=SPAMD_HOST, port=port, user=user,
+        message, socket_path=Path(socket), user=user,
         timeout=aiospamc.Timeout(total=timeout)), timeout)
     return _result(response, with_body=False)
 
 
-async def process(port: int, message: bytes, timeout: float, user: str | None = None
+async def process(socket: Path, message: bytes, timeout: float, user: str | None = None
                   ) -> SpamResult:
     """Score a message and get it back marked as spamd marks it (spamd PROCESS)."""
     response = await _call(lambda: aiospamc.process(
-        message, host=SPAMD_HOST, port=port, user=user,
+        message, socket_path=Path(socket), user=user,
         timeout=aiospamc.Timeout(total=timeout)), timeout)
     result = _result(response, with_body=True)
     if not result.message:
@@ -73,23 +75,24 @@ async def process(port: int, message: bytes, timeout: float, user: str | None = 
     return result
 
 
-async def ping(port: int, timeout: float = 5.0) -> bool:
+async def ping(socket: Path, timeout: float = 5.0) -> bool:
     """True when spamd answers PING."""
     try:
-        await _call(lambda: aiospamc.ping(host=SPAMD_HOST, port=port,
+        await _call(lambda: aiospamc.ping(socket_path=Path(socket),
                                           timeout=aiospamc.Timeout(total=timeout)), timeout)
     except SpamdUnavailable:
         return False
     return True
 
 
-async def learn(port: int, message: bytes, as_spam: bool, user: str, timeout: float) -> bool:
+async def learn(socket: Path, message: bytes, as_spam: bool, user: str, timeout: float
+                ) -> bool:
     """Teach Bayes (spamd TELL) that `message` is spam or ham, in `user`'s database (or the
     global one, when the site config points bayes_path there). True when it was learned now,
     False when that database already knew this message as such."""
     kind = "spam" if as_spam else "ham"
     response = await _call(lambda: aiospamc.tell(
-        message, kind, set_action="local", host=SPAMD_HOST, port=port, user=user,
+        message, kind, set_action="local", socket_path=Path(socket), user=user,
         timeout=aiospamc.Timeout(total=timeout)), timeout)
     did_set = response.headers.get("DidSet") if hasattr(response.headers, "get") else None
     action = getattr(did_set, "action", did_set)

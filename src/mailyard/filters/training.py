@@ -15,9 +15,11 @@ HOME/log/spam-train/.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +28,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import safefs
 from . import spamc
+from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -98,11 +102,20 @@ def read_counters(home: Home, address: str, today: date) -> dict[str, int]:
     return {name: int(data.get("counts", {}).get(name, 0)) for name in FOLDERS}
 
 
+def _state_owner() -> tuple[int, int] | None:
+    """Root (`mailyard spam train`) writes the mail owner's state as that owner's files."""
+    from ..services.privileges import mail_owner, running_as_root
+
+    return mail_owner() if running_as_root() else None
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Replace a state file below HOME/var (the mail owner's directories) without following
+    a link planted there (safefs)."""
+    base = path.parents[2]  # HOME/var: root's; spamassassin/training below it is not
+    owner = _state_owner()
+    safefs.write_file(base, safefs.relative_to(base, path), json.dumps(data, sort_keys=True)
+                      + "\n", mode=0o640, owner=owner, dir_mode=0o750, dir_owner=owner)
 
 
 def write_counters(home: Home, address: str, today: date, counts: dict[str, int]) -> None:
@@ -124,9 +137,12 @@ def last_run(home: Home) -> dict[str, Any] | None:
 def _exclusive(home: Home) -> Iterator[bool]:
     """One training run at a time (the daily one and `mailyard spam train` may meet)."""
     # in the training directory: the mail owner's, so the send service can create it too
-    path = training_dir(home) / "train.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access
+    owner = _state_owner()
+    with safefs.directory(home.var_dir, safefs.relative_to(home.var_dir, training_dir(home)),
+                          0o750, owner) as dfd:
+        # flock needs no write access; O_NOFOLLOW: never a file a link points root at
+        fd = os.open("train.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dfd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -148,11 +164,40 @@ def folder_messages(folder: Path) -> list[Path]:
         if not directory.is_dir():
             continue
         for entry in os.scandir(directory):
-            if entry.name.startswith(".") or not entry.is_file():
+            # a link is no message: root must not read what it points at
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                 continue
             found.append((entry.stat().st_mtime, entry.name, Path(entry.path)))
     found.sort()
     return [path for _, _, path in found]
+
+
+class NotAMessage(OSError):
+    """A folder entry that root will not read: a link, or not a file of the mail's owner."""
+
+
+def read_message(path: Path) -> bytes:
+    """A message file's bytes, read without following a link. As root only a regular file
+    of the mail owner's is read: whatever a link or a swapped directory leads to instead
+    (a root-only file) is refused, so training never hands such a file to Bayes."""
+    from ..services.privileges import mail_owner, running_as_root
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAMessage(f"{path} is a link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAMessage(f"{path} is not a regular file")
+        if running_as_root() and st.st_uid != mail_owner()[0]:
+            raise NotAMessage(f"{path} does not belong to the mail owner")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Path], list[Path]]:
@@ -161,16 +206,20 @@ def plan(messages: list[Path], learned_today: int, limit: int) -> tuple[list[Pat
     return messages[:room], messages[room:]
 
 
-def purge(messages: list[Path]) -> int:
+def remove_message(maildir: Path, path: Path) -> bool:
+    """Remove one message file of `maildir`, reaching its folder without following a link
+    (this may run as root in a directory the mail owner controls); False if it was gone."""
+    try:
+        with safefs.directory(maildir, path.parent.relative_to(maildir)) as folder:
+            os.unlink(path.name, dir_fd=folder)
+    except FileNotFoundError:
+        return False  # the user moved or deleted it meanwhile
+    return True
+
+
+def purge(maildir: Path, messages: list[Path]) -> int:
     """Remove messages over the day's limit, unlearned; how many were still there."""
-    removed = 0
-    for path in messages:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue  # the user moved or deleted it meanwhile
-        removed += 1
-    return removed
+    return sum(remove_message(maildir, path) for path in messages)
 
 
 # ---- training ---------------------------------------------------------------------------------
@@ -183,19 +232,21 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
     maildir = home.maildir(address)
     limit = int(settings.get("spam.bayes_imap_limit", 50))
     counts = read_counters(home, address, today)
-    port = home.port("spamd")
+    spamd_at = spamd_socket(home)
     try:
         for name, as_spam in FOLDERS.items():
             todo, over = plan(folder_messages(folder_dir(maildir, name)), counts[name], limit)
             for path in todo:
                 try:
-                    message = await asyncio.to_thread(path.read_bytes)
+                    message = await asyncio.to_thread(read_message, path)
                 except FileNotFoundError:
                     continue  # the user moved or deleted it meanwhile
+                except NotAMessage:
+                    continue  # left where it is, unread
                 if len(message) > MAX_LEARN_BYTES:
                     report.skipped_too_big += 1
                 else:
-                    learned = await spamc.learn(port, message, as_spam, address,
+                    learned = await spamc.learn(spamd_at, message, as_spam, address,
                                                 LEARN_TIMEOUT_SECONDS)
                     if not learned:
                         report.already_known += 1
@@ -203,9 +254,9 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                         report.spam_learned += 1
                     else:
                         report.ham_learned += 1
-                path.unlink(missing_ok=True)
+                remove_message(maildir, path)
                 counts[name] += 1
-            report.purged_over_limit += purge(over)
+            report.purged_over_limit += purge(maildir, over)
     except spamc.SpamdUnavailable as exc:
         report.error = f"spamd unavailable, the rest stays in the folders: {exc}"
     finally:
@@ -260,11 +311,14 @@ def _open_log(home: Home):  # type: ignore[no-untyped-def]
 
 
 def _give_to_mail_owner(home: Home) -> None:
-    """Run as root (the CLI), leave the log and counters writable by the send service."""
-    from ..services.privileges import chown_tree
-
-    chown_tree(home.service_log_dir("spam-train"))
-    chown_tree(training_dir(home))
+    """Run as root (the CLI), leave the log and counters writable by the send service
+    (by descriptors: a link planted in these directories is not followed)."""
+    owner = _state_owner()
+    if owner is None:
+        return
+    safefs.chown_tree(home.log_dir, "spam-train", *owner)
+    safefs.chown_tree(home.var_dir, safefs.relative_to(home.var_dir, training_dir(home)),
+                      *owner)
 
 
 def train(home: Home, today: date | None = None) -> TrainingReport:

@@ -28,7 +28,7 @@ from . import (
 from .sampler import run_sampler
 from .security import SecurityHeaders
 from .sessions import SessionStore
-from .throttle import SigninThrottle
+from .throttle import PasswordCheckGate, SigninThrottle
 
 API_PREFIX = "/api/v1"
 HERE = Path(__file__).parent
@@ -77,6 +77,7 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
     app.state.home = home
     app.state.sessions = SessionStore()
     app.state.throttle = SigninThrottle()
+    app.state.password_checks = PasswordCheckGate()
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(SettingError, problems.setting_error_handler)

@@ -22,6 +22,7 @@ from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
+from .throttle import BUSY_RETRY_SECONDS
 
 router = APIRouter(include_in_schema=False)
 HERE = Path(__file__).parent
@@ -108,11 +109,17 @@ def signin(request: Request, username: Annotated[str, Form()] = "",
     if wait > 0:
         return _signin_form(request, 429, f"Too many failed sign-ins from {client}; try again "
                             f"in {int(wait) + 1} seconds.", username[:64], next)
-    try:
-        right = accounts.check_admin_password(home_of(request), username, password)
-    except Exception:  # the store (and its cache) or argon2 failed: not the admin's fault
-        return _signin_form(request, 503, "The password could not be checked just now; please "
-                            "try again in a moment.", username[:64], next)
+    with request.app.state.password_checks.slot() as may_check:
+        if not may_check:  # a burst: every check slot busy (throttle.PasswordCheckGate)
+            busy = _signin_form(request, 503, "Too many sign-ins at once; please try again in "
+                                f"{BUSY_RETRY_SECONDS} seconds.", username[:64], next)
+            busy.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+            return busy
+        try:
+            right = accounts.check_admin_password(home_of(request), username, password)
+        except Exception:  # the store (and its cache) or argon2 failed: not the admin's fault
+            return _signin_form(request, 503, "The password could not be checked just now; "
+                                "please try again in a moment.", username[:64], next)
     if not right:
         throttle.failed(client)
         return _signin_form(request, 401, "Wrong user name or password.", username[:64], next)

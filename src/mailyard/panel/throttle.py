@@ -1,15 +1,31 @@
-"""Slowing down sign-in attempts per client address, so passwords cannot be guessed quickly.
+"""Slowing down sign-in attempts per client address, so passwords cannot be guessed quickly,
+and capping how many passwords are checked at once.
 
 A client may fail FREE_FAILURES times; after that each further failure makes it wait, twice as
 long each time (from FIRST_WAIT_SECONDS up to MAX_WAIT_SECONDS), before it may try again. An
 attempt made while waiting is refused without looking at the password. A success clears it.
+
+Every check costs argon2's 64 MiB (store/passwords.py). At most MAX_CONCURRENT_PASSWORD_CHECKS
+run at once; a sign-in that finds them all busy is answered 503 with Retry-After at once,
+without looking at its password, instead of a burst exhausting the panel's memory limit (the
+check that cannot get its memory would fail, and the real administrator could not sign in).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+# The panel's default memory limit is 512 MB of address space (service.panel.memory_limit_mb),
+# of which the interpreter, its libraries and the request threads reserve the most; two
+# 64 MiB argon2 checks fit beside them. Dovecot caps its own checks by its auth-worker count
+# (mda/config.py AUTH_WORKERS).
+MAX_CONCURRENT_PASSWORD_CHECKS = 2
+# What a sign-in refused for a full gate is told to wait: one check takes a fraction of this.
+BUSY_RETRY_SECONDS = 2
 
 FREE_FAILURES = 5
 # OpenSSH's default LoginGraceTime is 120 s and fail2ban's default ban 600 s; one guess per
@@ -62,3 +78,21 @@ class SigninThrottle:
     def succeeded(self, client: str) -> None:
         with self._lock:
             self._clients.pop(client, None)
+
+
+class PasswordCheckGate:
+    """At most `limit` password checks at once in this process; the rest are turned away."""
+
+    def __init__(self, limit: int = MAX_CONCURRENT_PASSWORD_CHECKS) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """True (and a slot held until the block ends) when a check may run now."""
+        got = self._slots.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._slots.release()

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..services.privileges import chown_path
+from .. import safefs
+from ..services.privileges import chown_path, mail_owner, running_as_root
 from .layout import Queue
 
 MUTEX = "lock/sendmutex"
@@ -27,7 +28,15 @@ class QueueLock:
 
     def __init__(self, queue: Queue) -> None:
         path = queue.root / MUTEX
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        # lock/ is the mail owner's and root takes this lock too: opened through a
+        # descriptor of the directory, never through a link planted there (safefs)
+        lock_dir = queue.state_dir_fd(os.path.dirname(MUTEX))
+        try:
+            self._fd: int | None = os.open(
+                os.path.basename(MUTEX), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o640, dir_fd=lock_dir)
+        finally:
+            os.close(lock_dir)
         chown_path(path)
 
     def try_acquire(self) -> bool:
@@ -71,10 +80,9 @@ def put_request(queue: Queue, action: str, arg: str = "-") -> Path:
         raise ValueError(f"unknown queue request {action!r}; known: {', '.join(ACTIONS)}")
     name = f"{REQUEST_PREFIX}{action}.{arg}.{os.getpid()}.{time.time_ns()}"
     path = queue.root / "lock" / name
-    tmp = queue.root / "lock" / ("tmp-" + name)
-    tmp.write_bytes(b"")
-    chown_path(tmp)
-    os.rename(tmp, path)
+    # written through a descriptor of lock/ (the mail owner's), never through a planted link
+    safefs.write_file(queue.root.parent, f"{queue.root.name}/lock/{name}", b"", mode=0o640,
+                      owner=mail_owner() if running_as_root() else None, dir_mode=None)
     queue.trigger()
     return path
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir_fd
 from ..services.privileges import mail_owner, running_as_root
 from .envelope import Envelope
 from .errors import QueueError
@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 # Writes are gathered to this size before reaching the file: SMTP hands us many short lines.
 WRITE_BUFFER_BYTES = 64 * 1024
 _sequence = itertools.count()
+# A new file in the queue: never an existing name, never through a link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _close_all(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 
@@ -37,15 +45,34 @@ class MessageWriter:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
+        self._name = name
         self._tmp = queue.root / "tmp" / name
         self._buffer = bytearray()
         self.size = 0
         self.queue_id: str | None = None
         self._closed = False
+        # The queue's directories are the mail owner's and root injects too (sendmail, the
+        # panel): every create and rename goes through descriptors of them found without
+        # following a link (safefs), so a planted link never aims root's writes elsewhere.
+        self._tmp_dir: int | None = None
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            self._tmp_dir = queue.state_dir_fd("tmp")
+            self._fd = os.open(name, _NEW_FILE, 0o640, dir_fd=self._tmp_dir)
         except OSError as err:
+            self._close_dir()
             raise _wrap(err, f"create a message file in {self._tmp.parent}") from err
+
+    def _close_dir(self) -> None:
+        if self._tmp_dir is not None:
+            os.close(self._tmp_dir)
+            self._tmp_dir = None
+
+    def _unlink_tmp(self, name: str) -> None:
+        if self._tmp_dir is not None:
+            try:
+                os.unlink(name, dir_fd=self._tmp_dir)
+            except FileNotFoundError:
+                pass
 
     # ---- streaming -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -84,7 +111,6 @@ class MessageWriter:
             raise QueueError("queue: the message was already committed or abandoned",
                              temporary=False)
         envelope.validate()
-        root = self.queue.root
         self._flush()
         try:
             os.utime(self._fd)  # its age, for the clean-up of orphans, starts at commit
@@ -97,16 +123,17 @@ class MessageWriter:
             raise _wrap(err, "save the message to disk") from err
         os.close(self._fd)
         self._closed = True
-        mess = root / "mess" / qid
-        env_tmp = root / "tmp" / f"{qid}.envelope"
-        todo = root / "todo" / qid
+        env_name = f"{qid}.envelope"
+        tmp_dir = self._tmp_dir
+        assert tmp_dir is not None
         envelope.time = time.time()
         envelope.qp = os.getpid()
         envelope.size = self.size
         if envelope.uid is None:
             envelope.uid = os.getuid()
         try:
-            fd = os.open(env_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            self._unlink_tmp(env_name)  # a leftover (or planted) name: removed, not followed
+            fd = os.open(env_name, _NEW_FILE, 0o640, dir_fd=tmp_dir)
             try:
                 data = envelope.to_bytes()
                 if os.write(fd, data) != len(data):
@@ -117,23 +144,36 @@ class MessageWriter:
             finally:
                 os.close(fd)
         except OSError as err:
-            env_tmp.unlink(missing_ok=True)
-            self._tmp.unlink(missing_ok=True)
+            self._unlink_tmp(env_name)
+            self._unlink_tmp(self._name)
+            self._close_dir()
             raise _wrap(err, "save the envelope") from err
+        mess_dir = todo_dir = None
         try:
-            os.rename(self._tmp, mess)
-            os.rename(env_tmp, todo)  # the commit point
+            mess_dir = self.queue.state_dir_fd("mess")
+            todo_dir = self.queue.state_dir_fd("todo")
+            os.rename(self._name, qid, src_dir_fd=tmp_dir, dst_dir_fd=mess_dir)
+            os.rename(env_name, qid, src_dir_fd=tmp_dir, dst_dir_fd=todo_dir)  # commit point
         except OSError as err:
-            env_tmp.unlink(missing_ok=True)
-            self._tmp.unlink(missing_ok=True)
-            mess.unlink(missing_ok=True)
+            self._unlink_tmp(env_name)
+            self._unlink_tmp(self._name)
+            if mess_dir is not None:
+                try:
+                    os.unlink(qid, dir_fd=mess_dir)
+                except OSError:
+                    pass
+            _close_all(mess_dir, todo_dir)
+            self._close_dir()
             raise _wrap(err, "move the message into the queue") from err
         self.queue_id = qid
+        self._close_dir()
         try:  # both renames durable before we return (todo/N without mess/N is dropped)
-            fsync_dir(root / "mess")
-            fsync_dir(root / "todo")
+            fsync_dir_fd(mess_dir)
+            fsync_dir_fd(todo_dir)
         except OSError as err:  # committed, maybe not yet durable: report, never remove
             raise _wrap(err, "make the queue entry durable") from err
+        finally:
+            _close_all(mess_dir, todo_dir)
         self.queue.trigger()
         return qid
 
@@ -146,7 +186,8 @@ class MessageWriter:
             except OSError:
                 pass
         if self.queue_id is None:
-            self._tmp.unlink(missing_ok=True)
+            self._unlink_tmp(self._name)
+        self._close_dir()
 
     def __enter__(self) -> MessageWriter:
         return self

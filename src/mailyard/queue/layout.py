@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+from .. import safefs
 from ..services.privileges import chown_path, running_as_root
 from .errors import QueueError
 from .inject import MessageWriter
@@ -60,6 +61,11 @@ class Queue:
     def path(self, state: str, qid: str) -> Path:
         return self.root / state / qid
 
+    def state_dir_fd(self, state: str) -> int:
+        """An O_PATH descriptor of a state directory, opened from the queue's parent without
+        following a link (the queue is the mail owner's; root writes in it too)."""
+        return safefs.open_dir(self.root.parent, f"{self.root.name}/{state}")
+
     # ---- injection ------------------------------------------------------------------------------
     def open_message(self) -> MessageWriter:
         """A writer for one new message; use it as a context manager (see MessageWriter)."""
@@ -68,12 +74,14 @@ class Queue:
     def trigger(self) -> None:
         """Wake the send service, if it runs, to look at the queue now (never blocks)."""
         try:
-            fd = os.open(self.root / TRIGGER, os.O_WRONLY | os.O_NONBLOCK)
+            fd = os.open(self.root / TRIGGER, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as err:
-            if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES):
+            if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES, errno.ELOOP):
                 return  # nobody listening: send looks at the whole queue when it starts
             raise
         try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return  # a file put in the FIFO's place: never written to
             os.write(fd, b"\0")
         except OSError as err:
             if err.errno != errno.EAGAIN:  # a full pipe is already a pending wake-up

@@ -22,6 +22,8 @@ class ServiceSpec:
     exec_: bool = False
     control: str | None = None  # "module:function(home, service, action)" for shared programs
     description: str = ""
+    # "module:function(home) -> Path": unix sockets it must be listening on (spamd, clamd)
+    sockets: tuple[str, ...] = ()
 
 
 SERVICES: dict[str, ServiceSpec] = {s.name: s for s in (
@@ -45,11 +47,14 @@ SERVICES: dict[str, ServiceSpec] = {s.name: s for s in (
     ServiceSpec("imaps", "dovecot", ("imaps",), "mailyard.mda.dovecot:exec_argv",
                 "mailyard.mda.dovecot:version", exec_=True,
                 control="mailyard.mda.dovecot:control", description="secure IMAP (Dovecot)"),
-    ServiceSpec("spamd", "spamd", ("spamd",), "mailyard.filters.spamd:exec_argv",
+    # spamd and clamd listen on unix sockets only the mail owner's group reaches: over TCP
+    # any local user could teach spamd's Bayes (TELL) or stop clamd (SHUTDOWN).
+    ServiceSpec("spamd", "spamd", (), "mailyard.filters.spamd:exec_argv",
                 "mailyard.filters.spamd:version", exec_=True,
-                description="SpamAssassin daemon"),
-    ServiceSpec("clamd", "clamd", ("clamd",), "mailyard.filters.clamd:exec_argv",
-                "mailyard.filters.clamd:version", exec_=True, description="ClamAV daemon"),
+                description="SpamAssassin daemon", sockets=("mailyard.filters.spamd:socket_path",)),
+    ServiceSpec("clamd", "clamd", (), "mailyard.filters.clamd:exec_argv",
+                "mailyard.filters.clamd:version", exec_=True, description="ClamAV daemon",
+                sockets=("mailyard.filters.clamd:socket_path",)),
     ServiceSpec("freshclam", "freshclam", (), "mailyard.filters.freshclam:exec_argv",
                 "mailyard.filters.freshclam:version", exec_=True,
                 description="ClamAV signature updates"),

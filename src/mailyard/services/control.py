@@ -23,7 +23,7 @@ from ..settings.registry import SERVICE_NAMES
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES
-from .readiness import serves
+from .readiness import serves, serves_unix
 from .run import load
 
 # How long `mailyard up` waits for every enabled service to accept connections. spamd loads
@@ -75,11 +75,16 @@ def supervisor_running(home: Home) -> bool:
 
 def _prepare(home: Home) -> None:
     """Everything the services need before supervisord starts them."""
-    from ..nodeinit import give_store_to_mail_owner
+    from ..nodeinit import HomeUnreachable, check_reach, give_store_to_mail_owner, secure_home
 
+    try:
+        check_reach(home.root)
+    except HomeUnreachable as exc:
+        raise ControlError(str(exc)) from None
     settings = load_settings(home)
     supervisor_conf.render(home, settings)
     give_store_to_mail_owner(home)
+    secure_home(home)
     try:
         from ..filters.clamd import install_local_signatures
     except ImportError:
@@ -119,7 +124,8 @@ def enabled_services(home: Home, settings: dict[str, Any] | None = None) -> list
 def log_tail(home: Home, service: str, lines: int = LOG_TAIL_LINES) -> str:
     program = SERVICES[service].program
     chunks: list[str] = []
-    for path in (home.log_dir / program / "daemon.log", home.log_dir / service / "current"):
+    for path in (supervisor_conf.daemon_log(home, program),
+                 home.log_dir / service / "current"):
         if path.exists():
             text = path.read_text(errors="replace").splitlines()[-lines:]
             chunks.append(f"--- {path} ---\n" + "\n".join(text))
@@ -141,7 +147,9 @@ def wait_ready(home: Home, services: list[str], timeout: float = UP_TIMEOUT_SECO
             if st.state != "RUNNING":
                 continue
             ports = [home.port(lst, settings) for lst in SERVICES[name].listeners]
-            if st.pid and all(serves(st.pid, p) for p in ports):
+            sockets = [load(ref)(home) for ref in SERVICES[name].sockets]
+            if (st.pid and all(serves(st.pid, p) for p in ports)
+                    and all(serves_unix(st.pid, path) for path in sockets)):
                 pending.remove(name)
         if not pending:
             return

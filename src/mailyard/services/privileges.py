@@ -13,6 +13,8 @@ import pwd
 import subprocess
 from pathlib import Path
 
+from .. import safefs
+
 MAIL_USER = "mailyard"
 
 
@@ -42,14 +44,15 @@ def mail_owner() -> tuple[int, int]:
 
 
 def chown_tree(path: Path) -> None:
-    """Give `path` and everything below it to the mail owner (only meaningful as root)."""
+    """Give `path` and everything below it to the mail owner (only meaningful as root).
+
+    Walked by descriptors from `path`'s parent (safefs): the tree is the mail owner's, and
+    a link it planted there is never followed, so root gives away nothing outside it."""
     if not running_as_root() or not path.exists():
         return
     uid, gid = mail_owner()
-    os.chown(path, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+    path = Path(path).absolute()
+    safefs.chown_tree(path.parent, path.name, uid, gid)
 
 
 def chown_path(path: Path) -> None:

@@ -68,6 +68,38 @@ def _holds(pids: set[int], inodes: set[str]) -> bool:
     return False
 
 
+# /proc/net/unix: the flag of a listening socket (__SO_ACCEPTCON).
+_UNIX_ACCEPTING = 0x10000
+
+
+def _unix_listening_inodes(path: Path) -> set[str]:
+    inodes: set[str] = set()
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return inodes
+    wanted = str(path)
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] == wanted and int(fields[3], 16) & _UNIX_ACCEPTING:
+            inodes.add(fields[6])
+    return inodes
+
+
+def serves_unix(pid: int, path: Path) -> bool:
+    """True when process `pid` or one of its children listens on the unix socket `path`."""
+    if not Path("/proc/net/unix").exists():
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(1)
+                s.connect(str(path))
+                return True
+        except OSError:
+            return False
+    inodes = _unix_listening_inodes(path)
+    return bool(inodes) and _holds(_tree(pid), inodes)
+
+
 def serves(pid: int, port: int) -> bool:
     """True when process `pid` or one of its children listens on `port`."""
     if not Path("/proc/net/tcp").exists():

@@ -24,6 +24,27 @@ START_RETRIES = 3
 # Seconds between SIGTERM and SIGKILL on stop: long enough for an SMTP transaction to end.
 STOP_WAIT_SECONDS = 15
 LOG_MAX_BYTES = "10MB"
+# supervisord and everything it starts create files without group write and without any
+# access for other users: logs and state name senders, recipients and addresses (issue 16).
+UMASK = "027"
+
+
+def daemon_log(home: Home, program: str) -> Path:
+    """Where supervisord keeps a program's standard output and error.
+
+    supervisord writes it as root. The mail owner's own log directories (smtp, submission,
+    send) are not a place for that: a link planted there would aim root's writes anywhere,
+    so those programs' output goes into root's log/supervisord/ instead."""
+    if program in OWN_UNPRIVILEGED:
+        return home.log_dir / "supervisord" / f"{program}.log"
+    return home.log_dir / program / "daemon.log"
+
+
+def _precreate_own_log(path: Path) -> None:
+    """supervisord opens its own log before it applies its umask: made here first, 0640
+    (in root's log/supervisord/, where no one else can plant a link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    os.close(fd)
 
 
 def programs(settings: dict[str, Any]) -> dict[str, dict[str, bool]]:
@@ -60,6 +81,7 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
         f"childlogdir={home.log_dir / 'supervisord'}",
         f"identifier=mailyard-{home.node_name}",
         f"directory={home.root}",
+        f"umask={UMASK}",
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
@@ -74,6 +96,7 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
         logdir.mkdir(parents=True, exist_ok=True)
         if program in OWN_UNPRIVILEGED:
             chown_path(logdir)  # these services write their own log here after dropping root
+        (home.log_dir / "supervisord").mkdir(parents=True, exist_ok=True)
         lines += [
             f"[program:{program}]",
             f"command={python} -m mailyard.services.run {program} --home {home.root}",
@@ -86,7 +109,7 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
             # Dovecot stops its own children on SIGTERM; the rest get it as a group.
             f"stopasgroup={'false' if program == 'dovecot' else 'true'}",
             "killasgroup=true",
-            f"stdout_logfile={logdir / 'daemon.log'}",
+            f"stdout_logfile={daemon_log(home, program)}",
             f"stdout_logfile_maxbytes={LOG_MAX_BYTES}",
             "stdout_logfile_backups=3",
             "redirect_stderr=true",
@@ -94,6 +117,7 @@ def render(home: Home, settings: dict[str, Any]) -> Path:
             "",
         ]
     (home.log_dir / "supervisord").mkdir(parents=True, exist_ok=True)
+    _precreate_own_log(home.log_dir / "supervisord" / "supervisord.log")
     path = config_path(home)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))

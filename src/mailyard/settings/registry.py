@@ -17,6 +17,7 @@ from .types import (
     Directory,
     Hostname,
     Int,
+    IPAddress,
     ItemError,
     Lines,
     Number,
@@ -193,15 +194,12 @@ _add("smtp.relay_networks", Lines(network_item, "one network per line, e.g. 192.
      "Client networks that may send mail to other domains without logging in. Keep this to "
      "machines you run, or the server becomes an open relay.",
      services=("smtp", "submission"), box="smtp_inbound")
-_add("smtp.listen_address", Text(max_length=64, allow_empty=True, pattern=r"[0-9A-Fa-f:.]+",
-                                 pattern_words="one IP address, or empty"), "",
+_add("smtp.listen_address", IPAddress(), "",
      "Listen Address",
      "The address the SMTP servers listen on; empty means every IPv4 and IPv6 address. A "
      "change restarts both SMTP servers, which ends the sessions open at the time.",
      services=("smtp", "submission"), cascade=False, box="mta_server", at_start=True)
-_add("smtp.dns_resolver", Text(max_length=100, allow_empty=True,
-                               pattern=r"[0-9A-Fa-f:.]+(@\d{1,5})?",
-                               pattern_words="an IP address, optionally @port"), "",
+_add("smtp.dns_resolver", IPAddress(with_port=True), "",
      "DNS Resolver",
      "Address of the DNS server used for blacklist and MX lookups (ADDRESS or ADDRESS@PORT); "
      "empty uses the system's resolvers.", services=("smtp", "send"), box="mta_server")

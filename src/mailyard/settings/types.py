@@ -191,6 +191,45 @@ class Directory(SettingType):
 
 
 @dataclass(frozen=True)
+class IPAddress(SettingType):
+    """One IPv4 or IPv6 address, parsed as one (ipaddress), written back in its short form.
+
+    With `with_port`, `ADDRESS@PORT` is allowed too (the port from 1 to 65535): the @ keeps
+    an IPv6 address's colons apart from the port. A character class is not enough here:
+    127.0.0.1:5353 is made of address characters and is no address."""
+
+    allow_empty: bool = True
+    with_port: bool = False
+
+    def parse(self, key: str, text: str) -> str:
+        value = str(text).strip()
+        if not value and self.allow_empty:
+            return ""
+        if _CONTROL.search(value) or "%" in value or len(value) > 100:
+            raise SettingError(key, text, self.describe())
+        address, at, port = value.rpartition("@") if self.with_port else ("", "", "")
+        if not at:
+            address, port = value, ""
+        try:
+            parsed = ipaddress.ip_address(address.strip("[]") if at else address)
+        except ValueError:
+            hint = (" (a port goes after @, e.g. 127.0.0.1@5353)"
+                    if self.with_port and ":" in value and "." in value else "")
+            raise SettingError(key, text, self.describe() + hint) from None
+        if not at:
+            return str(parsed)
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise SettingError(key, text, self.describe() + f" ({port!r} is not a port)")
+        return f"{parsed}@{int(port)}"
+
+    def describe(self) -> str:
+        what = "an IP address such as 192.0.2.1 or 2001:db8::1"
+        if self.with_port:
+            what += ", optionally followed by @PORT (1 to 65535), e.g. 127.0.0.1@5353"
+        return what + (", or empty" if self.allow_empty else "")
+
+
+@dataclass(frozen=True)
 class Hostname(SettingType):
     allow_empty: bool = False
 
