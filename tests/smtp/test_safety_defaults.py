@@ -23,6 +23,15 @@ from smtp_helpers import (
     give_store_to_mail_owner,
     queue_entries,
 )
+from tests.delivery.send_harness import (
+    SendService,
+    inject,
+    maildir_messages,
+    open_home_to_mail_owner,
+    queue_empty,
+    start_sink,
+    wait_until,
+)
 
 from mailyard.home import Home
 from mailyard.settings.types import SettingError
@@ -176,6 +185,34 @@ def test_postmaster_of_every_local_domain_reaches_the_named_mailbox(cli_node: Ho
         assert s.data(MESSAGE)[0] == 250
     [(envelope, _data)] = queue_entries(cli_node)
     assert envelope["recipients"] == ["postmaster@mx.example.test"]  # once, to the mailbox
+
+
+def test_postmaster_mail_and_double_bounces_stay_on_the_node(cli_node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    """With every remote route pointing at a sink (the "network"), mail for postmaster and
+    a double bounce end in the postmaster mailbox; only the bounce to the remote sender,
+    which the sink refuses, ever leaves."""
+    sink, stop_sink = start_sink(default_rcpt_reply="550 5.1.1 no such user")
+    service = SendService(cli_node)
+    try:
+        change(cli_node, {"send.smtp_routes": [f":{sink.host}:{sink.port}"]})
+        open_home_to_mail_owner(cli_node)
+        start("smtp", cli_node)
+        service.start()
+        with smtplib.SMTP("127.0.0.1", cli_node.port("smtp")) as s:
+            s.ehlo()
+            s.mail("")
+            assert s.rcpt("postmaster@example.org")[0] == 250
+            assert s.data(MESSAGE)[0] == 250
+        inject(cli_node, ["nobody@mx.example.test"], sender="alice@far.test")
+        pm = "postmaster@mx.example.test"
+        wait_until(lambda: len(maildir_messages(cli_node, pm)) == 2, what="two in postmaster")
+        wait_until(lambda: queue_empty(cli_node), what="the queue to empty")
+        assert [m.recipients for m in sink.messages] == []  # the 550 refused the one bounce
+        texts = b"".join(maildir_messages(cli_node, pm))
+        assert b"Subject: hello" in texts and b"alice@far.test" in texts
+    finally:
+        service.kill()
+        stop_sink()
 
 
 def test_init_takes_the_postmaster_the_administrator_names() -> None:
