@@ -432,3 +432,8 @@ def test_port_25_default_offers_auth_only_after_starttls() -> None:
     assert not offers_auth(policy, outsider())
     assert offers_auth(policy, outsider(tls=True))
     assert auth_start_refusal(policy, outsider(), "PLAIN") == R.AUTH_NEEDS_TLS
+
+
+def test_a_quoted_bare_postmaster_is_postmaster_too() -> None:
+    bare = rcpt_precheck(make_policy(), outsider(), path('<"PostMaster">'), {})
+    assert isinstance(bare, Path) and bare.canonical == "postmaster@example.org"

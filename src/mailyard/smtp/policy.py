@@ -285,7 +285,7 @@ def rcpt_precheck(policy: Policy, session: Session, path: Path,
     if routing_trick(path):
         return R.RELAY_TRICK.format(address=path)
     if not path.domain:
-        if path.local.lower() == POSTMASTER:
+        if is_postmaster(path):
             path = Path(POSTMASTER, policy.default_domain)
         elif may_relay(policy, session):
             path = path.with_domain(policy.default_domain)
