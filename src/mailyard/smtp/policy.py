@@ -4,9 +4,10 @@
 the network or the store: what they need from the store (is the domain ours, does the mailbox
 exist) is looked up by the driver and passed in, so each decision is testable on its own.
 Order at SMTP time (DESIGN.md): connection cap, RBL, greeting, HELO/EHLO, AUTH and TLS mode,
-MAIL FROM (mode, parameters, size, inbound blacklist), RCPT TO (limit, routing tricks,
-inbound blacklist, local domain or relay, outbound blacklist), DATA (size, line length,
-SMTP-level filters).
+MAIL FROM (mode, parameters, size, inbound blacklist, the login's right to the sender),
+RCPT TO (limit, routing tricks, inbound blacklist, local domain or relay, mailbox exists and
+is active or postmaster, outbound blacklist), DATA (size, line length, hop count, SMTP-level
+filters). Every address is compared in its canonical form (`address.canonical`).
 """
 
 from __future__ import annotations
