@@ -14,9 +14,18 @@ from . import safefs
 from .home import CONFIG_MODE, CONFIG_NAME, Home
 from .services.privileges import MAIL_USER
 from .services.tls import make_self_signed
-from .store.accounts import add_admin, count_admins
+from .store.accounts import (
+    add_admin,
+    add_domain,
+    add_mailbox,
+    count_admins,
+    get_alias,
+    get_mailbox,
+    is_local_domain,
+    split_address,
+)
 from .store.db import migrate
-from .store.settings_store import set_many
+from .store.settings_store import load_settings, set_many
 
 
 def give_store_to_mail_owner(home: Home) -> None:
@@ -249,3 +258,31 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     refresh_cache(home)  # a node on a shared store has its local copy from the start
     secure_home(home)
     return home, password
+
+
+def setup_postmaster(home: Home, address: str | None = None) -> tuple[str, bool]:
+    """Give postmaster mail (RFC 5321 4.5.1) and double bounces a real mailbox of this node.
+
+    `address` is the administrator's choice (`mailyard init --postmaster`); without one, a home
+    that has none yet gets postmaster@<hostname>. Its domain becomes a local domain and the
+    mailbox is created if neither it nor an alias of that name exists (with a random password
+    nobody knows: set one with `mailyard mailbox passwd`). Settings server.postmaster and the
+    double bounce address then name it. Returns the address and whether a mailbox was made."""
+    from .settings.registry import setting
+
+    settings = load_settings(home)
+    if address is None and settings["server.postmaster"]:
+        return str(settings["server.postmaster"]), False  # set up before: keep it
+    target = setting("server.postmaster").parse(
+        address or f"postmaster@{settings['server.hostname']}")
+    local, domain = split_address(target)
+    target = f"{local}@{domain}"
+    if not is_local_domain(home, domain):
+        add_domain(home, domain)
+    made = False
+    if get_mailbox(home, target) is None and get_alias(home, target) is None:
+        add_mailbox(home, target, secrets.token_urlsafe(24))
+        made = True
+    set_many(home, {"server.postmaster": target, "bounce.double_to": local,
+                    "bounce.double_host": domain})
+    return target, made

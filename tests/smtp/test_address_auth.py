@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mailyard.smtp.address import AddressError, parse_path_argument
+from mailyard.smtp.address import AddressError, canonical, lookup_key, parse_path_argument
 from mailyard.smtp.auth import (
     Cancelled,
     Challenge,
@@ -93,3 +93,30 @@ def test_login_with_initial_username_and_cancel() -> None:
 def test_only_plain_and_login_are_offered() -> None:
     assert start_exchange("CRAM-MD5") is None
     assert start_exchange("PLAIN") is not None and start_exchange("LOGIN") is not None
+
+
+@pytest.mark.parametrize("written, spelled, key", [
+    ('"joe"@Example.ORG', "joe@example.org", "joe@example.org"),
+    ("<Joe@Example.ORG>", "Joe@example.org", "joe@example.org"),
+    ('"j\\oe"@x.test', "joe@x.test", "joe@x.test"),
+    ('"a.b"@x.test', "a.b@x.test", "a.b@x.test"),
+    ('" joe"@example.org', '" joe"@example.org', None),
+    ('"a..b"@x.test', '"a..b"@x.test', None),
+    ('"a\\"b"@x.test', '"a\\"b"@x.test', None),
+    ('"a\\ b"@x.test', '"a b"@x.test', None),
+    ("@relay.test:joe@x.test", "joe@x.test", "joe@x.test"),
+    ("", "", None),
+    ("<>", "", None),
+])
+def test_canonical_form(written: str, spelled: str, key: str | None) -> None:
+    assert canonical(written) == spelled
+    assert canonical(spelled) == spelled  # idempotent
+    assert lookup_key(written) == key
+
+
+@pytest.mark.parametrize("text", [" joe@example.org", "joe@example.org ", "joe @example.org",
+                                  "jo\x00e@example.org", "jo\u00e9@example.org"])
+def test_canonical_trims_nothing_and_refuses_what_is_no_address(text: str) -> None:
+    with pytest.raises(AddressError):
+        canonical(text)
+    assert lookup_key(text) is None

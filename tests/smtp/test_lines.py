@@ -214,3 +214,18 @@ def test_without_crlf_dot_crlf_the_message_never_ends(data: bytes, cuts: list[in
     for piece in split_at(data, cuts):
         _, rest = u.feed(piece)
         assert rest is None
+
+
+def test_received_headers_are_counted_in_the_header_section_only() -> None:
+    head = b"Received: a\r\n\tcontinued\r\nRECEIVED:b\r\nreceived : not one\r\nX: y\r\n"
+    body = b"\r\nReceived: in the body\r\n"
+    _, _, u = unstuff([head + body + b".\r\n"])
+    assert u.stats.received == 2
+    # Split anywhere, even inside the field name and the blank line, the count is the same.
+    data = head + body + b".\r\n"
+    for cut in range(1, len(data)):
+        _, _, split = unstuff([data[:cut], data[cut:]])
+        assert split.stats.received == 2, cut
+    # A stuffed dot is not part of the content: ".Received:" counts as one.
+    _, _, dotted = unstuff([b"..Received: x\r\nReceived: y\r\n\r\n.\r\n"])
+    assert dotted.stats.received == 1

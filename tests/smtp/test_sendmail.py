@@ -60,6 +60,8 @@ def test_qualify() -> None:
     assert qualify("fred", "example.org") == "fred@example.org"
     assert qualify("<a@X.Test>", "example.org") == "a@x.test"
     assert qualify("<>", "example.org") == ""
+    assert qualify('"joe"@Example.ORG', "example.org") == "joe@example.org"
+    assert qualify('" joe"@example.org', "example.org") == '" joe"@example.org'
     for bad in ("a@b@c.test", "a b@c.test", "a@b.test\nBcc: x@y.test"):
         with pytest.raises(SendmailError):
             qualify(bad, "example.org")
@@ -115,6 +117,14 @@ def test_outbound_blacklist_refuses_and_queues_nothing(node: Home) -> None:
     assert out.returncode == 77
     assert b"boss@forbidden.test is not allowed" in out.stderr
     assert b"nothing was sent" in out.stderr
+    assert leftovers(node) == []
+
+
+def test_a_quoted_spelling_does_not_pass_the_outbound_blacklist(node: Home) -> None:
+    change(node, {"smtp.outbound_blacklist": "boss@forbidden.test"})
+    out = sendmail(node, ['"boss"@Forbidden.test'], b"Subject: x\n\ny\n")
+    assert out.returncode == 77, out.stderr
+    assert b"boss@forbidden.test is not allowed" in out.stderr
     assert leftovers(node) == []
 
 

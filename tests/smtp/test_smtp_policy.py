@@ -13,6 +13,7 @@ from mailyard.smtp.policy import (
     AUTH_FAILURE_DELAY,
     AUTH_FAILURE_DELAY_MAX,
     AUTH_FAILURE_MEMORY,
+    MAX_RECEIVED_HEADERS,
     MAX_RECIPIENTS,
     AuthThrottle,
     Policy,
@@ -24,11 +25,15 @@ from mailyard.smtp.policy import (
     message_refusal,
     offers_auth,
     offers_starttls,
+    postmaster_reply,
+    postmaster_target,
     protocol_name,
     rbl_applies,
     rcpt_precheck,
     rcpt_to,
     routing_trick,
+    sender_check_needed,
+    sender_login_refusal,
 )
 from mailyard.smtp.protocol import Session
 
@@ -319,3 +324,117 @@ def test_successful_auth_clears_the_failures() -> None:
     throttle.record_failure("192.0.2.1")
     throttle.record_success("192.0.2.1")
     assert throttle.failures("192.0.2.1") == 0
+
+
+# ---- issue 16: canonical addresses, backscatter, loops, sender authorization --------------------
+
+
+def test_a_quoted_local_part_that_stays_quoted_is_no_local_mailbox() -> None:
+    policy = make_policy()
+    spaced = path('<" joe"@example.org>')
+    refused = rcpt_to(policy, outsider(), spaced, local_domain=True, mailbox_exists=True)
+    assert (refused.code, refused.status) == (550, "5.1.1")
+    same = path('<"joe"@example.org>')
+    assert rcpt_to(policy, outsider(), same, local_domain=True, mailbox_exists=True).code == 250
+    # Relayed, it is someone else's to judge.
+    far = path('<" joe"@far.test>')
+    relay = Session(client_ip="127.0.0.1")
+    assert rcpt_to(policy, relay, far, local_domain=False, mailbox_exists=False).code == 250
+
+
+def test_blacklists_compare_canonical_addresses() -> None:
+    policy = make_policy(**{"smtp.inbound_blacklist": ["joe@example.org"]})
+    assert isinstance(rcpt_precheck(policy, outsider(), path('<"joe"@Example.ORG>'), {}), R.Reply)
+    passed = rcpt_precheck(policy, outsider(), path('<" joe"@example.org>'), {})
+    assert isinstance(passed, Path)  # not joe@: it goes on, to be refused as no mailbox
+    assert rcpt_to(policy, outsider(), passed, local_domain=True, mailbox_exists=False).code == 550
+
+
+def test_a_disabled_mailbox_is_refused_with_5_2_1() -> None:
+    refused = rcpt_to(make_policy(), outsider(), path("<joe@example.org>"), local_domain=True,
+                      mailbox_exists=True, mailbox_active=False)
+    assert refused == R.MAILBOX_DISABLED.format(address="<joe@example.org>")
+    assert (refused.code, refused.status) == (550, "5.2.1")
+
+
+def test_the_hostname_and_default_domain_are_local_without_a_domain_row() -> None:
+    policy = make_policy()  # hostname mx.example.test, default domain example.org
+    relay = Session(client_ip="127.0.0.1")
+    for address in ("<nobody@mx.example.test>", "<nobody@EXAMPLE.org>"):
+        reply = rcpt_to(policy, relay, path(address), local_domain=False, mailbox_exists=False)
+        assert reply.code == 550, address
+
+
+def test_postmaster_goes_to_the_named_mailbox() -> None:
+    policy = make_policy(**{"server.postmaster": "admin@example.com"})
+    pm = path("<PostMaster@mx.example.test>")
+    assert rcpt_to(policy, outsider(), pm, local_domain=False, mailbox_exists=False).code == 250
+    target = postmaster_target(policy, pm, local_domain=False, mailbox_exists=False)
+    assert target == Path("admin", "example.com")
+    # A domain with its own postmaster keeps it; other recipients and other domains: none.
+    assert postmaster_target(policy, path("<postmaster@example.org>"), local_domain=True,
+                             mailbox_exists=True) is None
+    assert postmaster_target(policy, path("<joe@example.org>"), local_domain=True,
+                             mailbox_exists=False) is None
+    assert postmaster_target(policy, path("<postmaster@far.test>"), local_domain=False,
+                             mailbox_exists=False) is None
+    ok = postmaster_reply(policy, target, local_domain=True, mailbox_exists=True,
+                          mailbox_active=True)
+    assert ok.code == 250
+    for facts in ((True, False, True), (True, True, False), (False, True, True)):
+        later = postmaster_reply(policy, target, local_domain=facts[0], mailbox_exists=facts[1],
+                                 mailbox_active=facts[2])
+        assert (later.code, later.status) == (451, "4.3.5"), facts
+
+
+def test_the_postmaster_default_is_postmaster_at_the_hostname() -> None:
+    target = postmaster_target(make_policy(), path("<postmaster@example.org>"), local_domain=True,
+                               mailbox_exists=False)
+    assert target == Path("postmaster", "mx.example.test")
+
+
+def test_hop_count_counts_ours_too() -> None:
+    policy = make_policy()
+    assert MAX_RECEIVED_HEADERS == 50
+    assert message_refusal(policy, 10, 10, MAX_RECEIVED_HEADERS - 2) is None
+    refused = message_refusal(policy, 10, 10, MAX_RECEIVED_HEADERS - 1)
+    assert refused is not None and (refused.code, refused.status) == (554, "5.4.6")
+    assert "50 Received headers" in refused.text
+
+
+def test_sender_login_match() -> None:
+    policy = make_policy()
+    joe = outsider(auth_user="joe@example.org")
+
+    def refusal(address: str, alias: bool = False, owner: bool = False,
+                p: Policy = policy) -> R.Reply | None:
+        return sender_login_refusal(p, joe, path(address), alias_of_login=alias,
+                                    same_owner=owner)
+
+    assert refusal("<joe@example.org>") is None
+    assert refusal('<"Joe"@EXAMPLE.org>') is None
+    assert refusal("<sales@example.com>", alias=True) is None
+    assert refusal("<any@example.net>", owner=True) is None
+    refused = refusal("<boss@far.test>")
+    assert refused == R.SENDER_NOT_OWNED.format(address="<boss@far.test>",
+                                                user="joe@example.org")
+    assert (refused.code, refused.status) == (553, "5.7.1")
+    strict = make_policy(**{"smtp.sender_owner_domains": False})
+    assert refusal("<any@example.net>", owner=True, p=strict) is not None
+    off = make_policy(**{"smtp.sender_login_match": False})
+    assert refusal("<boss@far.test>", p=off) is None
+    # Not logged in, or the null sender: nothing to check.
+    assert not sender_check_needed(policy, outsider(), path("<boss@far.test>"))
+    assert not sender_check_needed(policy, joe, path("<>"))
+
+
+def test_port_25_default_offers_auth_only_after_starttls() -> None:
+    policy = make_policy()
+    assert not offers_auth(policy, outsider())
+    assert offers_auth(policy, outsider(tls=True))
+    assert auth_start_refusal(policy, outsider(), "PLAIN") == R.AUTH_NEEDS_TLS
+
+
+def test_a_quoted_bare_postmaster_is_postmaster_too() -> None:
+    bare = rcpt_precheck(make_policy(), outsider(), path('<"PostMaster">'), {})
+    assert isinstance(bare, Path) and bare.canonical == "postmaster@example.org"

@@ -32,8 +32,9 @@ def test_smtplib_delivers_to_a_local_mailbox_durably(node: Home, start) -> None:
         code, banner = s.ehlo()
         assert code == 250
         for ext in (b"PIPELINING", b"SIZE 20971520", b"8BITMIME", b"ENHANCEDSTATUSCODES",
-                    b"STARTTLS", b"AUTH PLAIN LOGIN"):
+                    b"STARTTLS"):
             assert ext in banner.split(b"\n"), ext
+        assert not s.has_extn("auth")  # by default only after STARTTLS (smtp.auth_mode)
         s.mail("a@remote.test")
         s.rcpt(JOE)
         code, text = s.data(MESSAGE + b".leading dot\r\n")
@@ -215,7 +216,7 @@ def test_auth_mode_change_takes_effect_after_restart(node: Home, start) -> None:
     svc = start("smtp")
     with smtplib.SMTP("127.0.0.1", node.port("smtp")) as s:
         s.ehlo()
-        assert s.has_extn("auth") and s.has_extn("starttls")
+        assert not s.has_extn("auth") and s.has_extn("starttls")  # the default: AUTH after TLS
     svc.stop()
     set_setting(node, "smtp.auth_mode", "auth_no/tls_no")
     start("smtp")

@@ -134,15 +134,19 @@ def test_each_auth_mode_on_port_25_with_a_real_client(node: Home, start, mode: s
         s.ehlo()
         assert s.has_extn("starttls") is starttls
         assert s.has_extn("auth") is auth_clear
+        logged_in = False
         if auth_clear:
             s.login(JOE, JOE_PASSWORD)
+            logged_in = True
         elif starttls:
             s.starttls(context=client_tls())
             s.ehlo()
             assert s.has_extn("auth") is auth_tls
             if auth_tls:
                 s.login(JOE, JOE_PASSWORD)
+                logged_in = True
             else:
                 assert s.docmd("AUTH", "PLAIN")[0] == 502
-        # Mail for a local mailbox is accepted from anyone in every mode of port 25.
-        assert s.sendmail("a@remote.test", [JOE], MESSAGE) == {}
+        # Mail for a local mailbox is accepted in every mode of port 25: from anyone, or, once
+        # logged in, from the login's own address (smtp.sender_login_match).
+        assert s.sendmail(JOE if logged_in else "a@remote.test", [JOE], MESSAGE) == {}

@@ -15,7 +15,9 @@ def add_parsers(sub: Any) -> None:
         dest="action", required=True)
     p = dom.add_parser("add")
     p.add_argument("name")
-    p.add_argument("--owner", default="", help="system user owning the domain (log tools' xuser)")
+    p.add_argument("--owner", default="",
+                   help="system user owning the domain (log tools' xuser); with "
+                        "smtp.sender_owner_domains its mailboxes may send as any of its domains")
     p.set_defaults(func=domain_add)
     p = dom.add_parser("list")
     p.add_argument("--json", action="store_true")

@@ -22,6 +22,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--port-base", type=int, default=0, help="added to every standard port")
     p.add_argument("--db", help="store URL (default: SQLite in the home)")
     p.add_argument("--node-name", default="node1")
+    p.add_argument("--postmaster", metavar="ADDRESS",
+                   help="mailbox of this node for postmaster@ every local domain and for "
+                        "double bounces (default: postmaster@HOSTNAME, created now)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("up", help="start the node and wait until every enabled service serves")
@@ -47,7 +50,8 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..nodeinit import init_home
+    from ..nodeinit import init_home, setup_postmaster
+    from ..store.accounts import AccountError
 
     root = args.home or os.environ.get("MAILYARD_HOME")
     if not root:
@@ -64,12 +68,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         home, password = init_home(Path(root), args.hostname, args.port_base, args.db,
                                    args.node_name)
-    except SettingError as exc:
+        postmaster, made = setup_postmaster(home, args.postmaster)
+    except (SettingError, AccountError) as exc:
         raise CliError(str(exc), 2) from None
     print(f"node home ready at {home.root}")
+    _say_postmaster(postmaster, made)
     if password:
         print(f"first admin account: admin  password: {password}  (shown once; keep it)")
     return 0
+
+
+def _say_postmaster(address: str, made: bool) -> None:
+    print(f"postmaster mail and double bounces go to {address}"
+          + (f" (created; give it a password with `mailyard mailbox passwd {address}`)"
+             if made else ""))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -162,7 +174,7 @@ def print_addresses(home: Home) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..nodeinit import HomeUnreachable, check_reach, init_home
+    from ..nodeinit import HomeUnreachable, check_reach, init_home, setup_postmaster
     from ..services import control
 
     root = Path(args.home or os.environ.get("MAILYARD_HOME") or "/var/lib/mailyard")
@@ -173,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc), 2) from None
         home, password = init_home(root, args.hostname or _default_hostname(), args.port_base)
         print(f"created node home {home.root}")
+        _say_postmaster(*setup_postmaster(home))
         if password:
             print(f"first admin account: admin  password: {password}  (shown once; keep it)")
     home = Home.find(str(root))

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from ..store.accounts import AccountError, mail_key, split_address
+
 if TYPE_CHECKING:
     from ..home import Home
 
@@ -324,7 +326,6 @@ ALLOWED: dict[str, Allowed] = {
 
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
                      r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 
 
 def normalise_scope(scope: str) -> str:
@@ -336,9 +337,14 @@ def normalise_scope(scope: str) -> str:
     if kind == "domain" and _DOMAIN.fullmatch(target):
         return f"domain:{target}"
     if kind == "mailbox":
-        local, _, domain = target.rpartition("@")
-        if local and _LOCAL.fullmatch(local) and _DOMAIN.fullmatch(domain):
-            return f"mailbox:{target}"
+        # The one address grammar: canonical (as SMTP and the store key it), and a mailbox
+        # name the store could hold (no quotes, no "/", no "..": it names a directory).
+        key = mail_key(target)
+        try:
+            if key is not None and key == target and split_address(key):
+                return f"mailbox:{key}"
+        except AccountError:
+            pass
     raise PreferenceError(f"scope {scope!r} is not allowed: use global, domain:example.com "
                           "or mailbox:user@example.com")
 

@@ -155,9 +155,14 @@ _add("server.default_domain", Hostname(), _HOST, "Default Domain",
      "fred@<this domain>.", services=("smtp", "submission", "send"), box="mta_server")
 
 # ---- Primary SMTP (guide 4.1, 4.4, 4.5) -------------------------------------------------------
-_add("smtp.auth_mode", Choice(AUTH_MODES), "auth_optional/tls_optional", "Authentication Mode",
+# Not the guide's first mode: AUTH over clear text would send passwords readable by anyone on
+# the path, so by default AUTH is offered on port 25 only after STARTTLS (as Postfix's
+# smtpd_tls_auth_only = yes); every mode of the guide stays selectable.
+_add("smtp.auth_mode", Choice(AUTH_MODES), "auth_withtls/tls_optional", "Authentication Mode",
      "Whether clients of port 25 may log in (SMTP-AUTH) and use TLS. Port 25 receives mail from "
-     "other servers, so logging in can be offered here but never required.",
+     "other servers, so logging in can be offered here but never required. The default offers "
+     "logging in only once the session is encrypted with STARTTLS, so that no password crosses "
+     "the network in clear text.",
      services=("smtp",), box="smtp_primary")
 _add("smtp.greeting", Text(max_length=200, allow_empty=True,
                            pattern_words="one line of text (empty: the hostname)"), "",
@@ -442,6 +447,28 @@ _add("logtools.webmail_clients", Lines(network_item, "one address or network per
      "runs on this host). xwebmail also picks the messages those services accepted from these "
      "addresses. Empty: only mail sent through sendmail counts as webmail.",
      services=(), box="logtools")
+
+
+# ---- Safety defaults of the SMTP servers (issue 16) ------------------------------------------
+_add("server.postmaster", Text(max_length=254, allow_empty=True,
+                               pattern=r"[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?",
+                               pattern_words="a mailbox address of this node, user@domain "
+                                             "(empty: postmaster@ the mail server hostname)"),
+     "", "Postmaster Mailbox",
+     "The mailbox of this node that receives mail sent to postmaster@ any of its domains when "
+     "that domain has no postmaster mailbox or alias of its own; every mail server must take "
+     "such mail. `mailyard init` creates it (or uses the one named with --postmaster). If it "
+     "is missing or disabled, senders to postmaster are asked to try again later.",
+     services=("smtp", "submission"), box="mta_server")
+_add("smtp.sender_login_match", Bool(), True, "Check Sender Against Login",
+     "A client that has logged in may use as envelope sender only its own address, an alias "
+     "that delivers to it, and (with the next setting) addresses of its owner's domains; any "
+     "other sender is refused with 553 and the refusal is logged. Mail with the empty sender "
+     "(bounces) is not checked.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.sender_owner_domains", Bool(), True, "Sender May Use Owner's Domains",
+     "With the sender check on, a logged-in mailbox may also send as any address of any domain "
+     "that has the same owner as its own domain (a hosting customer's other domains). Off: "
+     "only its own address and its aliases.", services=("smtp", "submission"), box="smtp_inbound")
 
 
 def setting(key: str) -> Setting:

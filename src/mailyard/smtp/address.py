@@ -57,11 +57,74 @@ class Path:
             return self.local
         return re.sub(r"\\(.)", r"\1", self.local[1:-1])
 
+    @property
+    def canonical_local(self) -> str:
+        """The local part in its one canonical spelling (see `canonical`)."""
+        return canonical_local_part(self.unquoted_local)
+
+    @property
+    def canonical(self) -> str:
+        """The address in its one canonical spelling (see `canonical`); "" for `<>`."""
+        if self.is_null:
+            return ""
+        local = self.canonical_local
+        return f"{local}@{self.domain}" if self.domain else local
+
+    @property
+    def names_local_mailbox(self) -> bool:
+        """Whether the local part could be a mailbox of ours: a dot-atom once canonical.
+        Quoted local parts that stay quoted (spaces, specials) never can."""
+        return bool(self.local) and not self.canonical_local.startswith('"')
+
     def with_domain(self, domain: str) -> Path:
         return Path(self.local, domain.lower(), self.source_route, self.quoted)
 
     def __str__(self) -> str:
         return f"<{self.address}>"
+
+
+def canonical_local_part(unquoted: str) -> str:
+    """A local part (quotes already removed) spelled canonically: as a dot-atom when it is one,
+    else in quotes with only `"` and `\\` escaped (RFC 5321 4.1.2 Quoted-string)."""
+    if _DOT_STRING.fullmatch(unquoted):
+        return unquoted
+    return '"' + re.sub(r'(["\\])', r"\\\1", unquoted) + '"'
+
+
+def canonical(address: str) -> str:
+    """The one canonical spelling of an envelope address, used for every comparison of
+    addresses: the store's lookups, the blacklists, the spam preferences and the queue.
+
+    Contract:
+    - the input is an envelope address as written after MAIL FROM:/RCPT TO: (angle brackets
+      optional, a source route is dropped as RFC 5321 C allows); "" or "<>" gives "";
+    - the domain is lower case; the local part keeps its case (RFC 5321 2.4: only the
+      receiving host may fold it; our store folds it when it looks a mailbox up);
+    - a quoted local part that is equivalent to a dot-atom is written without quotes
+      (`"joe"@example.com` -> `joe@example.com`, `"j\\oe"` -> `joe`); any other keeps its quotes,
+      with only `"` and `\\` escaped inside (`" joe"@example.com` stays
+      `" joe"@example.com`), so it can never equal a mailbox's address;
+    - nothing is trimmed: spaces outside quotes, controls and non-ASCII raise AddressError;
+    - canonical(canonical(a)) == canonical(a).
+    """
+    text = address
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    path = parse_mailbox(text)
+    return path.canonical
+
+
+def lookup_key(address: str) -> str | None:
+    """How the store keys an address of ours: canonical and lower case; None when the address
+    is not valid or cannot name a mailbox here (a local part that stays quoted)."""
+    try:
+        text = address[1:-1] if address.startswith("<") and address.endswith(">") else address
+        path = parse_mailbox(text)
+    except AddressError:
+        return None
+    if path.is_null or not path.domain or not path.names_local_mailbox:
+        return None
+    return path.canonical.lower()
 
 
 def _check_ascii(text: str) -> None:

@@ -42,25 +42,33 @@ class Directory:
         """A mailbox or an alias with exactly this address."""
         return bool(await self._ask("recipient", _recipient_exists, address))
 
-    async def recipient_facts(self, domain: str, address: str) -> tuple[bool, bool]:
-        """(the domain is ours, a mailbox or alias has this address): one question, one
-        transaction, one thread hop per RCPT."""
+    async def recipient_facts(self, domain: str, address: str) -> tuple[bool, bool, bool]:
+        """(the domain is ours, a mailbox or alias has this address, it is active: false
+        only for a disabled mailbox): one question, one transaction, one thread hop per RCPT."""
         return await self._ask("recipient", _recipient_facts, domain, address)
+
+    async def sender_facts(self, login: str, sender: str) -> tuple[bool, bool]:
+        """(an alias `sender` delivers to `login`, both domains have the same owner)."""
+        return await self._ask("sender", accounts.sender_facts, login, sender)
 
     async def check_password(self, username: str, password: str) -> bool:
         return bool(await self._ask("password", accounts.check_mailbox_password,
                                     username, password))
 
 
-def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool]:
+def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool, bool]:
+    key = accounts.mail_key(address)  # canonical; None for what can never be a mailbox here
     with read_scope(home) as s:
         if s.scalar(select(Domain.id).where(Domain.name == domain.lower())) is None:
-            facts = (False, False)
+            facts = (False, False, True)
+        elif key is None:
+            facts = (True, False, True)
+        elif s.scalar(select(Alias.id).where(Alias.source == key)) is not None:
+            facts = (True, True, True)  # an alias delivers (a same-named mailbox or not)
         else:
-            key = address.strip().lower()
-            facts = (True, s.scalar(select(Mailbox.id).where(Mailbox.address == key)) is not None
-                     or s.scalar(select(Alias.id).where(Alias.source == key)) is not None)
-    if facts == (True, False) and answering_from_cache(home):
+            active = s.scalar(select(Mailbox.active).where(Mailbox.address == key))
+            facts = (True, active is not None, bool(active) if active is not None else True)
+    if facts[:2] == (True, False) and key is not None and answering_from_cache(home):
         # The cache may be older than this mailbox: the sender tries again later rather than
         # being told the address does not exist. (A domain the cache does not know is taken
         # as someone else's, so that relaying for signed-in users goes on.)

@@ -98,6 +98,13 @@ class DataStats:
     longest_line: int = 0  # octets of the longest line as sent, CRLF included
     bare_lf: int = 0
     bare_cr: int = 0
+    received: int = 0  # Received header fields in the header section (a hop count)
+
+
+# What a header line starts with to count as a hop (RFC 5322 3.6.7; field names are
+# case-insensitive), and the octets of a line start that must be kept to tell.
+_RECEIVED = b"received:"
+_HEAD_OCTETS = len(_RECEIVED)
 
 
 class DotUnstuffer:
@@ -113,6 +120,8 @@ class DotUnstuffer:
         self._buf = bytearray()
         self._line_start = True
         self._line_len = 0  # octets of the current line so far, as sent
+        self._head = bytearray()  # the first octets of the current line, as content
+        self._in_header = True  # until the first empty line
         self.stats = DataStats()
         self.done = False
 
@@ -122,9 +131,17 @@ class DotUnstuffer:
         self.stats.bare_cr += piece.count(b"\r") - crlf
         self.stats.size += len(piece)
         self._line_len += len(piece)
+        if self._in_header and len(self._head) < _HEAD_OCTETS:
+            self._head += piece[: _HEAD_OCTETS - len(self._head)]
         if ends_line:  # every line ends with CRLF before the end-of-data line can come
             self.stats.longest_line = max(self.stats.longest_line, self._line_len)
             self._line_len = 0
+            if self._in_header:
+                if self._head == CRLF:
+                    self._in_header = False
+                elif bytes(self._head).lower() == _RECEIVED:
+                    self.stats.received += 1
+                self._head.clear()
 
     def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
         if self.done:

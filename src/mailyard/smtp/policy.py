@@ -4,9 +4,10 @@
 the network or the store: what they need from the store (is the domain ours, does the mailbox
 exist) is looked up by the driver and passed in, so each decision is testable on its own.
 Order at SMTP time (DESIGN.md): connection cap, RBL, greeting, HELO/EHLO, AUTH and TLS mode,
-MAIL FROM (mode, parameters, size, inbound blacklist), RCPT TO (limit, routing tricks,
-inbound blacklist, local domain or relay, outbound blacklist), DATA (size, line length,
-SMTP-level filters).
+MAIL FROM (mode, parameters, size, inbound blacklist, the login's right to the sender),
+RCPT TO (limit, routing tricks, inbound blacklist, local domain or relay, mailbox exists and
+is active or postmaster, outbound blacklist), DATA (size, line length, hop count, SMTP-level
+filters). Every address is compared in its canonical form (`address.canonical`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from .protocol import Session
 MAX_RECIPIENTS = 100
 # RFC 5321 4.5.1: every domain must accept mail for postmaster, even without a domain part.
 POSTMASTER = "postmaster"
+# Postfix's hopcount_limit (50): a message with this many Received headers, ours included, is
+# refused as looping. RFC 5321 6.3 asks for such a limit and names 100 as the least one for
+# "a simple counter"; counting ours too, as Postfix does, 50 has served Postfix since 1998.
+MAX_RECEIVED_HEADERS = 50
 _MB = 1024 * 1024
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,6 +71,18 @@ class Policy:
     dns_resolver: str
     smtp_scanning: bool  # spam.smtp_scanning or virus.smtp_scanning
     tls_available: bool = True
+    postmaster: str = ""  # where postmaster@ of our domains goes; "" = postmaster@hostname
+    sender_login_match: bool = True  # logged-in users send only as addresses they own
+    sender_owner_domains: bool = True  # ... which includes every domain of their owner
+
+    @property
+    def own_domains(self) -> tuple[str, ...]:
+        """Domains local even without a domain row: the hostname and the default domain."""
+        return (self.hostname.lower(), self.default_domain.lower())
+
+    @property
+    def postmaster_address(self) -> str:
+        return self.postmaster or f"{POSTMASTER}@{self.hostname.lower()}"
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], service: str,
@@ -89,6 +106,9 @@ class Policy:
             smtp_scanning=bool(settings.get("spam.smtp_scanning"))
             or bool(settings.get("virus.smtp_scanning")),
             tls_available=tls_available,
+            postmaster=str(settings["server.postmaster"]),
+            sender_login_match=bool(settings["smtp.sender_login_match"]),
+            sender_owner_domains=bool(settings["smtp.sender_owner_domains"]),
         )
 
 
@@ -203,10 +223,10 @@ def routing_trick(path: Path) -> bool:
 
 
 def _plain(path: Path) -> str:
-    """The address as the blacklists and the queue see it: unquoted local part @ domain."""
-    if path.is_null:
-        return ""
-    return f"{path.unquoted_local}@{path.domain}" if path.domain else path.unquoted_local
+    """The address as the blacklists, the store and the queue see it: the canonical form
+    (`address.canonical`), so that `"joe"@x` and `joe@x` are one address and `" joe"@x`
+    (which keeps its quotes) is never taken for joe@x."""
+    return path.canonical
 
 
 def mail_from(policy: Policy, session: Session, path: Path,
@@ -253,7 +273,7 @@ def rcpt_precheck(policy: Policy, session: Session, path: Path,
     if routing_trick(path):
         return R.RELAY_TRICK.format(address=path)
     if not path.domain:
-        if path.local.lower() == POSTMASTER:
+        if is_postmaster(path):
             path = Path(POSTMASTER, policy.default_domain)
         elif may_relay(policy, session):
             path = path.with_domain(policy.default_domain)
@@ -264,13 +284,32 @@ def rcpt_precheck(policy: Policy, session: Session, path: Path,
     return path
 
 
+def is_local_domain(policy: Policy, domain: str, *, stored: bool) -> bool:
+    """A domain of the store (`stored`), or the node's own hostname or default domain, which
+    are always local: mail for them must never go out to the network and come back."""
+    return stored or domain.lower() in policy.own_domains
+
+
+def is_postmaster(path: Path) -> bool:
+    return path.canonical_local.lower() == POSTMASTER
+
+
 def rcpt_to(policy: Policy, session: Session, path: Path, *, local_domain: bool,
-            mailbox_exists: bool) -> R.Reply:
+            mailbox_exists: bool, mailbox_active: bool = True) -> R.Reply:
     """The reply to RCPT TO once the store has said whether the domain is ours and whether
-    the mailbox (or alias) exists."""
-    is_postmaster = path.unquoted_local.lower() == POSTMASTER
-    if local_domain or (is_postmaster and path.domain == policy.default_domain):
-        if not (mailbox_exists or is_postmaster):
+    the mailbox (or alias) exists and is active.
+
+    For a local domain only what will be delivered is accepted (no backscatter later): a
+    local part that stays quoted (spaces, specials) can never be a mailbox here (550 5.1.1),
+    a disabled mailbox is 550 5.2.1, and postmaster is accepted with no mailbox of its own
+    (RFC 5321 4.5.1; `postmaster_target` says where it goes)."""
+    if is_local_domain(policy, path.domain, stored=local_domain):
+        if not path.names_local_mailbox:
+            return R.NO_SUCH_USER.format(address=path)
+        if mailbox_exists:
+            if not mailbox_active:
+                return R.MAILBOX_DISABLED.format(address=path)
+        elif not is_postmaster(path):
             return R.NO_SUCH_USER.format(address=path)
     elif not may_relay(policy, session):
         return R.RELAY_DENIED.format(address=path)
@@ -280,8 +319,54 @@ def rcpt_to(policy: Policy, session: Session, path: Path, *, local_domain: bool,
 
 
 def plain_address(path: Path) -> str:
-    """The address handed to the queue for a path (lower-case domain, local part unquoted)."""
+    """The address handed to the queue for a path: its canonical form."""
     return _plain(path)
+
+
+def postmaster_target(policy: Policy, path: Path, *, local_domain: bool,
+                      mailbox_exists: bool) -> Path | None:
+    """For postmaster@ a local domain that has no mailbox or alias of that name: the mailbox
+    it is delivered to instead (setting server.postmaster). None for any other recipient."""
+    if (mailbox_exists or not is_postmaster(path)
+            or not is_local_domain(policy, path.domain, stored=local_domain)):
+        return None
+    local, _, domain = policy.postmaster_address.rpartition("@")
+    return Path(local, domain.lower())
+
+
+def postmaster_reply(policy: Policy, target: Path, *, local_domain: bool, mailbox_exists: bool,
+                     mailbox_active: bool) -> R.Reply:
+    """Whether the postmaster mailbox can take the message: it must be an active mailbox (or
+    alias) of ours. When it is not, the sender is told to try again (451 4.3.5: our setup is
+    wrong), never refused and never relayed to the network."""
+    if (is_local_domain(policy, target.domain, stored=local_domain) and mailbox_exists
+            and mailbox_active):
+        return R.RECIPIENT_OK
+    return R.POSTMASTER_MISSING.format(address=target)
+
+
+# ---- sender authorization (Postfix's reject_sender_login_mismatch) ------------------------------
+
+
+def sender_check_needed(policy: Policy, session: Session, path: Path | None) -> bool:
+    """Whether MAIL FROM must be checked against the login: a logged-in session, a sender
+    other than <>, and the setting on."""
+    return (policy.sender_login_match and bool(session.auth_user) and path is not None
+            and not path.is_null)
+
+
+def sender_login_refusal(policy: Policy, session: Session, path: Path, *, alias_of_login: bool,
+                         same_owner: bool) -> R.Reply | None:
+    """None when the logged-in user may send as `path`: its own address, an alias that
+    delivers to it (`alias_of_login`), or, with smtp.sender_owner_domains, an address of a
+    domain with the same owner as the login's domain (`same_owner`)."""
+    if not sender_check_needed(policy, session, path):
+        return None
+    if path.canonical.lower() == session.auth_user.lower() or alias_of_login:
+        return None
+    if policy.sender_owner_domains and same_owner:
+        return None
+    return R.SENDER_NOT_OWNED.format(address=path, user=session.auth_user)
 
 
 # ---- the message --------------------------------------------------------------------------------
@@ -291,8 +376,15 @@ def size_exceeded(policy: Policy, size: int) -> bool:
     return bool(policy.size_limit) and size > policy.size_limit
 
 
-def message_refusal(policy: Policy, size: int, longest_line: int) -> R.Reply | None:
-    """At end of data: over the size limit (552), or a text line over 1000 octets.
+def hop_count_exceeded(received: int) -> bool:
+    """`received` counts the message's Received headers without ours; ours makes one more."""
+    return received + 1 >= MAX_RECEIVED_HEADERS
+
+
+def message_refusal(policy: Policy, size: int, longest_line: int,
+                    received: int = 0) -> R.Reply | None:
+    """At end of data: over the size limit (552), a text line over 1000 octets, or so many
+    Received headers that the message is looping (554 5.4.6).
 
     Over-long lines are refused, not folded: folding changes the message (and breaks DKIM
     signatures and base64), refusing tells the sender at once (RFC 5321 4.5.3.1.6)."""
@@ -300,6 +392,8 @@ def message_refusal(policy: Policy, size: int, longest_line: int) -> R.Reply | N
         return R.MESSAGE_TOO_BIG.format(limit=policy.size_limit)
     if longest_line > MAX_TEXT_LINE:
         return R.LONG_TEXT_LINE.format(limit=MAX_TEXT_LINE)
+    if hop_count_exceeded(received):
+        return R.TOO_MANY_HOPS.format(count=received + 1, limit=MAX_RECEIVED_HEADERS)
     return None
 
 

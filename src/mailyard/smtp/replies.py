@@ -91,6 +91,8 @@ QUEUE_FULL = _r(452, "4.3.1", "Insufficient system storage, try again later")
 TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients (at most {limit} per message)")
 AUTH_TEMPORARY = _r(454, "4.7.0", "Temporary authentication failure, try again later")
 TLS_NOT_AVAILABLE = _r(454, "4.7.0", "TLS not available")
+POSTMASTER_MISSING = _r(451, "4.3.5", "Mail for postmaster goes to {address}, which is not an "
+                                      "active mailbox here yet; try again later")
 
 # 5xx: refused
 LINE_TOO_LONG = _r(500, "5.5.2", "Line too long (at most {limit} octets with CRLF)")
@@ -112,16 +114,21 @@ AUTH_REQUIRED = _r(530, "5.7.0", "Authentication required")
 AUTH_FAILED = _r(535, "5.7.8", "Authentication credentials invalid")
 AUTH_NEEDS_TLS = _r(538, "5.7.11", "Encryption required for requested authentication mechanism")
 NO_SUCH_USER = _r(550, "5.1.1", "{address}: no such mailbox here")
+MAILBOX_DISABLED = _r(550, "5.2.1", "{address}: this mailbox is disabled and takes no mail")
 MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message exceeds the size limit of {limit} octets")
 RELAY_TRICK = _r(553, "5.7.1", "{address}: addresses with % ! or a source route are not "
                                "routed here")
 INBOUND_BLACKLIST = _r(553, "5.7.1", "{address}: address refused by this server's blacklist")
 OUTBOUND_BLACKLIST = _r(553, "5.7.1", "{address}: sending to this address is not allowed from "
                                       "this server")
+SENDER_NOT_OWNED = _r(553, "5.7.1", "{address}: you are logged in as {user}, who may not send "
+                                    "as this address")
 RELAY_DENIED = _r(554, "5.7.1", "{address}: relay access denied")
 RBL_LISTED = _r(554, "5.7.1", "Service unavailable; client [{ip}] blocked using {zone}")
 LONG_TEXT_LINE = _r(554, "5.6.0", "Message refused: a text line is longer than {limit} octets "
                                   "(RFC 5321 4.5.3.1.6); wrap or encode the message")
+TOO_MANY_HOPS = _r(554, "5.4.6", "Too many hops: {count} Received headers with ours (limit "
+                                "{limit}); the message is probably looping")
 BAD_PARAMETER = _r(555, "5.5.4", "Parameter {param} not recognized or not implemented")
 
 # Mail authentication of incoming mail (RFC 7489 10.1; RFC 7372 3.2 for the SPF code).

@@ -105,8 +105,8 @@ def parse_args(argv: list[str]) -> Options:
 
 
 def qualify(address: str, default_domain: str) -> str:
-    """A plain address with a domain (guide 4.2: bare `fred` becomes fred@<default domain>);
-    SendmailError when it is not an address."""
+    """A plain address with a domain (guide 4.2: bare `fred` becomes fred@<default domain>),
+    in its canonical form; SendmailError when it is not an address."""
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
@@ -121,7 +121,7 @@ def qualify(address: str, default_domain: str) -> str:
         raise SendmailError(f"sendmail: {address!r} is not a plain address", EX_DATAERR)
     if not path.domain:
         path = path.with_domain(default_domain)
-    return f"{path.local}@{path.domain}"
+    return path.canonical  # the one spelling the blacklist and the store compare
 
 
 def split_recipients(values: list[str]) -> list[str]:

@@ -352,8 +352,7 @@ class Conversation:
         elif isinstance(event, Helo):
             self._reply(P.helo_reply(policy))
         elif isinstance(event, MailFrom):
-            reply, path = P.mail_from(policy, session, event.path, event.params)
-            self._reply(reply, str(event.path), accepted=path)
+            await self._mail_from(event)
         elif isinstance(event, RcptTo):
             await self._rcpt(event)
         elif isinstance(event, Data):
@@ -384,6 +383,25 @@ class Conversation:
         else:  # DataChunk / EndOfData outside _data() would be a bug of ours
             raise RuntimeError(f"unexpected event {event!r}")
 
+    async def _mail_from(self, event: MailFrom) -> None:
+        policy, session = self.policy, self.conn.session
+        reply, path = P.mail_from(policy, session, event.path, event.params)
+        if path is not None and P.sender_check_needed(policy, session, path):
+            try:
+                alias_of_login, same_owner = await self.server.directory.sender_facts(
+                    session.auth_user, P.plain_address(path))
+            except LookupFailed as exc:
+                self.log(f"store-error ip={self.ip} {exc}")
+                self._reply(R.LOOKUP_ERROR.format(what="the sender"), str(event.path))
+                return
+            refusal = P.sender_login_refusal(policy, session, path,
+                                             alias_of_login=alias_of_login,
+                                             same_owner=same_owner)
+            if refusal is not None:
+                self._reply(refusal, f"{path} user={session.auth_user}")
+                return
+        self._reply(reply, str(event.path), accepted=path)
+
     async def _rcpt(self, event: RcptTo) -> None:
         policy, session = self.policy, self.conn.session
         checked = P.rcpt_precheck(policy, session, event.path, event.params)
@@ -392,12 +410,22 @@ class Conversation:
             return
         address = P.plain_address(checked)
         try:
-            local, exists = await self.server.directory.recipient_facts(checked.domain, address)
+            local, exists, active = await self.server.directory.recipient_facts(
+                checked.domain, address)
+            reply = P.rcpt_to(policy, session, checked, local_domain=local,
+                              mailbox_exists=exists, mailbox_active=active)
+            target = P.postmaster_target(policy, checked, local_domain=local,
+                                         mailbox_exists=exists)
+            if reply.positive and target is not None:  # postmaster@ ours: the named mailbox
+                facts = await self.server.directory.recipient_facts(
+                    target.domain, P.plain_address(target))
+                reply = P.postmaster_reply(policy, target, local_domain=facts[0],
+                                           mailbox_exists=facts[1], mailbox_active=facts[2])
+                checked = target
         except LookupFailed as exc:
             self.log(f"store-error ip={self.ip} {exc}")
             self._reply(R.LOOKUP_ERROR.format(what="the recipient"), address)
             return
-        reply = P.rcpt_to(policy, session, checked, local_domain=local, mailbox_exists=exists)
         self._reply(reply, address, accepted=checked)
 
     async def _starttls(self) -> None:
@@ -507,13 +535,14 @@ class Conversation:
             break
         stats = event.stats
         sender = P.plain_address(session.sender) if session.sender else ""
-        refusal = P.message_refusal(policy, stats.size, stats.longest_line)
+        refusal = P.message_refusal(policy, stats.size, stats.longest_line, stats.received)
         if failure is not None:
             self.log(f"queue-error ip={self.ip} {failure}")
             self._reply(_queue_reply(failure), "write")
             return
         if refusal:
-            self._reply(refusal, f"size={stats.size} longest_line={stats.longest_line}")
+            self._reply(refusal, f"size={stats.size} longest_line={stats.longest_line} "
+                                 f"received={stats.received}")
             return
         if policy.smtp_scanning:
             verdict = await self._filter(writer, sender, recipients)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from ..settings.registry import dkim_algorithms
 from ..settings.types import is_hostname
+from ..smtp.address import lookup_key
 from .cache import read_scope
 from .db import session_scope
 from .dkim_keys import add_first_keys
@@ -29,6 +30,13 @@ class AccountError(ValueError):
 # RFC 5322 atext without "/" (a local part names a directory under mail/<domain>/).
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
 _OWNER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+def mail_key(address: str) -> str | None:
+    """The key a mailbox or alias is stored under for an address that arrives with mail (the
+    canonical form, lower case), or None when it cannot name one: nothing is trimmed, so
+    `" joe"@example.com` or ` joe@example.com` never finds joe@example.com."""
+    return lookup_key(address)
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -99,8 +107,16 @@ def is_local_domain(home: Home, name: str) -> bool:
 
 
 def local_domains(home: Home) -> set[str]:
+    """The domains delivered here: every domain row, plus the node's hostname and default
+    domain, which are local even without a row so that mail for them never leaves the node
+    (and comes back: a loop)."""
+    from .settings_store import load_settings  # settings_store reads through the cache too
+
+    settings = load_settings(home)
     with read_scope(home) as s:
-        return set(s.scalars(select(Domain.name)))
+        names = set(s.scalars(select(Domain.name)))
+    own = (settings["server.hostname"], settings["server.default_domain"])
+    return names | {str(name).lower() for name in own if name}
 
 
 def domain_owners(home: Home) -> dict[str, str]:
@@ -181,8 +197,11 @@ def list_mailboxes(home: Home, domain: str | None = None) -> list[MailboxInfo]:
 
 
 def get_mailbox(home: Home, address: str) -> MailboxInfo | None:
+    key = mail_key(address)
+    if key is None:
+        return None
     with read_scope(home) as s:
-        m = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        m = s.scalar(select(Mailbox).where(Mailbox.address == key))
         return MailboxInfo(m.address, m.active, m.quota_mb, m.spam_action) if m else None
 
 
@@ -197,9 +216,12 @@ def remove_mailbox(home: Home, address: str) -> None:
 
 def check_mailbox_password(home: Home, address: str, password: str) -> bool:
     """SMTP AUTH's check: the same hash Dovecot verifies; False for unknown or inactive."""
+    key = mail_key(address)
+    if key is None:
+        return False
     with read_scope(home) as s:
         stored = s.scalar(select(Mailbox.password_hash).where(
-            Mailbox.address == address.strip().lower(), Mailbox.active.is_(True)))
+            Mailbox.address == key, Mailbox.active.is_(True)))
     return bool(stored) and verify_password(stored, password)
 
 
@@ -268,8 +290,11 @@ def list_aliases(home: Home) -> list[AliasInfo]:
 
 
 def get_alias(home: Home, source: str) -> AliasInfo | None:
+    key = mail_key(source)
+    if key is None:
+        return None
     with read_scope(home) as s:
-        a = s.scalar(select(Alias).where(Alias.source == source.strip().lower()))
+        a = s.scalar(select(Alias).where(Alias.source == key))
         return AliasInfo(a.source, a.target_list, a.keep_copy) if a else None
 
 
@@ -279,6 +304,24 @@ def remove_alias(home: Home, source: str) -> None:
         if alias is None:
             raise AccountError(f"no alias {source}")
         s.delete(alias)
+
+
+def sender_facts(home: Home, login: str, sender: str) -> tuple[bool, bool]:
+    """What sender authorization needs to know about a logged-in mailbox `login` using
+    `sender` as MAIL FROM: (an alias `sender` delivers to `login`, the two addresses' domains
+    have the same non-empty owner)."""
+    login_key, sender_key = mail_key(login), mail_key(sender)
+    if login_key is None or sender_key is None:
+        return False, False
+    login_domain = login_key.rpartition("@")[2]
+    sender_domain = sender_key.rpartition("@")[2]
+    with read_scope(home) as s:
+        alias = s.scalar(select(Alias).where(Alias.source == sender_key))
+        owners = dict(s.execute(select(Domain.name, Domain.owner).where(
+            Domain.name.in_({login_domain, sender_domain}))).all())
+    alias_of_login = alias is not None and login_key in alias.target_list
+    owner = owners.get(login_domain) or ""
+    return alias_of_login, bool(owner) and owners.get(sender_domain) == owner
 
 
 # ---- admins ---------------------------------------------------------------------------------------
