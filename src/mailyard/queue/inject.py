@@ -23,8 +23,20 @@ if TYPE_CHECKING:
 # Writes are gathered to this size before reaching the file: SMTP hands us many short lines.
 WRITE_BUFFER_BYTES = 64 * 1024
 _sequence = itertools.count()
+# The directories whose entries a commit adds, fsynced in this order (mess/N before todo/N
+# is named durably; todo/N without mess/N is dropped by recovery anyway).
+ENTRY_DIRS = ("mess", "todo")
 
 
+def sync_entries(root: Path) -> None:
+    """Make the renames into mess/ and todo/ durable: one fsync per directory, covering every
+    message renamed into it before the call."""
+    for name in ENTRY_DIRS:
+        fsync_dir(root / name)
+
+
+def wrap_error(err: OSError, doing: str) -> QueueError:
+    return _wrap(err, doing)
 
 
 def _wrap(err: OSError, doing: str) -> QueueError:
@@ -79,7 +91,25 @@ class MessageWriter:
 
     # ---- the end ------------------------------------------------------------------------------
     def commit(self, envelope: Envelope) -> str:
-        """Make the message durable and due for delivery; returns its queue id."""
+        """Make the message durable and due for delivery; returns its queue id.
+
+        One message on its own: `prepare` it, make the directory entries durable, wake `send`.
+        A server with many messages at once uses `commit.GroupCommit`, which shares the last
+        two steps among every message of a batch."""
+        qid = self.prepare(envelope)
+        try:  # both renames durable before we return (todo/N without mess/N is dropped)
+            sync_entries(self.queue.root)
+        except OSError as err:  # committed, maybe not yet durable: report, never remove
+            raise _wrap(err, "make the queue entry durable") from err
+        self.queue.trigger()
+        return qid
+
+    def prepare(self, envelope: Envelope) -> str:
+        """Steps 1 to 4 of the commit (docs/queue.md): data and envelope written and fsynced,
+        then renamed into mess/ and todo/. The names are not yet durable: the caller fsyncs
+        the directories (`sync_entries`) before anyone is told the message was accepted.
+        Any failure removes what was written and raises QueueError; the data's descriptor is
+        closed whatever happens, so a failed fsync is never retried on it."""
         if self._closed:
             raise QueueError("queue: the message was already committed or abandoned",
                              temporary=False)
@@ -129,12 +159,6 @@ class MessageWriter:
             mess.unlink(missing_ok=True)
             raise _wrap(err, "move the message into the queue") from err
         self.queue_id = qid
-        try:  # both renames durable before we return (todo/N without mess/N is dropped)
-            fsync_dir(root / "mess")
-            fsync_dir(root / "todo")
-        except OSError as err:  # committed, maybe not yet durable: report, never remove
-            raise _wrap(err, "make the queue entry durable") from err
-        self.queue.trigger()
         return qid
 
     def abandon(self) -> None:

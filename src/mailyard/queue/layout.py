@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from ..services.privileges import chown_path, running_as_root
+from .commit import GroupCommit
 from .errors import QueueError
 from .inject import MessageWriter
 
@@ -32,6 +33,7 @@ class Queue:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._committer: GroupCommit | None = None
         try:
             self._make_layout()
         except OSError as err:
@@ -64,6 +66,13 @@ class Queue:
     def open_message(self) -> MessageWriter:
         """A writer for one new message; use it as a context manager (see MessageWriter)."""
         return MessageWriter(self)
+
+    @property
+    def committer(self) -> GroupCommit:
+        """This process's group committer for the queue (started on first use)."""
+        if self._committer is None:
+            self._committer = GroupCommit(self)
+        return self._committer
 
     def trigger(self) -> None:
         """Wake the send service, if it runs, to look at the queue now (never blocks)."""

@@ -191,12 +191,13 @@ class Conversation:
             return
         address = P.plain_address(checked)
         try:
-            local, exists = await self.server.directory.recipient_facts(checked.domain, address)
+            facts = await self.server.directory.recipient(address)
         except LookupFailed as exc:
             self.log(L.store_error(self.ip, exc))
             self._reply(P.lookup_error_reply("the recipient"), address)
             return
-        reply = P.rcpt_to(policy, session, checked, local_domain=local, mailbox_exists=exists)
+        reply = P.rcpt_to(policy, session, checked, local_domain=facts.domain_local,
+                          mailbox_exists=facts.exists)
         self._reply(reply, address, accepted=checked)
 
     async def _on_simple(self, event: Rset | Noop | Help | Vrfy) -> None:

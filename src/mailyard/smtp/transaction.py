@@ -17,6 +17,7 @@ class Incoming:
     """The queue writer of one DATA transaction and what happened to it so far."""
 
     def __init__(self, queue: Queue, policy: P.Policy, recipients: list[str]) -> None:
+        self.queue = queue
         self.policy = policy
         self.recipients = recipients
         self.writer: MessageWriter = queue.open_message()  # QueueError goes to the caller
@@ -39,10 +40,11 @@ class Incoming:
             self.failure = exc
 
     async def commit(self, envelope: Envelope) -> str:
-        """Make the message durable; its queue id. A cancellation (shutdown) waits for the
-        commit to end: the writer is never abandoned while its commit runs."""
-        return await _uncancellable(asyncio.ensure_future(
-            asyncio.to_thread(self.writer.commit, envelope)))
+        """Make the message durable (with the others finishing now: `queue.commit`); its queue
+        id. A cancellation (shutdown) waits for the commit to end: the writer is never
+        abandoned while its commit runs."""
+        committer = self.queue.committer
+        return await _uncancellable(asyncio.ensure_future(committer.commit(self.writer, envelope)))
 
     def abandon(self) -> None:
         self.writer.abandon()
