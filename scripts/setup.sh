@@ -11,7 +11,7 @@ node_debs=(python3 python3-venv python3-dev gcc openssl
   clamav clamav-daemon clamav-freshclam clamdscan
   rrdtool librrd-dev pkg-config)
 # Extra packages the tests drive: real clients, the benchmark peer, PostgreSQL, a browser.
-test_debs=(postfix swaks isync postgresql chromium)
+test_debs=(postfix swaks isync postgresql chromium strace)
 
 debs=("${node_debs[@]}")
 [ "$what" = test ] && debs+=("${test_debs[@]}")
