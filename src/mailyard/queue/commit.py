@@ -83,7 +83,10 @@ class GroupCommit:
                 future.set_result(qid)
 
         def done(qid: str | None, error: QueueError | None) -> None:  # in the committer
-            loop.call_soon_threadsafe(settle, qid, error)
+            try:
+                loop.call_soon_threadsafe(settle, qid, error)
+            except RuntimeError:
+                pass  # the loop is closed: the process is ending and nobody waits any more
 
         self.submit(writer, envelope, done)
         return await future

@@ -333,6 +333,12 @@ for _svc in SERVICE_NAMES:
          "Address space the service may use, in megabytes, set before it starts as daemontools' "
          "softlimit does; 0 means no limit.", services=(_svc,), box=f"service.{_svc}")
 
+# ---- SMTP worker processes (issue 14) -------------------------------------------------------
+_add("smtp.workers", Int(0, 16), 0, "SMTP Worker Processes",
+     "How many processes each SMTP server runs to serve its clients; they share the port, "
+     "the connection limits and the failed-login delays. 0 starts one per CPU. Takes effect "
+     "when the service is restarted.", services=("smtp", "submission"), box="smtp_inbound")
+
 
 def setting(key: str) -> Setting:
     try:

@@ -8,6 +8,8 @@ is decided by `policy`.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import ssl
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,7 @@ from ..queue import Queue
 from . import policy as P
 from .conversation import TLS_HANDSHAKE_TIMEOUT, Conversation
 from .directory import Directory
+from .shared import SharedState
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -28,7 +31,37 @@ SHUTDOWN_GRACE = 10.0
 # Pending connections the kernel holds for us while we are busy (Postfix uses 100).
 LISTEN_BACKLOG = 128
 
-__all__ = ["SHUTDOWN_GRACE", "SmtpServer", "Wire"]
+__all__ = ["SHUTDOWN_GRACE", "SmtpServer", "Wire", "bind"]
+
+
+def bind(host: str | None, port: int) -> list[socket.socket]:
+    """Listening sockets for `port` on `host` (None: every IPv4 and IPv6 address), made before
+    the privilege drop (port 25 needs root) and before the workers are forked (they share
+    them). IPv6 sockets are IPv6-only, so the IPv4 socket can have the port too."""
+    sockets: list[socket.socket] = []
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                if family == socket.AF_INET6 and err.errno == errno.EADDRNOTAVAIL:  # no IPv6 here
+                    sockets.pop().close()
+                    continue
+                raise
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class SmtpServer:
@@ -36,7 +69,8 @@ class SmtpServer:
 
     def __init__(self, home: Home, service: str, policy: P.Policy, settings: dict[str, Any],
                  log: LogDir, tls_context: ssl.SSLContext | None,
-                 queue: Queue | None = None, directory: Directory | None = None) -> None:
+                 queue: Queue | None = None, directory: Directory | None = None,
+                 shared: SharedState | None = None) -> None:
         self.home = home
         self.service = service
         self.policy = policy
@@ -45,8 +79,10 @@ class SmtpServer:
         self.tls_context = tls_context
         self.queue = queue or Queue(home.queue_dir)
         self.directory = directory or Directory(home)
-        self.throttle = P.AuthThrottle()
-        self.active = 0
+        # Counts and the AUTH throttle are the service's, shared by all its workers.
+        self.shared = shared or SharedState()
+        self.throttle = self.shared
+        self.active = 0  # sessions of this process
         self.conversations: set[Conversation] = set()
         self.listeners: list[asyncio.Server] = []
         self.stopping = False
@@ -58,25 +94,27 @@ class SmtpServer:
 
     # ---- the connection count ----------------------------------------------------------------
     def connection_opened(self, ip: str) -> int:
-        """Count a new session; the number open now, this one included."""
+        """Count a new session; the number the service has open now, this one included."""
         self.active += 1
-        return self.active
+        total, _per_client = self.shared.connection_opened(ip)
+        return total
 
     def connection_closed(self, ip: str) -> None:
         self.active -= 1
+        self.shared.connection_closed(ip)
 
     # ---- listening -------------------------------------------------------------------------------
-    async def listen(self, host: str | None, port: int, implicit_tls: bool = False) -> None:
+    async def listen(self, sock: socket.socket, implicit_tls: bool = False) -> None:
+        """Serve the listening socket `sock` (from `bind`)."""
         loop = asyncio.get_running_loop()
         if implicit_tls and self.tls_context is None:
-            raise RuntimeError(f"port {port} needs TLS but no certificate could be loaded")
+            raise RuntimeError(f"{sock.getsockname()} needs TLS but no certificate could be loaded")
 
         def factory() -> Wire:
             return Wire(lambda wire: self._opened(wire, implicit_tls))
 
         server = await loop.create_server(
-            factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
-            ssl=self.tls_context if implicit_tls else None,
+            factory, sock=sock, ssl=self.tls_context if implicit_tls else None,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit_tls else None)
         self.listeners.append(server)
 
