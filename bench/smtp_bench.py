@@ -3,27 +3,36 @@
 Not a test. Needs root (Postfix's master runs as root; our service drops to `mailyard`), the
 Debian package `postfix` (for /usr/sbin/smtp-source, smtp-sink and the peer itself).
 
-    .venv/bin/python bench/smtp_bench.py [--messages 1000] [--sessions 10] [--size 2000]
+    .venv/bin/python bench/smtp_bench.py [--messages 1000] [--sessions 10,100] [--size 2000]
                                          [--rounds 3]
 
 Each round sends the same load with Postfix's own load generator, smtp-source (one message
-per connection, `--sessions` connections at a time), to three servers on loopback:
+per connection, `--sessions` connections at a time), to three servers on loopback, mailyard
+and Postfix in alternating order from round to round:
 
-* mailyard's `smtp` service, in a fresh node home; a message counts once it is in queue/todo
+* mailyard's `smtp` service as `make run` starts it (its default worker count), in a fresh
+  node home, its connection cap raised to 250; a message counts once it is in queue/todo
   (written and fsynced, file and directory, before the 250);
-* a private Postfix instance (its own config and queue directory, chroot off) that puts every
-  message on hold (`smtpd_end_of_data_restrictions = check_client_access static:HOLD`), so
-  both servers do the same work: accept, write durably, reply; nothing is delivered;
+* a private Postfix instance with bench/postfix/main.cf and master.cf (its own queue
+  directory, chroot off, process and connection limits raised): recipient validation through
+  a `virtual_mailbox_maps` hash map of the one mailbox, as mailyard validates at RCPT, and
+  every message put on hold (`smtpd_end_of_data_restrictions = check_client_access
+  static:HOLD`), so both servers do the same work: validate, accept, write durably, reply;
 * smtp-sink, which accepts and throws away: the ceiling of the load generator here.
 
-It checks that every message really is in each queue, prints a Markdown table with the median
-of the rounds, and stops everything it started. Bounded: each run has a time limit.
+For each server it also reads the CPU time of the server's whole process tree over the load
+(every process under it, threads included, and the children it reaped: for Postfix the
+master, smtpd, cleanup, qmgr, trivial-rewrite, proxymap and anvil) and prints CPU ms per
+message, and the ratio of mailyard to Postfix. It checks that every message really is in each
+queue, prints a Markdown table with the median of the rounds, and stops everything it
+started. Bounded: each run has a time limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +51,7 @@ from mailyard.nodeinit import init_home  # noqa: E402
 from mailyard.services.privileges import mail_owner  # noqa: E402
 from mailyard.store.accounts import add_domain, add_mailbox  # noqa: E402
 from mailyard.store.db import dispose_all  # noqa: E402
+from mailyard.store.settings_store import set_setting  # noqa: E402
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -50,6 +60,34 @@ RUN_TIMEOUT = 300.0  # seconds one load may take before the benchmark gives up
 START_TIMEOUT = 60.0
 RECIPIENT = "joe@example.org"
 SENDER = "load@remote.test"
+POSTFIX_CONF = REPO / "bench" / "postfix"
+# mailyard's connection cap for the benchmark (20 by default): above the largest load.
+MAX_CONNECTIONS = 250
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and every process under it, including children they reaped."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(f) for f in fields[11:15]) / _TICK  # utime stime cutime cstime
+    total = 0.0
+    for pid, cpu in times.items():
+        p = pid
+        while p and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += cpu
+    return total
 
 
 def free_port() -> int:
@@ -128,6 +166,7 @@ class Mailyard:
         home, _ = init_home(self.base / "node", "mx.example.test", port_base=free_base())
         add_domain(home, "example.org")
         add_mailbox(home, RECIPIENT, "benchmark password 1")
+        set_setting(home, "smtp.max_connections", MAX_CONNECTIONS)
         dispose_all()
         if os.geteuid() == 0:  # the service drops to the mail owner, which reads the store
             uid, gid = mail_owner()
@@ -142,7 +181,22 @@ class Mailyard:
                                      stderr=subprocess.DEVNULL)
         port = home.port("smtp")
         wait_port(port, self.proc, "mailyard smtp")
+        self._wait_workers(home)
         return port
+
+    def _wait_workers(self, home: Home) -> None:
+        """The port listens as soon as the parent has bound it; the load starts once every
+        worker serves (their start-up is not the load's CPU)."""
+        log = home.service_log_dir("smtp") / "current"
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            match = re.search(r" workers=(\d+)", text)
+            if match and (match.group(1) == "1" or
+                          text.count("worker-start ") >= int(match.group(1))):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mailyard smtp: the workers did not start")
 
     def queued(self) -> int:
         assert self.home is not None
@@ -166,31 +220,16 @@ class Postfix:
         (d / "data").mkdir()
         shutil.chown(d / "data", "postfix")
         port = free_port()
-        master_cf = Path("/etc/postfix/master.cf").read_text().splitlines()
-        lines = []
-        for line in master_cf:
-            if line.startswith("smtp ") and " inet " in f" {line} ":
-                line = f"127.0.0.1:{port} inet n - n - - smtpd"
-            lines.append(line)
-        (d / "master.cf").write_text("\n".join(lines) + "\n")
-        (d / "main.cf").write_text("")
-        settings = {
-            "compatibility_level": "3.6",
-            "queue_directory": str(d / "queue"),
-            "data_directory": str(d / "data"),
-            "meta_directory": "/etc/postfix",
-            "myhostname": "bench.example.test",
-            "mydestination": "example.org",
-            "mynetworks": "127.0.0.0/8",
-            "inet_interfaces": "127.0.0.1",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "smtpd_end_of_data_restrictions": "check_client_access static:HOLD",
-            "smtputf8_enable": "no",
-        }
-        subprocess.run(["postconf", "-c", str(d), "-e",
-                        *(f"{k}={v}" for k, v in settings.items())], check=True)
+        values = {"@QUEUE@": str(d / "queue"), "@DATA@": str(d / "data"), "@MAPS@": str(d),
+                  "@PORT@": str(port)}
+        for name in ("main.cf", "master.cf"):
+            text = (POSTFIX_CONF / name).read_text()
+            for key, value in values.items():
+                text = text.replace(key, value)
+            (d / name).write_text(text)
+        (d / "virtual_mailboxes").write_text(f"{RECIPIENT} example.org/joe/\n")
+        subprocess.run(["postmap", "-c", str(d), f"hash:{d / 'virtual_mailboxes'}"],
+                       check=True)
         subprocess.run(["postfix", "-c", str(d), "check"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.proc = subprocess.Popen([POSTFIX_MASTER, "-c", str(d), "-d"],
@@ -233,10 +272,40 @@ def wait_queued(server: Mailyard | Postfix, expected: int) -> int:
     return count
 
 
+MAILYARD, POSTFIX, SINK = "mailyard smtp", "Postfix 3.7 (hold queue)", "smtp-sink (no queue)"
+
+
+def one_round(base: Path, order: list[str], messages: int, sessions: int, size: int,
+              round_: int) -> dict[str, tuple[float, float]]:
+    """{server: (messages/s, CPU ms per message)} for one round, in the given order."""
+    makers = {MAILYARD: lambda: Mailyard(base), POSTFIX: lambda: Postfix(base), SINK: Sink}
+    out: dict[str, tuple[float, float]] = {}
+    for name in order:
+        server = makers[name]()
+        try:
+            port = server.start()
+            assert server.proc is not None
+            cpu_before = tree_cpu(server.proc.pid)
+            seconds = load(port, messages, sessions, size)
+            if not isinstance(server, Sink):
+                got = wait_queued(server, messages)
+                if got != messages:
+                    raise RuntimeError(f"{name}: {got} of {messages} messages queued")
+            cpu_ms = (tree_cpu(server.proc.pid) - cpu_before) * 1000 / messages
+        finally:
+            server.stop()
+        rate = messages / seconds
+        out[name] = (rate, cpu_ms)
+        print(f"round {round_}, {sessions} sessions: {name}: {messages} messages in "
+              f"{seconds:.2f} s = {rate:.0f} msg/s, {cpu_ms:.2f} CPU ms/message", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--sessions", default="10,100",
+                        help="parallel sessions, comma-separated: one table each")
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -245,40 +314,42 @@ def main() -> None:
     for tool in (SMTP_SOURCE, SMTP_SINK, POSTFIX_MASTER):
         if not Path(tool).exists():
             sys.exit(f"smtp_bench: {tool} is missing; apt-get install postfix")
-    results: dict[str, list[float]] = {"mailyard smtp": [], "Postfix 3.7 (hold queue)": [],
-                                       "smtp-sink (no queue)": []}
-    for round_ in range(1, args.rounds + 1):
-        base = Path(tempfile.mkdtemp(prefix="mailyard-smtp-bench-", dir="/tmp"))
-        os.chmod(base, 0o755)
-        servers: list[tuple[str, Mailyard | Postfix | Sink]] = [
-            ("mailyard smtp", Mailyard(base)), ("Postfix 3.7 (hold queue)", Postfix(base)),
-            ("smtp-sink (no queue)", Sink())]
-        try:
-            for name, server in servers:
-                port = server.start()
-                seconds = load(port, args.messages, args.sessions, args.size)
-                if not isinstance(server, Sink):
-                    got = wait_queued(server, args.messages)
-                    if got != args.messages:
-                        raise RuntimeError(f"{name}: {got} of {args.messages} messages queued")
-                server.stop()
-                rate = args.messages / seconds
-                results[name].append(rate)
-                print(f"round {round_}: {name}: {args.messages} messages in {seconds:.2f} s "
-                      f"= {rate:.0f} msg/s", flush=True)
-        finally:
-            for _, server in servers:
-                server.stop()
-            shutil.rmtree(base, ignore_errors=True)
+    tables = []
+    for sessions in (int(n) for n in args.sessions.split(",")):
+        results: dict[str, list[tuple[float, float]]] = {MAILYARD: [], POSTFIX: [], SINK: []}
+        for round_ in range(1, args.rounds + 1):
+            order = [MAILYARD, POSTFIX] if round_ % 2 else [POSTFIX, MAILYARD]
+            base = Path(tempfile.mkdtemp(prefix="mailyard-smtp-bench-", dir="/tmp"))
+            os.chmod(base, 0o755)
+            try:
+                got = one_round(base, order + [SINK], args.messages, sessions, args.size,
+                                round_)
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+            for name, value in got.items():
+                results[name].append(value)
+        tables.append((sessions, results))
     print()
-    print(f"{args.messages} messages of {args.size} octets, {args.sessions} parallel sessions, "
-          f"one message per connection; median of {args.rounds} rounds")
-    print()
-    print("| server | messages/s (median) | rounds |")
-    print("|---|---:|---|")
-    for name, rates in results.items():
-        print(f"| {name} | {statistics.median(rates):.0f} | "
-              f"{', '.join(f'{r:.0f}' for r in rates)} |")
+    for sessions, results in tables:
+        print(f"{args.messages} messages of {args.size} octets, {sessions} parallel sessions, "
+              f"one message per connection; median of {args.rounds} rounds, mailyard and "
+              "Postfix in alternating order")
+        print()
+        print("| server | messages/s (median) | CPU ms/message (median) | rounds (msg/s) |")
+        print("|---|---:|---:|---|")
+        for name, values in results.items():
+            rates = [r for r, _ in values]
+            cpus = [c for _, c in values]
+            print(f"| {name} | {statistics.median(rates):.0f} | {statistics.median(cpus):.2f} | "
+                  f"{', '.join(f'{r:.0f}' for r in rates)} |")
+        ours = statistics.median(r for r, _ in results[MAILYARD])
+        theirs = statistics.median(r for r, _ in results[POSTFIX])
+        our_cpu = statistics.median(c for _, c in results[MAILYARD])
+        their_cpu = statistics.median(c for _, c in results[POSTFIX])
+        print()
+        print(f"mailyard : Postfix = {ours / theirs:.2f} (messages/s), "
+              f"{our_cpu / their_cpu:.2f} (CPU per message)")
+        print()
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ node_debs=(python3 python3-venv python3-dev gcc openssl
   clamav clamav-daemon clamav-freshclam clamdscan
   rrdtool librrd-dev pkg-config)
 # Extra packages the tests drive: real clients, the benchmark peer, PostgreSQL, a browser,
-# Perl's Mail::DKIM (an independent DKIM verifier); daemontools (tai64nlocal) and mawk for
-# the log tools benchmark's awk pipelines.
-test_debs=(postfix swaks isync postgresql chromium libmail-dkim-perl daemontools mawk)
+# Perl's Mail::DKIM (an independent DKIM verifier), strace (the durability contract test);
+# daemontools (tai64nlocal) and mawk for the log tools benchmark's awk pipelines.
+test_debs=(postfix swaks isync postgresql chromium libmail-dkim-perl strace daemontools mawk)
 
 debs=("${node_debs[@]}")
 [ "$what" = test ] && debs+=("${test_debs[@]}")

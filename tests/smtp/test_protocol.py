@@ -79,7 +79,8 @@ def drive(c: ServerConnection, data: bytes = b"",
         seen.append(event)
         if isinstance(event, (DataChunk, ConnectionClosed)):
             continue
-        out += c.send(answer(event))
+        reply = answer(event)
+        out += c.send(reply, user="someone@example.org" if reply.code == 235 else None)
         if c.state is State.TLS_STARTING:
             break
     return seen, out
@@ -270,6 +271,34 @@ def test_auth_exchange_lines_are_responses_not_commands() -> None:
     assert response == AuthResponse("QUIT")
     c.send(R.AUTH_FAILED)
     assert c.state is State.READY
+
+
+def test_the_machine_records_a_successful_auth_itself() -> None:
+    c = greeted()
+    drive(c, b"EHLO a\r\n")
+    c.receive_data(b"AUTH PLAIN AGpvZUBleGFtcGxlLm9yZwBzZWNyZXQ=\r\n")
+    assert isinstance(c.next_event(), Auth)
+    c.send(R.AUTH_OK, user="joe@example.org")
+    assert c.session.auth_user == "joe@example.org" and c.state is State.READY
+    # ...and only a 235 signs in: a 535 records nobody
+    d = greeted()
+    drive(d, b"EHLO a\r\n")
+    d.receive_data(b"AUTH LOGIN\r\n")
+    d.next_event()
+    d.send(R.AUTH_CHALLENGE.format(challenge="VXNlcm5hbWU6"))
+    d.receive_data(b"am9l\r\n")
+    d.next_event()
+    d.send(R.AUTH_FAILED, user="joe@example.org")
+    assert d.session.auth_user == ""
+
+
+def test_a_successful_auth_without_a_user_is_a_bug_of_the_driver() -> None:
+    c = greeted()
+    drive(c, b"EHLO a\r\n")
+    c.receive_data(b"AUTH PLAIN AGpvZUBleGFtcGxlLm9yZwBzZWNyZXQ=\r\n")
+    c.next_event()
+    with pytest.raises(ProtocolError):
+        c.send(R.AUTH_OK)
 
 
 def test_already_authenticated_session_cannot_auth_again() -> None:

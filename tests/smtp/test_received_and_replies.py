@@ -7,8 +7,8 @@ import errno
 
 from mailyard.queue import QueueError
 from mailyard.smtp import replies as R
+from mailyard.smtp.policy import queue_failure_reply
 from mailyard.smtp.received import received_header
-from mailyard.smtp.server import _queue_reply
 
 
 def test_received_header_names_client_server_and_protocol() -> None:
@@ -52,7 +52,9 @@ def test_every_reply_has_a_name_and_a_valid_code() -> None:
 def test_full_disk_is_452_other_queue_failures_451() -> None:
     full = QueueError("queue: cannot write the message: No space left on device")
     full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
-    assert (_queue_reply(full).code, _queue_reply(full).status) == (452, "4.3.1")
+    reply = queue_failure_reply(full.__cause__)
+    assert (reply.code, reply.status) == (452, "4.3.1")
     other = QueueError("queue: cannot write the message: Permission denied")
     other.__cause__ = OSError(errno.EACCES, "Permission denied")
-    assert (_queue_reply(other).code, _queue_reply(other).status) == (451, "4.3.0")
+    reply = queue_failure_reply(other.__cause__)
+    assert (reply.code, reply.status) == (451, "4.3.0")

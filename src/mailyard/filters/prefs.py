@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ..store.accounts import AccountError, mail_key, split_address
+from .spam_lists import ADDRESS_GLOB, SPAM_LIST_WORDS, SpamListError, spam_list_line
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -74,59 +75,19 @@ def _choice(*options: str) -> Callable[[str], str]:
     return check
 
 
-_ADDRESS_GLOB = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.?-]{1,64}@[A-Za-z0-9*?.-]{1,253}")
-# A domain written alone in a list: letters, digits, hyphens, at least one dot between labels.
-_LIST_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-SPAM_LIST_WORDS = ("an address (user@example.com), a domain (example.com or @example.com), "
-                   "a domain and its subdomains (.example.com or *.example.com), or a "
-                   "SpamAssassin pattern such as *@example.com")
-
-
-def spam_list_globs(item: str) -> list[str]:
-    """The SpamAssassin address globs one white/black-list item stands for (guide 6.1.2,
-    "email addresses or domains"): `example.com` and `@example.com` are `*@example.com`;
-    `.example.com` and `*.example.com` are that domain and its subdomains
-    (`*@example.com *@*.example.com`); an address or `*@domain` glob stays as it is."""
-    text = item.strip()
-    if _ADDRESS_GLOB.fullmatch(text) and not text.startswith("@"):
-        return [text]
-    bare = text.removeprefix("@")
-    subdomains = text.startswith((".", "*."))
-    if subdomains:
-        bare = text.removeprefix("*").removeprefix(".")
-    if "@" in bare or not _LIST_DOMAIN.fullmatch(bare):
-        raise PreferenceError(f"{item!r} is not an address, a domain or a *@domain pattern")
-    domain = bare.lower()
-    return [f"*@{domain}", f"*@*.{domain}"] if subdomains else [f"*@{domain}"]
-
-
-def spam_list_line(line: str) -> str:
-    """One line of a white/black list as SpamAssassin takes it: every item of the line (they
-    may be separated by spaces) as its globs, space-separated, duplicates dropped."""
-    globs: list[str] = []
-    for item in line.split():
-        for glob in spam_list_globs(item):
-            if glob not in globs:
-                globs.append(glob)
-    if not globs:
-        raise PreferenceError("needs at least one entry")
-    return " ".join(globs)
-
-
 def _addresses(value: str) -> str:
     """One or more addresses, domains or SpamAssassin globs (*@example.com), separated by
     spaces; domains become the globs SpamAssassin understands (see `spam_list_globs`)."""
     try:
         return spam_list_line(value)
-    except PreferenceError as exc:
+    except SpamListError as exc:
         raise PreferenceError(f"{exc}; write {SPAM_LIST_WORDS}") from None
 
 
 def _address_and_domain(value: str) -> str:
     """welcomelist_from_rcvd: an address pattern and the relay's domain."""
     parts = value.split()
-    if len(parts) != 2 or not _ADDRESS_GLOB.fullmatch(parts[0]) or not re.fullmatch(
+    if len(parts) != 2 or not ADDRESS_GLOB.fullmatch(parts[0]) or not re.fullmatch(
             r"[A-Za-z0-9.-]{1,253}", parts[1]):
         raise PreferenceError("must be an address pattern and a relay domain, "
                               "e.g. *@example.com example.com")

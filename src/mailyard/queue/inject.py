@@ -12,7 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..durable import fsync_dir_fd
+from .. import safefs
+from ..durable import fsync_dir, fsync_dir_fd
 from ..services.privileges import mail_owner, running_as_root
 from .envelope import Envelope
 from .errors import QueueError
@@ -23,16 +24,90 @@ if TYPE_CHECKING:
 # Writes are gathered to this size before reaching the file: SMTP hands us many short lines.
 WRITE_BUFFER_BYTES = 64 * 1024
 _sequence = itertools.count()
+# The directories whose entries a commit adds, fsynced in this order (mess/N before todo/N
+# is named durably; todo/N without mess/N is dropped by recovery anyway).
+ENTRY_DIRS = ("mess", "todo")
+
+
 # A new file in the queue: never an existing name, never through a link.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _close_all(*fds: int | None) -> None:
-    for fd in fds:
-        if fd is not None:
+# The queue's directories are the mail owner's, and root injects too (sendmail, the panel):
+# as root, every create, rename and fsync goes through descriptors of them found without
+# following a link (safefs), so a link the mail owner planted never aims root's writes
+# elsewhere. The services that inject most (smtp, submission, send) run as the mail owner,
+# for whom a link leads nowhere it could not write anyway; they use plain paths, one system
+# call each.
+
+def state_fd(root: Path, state: str) -> int:
+    """An O_PATH descriptor of root/state, reached from root's parent without a link."""
+    return safefs.open_dir(root.parent, f"{root.name}/{state}")
+
+
+def sync_entries(root: Path) -> None:
+    """Make the renames into mess/ and todo/ durable: one fsync per directory, covering every
+    message renamed into it before the call."""
+    for name in ENTRY_DIRS:
+        if running_as_root():
+            fd = state_fd(root, name)
+            try:
+                fsync_dir_fd(fd)
+            finally:
+                os.close(fd)
+        else:
+            fsync_dir(root / name)
+
+
+def _create(root: Path, name: str, mode: int) -> int:
+    """A new file root/tmp/NAME open for writing."""
+    if not running_as_root():
+        return os.open(root / "tmp" / name, _NEW_FILE, mode)
+    tmp_dir = state_fd(root, "tmp")
+    try:
+        return os.open(name, _NEW_FILE, mode, dir_fd=tmp_dir)
+    finally:
+        os.close(tmp_dir)
+
+
+def _rename_in(root: Path, name: str, state: str, qid: str) -> None:
+    """root/tmp/NAME becomes root/STATE/QID."""
+    if not running_as_root():
+        os.rename(root / "tmp" / name, root / state / qid)
+        return
+    src, dst = state_fd(root, "tmp"), state_fd(root, state)
+    try:
+        os.rename(name, qid, src_dir_fd=src, dst_dir_fd=dst)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _remove(root: Path, state: str, name: str) -> None:
+    try:
+        if not running_as_root():
+            os.unlink(root / state / name)
+            return
+        fd = state_fd(root, state)
+        try:
+            os.unlink(name, dir_fd=fd)
+        finally:
             os.close(fd)
+    except FileNotFoundError:
+        pass
 
 
+def create_tmp_file(root: Path) -> tuple[int, Path]:
+    """A new empty file in tmp/ (NAME = pid.nanoseconds.sequence) and its descriptor."""
+    name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
+    try:
+        return _create(root, name, 0o640), root / "tmp" / name
+    except OSError as err:
+        raise _wrap(err, f"create a message file in {root / 'tmp'}") from err
+
+
+def wrap_error(err: OSError, doing: str) -> QueueError:
+    return _wrap(err, doing)
 
 
 def _wrap(err: OSError, doing: str) -> QueueError:
@@ -42,37 +117,18 @@ def _wrap(err: OSError, doing: str) -> QueueError:
 class MessageWriter:
     """Streams one message into the queue's tmp/ directory until `commit` or abandonment."""
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: Queue, spare: tuple[int, Path] | None = None) -> None:
+        """`spare`: an empty file already made in tmp/ (by the group committer, off the
+        event loop) and its descriptor, used instead of creating one now."""
         self.queue = queue
-        name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
-        self._name = name
-        self._tmp = queue.root / "tmp" / name
         self._buffer = bytearray()
         self.size = 0
         self.queue_id: str | None = None
         self._closed = False
-        # The queue's directories are the mail owner's and root injects too (sendmail, the
-        # panel): every create and rename goes through descriptors of them found without
-        # following a link (safefs), so a planted link never aims root's writes elsewhere.
-        self._tmp_dir: int | None = None
-        try:
-            self._tmp_dir = queue.state_dir_fd("tmp")
-            self._fd = os.open(name, _NEW_FILE, 0o640, dir_fd=self._tmp_dir)
-        except OSError as err:
-            self._close_dir()
-            raise _wrap(err, f"create a message file in {self._tmp.parent}") from err
-
-    def _close_dir(self) -> None:
-        if self._tmp_dir is not None:
-            os.close(self._tmp_dir)
-            self._tmp_dir = None
-
-    def _unlink_tmp(self, name: str) -> None:
-        if self._tmp_dir is not None:
-            try:
-                os.unlink(name, dir_fd=self._tmp_dir)
-            except FileNotFoundError:
-                pass
+        if spare is not None:
+            self._fd, self._tmp = spare
+        else:
+            self._fd, self._tmp = create_tmp_file(queue.root)
 
     # ---- streaming -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -106,11 +162,30 @@ class MessageWriter:
 
     # ---- the end ------------------------------------------------------------------------------
     def commit(self, envelope: Envelope) -> str:
-        """Make the message durable and due for delivery; returns its queue id."""
+        """Make the message durable and due for delivery; returns its queue id.
+
+        One message on its own: `prepare` it, make the directory entries durable, wake `send`.
+        A server with many messages at once uses `commit.GroupCommit`, which shares the last
+        two steps among every message of a batch."""
+        qid = self.prepare(envelope)
+        try:  # both renames durable before we return (todo/N without mess/N is dropped)
+            sync_entries(self.queue.root)
+        except OSError as err:  # committed, maybe not yet durable: report, never remove
+            raise _wrap(err, "make the queue entry durable") from err
+        self.queue.trigger()
+        return qid
+
+    def prepare(self, envelope: Envelope) -> str:
+        """Steps 1 to 4 of the commit (docs/queue.md): data and envelope written and fsynced,
+        then renamed into mess/ and todo/. The names are not yet durable: the caller fsyncs
+        the directories (`sync_entries`) before anyone is told the message was accepted.
+        Any failure removes what was written and raises QueueError; the data's descriptor is
+        closed whatever happens, so a failed fsync is never retried on it."""
         if self._closed:
             raise QueueError("queue: the message was already committed or abandoned",
                              temporary=False)
         envelope.validate()
+        root = self.queue.root
         self._flush()
         try:
             os.utime(self._fd)  # its age, for the clean-up of orphans, starts at commit
@@ -124,16 +199,13 @@ class MessageWriter:
         os.close(self._fd)
         self._closed = True
         env_name = f"{qid}.envelope"
-        tmp_dir = self._tmp_dir
-        assert tmp_dir is not None
         envelope.time = time.time()
         envelope.qp = os.getpid()
         envelope.size = self.size
         if envelope.uid is None:
             envelope.uid = os.getuid()
         try:
-            self._unlink_tmp(env_name)  # a leftover (or planted) name: removed, not followed
-            fd = os.open(env_name, _NEW_FILE, 0o640, dir_fd=tmp_dir)
+            fd = _create(root, env_name, 0o640)
             try:
                 data = envelope.to_bytes()
                 if os.write(fd, data) != len(data):
@@ -144,37 +216,18 @@ class MessageWriter:
             finally:
                 os.close(fd)
         except OSError as err:
-            self._unlink_tmp(env_name)
-            self._unlink_tmp(self._name)
-            self._close_dir()
+            _remove(root, "tmp", env_name)
+            _remove(root, "tmp", self._tmp.name)
             raise _wrap(err, "save the envelope") from err
-        mess_dir = todo_dir = None
         try:
-            mess_dir = self.queue.state_dir_fd("mess")
-            todo_dir = self.queue.state_dir_fd("todo")
-            os.rename(self._name, qid, src_dir_fd=tmp_dir, dst_dir_fd=mess_dir)
-            os.rename(env_name, qid, src_dir_fd=tmp_dir, dst_dir_fd=todo_dir)  # commit point
+            _rename_in(root, self._tmp.name, "mess", qid)
+            _rename_in(root, env_name, "todo", qid)  # the commit point
         except OSError as err:
-            self._unlink_tmp(env_name)
-            self._unlink_tmp(self._name)
-            if mess_dir is not None:
-                try:
-                    os.unlink(qid, dir_fd=mess_dir)
-                except OSError:
-                    pass
-            _close_all(mess_dir, todo_dir)
-            self._close_dir()
+            _remove(root, "tmp", env_name)
+            _remove(root, "tmp", self._tmp.name)
+            _remove(root, "mess", qid)
             raise _wrap(err, "move the message into the queue") from err
         self.queue_id = qid
-        self._close_dir()
-        try:  # both renames durable before we return (todo/N without mess/N is dropped)
-            fsync_dir_fd(mess_dir)
-            fsync_dir_fd(todo_dir)
-        except OSError as err:  # committed, maybe not yet durable: report, never remove
-            raise _wrap(err, "make the queue entry durable") from err
-        finally:
-            _close_all(mess_dir, todo_dir)
-        self.queue.trigger()
         return qid
 
     def abandon(self) -> None:
@@ -186,8 +239,7 @@ class MessageWriter:
             except OSError:
                 pass
         if self.queue_id is None:
-            self._unlink_tmp(self._name)
-        self._close_dir()
+            _remove(self.queue.root, "tmp", self._tmp.name)
 
     def __enter__(self) -> MessageWriter:
         return self

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import safefs
 from ..services.privileges import chown_path, running_as_root
+from .commit import GroupCommit
 from .errors import QueueError
 from .inject import MessageWriter
 
@@ -33,6 +34,7 @@ class Queue:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._committer: GroupCommit | None = None
         try:
             self._make_layout()
         except OSError as err:
@@ -68,8 +70,17 @@ class Queue:
 
     # ---- injection ------------------------------------------------------------------------------
     def open_message(self) -> MessageWriter:
-        """A writer for one new message; use it as a context manager (see MessageWriter)."""
-        return MessageWriter(self)
+        """A writer for one new message; use it as a context manager (see MessageWriter).
+        In a process with a group committer, the file is one the committer made ahead."""
+        spare = self._committer.take_spare() if self._committer is not None else None
+        return MessageWriter(self, spare)
+
+    @property
+    def committer(self) -> GroupCommit:
+        """This process's group committer for the queue (started on first use)."""
+        if self._committer is None:
+            self._committer = GroupCommit(self)
+        return self._committer
 
     def trigger(self) -> None:
         """Wake the send service, if it runs, to look at the queue now (never blocks)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..filters import prefs as spam_prefs
+from ..filters import spam_lists
 from ..smtp import blacklist
 from .types import (
     Bool,
@@ -42,8 +42,8 @@ BLACKLIST_RULE = (
 def spam_list_item(line: str) -> str:
     """A line of the global spam white/black list: addresses, domains or *@domain globs."""
     try:
-        return spam_prefs.spam_list_line(line).lower()
-    except spam_prefs.PreferenceError as exc:
+        return spam_lists.spam_list_line(line).lower()
+    except spam_lists.SpamListError as exc:
         raise ItemError(str(exc)) from None
 
 
@@ -55,7 +55,7 @@ def blacklist_entry_item(line: str) -> str:
 
 
 # The global spam lists (guide 6.1.2: "email addresses or domains").
-SPAM_LIST_WORDS = "one entry per line: " + spam_prefs.SPAM_LIST_WORDS
+SPAM_LIST_WORDS = "one entry per line: " + spam_lists.SPAM_LIST_WORDS
 SPAM_LIST_RULE = ("example.com and @example.com mean every address at example.com; "
                   ".example.com and *.example.com also cover its subdomains; *@example.com "
                   "and other SpamAssassin patterns (* and ?) work as before. The sender "
@@ -469,6 +469,11 @@ _add("smtp.sender_owner_domains", Bool(), True, "Sender May Use Owner's Domains"
      "With the sender check on, a logged-in mailbox may also send as any address of any domain "
      "that has the same owner as its own domain (a hosting customer's other domains). Off: "
      "only its own address and its aliases.", services=("smtp", "submission"), box="smtp_inbound")
+# ---- SMTP worker processes (issue 14) -------------------------------------------------------
+_add("smtp.workers", Int(0, 16), 0, "SMTP Worker Processes",
+     "How many processes each SMTP server runs to serve its clients; they share the port, "
+     "the connection limits and the failed-login delays. 0 starts one per CPU. Takes effect "
+     "when the service is restarted.", services=("smtp", "submission"), box="smtp_inbound")
 
 
 def setting(key: str) -> Setting:

@@ -1,9 +1,11 @@
 """What the SMTP servers ask the store: is a domain ours, does a mailbox exist, is a password right.
 
-Each question runs in a worker thread (the store may be PostgreSQL across the network, and
-argon2 takes tens of milliseconds on purpose), so one slow answer never stalls other sessions.
-A store failure raises LookupFailed, which the server answers with a 4xx: mail waits, it is
-never refused because of our own trouble.
+Recipient and domain questions are answered from the process's in-process view of the store
+(`store.view`), which is rebuilt in a worker thread when the store has changed; a question the
+view answers costs no thread hop and no query. Password checks go to the store in a worker
+thread (argon2 takes tens of milliseconds on purpose, so one login never stalls other
+sessions). A store failure raises LookupFailed, which the server answers with a 4xx: mail
+waits, it is never refused because of our own trouble.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from ..store import accounts
-from ..store.cache import StoreUnavailable, answering_from_cache, read_scope
-from ..store.models import Alias, Domain, Mailbox
+from ..store.cache import answering_from_cache
+from ..store.view import RecipientFacts, Snapshot, StoreView
 
 if TYPE_CHECKING:
     from ..home import Home
+
+# A view found stale after a rebuild that was already under way is rebuilt once more, so an
+# answer never predates the change that made the view stale; more would be a store changing
+# faster than we can read it, and the answer of the second rebuild is then good enough.
+REBUILD_ATTEMPTS = 2
 
 
 class LookupFailed(RuntimeError):
@@ -26,56 +31,79 @@ class LookupFailed(RuntimeError):
 
 
 class Directory:
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, view: StoreView | None = None) -> None:
         self.home = home
+        self.view = view or StoreView(home)
+        self._rebuild: asyncio.Future[Snapshot] | None = None
 
-    async def _ask(self, what: str, func, *args):  # type: ignore[no-untyped-def]
+    async def _rebuilt(self) -> Snapshot:
+        """One rebuild in a worker thread, shared by every session that needs it meanwhile."""
+        if self._rebuild is None or self._rebuild.done():
+            self._rebuild = asyncio.ensure_future(asyncio.to_thread(self.view.refresh))
+        return await asyncio.shield(self._rebuild)
+
+    async def snapshot(self, negative: bool = False) -> Snapshot:
+        """The view, current enough for a yes (or, with `negative`, for a no)."""
+        view = self.view
         try:
-            return await asyncio.to_thread(func, self.home, *args)
+            for _ in range(REBUILD_ATTEMPTS):
+                if not view.stale(negative):
+                    return view.current()
+                snap = await self._rebuilt()
+            return snap
         except Exception as exc:  # any store or driver error: answer 4xx, log it
-            raise LookupFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
+            raise LookupFailed(f"recipient: {type(exc).__name__}: {exc}") from exc
 
-    async def is_local_domain(self, domain: str) -> bool:
-        return bool(await self._ask("domain", accounts.is_local_domain, domain))
-
-    async def recipient_exists(self, address: str) -> bool:
-        """A mailbox or an alias with exactly this address."""
-        return bool(await self._ask("recipient", _recipient_exists, address))
+    async def recipient(self, address: str) -> RecipientFacts:
+        """Everything the view knows about one address (domain, mailbox, alias, owner), looked
+        up by its canonical key (`accounts.mail_key`): an address that can never name a
+        mailbox here (a quoted local part with spaces) has neither mailbox nor alias."""
+        key = accounts.mail_key(address)
+        lookup = key if key is not None else address.strip().lower()
+        facts = (await self.snapshot()).recipient(lookup)
+        if not facts.exists:  # a no is asked again where the view may be behind the store
+            facts = (await self.snapshot(negative=True)).recipient(lookup)
+        if key is None:
+            return RecipientFacts(facts.domain_local, None, None, facts.domain_owner)
+        if facts.domain_local and not facts.exists and answering_from_cache(self.home):
+            # The cache may be older than this mailbox: the sender tries again later rather
+            # than being told the address does not exist. (A domain the cache does not know
+            # is taken as someone else's, so that relaying for signed-in users goes on.)
+            raise LookupFailed(f"recipient: {address} is not in the local cache, and the "
+                               "store is away")
+        return facts
 
     async def recipient_facts(self, domain: str, address: str) -> tuple[bool, bool, bool]:
         """(the domain is ours, a mailbox or alias has this address, it is active: false
-        only for a disabled mailbox): one question, one transaction, one thread hop per RCPT."""
-        return await self._ask("recipient", _recipient_facts, domain, address)
+        only for a disabled mailbox; an alias of the same name delivers, so it is active)."""
+        facts = await self.recipient(address)
+        active = facts.alias is not None or facts.mailbox is None or facts.mailbox.active
+        return facts.domain_local, facts.exists, active
 
     async def sender_facts(self, login: str, sender: str) -> tuple[bool, bool]:
-        """(an alias `sender` delivers to `login`, both domains have the same owner)."""
-        return await self._ask("sender", accounts.sender_facts, login, sender)
+        """What sender authorization needs about a logged-in mailbox `login` using `sender`
+        as MAIL FROM: (an alias `sender` delivers to `login`, the two domains have the same
+        non-empty owner)."""
+        login_key, sender_key = accounts.mail_key(login), accounts.mail_key(sender)
+        if login_key is None or sender_key is None:
+            return False, False
+        login_facts = await self.recipient(login_key)
+        sender_facts = await self.recipient(sender_key)
+        alias_of_login = (sender_facts.alias is not None
+                          and login_key in sender_facts.alias.targets)
+        owner = login_facts.domain_owner
+        return alias_of_login, bool(owner) and sender_facts.domain_owner == owner
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return (await self.recipient(f"postmaster@{domain}")).domain_local
+
+    async def recipient_exists(self, address: str) -> bool:
+        """A mailbox or an alias with exactly this address."""
+        return (await self.recipient(address)).exists
 
     async def check_password(self, username: str, password: str) -> bool:
-        return bool(await self._ask("password", accounts.check_mailbox_password,
-                                    username, password))
-
-
-def _recipient_facts(home: Home, domain: str, address: str) -> tuple[bool, bool, bool]:
-    key = accounts.mail_key(address)  # canonical; None for what can never be a mailbox here
-    with read_scope(home) as s:
-        if s.scalar(select(Domain.id).where(Domain.name == domain.lower())) is None:
-            facts = (False, False, True)
-        elif key is None:
-            facts = (True, False, True)
-        elif s.scalar(select(Alias.id).where(Alias.source == key)) is not None:
-            facts = (True, True, True)  # an alias delivers (a same-named mailbox or not)
-        else:
-            active = s.scalar(select(Mailbox.active).where(Mailbox.address == key))
-            facts = (True, active is not None, bool(active) if active is not None else True)
-    if facts[:2] == (True, False) and key is not None and answering_from_cache(home):
-        # The cache may be older than this mailbox: the sender tries again later rather than
-        # being told the address does not exist. (A domain the cache does not know is taken
-        # as someone else's, so that relaying for signed-in users goes on.)
-        raise StoreUnavailable(f"{address} is not in the local cache, and the store is away")
-    return facts
-
-
-def _recipient_exists(home: Home, address: str) -> bool:
-    return (accounts.get_mailbox(home, address) is not None
-            or accounts.get_alias(home, address) is not None)
+        try:
+            return bool(await asyncio.to_thread(accounts.check_mailbox_password, self.home,
+                                                username, password))
+        except Exception as exc:  # any store or driver error: answer 4xx, log it
+            raise LookupFailed(f"password: {type(exc).__name__}: {exc}") from exc

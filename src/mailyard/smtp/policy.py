@@ -12,6 +12,7 @@ filters). Every address is compared in its canonical form (`address.canonical`).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import time
 from collections import OrderedDict
@@ -440,3 +441,124 @@ class AuthThrottle:
 
     def record_success(self, ip: str) -> None:
         self._failures.pop(ip, None)
+
+
+# ---- replies the driver sends without a decision of its own ------------------------------------
+# (added with the driver split: the driver modules build no reply; each one comes from here)
+
+
+def simple_reply(verb: str) -> R.Reply:
+    """The reply to RSET, NOOP, HELP and VRFY: the same for everyone. VRFY never says whether
+    a mailbox exists (RFC 5321 3.5.3 allows 252; answering it would hand out the user list)."""
+    return _SIMPLE_REPLIES[verb]
+
+
+_SIMPLE_REPLIES: dict[str, R.Reply] = {
+    "RSET": R.RESET_OK, "NOOP": R.OK, "HELP": R.HELP, "VRFY": R.CANNOT_VRFY,
+}
+
+
+def quit_reply(policy: Policy) -> R.Reply:
+    return R.CLOSING.format(hostname=policy.hostname)
+
+
+def timeout_reply(policy: Policy) -> R.Reply:
+    return R.TIMEOUT.format(hostname=policy.hostname)
+
+
+def shutdown_reply(policy: Policy) -> R.Reply:
+    return R.SHUTTING_DOWN.format(hostname=policy.hostname)
+
+
+def too_many_errors_reply(policy: Policy) -> R.Reply:
+    return R.TOO_MANY_ERRORS.format(hostname=policy.hostname)
+
+
+def local_error_reply() -> R.Reply:
+    """A bug of ours ended the session: the client tries again later."""
+    return R.LOCAL_ERROR
+
+
+def lookup_error_reply(what: str) -> R.Reply:
+    """The store could not answer: 4xx, mail waits (never refused for our own trouble)."""
+    return R.LOOKUP_ERROR.format(what=what)
+
+
+def rbl_reply(ip: str, zone: str) -> R.Reply:
+    return R.RBL_LISTED.format(ip=ip, zone=zone)
+
+
+def starttls_decision(policy: Policy, session: Session, have_context: bool) -> R.Reply:
+    """The reply to STARTTLS: 220 only when it is offered and a certificate is loaded."""
+    reply = starttls_reply(policy, session)
+    if reply.code == 220 and not have_context:
+        return R.TLS_NOT_AVAILABLE
+    return reply
+
+
+def tls_failed_reply() -> R.Reply:
+    return R.TLS_NOT_AVAILABLE
+
+
+def auth_username(raw: str) -> str:
+    """The user name as the store knows it: surrounding space dropped, lower case (mailbox
+    addresses are stored in lower case)."""
+    return raw.strip().lower()
+
+
+def auth_challenge_reply(challenge: str) -> R.Reply:
+    return R.AUTH_CHALLENGE.format(challenge=challenge)
+
+
+def auth_cancelled_reply() -> R.Reply:
+    return R.AUTH_CANCELLED
+
+
+def auth_malformed_reply(detail: str) -> R.Reply:
+    return R.AUTH_MALFORMED.format(detail=detail)
+
+
+def auth_result_reply(ok: bool) -> R.Reply:
+    return R.AUTH_OK if ok else R.AUTH_FAILED
+
+
+def auth_temporary_reply() -> R.Reply:
+    return R.AUTH_TEMPORARY
+
+
+def unique_recipients(paths: list[Path]) -> list[str]:
+    """Each recipient once, in the order given (RCPT twice for one address delivers once);
+    addresses compare without regard to case."""
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        address = _plain(path)
+        key = address.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(address)
+    return out
+
+
+def start_data_reply() -> R.Reply:
+    return R.START_DATA
+
+
+def queued_reply(qid: str) -> R.Reply:
+    return R.QUEUED.format(qid=qid)
+
+
+def queue_failure_reply(cause: BaseException | None) -> R.Reply:
+    """A queue write failed: 452 when the disk (or quota) is full, else 451; both temporary."""
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return R.QUEUE_FULL
+    return R.QUEUE_ERROR
+
+
+def filter_error_reply() -> R.Reply:
+    """A filter failure delays mail, never loses or passes it."""
+    return R.FILTER_ERROR
+
+
+def filter_verdict_reply(code: int, status: str, text: str) -> R.Reply:
+    return R.custom(code, status, text, "SMTP_FILTER")

@@ -46,6 +46,8 @@ from .lines import MAX_AUTH_LINE, MAX_COMMAND_LINE, DotUnstuffer, LineReader, Ov
 # Errors (4xx/5xx replies) after which the server hangs up with 421: Postfix's
 # smtpd_hard_error_limit is 20 as well. A client sending garbage gets no endless conversation.
 MAX_ERRORS = 20
+# RFC 4954 6: 235 is the one reply that ends an AUTH exchange signed in.
+AUTH_SUCCESS = 235
 
 
 class State(enum.Enum):
@@ -303,9 +305,11 @@ class ServerConnection:
             self.state = State.CLOSED
         return bytes(reply)
 
-    def send(self, reply: R.Reply, *, accepted: Path | None = None) -> bytes:
+    def send(self, reply: R.Reply, *, accepted: Path | None = None,
+             user: str | None = None) -> bytes:
         """The reply to the pending event; moves the session on. `accepted` records the path
-        as policy normalised it (e.g. with the default domain added)."""
+        as policy normalised it (e.g. with the default domain added); `user` is who a
+        successful AUTH (235) signed in, which the session records itself."""
         event = self._pending
         if event is None:
             raise ProtocolError(f"no event waits for a reply (sending {reply.short()})")
@@ -318,7 +322,7 @@ class ServerConnection:
         if outcomes is None:
             raise ProtocolError(f"{type(event).__name__} has no transition from {self.state}")
         new_state = outcomes.get(reply.outcome, self.state)
-        self._record(event, reply, accepted)
+        self._record(event, reply, accepted, user)
         self.state = new_state
         if new_state is State.DATA:
             self._unstuffer = DotUnstuffer()
@@ -328,9 +332,14 @@ class ServerConnection:
             self._ready.clear()
         return bytes(reply)
 
-    def _record(self, event: Event, reply: R.Reply, accepted: Path | None) -> None:
+    def _record(self, event: Event, reply: R.Reply, accepted: Path | None,
+                user: str | None) -> None:
         s = self.session
         ok = reply.outcome == _OK
+        if isinstance(event, (Auth, AuthResponse)) and reply.code == AUTH_SUCCESS:
+            if not user:
+                raise ProtocolError("a successful AUTH needs the user it signed in")
+            s.auth_user = user
         if isinstance(event, (Helo, Ehlo)) and ok:
             s.reset_transaction()
             s.helo = event.name

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 from typing import Any
 
@@ -20,9 +21,12 @@ from ..home import Home
 from ..logs import LogDir
 from ..services.privileges import chown_path, drop_privileges
 from ..services.tls import server_context
+from ..store.db import engine_for
 from ..store.settings_store import load_settings
 from .policy import Policy
-from .server import SmtpServer
+from .server import SmtpServer, bind
+from .shared import SharedState
+from .workers import LogPipe, Parent, worker_count
 
 # Listen on every address unless the (proposed) setting `smtp.listen_address` names one;
 # None makes asyncio bind all IPv4 and IPv6 addresses.
@@ -73,7 +77,7 @@ def _preload_filters(settings: dict[str, Any], log: LogDir) -> None:
 class _ToLogDir(logging.Handler):
     """Carries the filters' log records (spamd unavailable, scan results) into our log."""
 
-    def __init__(self, log: LogDir, prefix: str = "filter") -> None:
+    def __init__(self, log: LogDir | LogPipe, prefix: str = "filter") -> None:
         super().__init__(logging.INFO)
         self.log = log
         self.prefix = prefix
@@ -89,44 +93,90 @@ def _run(home: Home, service: str) -> None:
     log = _open_log(home, service)
     filters_log = logging.getLogger("mailyard.filters")
     filters_log.setLevel(logging.INFO)
-    filters_log.addHandler(_ToLogDir(log))
     filters_log.propagate = False
     store_log = logging.getLogger("mailyard.store")  # store outages and the cache's use
     store_log.setLevel(logging.INFO)
-    store_log.addHandler(_ToLogDir(log, "store"))
     store_log.propagate = False
+    _log_to(log)
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
     _preload_filters(settings, log)
     try:
-        asyncio.run(_serve(home, service, settings, tls, log))
+        ports = _ports(home, service, settings, tls)
+        sockets = _bind_all(settings, service, ports, log)
+        drop_privileges()
+        count = worker_count(int(settings["smtp.workers"]))
+        shared = SharedState()
+        start_line = (f"start {version()} service={service} pid={os.getpid()} "
+                      f"uid={os.getuid()} "
+                      f"ports={','.join(str(p) + ('/tls' if t else '') for p, t in ports)} "
+                      f"auth_mode={settings[f'{service}.auth_mode']} workers={count}")
+        if count == 1:
+            log.write(start_line)
+            asyncio.run(_serve(home, service, settings, tls, log, sockets, shared, None))
+            return
+
+        def serve(index: int, pipe: LogPipe) -> None:
+            engine_for(home.db_url).dispose(close=False)  # the parent's connections stay its
+            _log_to(pipe)
+            asyncio.run(_serve(home, service, settings, tls, pipe, sockets, shared, index))
+
+        parent = Parent(service, count, log, shared, serve)
+        log.write(start_line)
+        parent.run()
+        log.write(f"stopped service={service}")
     finally:
         log.close()
 
 
-async def _serve(home: Home, service: str, settings: dict[str, Any],
-                 tls: ssl.SSLContext | None, log: LogDir) -> None:
-    policy = Policy.from_settings(settings, service, tls_available=tls is not None)
-    server = SmtpServer(home, service, policy, settings, log, tls)
-    host = settings.get("smtp.listen_address") or _ALL_ADDRESSES
-    ports: list[tuple[int, bool]] = []
+def _log_to(log: LogDir | LogPipe) -> None:
+    """The filters' and the store's log records go to this process's service log."""
+    for name, prefix in (("mailyard.filters", "filter"), ("mailyard.store", "store")):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, _ToLogDir):
+                logger.removeHandler(handler)
+        logger.addHandler(_ToLogDir(log, prefix))
+
+
+def _ports(home: Home, service: str, settings: dict[str, Any],
+           tls: ssl.SSLContext | None) -> list[tuple[int, bool]]:
     if service == "smtp":
-        ports.append((home.port("smtp", settings), False))
-    else:
-        ports.append((home.port("submission", settings), False))
-        if tls is not None:
-            ports.append((home.port("smtps", settings), True))
+        return [(home.port("smtp", settings), False)]
+    ports = [(home.port("submission", settings), False)]
+    if tls is not None:
+        ports.append((home.port("smtps", settings), True))
+    return ports
+
+
+def _bind_all(settings: dict[str, Any], service: str, ports: list[tuple[int, bool]],
+              log: LogDir) -> list[tuple[socket.socket, bool]]:
+    host = settings.get("smtp.listen_address") or _ALL_ADDRESSES
+    bound: list[tuple[socket.socket, bool]] = []
     for port, implicit in ports:
         try:
-            await server.listen(host, port, implicit_tls=implicit)
+            bound += [(sock, implicit) for sock in bind(host, port)]
         except OSError as exc:
             log.write(f"cannot-listen service={service} port={port} error={exc}")
+            for sock, _ in bound:
+                sock.close()
             raise SystemExit(f"mailyard {service}: cannot listen on port {port}: {exc}") \
                 from None
-    drop_privileges()
-    log.write(f"start {version()} service={service} pid={os.getpid()} uid={os.getuid()} "
-              f"ports={','.join(str(p) + ('/tls' if t else '') for p, t in ports)} "
-              f"auth_mode={settings[f'{service}.auth_mode']}")
+    return bound
+
+
+async def _serve(home: Home, service: str, settings: dict[str, Any],
+                 tls: ssl.SSLContext | None, log: LogDir | LogPipe,
+                 sockets: list[tuple[socket.socket, bool]], shared: SharedState,
+                 worker: int | None) -> None:
+    """One process serving the sockets: the whole service, or worker number `worker`."""
+    policy = Policy.from_settings(settings, service, tls_available=tls is not None)
+    server = SmtpServer(home, service, policy, settings, log, tls, shared=shared)  # type: ignore[arg-type]
+    for sock, implicit in sockets:
+        await server.listen(sock, implicit_tls=implicit)
+    who = f"service={service}" if worker is None else f"service={service} worker={worker}"
+    if worker is not None:
+        log.write(f"worker-start {who} pid={os.getpid()}")
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -137,9 +187,13 @@ async def _serve(home: Home, service: str, settings: dict[str, Any],
             fresh = await asyncio.to_thread(load_settings, home)
             server.reload(Policy.from_settings(fresh, service, tls_available=tls is not None),
                           fresh)
-            log.write(f"reload service={service} auth_mode={fresh[f'{service}.auth_mode']}")
+            line = f"reload service={service} auth_mode={fresh[f'{service}.auth_mode']}"
+            if isinstance(log, LogPipe):
+                log.reloaded(line)  # the parent logs it once every worker has reloaded
+            else:
+                log.write(line)
         except Exception as exc:  # keep serving with the settings we have
-            log.write(f"reload-failed service={service} error={type(exc).__name__}: {exc}")
+            log.write(f"reload-failed {who} error={type(exc).__name__}: {exc}")
 
     def on_hup() -> None:
         task = asyncio.ensure_future(reload())
@@ -150,6 +204,8 @@ async def _serve(home: Home, service: str, settings: dict[str, Any],
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
-    log.write(f"stopping service={service} sessions={len(server.conversations)}")
+    if worker is None:
+        log.write(f"stopping {who} sessions={len(server.conversations)}")
     await server.stop()
-    log.write(f"stopped service={service}")
+    server.queue.committer.close()
+    log.write(f"stopped {who}")

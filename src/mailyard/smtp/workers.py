@@ -1,0 +1,250 @@
+"""Several worker processes for one SMTP service: one parent, N workers, one listening socket.
+
+The parent binds the ports (as root), drops privileges, makes the shared table
+(`shared.SharedState`) and forks `smtp.workers` workers. Every worker accepts on the same
+listening sockets (the kernel hands each new connection to one of them) and runs its own event
+loop, queue committer and store view. The parent serves no client; it
+
+- owns the service log: workers send each line as one datagram over a socketpair and the
+  parent stamps and writes it, so there is one writer (rotation stays safe) and lines are in
+  the order the parent received them, which is time order (the log tools bisect on it);
+- passes SIGHUP to every worker and logs `reload service=…` once all of them have reloaded;
+- on SIGTERM logs `stopping`, passes it on, waits for every worker to finish (each gives a
+  message under way its grace period) and logs `stopped` last;
+- starts a worker again when one dies, after clearing its column of the shared table.
+
+Workers die with the parent (PR_SET_PDEATHSIG), so a SIGKILL of the parent, or of the whole
+group as supervisord's killasgroup does, leaves no worker behind; a message is only ever
+answered 250 once durable, so nothing a client was told is lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from ..logs import LogDir
+from .shared import MAX_WORKERS, SharedState
+
+# A datagram is one log line; longer lines are cut (a line of ours is far shorter; a filter's
+# message might not be).
+MAX_LINE = 16 * 1024
+# Receive buffer of the parent's end: room for bursts of lines while it writes.
+LOG_SOCKET_BUFFER = 4 * 1024 * 1024
+# A worker that dies within this many seconds of its start is started again only after this
+# long, so a worker that cannot start does not make the parent fork in a tight loop.
+RESPAWN_DELAY = 1.0
+# How often the parent looks at its children when nothing else wakes it (seconds).
+PARENT_TICK = 1.0
+_CONTROL = b"\0"  # first octet of a datagram that is a message to the parent, not a log line
+_RELOADED = b"reloaded "
+_PR_SET_PDEATHSIG = 1
+
+
+class LogPipe:
+    """A worker's log: each line goes to the parent as one datagram (the parent stamps it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, line: str) -> None:
+        data = line.encode("utf-8", "replace")[:MAX_LINE]
+        self._send(data)
+
+    def reloaded(self, line: str) -> None:
+        """Tell the parent this worker has reloaded (it logs once all of them have)."""
+        self._send(_CONTROL + _RELOADED + line.encode("utf-8", "replace")[:MAX_LINE])
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sock.send(data)
+        except OSError:
+            pass  # the parent is gone: this worker is about to die with it
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def worker_count(configured: int) -> int:
+    """`smtp.workers`: 0 means one per CPU this process may run on."""
+    if configured > 0:
+        return min(configured, MAX_WORKERS)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS))
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+class Parent:
+    """The parent of the workers of one service (see the module's docstring)."""
+
+    def __init__(self, service: str, count: int, log: LogDir, shared: SharedState,
+                 serve: Callable[[int, LogPipe], None]) -> None:
+        self.service = service
+        self.count = count
+        self.log = log
+        self.shared = shared
+        self._serve = serve
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self._started: dict[int, float] = {}  # worker index -> monotonic start
+        self._respawn_at: dict[int, float] = {}  # worker index -> when to start it again
+        self._flags: set[int] = set()
+        self._stopping = False
+        self._reloaded: list[str] = []
+        self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._mine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LOG_SOCKET_BUFFER)
+        self._mine.setblocking(False)
+
+    # ---- workers -------------------------------------------------------------------------------
+    def _spawn(self, index: int) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent(parent)
+                self._mine.close()
+                self.shared.worker = index
+                self._serve(index, LogPipe(self._theirs))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                LogPipe(self._theirs).write(
+                    f"worker-error worker={index} "
+                    + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        self.children[pid] = index
+        self._started[index] = time.monotonic()
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            self.shared.forget_worker(index)
+            if self._stopping:
+                continue
+            self.log.write(f"worker-died service={self.service} worker={index} pid={pid} "
+                           f"status={_status(status)}")
+            young = time.monotonic() - self._started.get(index, 0.0) < RESPAWN_DELAY
+            self._respawn_at[index] = time.monotonic() + (RESPAWN_DELAY if young else 0.0)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for index, at in list(self._respawn_at.items()):
+            if at <= now and not self._stopping:
+                del self._respawn_at[index]
+                self._spawn(index)
+
+    # ---- the log -------------------------------------------------------------------------------
+    def _drain_log(self) -> None:
+        while True:
+            try:
+                data = self._mine.recv(MAX_LINE + 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno == errno.EAGAIN:
+                    return
+                raise
+            if data.startswith(_CONTROL):
+                self._control(data[1:])
+            else:
+                self.log.write(data.decode("utf-8", "replace"))
+
+    def _control(self, message: bytes) -> None:
+        if message.startswith(_RELOADED):
+            self._reloaded.append(message[len(_RELOADED):].decode("utf-8", "replace"))
+            if len(self._reloaded) >= len(self.children):
+                self.log.write(f"{self._reloaded[-1]} workers={len(self._reloaded)}")
+                self._reloaded = []
+
+    # ---- signals -------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._flags.add(signum)
+
+    def _handle_flags(self) -> None:
+        flags, self._flags = self._flags, set()
+        if flags & {signal.SIGTERM, signal.SIGINT} and not self._stopping:
+            self._stopping = True
+            self._respawn_at.clear()
+            self.log.write(f"stopping service={self.service} workers={len(self.children)}")
+            self._tell_all(signal.SIGTERM)
+        if signal.SIGHUP in flags and not self._stopping:
+            self._reloaded = []
+            self._tell_all(signal.SIGHUP)
+
+    def _tell_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # ---- the parent's loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        selector = selectors.DefaultSelector()
+        selector.register(wake_r, selectors.EVENT_READ)
+        selector.register(self._mine, selectors.EVENT_READ)
+        try:
+            for index in range(self.count):
+                self._spawn(index)
+            while True:
+                selector.select(PARENT_TICK)
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self._drain_log()
+                self._reap()
+                self._handle_flags()
+                self._respawn_due()
+                if self._stopping and not self.children:
+                    self._drain_log()
+                    break
+        finally:
+            signal.set_wakeup_fd(-1)
+            selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+            self._theirs.close()
+            self._mine.close()
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.waitstatus_to_exitcode(status)}"

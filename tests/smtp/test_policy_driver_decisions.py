@@ -1,0 +1,55 @@
+"""The decisions the SMTP driver used to make itself, now plain functions of `policy`."""
+
+from __future__ import annotations
+
+import errno
+
+from mailyard.settings.registry import defaults
+from mailyard.smtp import policy as P
+from mailyard.smtp.address import parse_path_argument
+from mailyard.smtp.protocol import Session
+
+
+def make_policy(**changes: object) -> P.Policy:
+    settings = defaults()
+    settings.update({"server.hostname": "mx.example.test", "server.default_domain": "example.org"})
+    settings.update(changes)
+    return P.Policy.from_settings(settings, "smtp")
+
+
+def test_recipients_are_deduplicated_without_regard_to_case_in_order() -> None:
+    paths = [parse_path_argument(t)[0] for t in
+             ("<Joe@Example.org>", "<ann@example.org>", "<joe@example.org>", '<"ann"@example.org>')]
+    assert P.unique_recipients(paths) == ["Joe@example.org", "ann@example.org"]
+
+
+def test_auth_user_names_are_trimmed_and_lower_case() -> None:
+    assert P.auth_username("  Joe@Example.ORG ") == "joe@example.org"
+
+
+def test_rset_noop_help_vrfy_replies() -> None:
+    assert P.simple_reply("RSET").code == 250
+    assert P.simple_reply("NOOP").code == 250
+    assert P.simple_reply("HELP").code == 214
+    assert P.simple_reply("VRFY").code == 252  # never says whether the mailbox exists
+
+
+def test_starttls_needs_a_certificate_and_the_mode() -> None:
+    policy = make_policy(**{"smtp.auth_mode": "auth_optional/tls_optional"})
+    assert P.starttls_decision(policy, Session("192.0.2.1"), True).code == 220
+    assert P.starttls_decision(policy, Session("192.0.2.1"), False).name == "TLS_NOT_AVAILABLE"
+    assert P.starttls_decision(policy, Session("192.0.2.1", tls=True), True).code == 502
+    off = make_policy(**{"smtp.auth_mode": "auth_no/tls_no"})
+    assert P.starttls_decision(off, Session("192.0.2.1"), True).code == 502
+
+
+def test_queue_failures_are_temporary_and_a_full_disk_says_so() -> None:
+    assert P.queue_failure_reply(OSError(errno.ENOSPC, "full")).name == "QUEUE_FULL"
+    assert P.queue_failure_reply(OSError(errno.EDQUOT, "quota")).name == "QUEUE_FULL"
+    assert P.queue_failure_reply(OSError(errno.EIO, "io")).name == "QUEUE_ERROR"
+    assert P.queue_failure_reply(None).code == 451
+
+
+def test_a_filter_verdict_is_logged_under_its_own_rule() -> None:
+    reply = P.filter_verdict_reply(554, "5.7.1", "spam")
+    assert (reply.code, reply.name) == (554, "SMTP_FILTER")
