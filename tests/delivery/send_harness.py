@@ -216,6 +216,8 @@ class SmtpSink:
     connections: int = 0
     greeting_delay: float = 0.0  # seconds of silence before the greeting
     data_delay: float = 0.0  # seconds before the reply to the final dot
+    hold: threading.Event | None = None  # when given, each greeting waits until it is set
+    ehlo_name: str = "sink.test"  # the name in the EHLO reply's first line
 
 
 async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
@@ -229,6 +231,8 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
 
     if sink.greeting_delay:
         await asyncio.sleep(sink.greeting_delay)
+    if sink.hold is not None:
+        await asyncio.to_thread(sink.hold.wait)
     await send("220 sink.test ESMTP")
     sender, rcpts = "", []
     try:
@@ -241,7 +245,7 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
             if verb in ("EHLO", "HELO"):
                 if verb == "EHLO":
                     extra = ["250-STARTTLS"] if sink.starttls_context and not tls else []
-                    for text in ["250-sink.test", *extra, "250-SIZE 100000000"]:
+                    for text in [f"250-{sink.ehlo_name}", *extra, "250-SIZE 100000000"]:
                         await send(text)
                     await send("250 8BITMIME")
                 else:

@@ -48,6 +48,9 @@ CLEAN_INTERVAL_SECONDS = 3600.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 # Seconds before a bounce that could not be queued (a full disk) is tried again.
 BOUNCE_RETRY_SECONDS = 60.0
+# Seconds before a delivery whose outcome could not be written (a full disk) is tried again;
+# as for a bounce that could not be queued.
+RECORD_RETRY_SECONDS = BOUNCE_RETRY_SECONDS
 # Seconds before splitting new messages is tried again after the store or the disk failed.
 TODO_RETRY_SECONDS = 5.0
 
@@ -352,20 +355,36 @@ class Scheduler:
             return
         rcpt = m.recipients[channel][index]
         if result.kind == SUCCESS or result.kind == FAILURE:
-            if result.kind == FAILURE:
-                report = BounceReport(rcpt.address, result.text, result.enhanced_status(),
-                                      result.remote_mta, result.diagnostic)
-                await asyncio.to_thread(qstate.add_bounce_report, self.queue, m.qid, report)
-                m.bounce_pending = True
             try:
-                await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
-                                        rcpt.offset)
-            except FileNotFoundError:
-                pass  # the administrator purged this channel meanwhile
+                if result.kind == FAILURE:
+                    report = BounceReport(rcpt.address, result.text, result.enhanced_status(),
+                                          result.remote_mta, result.diagnostic)
+                    await asyncio.to_thread(qstate.add_bounce_report, self.queue, m.qid,
+                                            report)
+                    m.bounce_pending = True
+                try:
+                    await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
+                                            rcpt.offset)
+                except FileNotFoundError:
+                    pass  # the administrator purged this channel meanwhile
+            except OSError as err:
+                self._keep_to_do(m, channel, index, err)
+                return
             rcpt.done = True
         else:
             m.deferred[channel].append(index)
             m.next_try[channel] = next_retry(m.birth, time.time(), channel, self.lifetime)
+
+    def _keep_to_do(self, m: Message, channel: str, index: int, err: OSError) -> None:
+        """The outcome could not be made durable (a full disk, an I/O error): the recipient
+        stays to do and is tried again, so neither its bounce nor the message is lost."""
+        rcpt = m.recipients[channel][index]
+        self.log.write(sendlog.alert(
+            f"unable to record the delivery of msg {m.qid} to {rcpt.address}: {err}; "
+            "will try again"))
+        m.deferred[channel].append(index)
+        m.next_try[channel] = min(time.time() + RECORD_RETRY_SECONDS,
+                                  next_retry(m.birth, time.time(), channel, self.lifetime))
 
     def _after(self, m: Message, channel: str) -> None:
         if m.deleted or m.in_flight[channel] or m.pending[channel]:
