@@ -218,11 +218,17 @@ class SmtpSink:
     data_delay: float = 0.0  # seconds before the reply to the final dot
     hold: threading.Event | None = None  # when given, each greeting waits until it is set
     ehlo_name: str = "sink.test"  # the name in the EHLO reply's first line
+    greeting_lines: int = 1  # a greeting of this many lines ("220-" continuation lines first)
+    line_delay: float = 0.0  # seconds between the lines of the greeting
+    open_sessions: int = 0  # sessions connected right now
+    most_open: int = 0  # the most sessions connected at once
 
 
 async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
     sink.connections += 1
+    sink.open_sessions += 1
+    sink.most_open = max(sink.most_open, sink.open_sessions)
     tls = False
 
     async def send(line: str) -> None:
@@ -233,6 +239,9 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
         await asyncio.sleep(sink.greeting_delay)
     if sink.hold is not None:
         await asyncio.to_thread(sink.hold.wait)
+    for _ in range(sink.greeting_lines - 1):
+        await send("220-sink.test says hello")
+        await asyncio.sleep(sink.line_delay)
     await send("220 sink.test ESMTP")
     sender, rcpts = "", []
     try:
@@ -289,6 +298,7 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
     except (ConnectionError, OSError):
         return
     finally:
+        sink.open_sessions -= 1
         writer.close()
 
 
