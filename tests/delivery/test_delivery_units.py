@@ -7,11 +7,14 @@ import email
 import email.policy
 import io
 import random
+import threading
+import time
 
 import pytest
 
 from mailyard.delivery import sendlog
 from mailyard.delivery.bounce import build_bounce
+from mailyard.delivery.groupsync import GroupSync
 from mailyard.delivery.local import delivered_to, header_block, mailbox_copy
 from mailyard.delivery.loops import Self, hosts_better_than_me
 from mailyard.delivery.resolve import MailHost, parse_resolver_setting
@@ -268,3 +271,43 @@ def test_tls_policy_setting_refuses_bad_lines(value: str) -> None:
     with pytest.raises(SettingError) as err:
         setting("send.tls_policy").parse(value)
     assert "send.tls_policy" in str(err.value)
+
+
+# ---- group commit of directory fsyncs ----------------------------------------------------------
+
+def test_group_sync_shares_rounds_and_covers_every_caller(tmp_path) -> None:
+    calls: list[float] = []
+    gate = threading.Event()
+
+    def slow_sync(path) -> None:
+        calls.append(len(calls))
+        gate.wait(10)
+
+    sync = GroupSync(slow_sync)
+    finished: list[int] = []
+    threads = [threading.Thread(target=lambda i=i: (sync.sync(tmp_path), finished.append(i)))
+               for i in range(8)]
+    threads[0].start()
+    while not calls:  # the first round is under way; the others arrive during it
+        time.sleep(0.001)
+    for t in threads[1:]:
+        t.start()
+    while sync.waiting < 7:  # every other caller waits for the one next round
+        time.sleep(0.001)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(finished) == list(range(8))
+    assert len(calls) == 2  # the first caller's round, then one round for the seven others
+
+
+def test_group_sync_failure_fails_the_callers_it_covered(tmp_path) -> None:
+    def failing(path) -> None:
+        raise OSError(5, "Input/output error")
+
+    sync = GroupSync(failing)
+    with pytest.raises(OSError):
+        sync.sync(tmp_path)
+    sync2 = GroupSync()
+    sync2.sync(tmp_path)  # a real fsync of a real directory
+    assert sync2.rounds == 1
