@@ -59,6 +59,7 @@ class Round:
     accepted_s: float
     end_to_end_s: float
     cpu_s: float = 0.0  # CPU of the server's whole process trees over the round
+    cpu_parts: tuple[float, ...] = ()  # the same per tree (mailyard: send, smtp)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -136,7 +137,7 @@ def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int,
              trees: list[int]) -> Round:
     cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
            "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
-    cpu_before = session_cpu(trees)
+    cpu_before = [session_cpu([t]) for t in trees]
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=ROUND_TIMEOUT)
     accepted = time.monotonic() - started
@@ -148,10 +149,10 @@ def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int,
             raise RuntimeError(f"only {count(new_dir)} of {messages} messages in {new_dir}")
         time.sleep(0.01)
     done = time.monotonic() - started
-    cpu = session_cpu(trees) - cpu_before
+    parts = tuple(session_cpu([t]) - b for t, b in zip(trees, cpu_before, strict=True))
     if count(new_dir) != messages:
         raise RuntimeError(f"{count(new_dir)} messages in {new_dir}, expected {messages}")
-    return Round(accepted, done, cpu)
+    return Round(accepted, done, sum(parts), parts)
 
 
 # ---- mailyard ----------------------------------------------------------------------------------
@@ -325,7 +326,10 @@ def main() -> None:
             print(f"round {n + 1}: {kind.name}: accepted in {r.accepted_s:.2f} s, "
                   f"in the Maildir in {r.end_to_end_s:.2f} s "
                   f"({args.messages / r.end_to_end_s:.0f} messages/s), "
-                  f"CPU {1000 * r.cpu_s / args.messages:.2f} ms/message", flush=True)
+                  f"CPU {1000 * r.cpu_s / args.messages:.2f} ms/message"
+                  + (f" (send {1000 * r.cpu_parts[0] / args.messages:.2f}, smtp "
+                     f"{1000 * r.cpu_parts[1] / args.messages:.2f})"
+                     if len(r.cpu_parts) == 2 else ""), flush=True)
     print()
     print(f"{args.messages} messages of {args.size} octets, {args.sessions} sessions, "
           f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")

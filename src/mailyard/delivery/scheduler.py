@@ -446,10 +446,12 @@ class Scheduler:
             m.deferred[channel] = []
             self._push(channel, m.next_try[channel], m.qid)
             return
-        if all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
-            qstate.finish_channel(self.queue, channel, m.qid)
         if not m.busy():
-            self._spawn(self._complete(m))
+            self._spawn(self._complete(m))  # removes every file of the message at once
+        elif all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
+            # The other channel still works: drop this one's file now, off the event loop
+            # (an unlink waits for the file system's journal).
+            self._spawn(asyncio.to_thread(qstate.finish_channel, self.queue, channel, m.qid))
 
     # ---- the end of a message -------------------------------------------------------------------
     async def _complete(self, m: Message) -> None:
