@@ -338,6 +338,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop, coro: object) -> None:
         loop.run_until_complete(coro)  # type: ignore[arg-type]
     except (asyncio.CancelledError, Exception):
         pass
+    # Sessions still open (a client keeping its connection for reuse) end here, inside the
+    # loop, rather than being collected later with the loop closed.
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 
 # ---- a DNS server on loopback --------------------------------------------------------------------
