@@ -11,7 +11,11 @@ connection, all to one mailbox), goes to:
   kind of mailbox with its `virtual` agent (Maildir, one file per message).
 
 Each side is timed from the first connection to the last message in the Maildir ("end to
-end") and to smtp-source's exit ("accepted"). Mailbox-level spam scanning is switched off
+end") and to smtp-source's exit ("accepted"), and the CPU of each server's whole process
+trees over that time is summed (Postfix's master, smtpd, cleanup, trivial-rewrite, qmgr and
+virtual; mailyard's smtp and send). Postfix validates recipients against a hash
+`virtual_mailbox_maps`, as mailyard does against its store. The order of the two servers
+alternates between rounds. Mailbox-level spam scanning is switched off
 for mailyard (Postfix runs no content filter here either). Run:
 
     .venv/bin/python bench/e2e_bench.py --messages 1000 --rounds 3
@@ -54,6 +58,29 @@ ROUND_TIMEOUT = 900.0
 class Round:
     accepted_s: float
     end_to_end_s: float
+    cpu_s: float = 0.0  # CPU of the server's whole process trees over the round
+    cpu_parts: tuple[float, ...] = ()  # the same per tree (mailyard: send, smtp)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu(sessions: list[int]) -> float:
+    """CPU seconds (user + system) of every process in these sessions, with the time of
+    children they already reaped: the difference of two readings is the CPU used between them,
+    also by processes that were born and ended in between (their parent's cutime/cstime)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if int(fields[3]) in sessions:  # field 6 of stat: the session id
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLOCK_TICKS
 
 
 def free_port() -> int:
@@ -106,9 +133,11 @@ def count(directory: Path) -> int:
         return 0
 
 
-def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int) -> Round:
+def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int,
+             trees: list[int]) -> Round:
     cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
            "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
+    cpu_before = [session_cpu([t]) for t in trees]
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=ROUND_TIMEOUT)
     accepted = time.monotonic() - started
@@ -120,9 +149,10 @@ def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int) 
             raise RuntimeError(f"only {count(new_dir)} of {messages} messages in {new_dir}")
         time.sleep(0.01)
     done = time.monotonic() - started
+    parts = tuple(session_cpu([t]) - b for t, b in zip(trees, cpu_before, strict=True))
     if count(new_dir) != messages:
         raise RuntimeError(f"{count(new_dir)} messages in {new_dir}, expected {messages}")
-    return Round(accepted, done)
+    return Round(accepted, done, sum(parts), parts)
 
 
 # ---- mailyard ----------------------------------------------------------------------------------
@@ -164,6 +194,9 @@ class Mailyard:
                 raise RuntimeError("mailyard send did not start")
             time.sleep(0.05)
         return port, home.maildir(RECIPIENT) / "new"
+
+    def trees(self) -> list[int]:
+        return [p.pid for p in self.procs]
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -210,13 +243,15 @@ class Postfix:
             "smtputf8_enable": "no",
             "virtual_mailbox_domains": "bench.test",
             "virtual_mailbox_base": str(d / "mail"),
-            "virtual_mailbox_maps": f"inline:{{ {RECIPIENT}=bench.test/user/Maildir/ }}",
+            "virtual_mailbox_maps": f"hash:{d}/vmailbox",
             "virtual_uid_maps": f"static:{uid}",
             "virtual_gid_maps": f"static:{gid}",
             "virtual_minimum_uid": "100",
         }
+        (d / "vmailbox").write_text(f"{RECIPIENT} bench.test/user/Maildir/\n")
         subprocess.run(["postconf", "-c", str(d), "-e",
                         *(f"{k}={v}" for k, v in settings.items())], check=True)
+        subprocess.run(["postmap", "-c", str(d), f"hash:{d}/vmailbox"], check=True)
         subprocess.run(["postconf", "-c", str(d), "-F", "*/*/chroot = n"], check=True)
         subprocess.run(["postfix", "-c", str(d), "check"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -225,6 +260,9 @@ class Postfix:
                                      stderr=subprocess.DEVNULL)
         wait_port(port, self.proc, "postfix master")
         return port, d / "mail" / "bench.test" / "user" / "Maildir" / "new"
+
+    def trees(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
 
     def stop(self) -> None:
         stop(self.proc)
@@ -236,11 +274,33 @@ def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> R
     server = kind(base)
     try:
         port, new_dir = server.start()
-        return run_load(port, new_dir, args.messages, args.sessions, args.size)
+        profiler = None
+        if args.profile and isinstance(server, Mailyard):
+            profiler = start_profile(server, args.profile)
+        try:
+            return run_load(port, new_dir, args.messages, args.sessions, args.size,
+                            server.trees())
+        finally:
+            for proc in profiler or []:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(60)
     finally:
         server.stop()
         dispose_all()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def start_profile(server: Mailyard, prefix: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy on mailyard's send and smtp processes, raw stacks into PREFIX-send.txt and
+    PREFIX-smtp.txt (summarise them with bench/README.md's one-liner)."""
+    out = []
+    for proc, name in zip(server.procs, ("send", "smtp"), strict=True):
+        out.append(subprocess.Popen(
+            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+             "-o", f"{prefix}-{name}.txt", "-p", str(proc.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    return out
 
 
 def main() -> None:
@@ -249,6 +309,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", default="",
+                        help="record py-spy profiles of mailyard into PREFIX-send/smtp.txt")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("e2e_bench: run as root (Postfix's master needs it)")
@@ -257,24 +319,37 @@ def main() -> None:
             sys.exit(f"e2e_bench: {tool} is missing (apt-get install postfix)")
     results: dict[str, list[Round]] = {Mailyard.name: [], Postfix.name: []}
     for n in range(args.rounds):
-        for kind in (Mailyard, Postfix):
+        order = (Mailyard, Postfix) if n % 2 == 0 else (Postfix, Mailyard)  # alternate
+        for kind in order:
             r = measure(kind, args)
             results[kind.name].append(r)
             print(f"round {n + 1}: {kind.name}: accepted in {r.accepted_s:.2f} s, "
                   f"in the Maildir in {r.end_to_end_s:.2f} s "
-                  f"({args.messages / r.end_to_end_s:.0f} messages/s)", flush=True)
+                  f"({args.messages / r.end_to_end_s:.0f} messages/s), "
+                  f"CPU {1000 * r.cpu_s / args.messages:.2f} ms/message"
+                  + (f" (send {1000 * r.cpu_parts[0] / args.messages:.2f}, smtp "
+                     f"{1000 * r.cpu_parts[1] / args.messages:.2f})"
+                     if len(r.cpu_parts) == 2 else ""), flush=True)
     print()
     print(f"{args.messages} messages of {args.size} octets, {args.sessions} sessions, "
           f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}")
     print()
     print("| server | SMTP in to Maildir, messages/s (median) | rounds | accepted, messages/s "
-          "(median) |")
-    print("|---|---:|---|---:|")
+          "(median) | CPU ms/message (median) |")
+    print("|---|---:|---|---:|---:|")
+    medians: dict[str, tuple[float, float]] = {}
     for name, rounds in results.items():
         e2e = [args.messages / r.end_to_end_s for r in rounds]
         acc = [args.messages / r.accepted_s for r in rounds]
+        cpu = [1000 * r.cpu_s / args.messages for r in rounds]
+        medians[name] = (statistics.median(e2e), statistics.median(cpu))
         print(f"| {name} | {statistics.median(e2e):.0f} | "
-              f"{', '.join(f'{x:.0f}' for x in e2e)} | {statistics.median(acc):.0f} |")
+              f"{', '.join(f'{x:.0f}' for x in e2e)} | {statistics.median(acc):.0f} | "
+              f"{statistics.median(cpu):.2f} |")
+    ours, theirs = medians[Mailyard.name], medians[Postfix.name]
+    print()
+    print(f"mailyard / Postfix: throughput {ours[0] / theirs[0]:.2f}x, "
+          f"CPU per message {ours[1] / theirs[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -216,11 +216,19 @@ class SmtpSink:
     connections: int = 0
     greeting_delay: float = 0.0  # seconds of silence before the greeting
     data_delay: float = 0.0  # seconds before the reply to the final dot
+    hold: threading.Event | None = None  # when given, each greeting waits until it is set
+    ehlo_name: str = "sink.test"  # the name in the EHLO reply's first line
+    greeting_lines: int = 1  # a greeting of this many lines ("220-" continuation lines first)
+    line_delay: float = 0.0  # seconds between the lines of the greeting
+    open_sessions: int = 0  # sessions connected right now
+    most_open: int = 0  # the most sessions connected at once
 
 
 async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
     sink.connections += 1
+    sink.open_sessions += 1
+    sink.most_open = max(sink.most_open, sink.open_sessions)
     tls = False
 
     async def send(line: str) -> None:
@@ -229,6 +237,11 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
 
     if sink.greeting_delay:
         await asyncio.sleep(sink.greeting_delay)
+    if sink.hold is not None:
+        await asyncio.to_thread(sink.hold.wait)
+    for _ in range(sink.greeting_lines - 1):
+        await send("220-sink.test says hello")
+        await asyncio.sleep(sink.line_delay)
     await send("220 sink.test ESMTP")
     sender, rcpts = "", []
     try:
@@ -241,7 +254,7 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
             if verb in ("EHLO", "HELO"):
                 if verb == "EHLO":
                     extra = ["250-STARTTLS"] if sink.starttls_context and not tls else []
-                    for text in ["250-sink.test", *extra, "250-SIZE 100000000"]:
+                    for text in [f"250-{sink.ehlo_name}", *extra, "250-SIZE 100000000"]:
                         await send(text)
                     await send("250 8BITMIME")
                 else:
@@ -285,6 +298,7 @@ async def _sink_session(sink: SmtpSink, reader: asyncio.StreamReader,
     except (ConnectionError, OSError):
         return
     finally:
+        sink.open_sessions -= 1
         writer.close()
 
 
@@ -324,6 +338,13 @@ def _run_loop(loop: asyncio.AbstractEventLoop, coro: object) -> None:
         loop.run_until_complete(coro)  # type: ignore[arg-type]
     except (asyncio.CancelledError, Exception):
         pass
+    # Sessions still open (a client keeping its connection for reuse) end here, inside the
+    # loop, rather than being collected later with the loop closed.
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in left:
+        task.cancel()
+    if left:
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 
 # ---- a DNS server on loopback --------------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_smtp_route_delivers_to_the_relay(mail_home: Home, send_service: SendSer
     assert start.endswith(f"msg {qid} to remote bob@far.test")
     number = start.split()[2].rstrip(":")
     assert (f"delivery {number}: success: 127.0.0.1_accepted_message./"
-            "Remote_host_said:_250_2.0.0_queued_as_1/") in log
+            "Remote_host_said:_250_2.0.0_queued_as_1/TLS:_none/") in log
 
 
 def test_route_for_one_domain_only_leaves_others_to_mx(mail_home: Home,
@@ -108,7 +108,7 @@ def test_mx_lookup_in_preference_order_with_fallback(mail_home: Home, send_servi
     wait_until(lambda: good.messages, what="delivery through the second MX")
     wait_until(lambda: queue_empty(mail_home), what="queue to empty")
     assert any(line.endswith(f"success: {good.host}_accepted_message./"
-                             "Remote_host_said:_250_2.0.0_queued_as_1/")
+                             "Remote_host_said:_250_2.0.0_queued_as_1/TLS:_none/")
                for line in read_send_log(mail_home))
 
 

@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
+import random
+import threading
+import time
 
 import pytest
 
 from mailyard.delivery import sendlog
 from mailyard.delivery.bounce import build_bounce
+from mailyard.delivery.groupsync import GroupSync
 from mailyard.delivery.local import delivered_to, header_block, mailbox_copy
-from mailyard.delivery.resolve import parse_resolver_setting
+from mailyard.delivery.loops import Self, hosts_better_than_me
+from mailyard.delivery.resolve import MailHost, parse_resolver_setting
 from mailyard.delivery.result import deferral, failure
 from mailyard.delivery.retry import expired, next_retry
 from mailyard.delivery.routes import Route, check_routes, route_for
-from mailyard.delivery.smtp_reply import ReplyError, ReplyReader, dot_stuffed
+from mailyard.delivery.smtp_reply import ReplyError, ReplyReader, dot_stuffed, stuff_block
+from mailyard.delivery.tls_policy import policy_for
 from mailyard.logtools import parser
 from mailyard.queue import Envelope
 from mailyard.queue.state import BounceReport
+from mailyard.settings.registry import setting
+from mailyard.settings.types import SettingError
 
 # ---- SMTP routes (guide 4.6.1) -----------------------------------------------------------------
 
@@ -226,3 +235,90 @@ def test_resolver_setting() -> None:
     assert parse_resolver_setting("::1") == ("::1", 53)
     with pytest.raises(ValueError):
         parse_resolver_setting("resolver.example@53")
+
+
+# ---- dot-stuffing by blocks, TLS policy lookup, MX hosts around ourselves ----------------------
+
+def test_stuff_block_equals_line_by_line_stuffing() -> None:
+    rng = random.Random(7)
+    pieces = [b".", b"..", b"a", b"\r", b"\n", b"\r\n", b" ", b"x.y"]
+    for _ in range(2000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30)))
+        expected = b"".join(dot_stuffed(io.BytesIO(data)))
+        assert stuff_block(data) == expected, data
+
+
+def test_tls_policy_lookup_relay_domain_and_parents() -> None:
+    table = ["far.test verify", ".far.test encrypt", "relay.test none", "10.0.0.1 encrypt"]
+    assert policy_for(table, "may", "far.test") == "verify"
+    assert policy_for(table, "may", "a.b.far.test") == "encrypt"
+    assert policy_for(table, "may", "other.test") == "may"
+    assert policy_for(table, "may", "far.test", relay="relay.test") == "none"
+    assert policy_for(table, "may", "far.test", relay="[10.0.0.1]") == "encrypt"
+    assert policy_for(table, "may", "far.test", relay="unlisted.test") == "may"
+
+
+def test_mx_hosts_at_or_after_our_preference_are_dropped() -> None:
+    me = Self.make("mx.me.test", "", [2525], ["192.0.2.7"])
+    hosts = [MailHost("a.test", ("192.0.2.1",), 5), MailHost("b.test", ("192.0.2.2",), 10),
+             MailHost("mx.me.test", ("192.0.2.9",), 10), MailHost("c.test", ("192.0.2.3",), 20)]
+    assert [h.name for h in hosts_better_than_me(hosts, me, 25)] == ["a.test"]
+    by_address = [MailHost("a.test", ("192.0.2.1",), 5), MailHost("n.test", ("192.0.2.7",), 5)]
+    assert hosts_better_than_me(by_address, me, 25) == []
+    assert me.is_me("127.0.0.1", 2525) and not me.is_me("127.0.0.1", 25)
+    assert not me.is_me("192.0.2.1", 25)
+
+
+@pytest.mark.parametrize("value", ["1.2.3", "host.test", "10.0.0.1:0", "10.0.0.1:70000",
+                                   "[::1]25", "::1:25x"])
+def test_own_addresses_setting_refuses_what_is_not_an_address(value: str) -> None:
+    with pytest.raises(SettingError) as err:
+        setting("send.own_addresses").parse(value)
+    assert "send.own_addresses" in str(err.value) and value in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["far.test", "far.test sometimes", "bad_name! may"])
+def test_tls_policy_setting_refuses_bad_lines(value: str) -> None:
+    with pytest.raises(SettingError) as err:
+        setting("send.tls_policy").parse(value)
+    assert "send.tls_policy" in str(err.value)
+
+
+# ---- group commit of directory fsyncs ----------------------------------------------------------
+
+def test_group_sync_shares_rounds_and_covers_every_caller(tmp_path) -> None:
+    calls: list[float] = []
+    gate = threading.Event()
+
+    def slow_sync(path) -> None:
+        calls.append(len(calls))
+        gate.wait(10)
+
+    sync = GroupSync(slow_sync)
+    finished: list[int] = []
+    threads = [threading.Thread(target=lambda i=i: (sync.sync(tmp_path), finished.append(i)))
+               for i in range(8)]
+    threads[0].start()
+    while not calls:  # the first round is under way; the others arrive during it
+        time.sleep(0.001)
+    for t in threads[1:]:
+        t.start()
+    while sync.waiting < 7:  # every other caller waits for the one next round
+        time.sleep(0.001)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(finished) == list(range(8))
+    assert len(calls) == 2  # the first caller's round, then one round for the seven others
+
+
+def test_group_sync_failure_fails_the_callers_it_covered(tmp_path) -> None:
+    def failing(path) -> None:
+        raise OSError(5, "Input/output error")
+
+    sync = GroupSync(failing)
+    with pytest.raises(OSError):
+        sync.sync(tmp_path)
+    sync2 = GroupSync()
+    sync2.sync(tmp_path)  # a real fsync of a real directory
+    assert sync2.rounds == 1

@@ -22,6 +22,22 @@ DOUBLE_BOUNCE_SENDER = "#@[]"
 MAX_ORIGINAL_HEADER_BYTES = 64 * 1024
 
 
+# The header every double bounce carries. A bounce of a message from <> that has it is one of
+# our double bounces coming back (a loop through another server, or a postmaster address that
+# forwards): it is discarded like a triple bounce rather than bounced once more, so a double
+# bounce can never start a new loop. A forged header only gets that message's bounce dropped.
+DOUBLE_BOUNCE_HEADER = "X-Mailyard-Double-Bounce"
+
+
+def is_returned_double_bounce(sender: str, original: bytes) -> bool:
+    """Whether a failed message from <> is a double bounce of ours (or of another mailyard)."""
+    if sender != "":
+        return False
+    name = DOUBLE_BOUNCE_HEADER.lower().encode() + b":"
+    return any(line.lower().startswith(name)
+               for line in to_unix_lines(header_block(original)).split(b"\n"))
+
+
 def bounce_sender(settings: dict[str, Any]) -> str:
     """Bounce From @ Bounce Host (empty host: the server's hostname)."""
     host = settings.get("bounce.host") or settings["server.hostname"]
@@ -43,7 +59,7 @@ def _one_line(text: str) -> str:
 
 def build_bounce(*, hostname: str, from_addr: str, to_addr: str,
                  reports: Sequence[BounceReport], original: bytes, arrival: float,
-                 qid: str, now: float | None = None) -> bytes:
+                 qid: str, now: float | None = None, double: bool = False) -> bytes:
     """The whole bounce message (LF line endings, as the queue stores messages)."""
     now = time.time() if now is None else now
     boundary = f"{int(now)}.{os.getpid()}.{qid}.mailyard/{_ascii(hostname)}"
@@ -88,6 +104,7 @@ def build_bounce(*, hostname: str, from_addr: str, to_addr: str,
         f"Date: {date}",
         f"Message-ID: {message_id}",
         "Auto-Submitted: auto-replied",
+        *([f"{DOUBLE_BOUNCE_HEADER}: {_ascii(hostname)}"] if double else []),
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status;\n boundary="{boundary}"',
         "",

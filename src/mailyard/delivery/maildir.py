@@ -2,6 +2,9 @@
 
 The maildir(5) protocol: write into tmp/ under a unique name, fsync, rename into new/, fsync
 new/. A reader (Dovecot) only looks at new/ and cur/, so it sees the whole message or none.
+Deliveries into the same new/ at once share its fsync (groupsync.py); each returns only after
+an fsync that began after its own rename, so its done mark is written after the message is
+durable, never before.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import socket
 import time
 from pathlib import Path
 
-from ..durable import fsync_dir
+from .groupsync import GroupSync
 
 _sequence = itertools.count()
+# One for the process: deliveries into the same new/ at once share its fsync.
+NEW_DIR_SYNC = GroupSync()
 
 
 def _host_part() -> str:
@@ -50,7 +55,7 @@ def deliver_to_folder(folder: Path, message: bytes) -> Path:
     final = folder / "new" / name
     try:
         os.rename(tmp, final)
-        fsync_dir(folder / "new")
+        NEW_DIR_SYNC.sync(folder / "new")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -19,6 +19,9 @@ import dns.resolver
 # How long one name may take to resolve, retries included (dnspython's default is 5 s, too
 # short for a slow upstream; qmail waits as long as the resolver library does, about 30 s).
 DNS_LIFETIME_SECONDS = 30.0
+# Answers kept in the send service's DNS cache: a few per destination domain; dnspython's
+# own default for its LRU cache is 100,000, far more than a queue needs.
+DNS_CACHE_ENTRIES = 10_000
 
 
 class DnsError(Exception):
@@ -35,6 +38,7 @@ class DnsError(Exception):
 class MailHost:
     name: str
     addresses: tuple[str, ...]
+    preference: int = 0  # the MX preference; 0 for a route's relay or a domain without MX
 
 
 def parse_resolver_setting(spec: str) -> tuple[str, int] | None:
@@ -58,6 +62,9 @@ def make_resolver(spec: str) -> dns.asyncresolver.Resolver:
         resolver.nameservers = [server[0]]
         resolver.port = server[1]
     resolver.lifetime = DNS_LIFETIME_SECONDS
+    # MX, A and AAAA answers are kept for their TTL (and no longer), so a burst of mail to
+    # one domain asks the DNS once, as a caching resolver in front of qmail would.
+    resolver.cache = dns.resolver.LRUCache(DNS_CACHE_ENTRIES)
     return resolver
 
 
@@ -107,7 +114,7 @@ async def mail_hosts(resolver: dns.asyncresolver.Resolver, domain: str,
             raise DnsError(f"Sorry, {domain} is not a valid address literal. (#5.1.2)",
                            temporary=False, status="5.1.2")
         return [MailHost(literal, (literal,))]
-    names: list[str]
+    names: list[tuple[str, int]]
     try:
         answer = await resolver.resolve(domain, "MX", search=False)
         records = sorted(answer, key=lambda r: (r.preference, rng.random()))
@@ -115,21 +122,21 @@ async def mail_hosts(resolver: dns.asyncresolver.Resolver, domain: str,
         if exchanges and all(x == dns.name.root for x in exchanges):
             raise DnsError(f"Sorry, {domain} does not accept mail (null MX). (#5.1.10)",
                            temporary=False, status="5.1.10")
-        names = [x.to_text(omit_final_dot=True).lower() for x in exchanges
-                 if x != dns.name.root]
+        names = [(r.exchange.to_text(omit_final_dot=True).lower(), int(r.preference))
+                 for r in records if r.exchange != dns.name.root]
     except dns.resolver.NXDOMAIN:
         raise DnsError(f"Sorry, I couldn't find any host named {domain}. (#5.1.2)",
                        temporary=False, status="5.1.2") from None
     except dns.resolver.NoAnswer:
-        names = [domain]  # no MX: the domain itself is the mail host (RFC 5321 5.1)
+        names = [(domain, 0)]  # no MX: the domain itself is the mail host (RFC 5321 5.1)
     except dns.exception.DNSException:
         raise DnsError(f"Temporary failure looking up MX of {domain}. (#4.4.3)",
                        temporary=True, status="4.4.3") from None
     hosts: list[MailHost] = []
     errors: list[DnsError] = []
-    for name in names:
+    for name, preference in names:
         try:
-            hosts.append(MailHost(name, await host_addresses(resolver, name)))
+            hosts.append(MailHost(name, await host_addresses(resolver, name), preference))
         except DnsError as err:
             errors.append(err)
     if hosts:

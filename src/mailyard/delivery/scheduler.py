@@ -30,9 +30,10 @@ from .bounce import (
     bounce_sender,
     build_bounce,
     double_bounce_recipient,
+    is_returned_double_bounce,
 )
 from .local import LocalContext, deliver_local, mailbox_scanner
-from .remote import RemoteSettings, deliver_remote
+from .remote import RemoteClient, RemoteSettings, next_hop
 from .result import DEFERRAL, FAILURE, SUCCESS, Result, deferral
 from .retry import LIFETIME_TEXT, expired, next_retry
 
@@ -48,6 +49,11 @@ CLEAN_INTERVAL_SECONDS = 3600.0
 SHUTDOWN_GRACE_SECONDS = 8.0
 # Seconds before a bounce that could not be queued (a full disk) is tried again.
 BOUNCE_RETRY_SECONDS = 60.0
+# Seconds before a delivery whose outcome could not be written (a full disk) is tried again;
+# as for a bounce that could not be queued.
+RECORD_RETRY_SECONDS = BOUNCE_RETRY_SECONDS
+# This node's SMTP listeners (Home.port names): remote delivery never connects to them.
+SMTP_LISTENERS: tuple[str, ...] = ("smtp", "submission", "smtps")
 # Seconds before splitting new messages is tried again after the store or the disk failed.
 TODO_RETRY_SECONDS = 5.0
 
@@ -79,6 +85,7 @@ class Scheduler:
         self.queue = Queue(home.queue_dir)
         self.log = log
         self.settings: dict[str, Any] = load_settings(home)
+        self.tasks: set[asyncio.Task[None]] = set()
         self._apply_settings()
         self.messages: dict[str, Message] = {}
         self.heap: dict[str, list[tuple[float, int, str]]] = {c: [] for c in CHANNELS}
@@ -88,10 +95,11 @@ class Scheduler:
         self._seq = itertools.count()
         self.wake = asyncio.Event()
         self.stopping = False
-        self.tasks: set[asyncio.Task[None]] = set()
         self._flush = False
         self._reload = False
         self._last_clean = 0.0
+        self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
+        self._dest_blocked = False  # ready remote work waits only for busy destinations
 
     # ---- settings -----------------------------------------------------------------------------
     def _apply_settings(self) -> None:
@@ -100,7 +108,13 @@ class Scheduler:
         self.limits = {"local": int(s["send.local_concurrency"]),
                        "remote": int(s["send.max_connections"])}
         self.lifetime = float(s["send.queue_lifetime"])
-        self.remote_cfg = RemoteSettings.from_settings(s)
+        self.dest_limit = int(s["send.destination_concurrency"])
+        ports = [self.home.port(name, s) for name in SMTP_LISTENERS]
+        cfg = RemoteSettings.from_settings(s, ports)
+        old = getattr(self, "remote", None)
+        self.remote = RemoteClient(cfg)
+        if old is not None:  # sessions opened under the old settings are not reused
+            self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner())
 
     def request_reload(self) -> None:
@@ -169,8 +183,9 @@ class Scheduler:
         for channel in CHANNELS:
             if self.heap[channel]:
                 wait = min(wait, self.heap[channel][0][0] - now)
-            if self.ready[channel] and self.active[channel] < self.limits[channel]:
-                wait = 0
+            if self.ready[channel] and self.active[channel] < self.limits[channel] \
+                    and not (channel == "remote" and self._dest_blocked):
+                wait = 0  # (work held by a busy destination waits for a delivery to end)
         return max(wait, 0.0)
 
     async def _shutdown(self) -> None:
@@ -180,6 +195,7 @@ class Scheduler:
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=2)
+        await self.remote.close()
         self.log.write("status: exiting")
 
     def _clean(self) -> None:
@@ -289,6 +305,9 @@ class Scheduler:
                 _, _, qid = heapq.heappop(heap)
                 self.ready[channel].append(qid)
             ready = self.ready[channel]
+            if channel == "remote":
+                self._dispatch_remote(ready)
+                continue
             while ready and self.active[channel] < self.limits[channel]:
                 m = self.messages.get(ready[0])
                 if m is None or m.deleted or not m.pending[channel]:
@@ -297,9 +316,40 @@ class Scheduler:
                 index = m.pending[channel].popleft()
                 if not m.pending[channel]:
                     ready.popleft()
-                m.in_flight[channel] += 1
-                self.active[channel] += 1
-                self._spawn(self._deliver(m, channel, index))
+                self._start(m, channel, index, None)
+
+    def _dispatch_remote(self, ready: deque[str]) -> None:
+        """As for local, but a recipient whose destination already has its limit of
+        deliveries in flight waits (in order) while others go ahead."""
+        self._dest_blocked = False
+        waiting: deque[str] = deque()
+        while ready and self.active["remote"] < self.limits["remote"]:
+            qid = ready.popleft()
+            m = self.messages.get(qid)
+            if m is None or m.deleted or not m.pending["remote"]:
+                continue
+            pending = m.pending["remote"]
+            held: list[int] = []
+            while pending and self.active["remote"] < self.limits["remote"]:
+                index = pending.popleft()
+                hop = next_hop(self.remote.cfg.routes, m.recipients["remote"][index].address)
+                if self.dest_active.get(hop, 0) >= self.dest_limit:
+                    held.append(index)
+                    continue
+                self._start(m, "remote", index, hop)
+            if held:
+                pending.extendleft(reversed(held))
+                self._dest_blocked = True
+            if pending:
+                waiting.append(qid)
+        ready.extendleft(reversed(waiting))
+
+    def _start(self, m: Message, channel: str, index: int, hop: str | None) -> None:
+        m.in_flight[channel] += 1
+        self.active[channel] += 1
+        if hop is not None:
+            self.dest_active[hop] = self.dest_active.get(hop, 0) + 1
+        self._spawn(self._deliver(m, channel, index, hop))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -313,7 +363,7 @@ class Scheduler:
         self.wake.set()
 
     # ---- one delivery ---------------------------------------------------------------------------
-    async def _deliver(self, m: Message, channel: str, index: int) -> None:
+    async def _deliver(self, m: Message, channel: str, index: int, hop: str | None) -> None:
         number = next(self.deliveries)
         recipient = m.recipients[channel][index].address
         self.log.write(sendlog.starting_delivery(number, m.qid, channel, recipient))
@@ -336,6 +386,12 @@ class Scheduler:
         finally:
             m.in_flight[channel] -= 1
             self.active[channel] -= 1
+            if hop is not None:
+                left = self.dest_active.get(hop, 1) - 1
+                if left > 0:
+                    self.dest_active[hop] = left
+                else:
+                    self.dest_active.pop(hop, None)
             self._status()
         self._after(m, channel)
 
@@ -344,28 +400,43 @@ class Scheduler:
         if channel == "local":
             data = await asyncio.to_thread(mess.read_bytes)
             return await deliver_local(self.local_ctx, m.envelope, recipient, data)
-        return await deliver_remote(self.remote_cfg, m.envelope.sender, recipient, mess,
-                                    m.envelope.size)
+        return await self.remote.deliver(m.envelope.sender, recipient, mess, m.envelope.size)
 
     async def _record(self, m: Message, channel: str, index: int, result: Result) -> None:
         if m.deleted or channel in m.purged:
             return
         rcpt = m.recipients[channel][index]
         if result.kind == SUCCESS or result.kind == FAILURE:
-            if result.kind == FAILURE:
-                report = BounceReport(rcpt.address, result.text, result.enhanced_status(),
-                                      result.remote_mta, result.diagnostic)
-                await asyncio.to_thread(qstate.add_bounce_report, self.queue, m.qid, report)
-                m.bounce_pending = True
             try:
-                await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
-                                        rcpt.offset)
-            except FileNotFoundError:
-                pass  # the administrator purged this channel meanwhile
+                if result.kind == FAILURE:
+                    report = BounceReport(rcpt.address, result.text, result.enhanced_status(),
+                                          result.remote_mta, result.diagnostic)
+                    await asyncio.to_thread(qstate.add_bounce_report, self.queue, m.qid,
+                                            report)
+                    m.bounce_pending = True
+                try:
+                    await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
+                                            rcpt.offset)
+                except FileNotFoundError:
+                    pass  # the administrator purged this channel meanwhile
+            except OSError as err:
+                self._keep_to_do(m, channel, index, err)
+                return
             rcpt.done = True
         else:
             m.deferred[channel].append(index)
             m.next_try[channel] = next_retry(m.birth, time.time(), channel, self.lifetime)
+
+    def _keep_to_do(self, m: Message, channel: str, index: int, err: OSError) -> None:
+        """The outcome could not be made durable (a full disk, an I/O error): the recipient
+        stays to do and is tried again, so neither its bounce nor the message is lost."""
+        rcpt = m.recipients[channel][index]
+        self.log.write(sendlog.alert(
+            f"unable to record the delivery of msg {m.qid} to {rcpt.address}: {err}; "
+            "will try again"))
+        m.deferred[channel].append(index)
+        m.next_try[channel] = min(time.time() + RECORD_RETRY_SECONDS,
+                                  next_retry(m.birth, time.time(), channel, self.lifetime))
 
     def _after(self, m: Message, channel: str) -> None:
         if m.deleted or m.in_flight[channel] or m.pending[channel]:
@@ -375,10 +446,12 @@ class Scheduler:
             m.deferred[channel] = []
             self._push(channel, m.next_try[channel], m.qid)
             return
-        if all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
-            qstate.finish_channel(self.queue, channel, m.qid)
         if not m.busy():
-            self._spawn(self._complete(m))
+            self._spawn(self._complete(m))  # removes every file of the message at once
+        elif all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
+            # The other channel still works: drop this one's file now, off the event loop
+            # (an unlink waits for the file system's journal).
+            self._spawn(asyncio.to_thread(qstate.finish_channel, self.queue, channel, m.qid))
 
     # ---- the end of a message -------------------------------------------------------------------
     async def _complete(self, m: Message) -> None:
@@ -410,7 +483,8 @@ class Scheduler:
         reports = qstate.read_bounce_reports(self.queue, m.qid)
         sender = m.envelope.sender
         if reports:
-            if sender == DOUBLE_BOUNCE_SENDER:
+            original = self.queue.path("mess", m.qid).read_bytes()
+            if sender == DOUBLE_BOUNCE_SENDER or is_returned_double_bounce(sender, original):
                 self.log.write(sendlog.triple_bounce(m.qid))
             elif sender == "" and not self.settings["bounce.double_enabled"]:
                 self.log.write(sendlog.double_bounce_discarded(m.qid))
@@ -420,11 +494,10 @@ class Scheduler:
                         DOUBLE_BOUNCE_SENDER
                 else:
                     to_addr, new_sender = sender, ""
-                original = self.queue.path("mess", m.qid).read_bytes()
                 body = build_bounce(hostname=str(self.settings["server.hostname"]),
                                     from_addr=bounce_sender(self.settings), to_addr=to_addr,
                                     reports=reports, original=original,
-                                    arrival=m.birth, qid=m.qid)
+                                    arrival=m.birth, qid=m.qid, double=sender == "")
                 env = Envelope(sender=new_sender, recipients=[to_addr], protocol="bounce",
                                extra={"bounce_of": m.qid})
                 with self.queue.open_message() as w:

@@ -1,7 +1,8 @@
 """SMTP replies as the client reads them (RFC 5321 4.2), and the message body as sent (4.5.2).
 
 Plain functions without I/O: `ReplyReader` takes lines and says when a reply is complete;
-`dot_stuffed` turns stored message lines into DATA lines.
+`dot_stuffed` turns stored message lines into DATA lines, `stuff_block` does the same to a
+whole block of lines at C speed (bytes.replace) rather than line by line.
 """
 
 from __future__ import annotations
@@ -85,3 +86,18 @@ def dot_stuffed(lines: Iterable[bytes]) -> Iterator[bytes]:
         if body.startswith(b"."):
             body = b"." + body
         yield body + b"\r\n"
+
+
+def stuff_block(block: bytes) -> bytes:
+    """`block` (starting at a line start) as DATA lines, exactly as `dot_stuffed` would give
+    them: every LF-ended line gets CRLF, a last line without an ending gets one, and a dot at
+    the start of a line is doubled."""
+    if not block:
+        return b""
+    out = block.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not out.endswith(b"\r\n"):
+        out += b"\r\n"
+    out = out.replace(b"\r\n.", b"\r\n..")
+    if out.startswith(b"."):
+        out = b"." + out
+    return out

@@ -116,8 +116,20 @@ def add_bounce_report(queue: Queue, qid: str, report: BounceReport) -> None:
     line = json.dumps(report.__dict__, sort_keys=True).encode() + b"\n"
     fd = os.open(queue.path("bounce", qid), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:  # a full disk may take part of the line: write the rest or fail
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            # Cut a torn line off, so the next report does not land glued to it; the caller
+            # keeps the recipient to do, and a failed fsync is never retried on this fd.
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
     finally:
         os.close(fd)
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..filters import spam_lists
 from ..smtp import blacklist
 from .types import (
+    TLS_POLICY_LEVELS,
     Bool,
     Choice,
     Directory,
@@ -26,7 +27,9 @@ from .types import (
     Text,
     hostname_item,
     network_item,
+    own_address_item,
     smtp_route_item,
+    tls_policy_item,
 )
 
 # The rule both MTA-level blacklists follow (guide 4.5, qmail badmailfrom + qregex), in one place.
@@ -474,6 +477,39 @@ _add("smtp.workers", Int(0, 16), 0, "SMTP Worker Processes",
      "How many processes each SMTP server runs to serve its clients; they share the port, "
      "the connection limits and the failed-login delays. 0 starts one per CPU. Takes effect "
      "when the service is restarted.", services=("smtp", "submission"), box="smtp_inbound")
+
+
+# ---- Outbound safety (issue 16: loops, slow destinations, TLS per next hop) -----------------
+_add("send.own_addresses", Lines(own_address_item,
+                                 "one per line: ADDRESS (any port), IPv4:PORT or [IPv6]:PORT"),
+     [], "Own Addresses",
+     "Addresses that lead back to this server although it does not listen on them itself: a "
+     "NAT or proxy address in front of it. Delivery never connects to these or to the "
+     "server's own SMTP listeners, and drops MX hosts listed no better than this server.",
+     services=("send",), cascade=False, box="smtp_outbound")
+# Postfix's default_destination_concurrency_limit is 20 as well.
+_add("send.destination_concurrency", Int(1, 1000), 20, "Deliveries per Destination (max.)",
+     "How many remote deliveries to one destination (a domain, or a route's relay) may run at "
+     "once, so that one slow server cannot take every outbound connection.",
+     services=("send",), box="smtp_outbound")
+_add("send.tls_default_policy", Choice(tuple((v, v) for v in TLS_POLICY_LEVELS)), "may",
+     "Outbound TLS (default)",
+     "TLS for destinations not in the TLS policy table. none: never; may: when the server "
+     "offers it, certificate not checked, clear text if it fails; encrypt: TLS or wait and "
+     "retry; verify: TLS with a certificate valid for the server's name, or wait and retry.",
+     services=("send",), box="smtp_outbound")
+_add("send.tls_policy", Lines(tls_policy_item, "one per line: NEXTHOP LEVEL, with NEXTHOP a "
+                              "domain, .domain (its subdomains) or a route's relay and LEVEL "
+                              "none, may, encrypt or verify"),
+     [], "Outbound TLS Policy",
+     "TLS per destination, overriding the default: a recipient domain (or .domain for its "
+     "subdomains), or the relay of an SMTP route (then the relay's name is what counts).",
+     services=("send",), box="smtp_outbound")
+_add("send.tls_ca_file", Text(max_length=1024, allow_empty=True, pattern=r"/\S*",
+                              pattern_words="an absolute path, or empty"), "",
+     "Outbound TLS CA File",
+     "PEM file of the certificate authorities trusted where the TLS policy says verify; empty "
+     "uses the system's store.", services=("send",), box="smtp_outbound")
 
 
 def setting(key: str) -> Setting:

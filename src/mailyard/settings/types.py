@@ -366,3 +366,48 @@ def local_part_or_address_item(line: str) -> str:
     if not (_LOCALPART.match(line) or "@" in line):
         raise ItemError(f"{line!r} is not a user name or address")
     return line.lower()
+
+
+def own_address_item(line: str) -> str:
+    """An address that reaches this node: `ADDRESS` (any port), `IPv4:PORT` or `[IPv6]:PORT`."""
+    if line.startswith("["):
+        address, close, rest = line[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ItemError(f"{line!r} is not [IPv6]:PORT")
+        port = rest[1:] if rest else None
+    elif line.count(":") == 1:
+        address, _, port = line.partition(":")
+    else:
+        address, port = line, None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ItemError(f"{address!r} is not an IP address") from None
+    if port is None:
+        return str(ip)
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ItemError(f"{port!r} is not a port from 1 to 65535")
+    return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
+
+
+TLS_POLICY_LEVELS: tuple[str, ...] = ("none", "may", "encrypt", "verify")
+
+
+def tls_policy_item(line: str) -> str:
+    """`NEXTHOP LEVEL`: a domain, `.domain` (its subdomains) or a relay's name or address,
+    and one of none, may, encrypt, verify."""
+    parts = line.split()
+    if len(parts) != 2:
+        raise ItemError(f"{line!r} is not NEXTHOP LEVEL (two words)")
+    key, level = parts[0].lower().rstrip("."), parts[1].lower()
+    if level not in TLS_POLICY_LEVELS:
+        raise ItemError(f"{parts[1]!r} is not one of {', '.join(TLS_POLICY_LEVELS)}")
+    bare = key[1:] if key.startswith(".") else key
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    if not is_hostname(bare):
+        try:
+            ipaddress.ip_address(bare)
+        except ValueError:
+            raise ItemError(f"{parts[0]!r} is not a domain, .domain or relay address") from None
+    return f"{key} {level}"
