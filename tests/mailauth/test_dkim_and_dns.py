@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dkim
 import pytest
+from tests.dkim_support import publish, verify
 from tests.dns_support import DnsServer
 
 from mailyard.home import Home
@@ -36,41 +37,9 @@ MESSAGE = (b"From: Fred Example <fred@example.org>\r\n"
            b"Hello from example.org.\r\n"
            b".leading dot stays\r\n")
 
-VERIFIER = r"""
-use strict; use warnings;
-use Mail::DKIM::Verifier; use Mail::DKIM::DNS; use Net::DNS::Resolver;
-my $res = Net::DNS::Resolver->new(nameservers => ['127.0.0.1'], port => $ARGV[0],
-                                  udp_timeout => 5, tcp_timeout => 5, retry => 1);
-Mail::DKIM::DNS::resolver($res);
-my $dkim = Mail::DKIM::Verifier->new();
-binmode STDIN;
-while (my $line = <STDIN>) { $line =~ s/\r?\n\z//; $dkim->PRINT("$line\015\012"); }
-$dkim->CLOSE;
-foreach my $sig ($dkim->signatures) {
-    printf "%s %s %s\n", $sig->get_tag('a'), $sig->result, $sig->result_detail // '';
-}
-"""
-
-
 def mailyard(cli_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["mailyard", *args], env=cli_env, capture_output=True, text=True,
                           timeout=120)
-
-
-def publish(dns: DnsServer, zone: str) -> None:
-    """Serve every zone-file line of `zone` (as printed by `mailyard dns records`)."""
-    for line in zone.splitlines():
-        if not line or line.startswith(";"):
-            continue
-        name, _ttl, _cls, rtype, rdata = line.split(None, 4)
-        dns.add(name.rstrip("."), rtype, rdata)
-
-
-def verify(dns: DnsServer, message: bytes) -> list[str]:
-    out = subprocess.run(["perl", "-e", VERIFIER, str(dns.port)], input=message,
-                         capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr.decode()
-    return out.stdout.decode().splitlines()
 
 
 @pytest.fixture

@@ -170,10 +170,11 @@ def _said(reply: Reply) -> str:
     return "Remote host said: " + reply.text
 
 
-def _read_chunks(message: Path) -> list[bytes]:
-    """The message as DATA blocks: CRLF line endings, leading dots doubled, and the final dot
-    line at the end. Each block ends at a line end, so stuffing them apart is exact."""
-    out: list[bytes] = []
+def _read_chunks(message: Path, prefix: bytes = b"") -> list[bytes]:
+    """The message as DATA blocks: `prefix` (header fields we add on the way out, such as a
+    DKIM signature), then the file; CRLF line endings, leading dots doubled, and the final
+    dot line at the end. Each block ends at a line end, so stuffing them apart is exact."""
+    out: list[bytes] = [stuff_block(prefix)] if prefix else []
     with open(message, "rb") as f:
         while True:
             block = f.read(DATA_CHUNK_BYTES)
@@ -186,8 +187,8 @@ def _read_chunks(message: Path) -> list[bytes]:
     return out
 
 
-async def _stream_data(session: Session, message: Path) -> None:
-    for chunk in await asyncio.to_thread(_read_chunks, message):
+async def _stream_data(session: Session, message: Path, prefix: bytes = b"") -> None:
+    for chunk in await asyncio.to_thread(_read_chunks, message, prefix):
         await session.send(chunk)
 
 
@@ -213,8 +214,10 @@ class RemoteClient:
     async def close(self) -> None:
         await self.cache.close_all()
 
-    async def deliver(self, sender: str, recipient: str, message: Path, size: int) -> Result:
-        """Deliver `message` to one remote `recipient`; never raises for network trouble."""
+    async def deliver(self, sender: str, recipient: str, message: Path, size: int,
+                      prefix: bytes = b"") -> Result:
+        """Deliver `message` (after `prefix`, header fields to put on top) to one remote
+        `recipient`; never raises for network trouble."""
         cfg = self.cfg
         domain = recipient.rpartition("@")[2].lower()
         if not domain:
@@ -227,7 +230,8 @@ class RemoteClient:
             session, host, opened = cached
             try:
                 result, reusable = await _transaction(session, str(host), sender, recipient,
-                                                      message, size, reused=True)
+                                                      message, size, reused=True,
+                                                      prefix=prefix)
             except StaleSession:
                 await session.close()
             except ConnectionDied:
@@ -271,7 +275,8 @@ class RemoteClient:
                 assert isinstance(opened, Session)
                 try:
                     result, reusable = await _transaction(opened, address, sender, recipient,
-                                                          message, size, reused=False)
+                                                          message, size, reused=False,
+                                                          prefix=prefix)
                 except (ConnectionDied, StaleSession):
                     await opened.close()
                     return deferral(f"Connected to {address} but connection died. (#4.4.2)",
@@ -387,14 +392,15 @@ class RemoteClient:
 
 
 async def _transaction(session: Session, host: str, sender: str, recipient: str,
-                       message: Path, size: int, *, reused: bool) -> tuple[Result, bool]:
+                       message: Path, size: int, *, reused: bool,
+                       prefix: bytes = b"") -> tuple[Result, bool]:
     """MAIL to the end of DATA on a session ready for it: the result, and whether the
     session is fit for another transaction. ConnectionDied escapes; StaleSession when a
     reused session was already closed before MAIL was answered."""
     wire_sender = "" if sender == DOUBLE_BOUNCE_SENDER else sender
     mail = f"MAIL FROM:<{wire_sender}>"
     if "SIZE" in session.keywords:
-        mail += f" SIZE={size}"
+        mail += f" SIZE={size + len(prefix)}"
     try:
         reply = await session.command(mail)
     except ConnectionDied:
@@ -419,7 +425,7 @@ async def _transaction(session: Session, host: str, sender: str, recipient: str,
         return Result("failure" if reply.is_permanent else "deferral",
                       f"{host} failed on DATA command.\n{_said(reply)}",
                       remote_mta=host, diagnostic=reply.text), False
-    await _stream_data(session, message)
+    await _stream_data(session, message, prefix)
     reply = await session.reply()
     if reply.code // 100 == 2:
         return success(f"{host} accepted message.\n{_said(reply)}\n"

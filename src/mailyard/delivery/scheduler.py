@@ -14,10 +14,12 @@ import heapq
 import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ..home import Home
+from ..mailauth.outbound import Signer
 from ..queue import Envelope, Queue, QueueError
 from ..queue import control as qcontrol
 from ..queue import state as qstate
@@ -57,6 +59,11 @@ SMTP_LISTENERS: tuple[str, ...] = ("smtp", "submission", "smtps")
 # Seconds before splitting new messages is tried again after the store or the disk failed.
 TODO_RETRY_SECONDS = 5.0
 
+
+# DKIM signatures kept for messages whose remote deliveries are under way: one signature per
+# message however many recipients it has (signing reads the whole message and costs an RSA
+# operation); a message retried after this many others is signed afresh.
+SIGNATURES_KEPT = 256
 
 @dataclass
 class Message:
@@ -99,6 +106,7 @@ class Scheduler:
         self._reload = False
         self._last_clean = 0.0
         self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
+        self._signatures: dict[str, tuple[bytes, str]] = {}  # qid -> DKIM fields, domain
         self._dest_blocked = False  # ready remote work waits only for busy destinations
 
     # ---- settings -----------------------------------------------------------------------------
@@ -116,6 +124,7 @@ class Scheduler:
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner())
+        self.signer = Signer(self.home, bool(s["dkim.signing"]))
 
     def request_reload(self) -> None:
         self._reload = True
@@ -400,7 +409,29 @@ class Scheduler:
         if channel == "local":
             data = await asyncio.to_thread(mess.read_bytes)
             return await deliver_local(self.local_ctx, m.envelope, recipient, data)
-        return await self.remote.deliver(m.envelope.sender, recipient, mess, m.envelope.size)
+        signature, signed_for = await self._signature(m, mess)
+        result = await self.remote.deliver(m.envelope.sender, recipient, mess, m.envelope.size,
+                                           signature)
+        if signature and result.kind == SUCCESS:
+            result = replace(result, text=f"{result.text}\nDKIM: signed for {signed_for}")
+        return result
+
+    async def _signature(self, m: Message, mess: Path) -> tuple[bytes, str]:
+        """The DKIM-Signature fields for a message leaving now (b"" when it is not signed),
+        made once per message and kept while its remote deliveries run."""
+        cached = self._signatures.get(m.qid)
+        if cached is None:
+            def sign() -> tuple[bytes, str]:
+                with open(mess, "rb") as f:
+                    return self.signer.header_for(m.envelope, f.read())
+            try:
+                cached = await asyncio.to_thread(sign)
+            except OSError as err:  # unreadable now: deliver unsigned rather than not at all
+                cached = (b"", f"cannot read the message: {err}")
+            self._signatures[m.qid] = cached
+            while len(self._signatures) > SIGNATURES_KEPT:
+                self._signatures.pop(next(iter(self._signatures)))
+        return cached
 
     async def _record(self, m: Message, channel: str, index: int, result: Result) -> None:
         if m.deleted or channel in m.purged:
