@@ -19,6 +19,8 @@ from typing import Any
 from ..home import Home
 from ..mailboxes import ensure_maildir, folder_dir
 from ..queue import Envelope, Queue, QueueError
+from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
+from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.accounts import get_alias, get_mailbox
 from ..store.cache import answering_from_cache
 from .maildir import deliver_to_folder
@@ -37,6 +39,8 @@ NOT_IN_CACHE_TEXT = ("The store is unreachable and this address is not in the no
 
 _CRLF = re.compile(rb"\r\n")
 
+# Where a DMARC quarantine files a message (the folder the spam filter files spam in).
+QUARANTINE_FOLDER = "Spam"
 
 @dataclass(frozen=True)
 class MailboxVerdict:
@@ -93,10 +97,42 @@ def to_unix_lines(message: bytes) -> bytes:
     return _CRLF.sub(b"\n", message)
 
 
-def mailbox_copy(envelope: Envelope, address: str, message: bytes) -> bytes:
+def without_forged_results(message: bytes, hostname: str) -> bytes:
+    """The message without the Authentication-Results fields of its header that name
+    `hostname` as their author: only we may write those (RFC 8601 5), and a sender must not
+    be able to hand the reader our verdict on its own mail."""
+    head = header_block(message)
+    if not hostname or b"authentication-results" not in head.lower():
+        return message
+    ours = hostname.lower().rstrip(".").encode()
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):  # a continuation belongs to the field before it
+            if not dropping:
+                kept.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        authserv = value.split(b";", 1)[0].split()[:1]
+        dropping = bool(colon) and name.strip().lower() == b"authentication-results" and \
+            bool(authserv) and authserv[0].lower().rstrip(b".") == ours
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + message[len(head):]
+
+
+def trace_fields(envelope: Envelope) -> bytes:
+    """Header fields the smtp service decided on for this message (its
+    Authentication-Results), to go on top of every copy we deliver."""
+    text = envelope.extra.get(TRACE_KEY) or ""
+    return to_unix_lines(str(text).encode("utf-8", "replace"))
+
+
+def mailbox_copy(envelope: Envelope, address: str, message: bytes, hostname: str = "") -> bytes:
     top = (f"Return-Path: <{envelope.sender}>\nDelivered-To: {address}\n").encode(
         "utf-8", "surrogateescape")
-    return top + to_unix_lines(message)
+    return top + trace_fields(envelope) + to_unix_lines(without_forged_results(message,
+                                                                              hostname))
 
 
 @dataclass
@@ -158,16 +194,21 @@ def _lookup(home: Home, address: str) -> tuple[Any, Any]:
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
                       message: bytes) -> Result | None:
     """None when delivered (or discarded by the filter), else the deferral or failure."""
-    copy = mailbox_copy(envelope, address, message)
+    copy = mailbox_copy(envelope, address, message, str(ctx.settings["server.hostname"]))
     try:
         verdict = await ctx.scanner(ctx.home, ctx.settings, address, copy)
     except Exception as err:  # the hook must not lose mail: deliver unfiltered
         verdict = MailboxVerdict(copy)
         _ = err
-    if verdict.discard:
+    folder = verdict.folder
+    if envelope.extra.get(QUARANTINE_KEY):
+        # DMARC quarantine: the Spam folder, even for a mailbox whose spam stays in the
+        # inbox or is thrown away (this is the sender's domain's word, not a score)
+        folder = QUARANTINE_FOLDER
+    elif verdict.discard:
         return None
     try:
-        await asyncio.to_thread(_write, ctx, address, verdict.folder, verdict.message)
+        await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             text = f"Unable to write the message: {err.strerror}. (#4.3.0)"
@@ -194,6 +235,7 @@ def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,
                        extra={"forwarded_for": address})
     with queue.open_message() as w:
         w.write(f"Delivered-To: {address}\n".encode("utf-8", "surrogateescape"))
+        w.write(trace_fields(envelope))  # the next hop sees what we found
         w.write(to_unix_lines(message))
         w.commit(forward)
     return forward.qp

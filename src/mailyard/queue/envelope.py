@@ -25,6 +25,13 @@ def check_address(address: str, *, role: str) -> str:
     return address
 
 
+# Keys of `Envelope.extra` that the smtp service fills for delivery: header fields to put on
+# top of every copy delivered (the Authentication-Results field), and why the message goes
+# to the recipient's Spam folder whatever its spam score (a DMARC quarantine).
+TRACE_HEADERS = "trace_headers"
+QUARANTINE = "quarantine"
+
+
 @dataclass
 class Envelope:
     """Who a message goes to and who sent it; `sender` is "" for the null sender <>.

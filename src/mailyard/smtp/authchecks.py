@@ -25,14 +25,14 @@ from ..mailauth.inbound import (
     txt_lookup,
     use_resolver_for_spf,
 )
+from ..queue.envelope import QUARANTINE, TRACE_HEADERS
 from . import replies as R
 
 # The service whose clients are other servers.
 CHECKED_SERVICE = "smtp"
-# The envelope keys delivery reads: header fields to put on top of the message, and why it
-# goes to the Spam folder.
-TRACE_KEY = "trace_headers"
-QUARANTINE_KEY = "quarantine"
+# The envelope keys delivery reads (defined with the envelope, the interface between them).
+TRACE_KEY = TRACE_HEADERS
+QUARANTINE_KEY = QUARANTINE
 
 _resolver_in_use: list[str] = []  # the smtp.dns_resolver value pyspf was pointed at
 

@@ -16,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..mailauth.inbound import SpfResult
 from ..queue import Envelope, QueueError
+from . import authchecks as A
 from . import loglines as L
 from . import policy as P
 from .auth import Cancelled, Challenge, Credentials, Exchange, Malformed, start_exchange
@@ -70,6 +72,11 @@ class Conversation:
         self.conn = ServerConnection(self.ip, tls=implicit_tls)
         self.exchange: Exchange | None = None
         self.incoming: Incoming | None = None  # the message of a DATA under way
+        self.auth_policy = A.AuthPolicy.from_settings(self.settings, server.service)
+        # Mail authentication of the transaction under way (set at MAIL FROM): the SPF result
+        # and whether its recipients are DMARC-exempt (None before the first one).
+        self.spf: SpfResult | None = None
+        self.auth_group: bool | None = None
         self.in_message = False
         self.task: asyncio.Future[None] | None = None
         self._out = bytearray()
@@ -196,6 +203,14 @@ class Conversation:
             if refusal is not None:
                 self._reply(refusal, f"{path} user={session.auth_user}")
                 return
+        self.spf, self.auth_group = None, None  # MAIL starts a transaction
+        if path is not None and reply.positive and A.applies(
+                self.auth_policy, P.may_relay(policy, session), bool(session.auth_user)):
+            try:
+                self.spf = await A.spf_of(self.auth_policy, self.ip, P.plain_address(path),
+                                          session.helo)
+            except Exception as exc:  # a check that breaks never stops the mail
+                self.log(L.mail_auth_error(self.ip, exc))
         self._reply(reply, str(event.path), accepted=path)
 
     async def _on_rcpt(self, event: RcptTo) -> None:
@@ -205,6 +220,14 @@ class Conversation:
             self._reply(checked, str(event.path))
             return
         address = P.plain_address(checked)
+        if self.spf is not None:
+            refusal = A.spf_refusal(self.auth_policy, self.spf, self.ip)
+            if refusal is None:
+                refusal, group = A.recipient_group(self.auth_policy, self.auth_group,
+                                                   checked.domain)
+            if refusal is not None:
+                self._reply(refusal, address)
+                return
         directory = self.server.directory
         try:
             local, exists, active = await directory.recipient_facts(checked.domain, address)
@@ -221,6 +244,8 @@ class Conversation:
             self.log(L.store_error(self.ip, exc))
             self._reply(P.lookup_error_reply("the recipient"), address)
             return
+        if self.spf is not None and reply.positive:
+            self.auth_group = group
         self._reply(reply, address, accepted=checked)
 
     async def _on_simple(self, event: Rset | Noop | Help | Vrfy) -> None:
@@ -359,10 +384,16 @@ class Conversation:
             if verdict is not None:
                 self._reply(verdict, f"from=<{sender}>")
                 return
+        extra: dict[str, Any] = {}
+        if self.spf is not None:
+            refusal, extra = await self._authenticate(incoming, self.spf)
+            if refusal is not None:
+                self._reply(refusal, f"from=<{sender}>")
+                return
         protocol = P.protocol_name(session)
         envelope = Envelope(sender=sender, recipients=recipients, client_ip=self.ip,
                             helo=session.helo, auth_user=session.auth_user or None,
-                            protocol=protocol)
+                            protocol=protocol, extra=extra)
         try:
             qid = await incoming.commit(envelope)
         except QueueError as exc:
@@ -372,6 +403,24 @@ class Conversation:
         self._reply(P.queued_reply(qid))
         self.log(L.accepted(qid, incoming.writer.size, sender, recipients, self.ip, protocol,
                             session.auth_user, stats.bare_lf, stats.bare_cr))
+
+    async def _authenticate(self, incoming: Incoming,
+                            spf: SpfResult) -> tuple[Reply | None, dict[str, Any]]:
+        """DKIM and DMARC of the message, on top of the SPF found at MAIL FROM: a refusal
+        (DMARC p=reject), or what the envelope carries to delivery (the
+        Authentication-Results field, a quarantine)."""
+        try:
+            verdict = await A.run_checks(self.auth_policy, str(incoming.writer.path), spf)
+        except Exception as exc:  # a check that breaks never stops the mail
+            self.log(L.mail_auth_error(self.ip, exc))
+            return None, {}
+        refusal, extra = A.outcome(self.auth_policy, verdict, bool(self.auth_group))
+        action = "reject" if refusal else ("quarantine" if A.QUARANTINE_KEY in extra
+                                           else "accept")
+        self.log(L.mail_auth(self.ip, verdict.spf.result,
+                             ",".join(f"{r.result}:{r.domain}" for r in verdict.dkim),
+                             verdict.dmarc.result, verdict.dmarc.policy, action))
+        return refusal, extra
 
     async def _filter(self, incoming: Incoming, sender: str,
                       recipients: list[str]) -> Reply | None:

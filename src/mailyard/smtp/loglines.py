@@ -83,3 +83,13 @@ def accepted(qid: str, size: int, sender: str, recipients: list[str], ip: str, p
     if bare_lf or bare_cr:
         line += f" bare_lf={bare_lf} bare_cr={bare_cr}"
     return line
+
+
+def mail_auth(ip: str, spf: str, dkim: str, dmarc: str, dmarc_policy: str, action: str) -> str:
+    """The outcome of the SPF, DKIM and DMARC checks of one message (before its reply)."""
+    return (f"mailauth ip={ip} spf={spf} dkim={dkim or 'none'} dmarc={dmarc} "
+            f"policy={dmarc_policy} action={action}")
+
+
+def mail_auth_error(ip: str, exc: BaseException) -> str:
+    return f"mailauth-error ip={ip} {type(exc).__name__}: {exc}"
