@@ -14,17 +14,18 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import dns.asyncresolver
 
+from ..mailauth.mtasts import PolicyCache, StsPolicy
 from .conncache import ConnectionCache, Key
 from .loops import LOOP_STATUS, Self, ehlo_names_me, hosts_better_than_me, loop_text
 from .resolve import DnsError, MailHost, host_addresses, mail_hosts, make_resolver
 from .result import Result, deferral, failure, success
-from .routes import route_for
+from .routes import Route, route_for
 from .smtp_reply import Reply, ReplyError, ReplyReader, stuff_block
 from .tls_policy import REQUIRED, describe, policy_for, unverified_context, verifying_context
 
@@ -206,8 +207,9 @@ _LOOP = object()  # the server at this address named our own hostname in its EHL
 class RemoteClient:
     """Remote deliveries with their cache of open sessions; one per send service."""
 
-    def __init__(self, cfg: RemoteSettings) -> None:
+    def __init__(self, cfg: RemoteSettings, sts: PolicyCache | None = None) -> None:
         self.cfg = cfg
+        self.sts = sts  # MTA-STS policies of recipient domains (setting send.mta_sts)
         self.cache: ConnectionCache[Session] = ConnectionCache(Session.quit_and_close,
                                                                Session.alive)
 
@@ -224,7 +226,26 @@ class RemoteClient:
             return failure(f"Sorry, {recipient} has no domain. (#5.1.3)")
         route = route_for(cfg.routes, domain)
         level = policy_for(cfg.tls_table, cfg.tls_default, domain, route.relay)
-        key: Key = (next_hop(cfg.routes, recipient), route.port, level)
+        sts: StsPolicy | None = None
+        if route.relay is None and self.sts is not None and \
+                not policy_for(cfg.tls_table, "", domain, None):  # the table names it: it wins
+            found, _how = await self.sts.policy(domain)
+            if found is not None and found.mode == "enforce":
+                sts, level = found, "verify"
+        result = await self._deliver(sender, recipient, message, size, prefix, domain, route,
+                                     level, sts)
+        if sts is not None and result.kind != "success":
+            result = replace(result, text=f"{result.text}\nMTA-STS: {domain} enforces verified "
+                                          f"TLS to its MX hosts (policy {sts.policy_id}).")
+        return result
+
+    async def _deliver(self, sender: str, recipient: str, message: Path, size: int,
+                       prefix: bytes, domain: str, route: Route, level: str,
+                       sts: StsPolicy | None) -> Result:
+        cfg = self.cfg
+        # A session that MTA-STS made verified is kept apart from one the table did.
+        key: Key = (next_hop(cfg.routes, recipient), route.port,
+                    level + ("/mta-sts" if sts is not None else ""))
         cached = self.cache.take(key)
         if cached is not None:
             session, host, opened = cached
@@ -252,6 +273,15 @@ class RemoteClient:
                                              route.port)
                 if not hosts:
                     return failure(loop_text(domain), status=LOOP_STATUS)
+                if sts is not None:
+                    allowed = [h for h in hosts if sts.allows(str(h.name))]
+                    if not allowed:
+                        return deferral(
+                            f"The MTA-STS policy of {domain} (mode enforce, id "
+                            f"{sts.policy_id}) names none of its MX hosts "
+                            f"({', '.join(str(h.name) for h in hosts)}). (#4.7.5)",
+                            status="4.7.5")
+                    hosts = allowed
         except DnsError as err:
             return Result("deferral" if err.temporary else "failure", err.text,
                           status=err.status)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..home import Home
+from ..mailauth.mtasts import PolicyCache
 from ..mailauth.outbound import Signer
 from ..queue import Envelope, Queue, QueueError
 from ..queue import control as qcontrol
@@ -64,6 +65,8 @@ TODO_RETRY_SECONDS = 5.0
 # message however many recipients it has (signing reads the whole message and costs an RSA
 # operation); a message retried after this many others is signed afresh.
 SIGNATURES_KEPT = 256
+# Where the MTA-STS policies seen are kept (below HOME/var), so a restart keeps them.
+MTA_STS_DIR = "mta-sts"
 
 @dataclass
 class Message:
@@ -120,7 +123,9 @@ class Scheduler:
         ports = [self.home.port(name, s) for name in SMTP_LISTENERS]
         cfg = RemoteSettings.from_settings(s, ports)
         old = getattr(self, "remote", None)
-        self.remote = RemoteClient(cfg)
+        sts = PolicyCache(self.home.var_dir / MTA_STS_DIR, cfg.resolver, cfg.ca_file) \
+            if s["send.mta_sts"] else None
+        self.remote = RemoteClient(cfg, sts)
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner())

@@ -32,6 +32,10 @@ FETCH_SECONDS = 10.0
 # RFC 8461 3.2: max_age is at most 31557600 s (a year).
 MAX_AGE_LIMIT = 31_557_600
 MODES = ("enforce", "testing", "none")
+# A domain's TXT record is looked at again after this long, not before every delivery:
+# RFC 8461 5.1 lets a sender use a cached policy until max_age without asking; we still
+# notice a new policy id (or a domain that starts publishing one) within five minutes.
+TXT_RECHECK_SECONDS = 300.0
 _ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 
@@ -111,6 +115,7 @@ class PolicyCache:
         self.resolver = resolver
         self.ca_file = ca_file
         self._memory: dict[str, StsPolicy] = {}
+        self._checked: dict[str, tuple[float, StsPolicy | None, str]] = {}
 
     def _path(self, domain: str) -> Path:
         return self.directory / f"{domain}.json"
@@ -128,15 +133,27 @@ class PolicyCache:
 
     def _store(self, policy: StsPolicy) -> None:
         self._memory[policy.domain] = policy
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self._path(policy.domain).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(policy)))
-        os.replace(tmp, self._path(policy.domain))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(policy.domain).with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(policy)))
+            os.replace(tmp, self._path(policy.domain))
+        except OSError:
+            pass  # kept in memory; after a restart the policy is fetched again
 
     async def policy(self, domain: str) -> tuple[StsPolicy | None, str]:
         """(the policy in force for `domain`, how it was found) — None when it has none."""
         domain = domain.lower().rstrip(".")
         now = time.time()
+        recent = self._checked.get(domain)
+        if recent is not None and now - recent[0] < TXT_RECHECK_SECONDS and (
+                recent[1] is None or not recent[1].expired(now)):
+            return recent[1], recent[2]
+        found = await self._policy(domain, now)
+        self._checked[domain] = (now, *found)
+        return found
+
+    async def _policy(self, domain: str, now: float) -> tuple[StsPolicy | None, str]:
         cached = self.cached(domain)
         if cached is not None and cached.expired(now):
             cached = None

@@ -510,6 +510,11 @@ _add("send.tls_ca_file", Text(max_length=1024, allow_empty=True, pattern=r"/\S*"
      "Outbound TLS CA File",
      "PEM file of the certificate authorities trusted where the TLS policy says verify; empty "
      "uses the system's store.", services=("send",), box="smtp_outbound")
+_add("send.mta_sts", Bool(), True, "Honour MTA-STS",
+     "Deliver to a domain that publishes an MTA-STS policy in enforce mode (RFC 8461) only "
+     "over TLS verified for one of the MX hosts its policy names; otherwise the mail waits "
+     "and is retried, never sent in clear. An entry for the domain in the outbound TLS "
+     "policy takes precedence.", services=("send",), box="smtp_outbound")
 
 
 def setting(key: str) -> Setting:
