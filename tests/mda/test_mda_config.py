@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -9,6 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from mda_support import make_node, short_tmp
 
 from mailyard.home import Home
@@ -21,6 +26,7 @@ from mailyard.mda.config import (
     render_text,
 )
 from mailyard.mda.sqlconf import StoreUrlError, driver_for, render_sql_conf
+from mailyard.services import certificates
 from mailyard.services.control import ControlError
 from mailyard.store.settings_store import load_settings, set_setting
 
@@ -200,3 +206,24 @@ def test_dovecot_runs_with_the_longest_home_path_accepted():
             stop_dovecot(node)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_hosted_domains_certificate_is_chosen_by_sni(home):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imap.example.org")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("imap.example.org")]), False)
+            .sign(key, hashes.SHA256()))
+    certificates.install(home.tls_dir, cert.public_bytes(serialization.Encoding.PEM),
+                         key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()),
+                         ["imap.example.org"], "imap.example.org")
+    conf = dovecot.render(home)
+    done = subprocess.run(["doveconf", "-c", str(conf), "-n"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "local_name imap.example.org {" in done.stdout
+    assert "domains/imap.example.org/cert.pem" in done.stdout

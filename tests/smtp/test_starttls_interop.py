@@ -10,6 +10,8 @@ failed test, not as a slow one.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 import shutil
 import smtplib
 import socket
@@ -21,10 +23,15 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from smtp_helpers import JOE, RawClient, queue_entries, wait_until
 from tests.conftest import free_port
 
 from mailyard.home import Home
+from mailyard.services import certificates
 
 # A client waits this long for any one reply before the test calls the session stalled; the
 # server's own idle timeout is 1200 s, so a dropped command can never be answered in time.
@@ -299,3 +306,37 @@ def test_postfix_relays_to_us_with_tls_required(node: Home, start, postfix_relay
         raise AssertionError(f"postfix log:\n{postfix_relay.log()}") from None
     assert all(b"with ESMTPS" in data for _, data in queue_entries(node))
     assert "TLS connection established" in postfix_relay.log()
+
+
+def _self_signed(name: str) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_sni_gives_a_hosted_domain_its_own_certificate(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    cert, key = _self_signed("mail.example.org")
+    certificates.install(node.tls_dir, cert, key, ["mail.example.org"], "mail.example.org")
+    start("smtp")
+
+    def subject(*servername: str) -> str:
+        out = subprocess.run(
+            ["openssl", "s_client", "-starttls", "smtp", "-connect",
+             f"127.0.0.1:{node.port('smtp')}", *servername],
+            input=b"", capture_output=True, timeout=60)
+        found = re.search(rb"subject=.*?CN ?= ?([\w.-]+)", out.stdout)
+        assert found, out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+        return found.group(1).decode()
+
+    assert subject("-servername", "mail.example.org") == "mail.example.org"
+    assert subject("-servername", "mx.example.test") == "mx.example.test"
+    assert subject("-noservername") == "mx.example.test"

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..services import certificates
+
 if TYPE_CHECKING:
     from ..home import Home
 
@@ -93,6 +95,23 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9_.,:/@+=%~-]+")
 # when a socket path is longer, so base_dir is kept short: HOME/var/dovecot itself.
 SUN_PATH_MAX = 107
 LONGEST_SOCKET = "/token-login/imap-urlauth"
+
+
+def _sni_blocks(home: Home) -> list[str]:
+    """A `local_name` block per hosted domain's certificate (mailyard tls install --domain):
+    Dovecot answers a client that asks for that name with it (SNI)."""
+    out = []
+    for cert in certificates.installed(home.tls_dir):
+        if cert.name == "node":
+            continue
+        where = home.tls_dir / certificates.DOMAINS_DIR / cert.name
+        names = " ".join(n for n in cert.names if _SAFE_PATH.fullmatch(n))
+        if not names:
+            continue
+        out += [f"local_name {names} {{",
+                f"  ssl_cert = <{safe_path(where / certificates.CERT_NAME, 'a certificate')}",
+                f"  ssl_key = <{safe_path(where / certificates.KEY_NAME, 'a key')}", "}"]
+    return out
 
 
 class DovecotConfigError(ValueError):
@@ -324,6 +343,7 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         f"ssl_cert = <{cert}",
         f"ssl_key = <{key}",
         "ssl_min_protocol = TLSv1.2",
+        *_sni_blocks(home),
         "",
     ]
     lines += _service_blocks(home, settings, on, ident)

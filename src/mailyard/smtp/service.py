@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__
 from ..home import Home
 from ..logs import LogDir
+from ..services.certificates import sni_context
 from ..services.privileges import chown_path, drop_privileges
 from ..services.tls import server_context
 from ..store.db import engine_for
@@ -47,7 +48,8 @@ def run_submission(home: Home) -> None:
 
 def _tls_context(home: Home, log: LogDir) -> ssl.SSLContext | None:
     try:
-        return server_context(home.cert_file, home.key_file)
+        # a hosted domain's own certificate (mailyard tls install --domain) by SNI
+        return sni_context(server_context(home.cert_file, home.key_file), home.tls_dir)
     except (OSError, ssl.SSLError) as exc:
         log.write(f"tls-unavailable cert={home.cert_file} error={exc}")
         return None
