@@ -70,6 +70,7 @@ def test_the_page_shows_records_checks_them_and_rotates_keys(published: PanelNod
     zone = page.locator('[data-domain="example.test"] pre.zone')
     expect(zone).to_contain_text("._domainkey.example.test. 3600 IN TXT \"v=DKIM1; k=rsa; p=")
     expect(page.locator('[data-field="dns.dmarc_policy"]')).to_be_visible()
+    expect(page.locator('[data-certificate="node"]')).to_contain_text("mx.example.test")
     page.click('[data-domain="example.test"] a:has-text("Check DNS")')
     expect(page.locator("[data-check-result]")).to_have_attribute("data-check-result", "passed")
     expect(page.locator('[data-finding="DKIM"][data-state="ok"]')).to_have_count(1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..home import CONFIG_NAME, Home
+from ..services import certificates
 from ..settings.registry import SERVICE_NAMES
 from .common import CliError, home_of, print_json, print_table
 
@@ -123,7 +124,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 if line:
                     print(line)
         print_table(rows, ["name", "state", "pid", "uptime", "version"])
+        for line in certificate_lines(home):
+            print(line)
     return 0
+
+
+def certificate_lines(home: Any) -> list[str]:
+    """One line per installed TLS certificate: what it is for and when it expires."""
+    out = []
+    for cert in certificates.installed(home.tls_dir):
+        kind = "self-signed" if cert.self_signed else "issued"
+        warn = f"  WARNING: {'; '.join(cert.warnings)}" if cert.warnings else ""
+        out.append(f"certificate ({cert.name}, {kind}): {', '.join(cert.names)} expires "
+                   f"{cert.not_after:%Y-%m-%d} ({cert.days_left} days){warn}")
+    return out
 
 
 def _cluster_line(home: Any) -> str:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
-from ..services import control
+from ..services import certificates, control
 from ..store import accounts
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
@@ -258,6 +258,7 @@ def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Respo
     domains = [d["name"] for d in accounts.list_domains(home)]
     context["domains"] = [api_mailauth.records_view(request, d) for d in domains]
     context["checked"] = (api_mailauth.check_view(request, check) if check in domains else None)
+    context["certificates"] = certificates.installed(home.tls_dir)
     return render("mailauth.html", **context)
 
 
