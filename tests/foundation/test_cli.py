@@ -7,6 +7,9 @@ import subprocess
 
 from tests.conftest import VENV_BIN, free_port_base
 
+from mailyard.home import Home
+from mailyard.store import accounts
+
 MAILYARD = str(VENV_BIN / "mailyard")
 
 
@@ -90,3 +93,29 @@ def test_commands_without_a_home_say_how_to_give_one(cli_env):
     env = {k: v for k, v in cli_env.items() if k != "MAILYARD_HOME"}
     out = run(env, "domain", "list")
     assert out.returncode == 1 and "--home" in out.stderr
+
+
+def test_mailbox_set_changes_quota_and_active_and_refuses_a_negative_quota(
+        home: Home, cli_env: dict[str, str]) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["mailyard", *args], env=cli_env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert run("domain", "add", "example.org").returncode == 0
+    made = subprocess.run(["mailyard", "mailbox", "add", "fred@example.org"], env=cli_env,
+                          input="a long enough password\n", capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    out = run("mailbox", "set", "fred@example.org", "--quota-mb", "250", "--active", "no")
+    assert out.returncode == 0, out.stderr
+    assert "active=no quota=250 MB" in out.stdout
+    [box] = accounts.list_mailboxes(home, "example.org")
+    assert (box.quota_mb, box.active) == (250, False)
+    refused = run("mailbox", "set", "fred@example.org", "--quota-mb", "-5")
+    assert refused.returncode == 2 and "quota -5 MB" in refused.stderr
+    assert accounts.list_mailboxes(home, "example.org")[0].quota_mb == 250
+    refused = subprocess.run(["mailyard", "mailbox", "add", "ann@example.org", "--quota-mb", "-1"],
+                             env=cli_env, input="a long enough password\n", capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "from 0 (no limit)" in refused.stderr
+    assert run("mailbox", "set", "fred@example.org").returncode == 2

@@ -31,6 +31,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("address")
     p.add_argument("--quota-mb", type=int, default=0)
     p.set_defaults(func=mailbox_add)
+    p = box.add_parser("set", help="change a mailbox's quota or whether it is active")
+    p.add_argument("address")
+    p.add_argument("--quota-mb", type=int, help="megabytes, 0 for no limit")
+    p.add_argument("--active", choices=["yes", "no"], help="no: mail to it is refused at RCPT "
+                                                           "(550 5.2.1) and it cannot log in")
+    p.set_defaults(func=mailbox_set)
     p = box.add_parser("passwd")
     p.add_argument("address")
     p.set_defaults(func=mailbox_passwd)
@@ -68,9 +74,9 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=admin_add)
 
 
-def _run(fn: Any, *a: Any) -> Any:
+def _run(fn: Any, *a: Any, **kw: Any) -> Any:
     try:
-        return fn(*a)
+        return fn(*a, **kw)
     except accounts.AccountError as exc:
         raise CliError(str(exc), 2) from None
 
@@ -121,6 +127,17 @@ def mailbox_list(args: argparse.Namespace) -> int:
 def mailbox_remove(args: argparse.Namespace) -> int:
     _run(accounts.remove_mailbox, home_of(args), args.address)
     print(f"mailbox {args.address.lower()} removed (its mail stays on disk)")
+    return 0
+
+
+def mailbox_set(args: argparse.Namespace) -> int:
+    if args.quota_mb is None and args.active is None:
+        raise CliError("say what to change: --quota-mb N and/or --active yes|no", 2)
+    active = None if args.active is None else args.active == "yes"
+    box = _run(accounts.set_mailbox, home_of(args), args.address, quota_mb=args.quota_mb,
+               active=active)
+    print(f"mailbox {box.address}: active={'yes' if box.active else 'no'} "
+          f"quota={box.quota_mb or 'no limit'}{' MB' if box.quota_mb else ''}")
     return 0
 
 

@@ -38,7 +38,7 @@ class MailboxView(BaseModel):
 class MailboxIn(BaseModel):
     address: str = Field(max_length=320)
     password: str = Field(min_length=1, max_length=1024)
-    quota_mb: int = Field(0, ge=0, le=10_000_000)
+    quota_mb: int = Field(0, ge=0, le=accounts.MAX_QUOTA_MB)
 
 
 class MailboxChange(BaseModel):

@@ -139,6 +139,7 @@ def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
 
 def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0) -> str:
     local, domain_name = split_address(address)
+    check_quota(quota_mb)
     try:
         hashed = hash_password(password)
     except ValueError as exc:
@@ -175,6 +176,35 @@ def set_password(home: Home, address: str, password: str) -> None:
         if box is None:
             raise AccountError(f"no mailbox {address}")
         box.password_hash = hashed
+
+
+# The largest mailbox quota, in MB (10 TB): far above any disk of a mail node, low enough that
+# Dovecot's quota rule (bytes, 64-bit) never overflows.
+MAX_QUOTA_MB = 10_000_000
+
+
+def check_quota(quota_mb: int) -> int:
+    if not isinstance(quota_mb, int) or isinstance(quota_mb, bool) or \
+            not 0 <= quota_mb <= MAX_QUOTA_MB:
+        raise AccountError(f"quota {quota_mb!r} MB: a whole number of megabytes from 0 (no "
+                           f"limit) to {MAX_QUOTA_MB}")
+    return quota_mb
+
+
+def set_mailbox(home: Home, address: str, *, quota_mb: int | None = None,
+                active: bool | None = None) -> MailboxInfo:
+    """Change a mailbox's quota or active state (None: leave it); the mailbox as it now is."""
+    if quota_mb is not None:
+        check_quota(quota_mb)
+    with session_scope(home.db_url) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        if quota_mb is not None:
+            box.quota_mb = quota_mb
+        if active is not None:
+            box.active = active
+        return MailboxInfo(box.address, box.active, box.quota_mb, box.spam_action)
 
 
 def set_spam_action(home: Home, address: str, action: str) -> None:
