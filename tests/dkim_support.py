@@ -40,3 +40,25 @@ def verify(dns: DnsServer, message: bytes) -> list[str]:
     return out.stdout.decode().splitlines()
 
 
+
+
+ARC_VERIFIER = r"""
+use strict; use warnings;
+use Mail::DKIM::ARC::Verifier; use Mail::DKIM::DNS; use Net::DNS::Resolver;
+my $res = Net::DNS::Resolver->new(nameservers => ['127.0.0.1'], port => $ARGV[0],
+                                  udp_timeout => 5, tcp_timeout => 5, retry => 1);
+Mail::DKIM::DNS::resolver($res);
+my $arc = Mail::DKIM::ARC::Verifier->new();
+binmode STDIN;
+while (my $line = <STDIN>) { $line =~ s/\r?\n\z//; $arc->PRINT("$line\015\012"); }
+$arc->CLOSE;
+printf "%s %s\n", $arc->result, $arc->result_detail // '';
+"""
+
+
+def verify_arc(dns: DnsServer, message: bytes) -> str:
+    """Mail::DKIM::ARC's verdict on the message's ARC chain: pass, fail or none, and why."""
+    out = subprocess.run(["perl", "-e", ARC_VERIFIER, str(dns.port)], input=message,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode().strip()

@@ -14,9 +14,11 @@ from tests.dns_support import DnsServer, running_dns_server
 
 from mailyard.home import Home
 from mailyard.mailauth.dkim_sign import sign
+from mailyard.mailauth.forwarding import Forwarder
 from mailyard.mailauth.records import quote_txt, split_txt
 from mailyard.queue.envelope import QUARANTINE, TRACE_HEADERS
 from mailyard.store.dkim_keys import SigningKey, new_key_pair
+from mailyard.store.settings_store import load_settings
 
 OUTSIDER = "127.0.0.66"  # not in the relay networks below: "another server"
 
@@ -129,3 +131,20 @@ def test_relay_clients_are_not_checked(node: Home, start, dns: DnsServer) -> Non
     [(envelope, _)] = queue_entries(node)
     assert TRACE_HEADERS not in envelope.get("extra", {})
     assert "mailauth" not in svc.log()
+
+
+def test_a_bounce_to_our_srs_address_is_accepted_and_a_forged_one_refused(node: Home, start,  # type: ignore[no-untyped-def]
+                                                                          dns: DnsServer) -> None:
+    start("smtp")
+    ours = Forwarder(node, load_settings(node)).sender_for("alice@remote.test")
+    assert ours.endswith("@mx.example.test")
+    c = RawClient(node.port("smtp"), source=OUTSIDER)
+    assert c.code() == 220
+    c.send(b"EHLO mx.far.test\r\nMAIL FROM:<>\r\n")
+    c.reply()
+    assert c.code() == 250
+    c.send(f"RCPT TO:<{ours}>\r\n".encode())
+    assert c.reply().startswith(b"250 ")
+    c.send(b"RCPT TO:<SRS0=AAAA=AB=victim.test=bob@mx.example.test>\r\n")
+    assert c.reply().startswith(b"550 5.1.1")
+    c.close()

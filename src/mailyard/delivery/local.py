@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..home import Home
+from ..mailauth.forwarding import Forwarder
+from ..mailauth.srs import SrsError
 from ..mailboxes import ensure_maildir, folder_dir
 from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
@@ -38,6 +40,7 @@ NOT_IN_CACHE_TEXT = ("The store is unreachable and this address is not in the no
                      "copy of it; trying again later. (#4.3.0)")
 
 _CRLF = re.compile(rb"\r\n")
+_LF = re.compile(rb"\n")
 
 # Where a DMARC quarantine files a message (the folder the spam filter files spam in).
 QUARANTINE_FOLDER = "Spam"
@@ -141,12 +144,15 @@ class LocalContext:
     settings: dict[str, Any]
     queue: Queue
     scanner: Scanner
+    forwarder: Forwarder | None = None  # SRS and ARC for what aliases send on
 
 
 async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
                         message: bytes) -> Result:
     """Deliver to one local recipient; store and disk trouble are deferrals."""
     address = recipient.lower()
+    if ctx.forwarder is not None and ctx.forwarder.is_srs_address(address):
+        return await _srs_bounce(ctx, envelope, address, message)
     seen = delivered_to(message)
     if address in seen:
         return failure(LOOP_TEXT, status="5.4.6")
@@ -168,7 +174,7 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
             to_mailbox = 1
         try:
             qp = await asyncio.to_thread(_forward, ctx.queue, envelope, address, message,
-                                          alias.targets)
+                                          alias.targets, ctx.forwarder)
         except QueueError as err:
             return deferral(f"Unable to forward the message: {err}. (#4.3.0)", status="4.3.0")
         forwards = len(alias.targets)
@@ -229,13 +235,47 @@ def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> None
 
 
 def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,
-             targets: list[str]) -> int:
-    """Queue a copy for the alias's targets; returns its qp (as qmail-local reports it)."""
-    forward = Envelope(sender=envelope.sender, recipients=list(targets), protocol="local",
+             targets: list[str], forwarder: Forwarder | None = None) -> int:
+    """Queue a copy for the alias's targets; returns its qp (as qmail-local reports it). The
+    copy's sender is rewritten (SRS) and the copy sealed (ARC) when the forwarder says so."""
+    sender = envelope.sender
+    arc = b""
+    if forwarder is not None:
+        sender = forwarder.sender_for(sender)
+        trace = trace_fields(envelope).replace(b"\n", b"\r\n")
+        crlf = trace + _LF.sub(b"\r\n", to_unix_lines(message))
+        arc = forwarder.arc_set(crlf, address.rpartition("@")[2])
+    forward = Envelope(sender=sender, recipients=list(targets), protocol="local",
                        extra={"forwarded_for": address})
     with queue.open_message() as w:
+        w.write(to_unix_lines(arc))  # the ARC set above everything it seals
         w.write(f"Delivered-To: {address}\n".encode("utf-8", "surrogateescape"))
         w.write(trace_fields(envelope))  # the next hop sees what we found
         w.write(to_unix_lines(message))
         w.commit(forward)
     return forward.qp
+
+
+async def _srs_bounce(ctx: LocalContext, envelope: Envelope, address: str,
+                      message: bytes) -> Result:
+    """A message to one of our SRS addresses (a bounce of mail we forwarded): passed on to
+    the sender it stands for; an address we did not make (or too old) is refused."""
+    assert ctx.forwarder is not None
+    try:
+        original = ctx.forwarder.original(address)
+    except SrsError as exc:
+        return failure(f"Sorry, {exc}. (#5.1.1)", status="5.1.1")
+    bounce = Envelope(sender=envelope.sender, recipients=[original], protocol="local",
+                      extra={"srs_for": address})
+
+    def queue_it() -> int:
+        with ctx.queue.open_message() as w:
+            w.write(to_unix_lines(message))
+            w.commit(bounce)
+        return bounce.qp
+
+    try:
+        qp = await asyncio.to_thread(queue_it)
+    except QueueError as err:
+        return deferral(f"Unable to pass the bounce on: {err}. (#4.3.0)", status="4.3.0")
+    return success(f"did 0+1+0\nqp {qp}\nSRS: back to {original}")

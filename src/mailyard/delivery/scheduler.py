@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..home import Home
+from ..mailauth.forwarding import Forwarder
 from ..mailauth.mtasts import PolicyCache
 from ..mailauth.outbound import Signer
 from ..queue import Envelope, Queue, QueueError
@@ -128,7 +129,8 @@ class Scheduler:
         self.remote = RemoteClient(cfg, sts)
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
-        self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner())
+        self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner(),
+                                      Forwarder(self.home, s))
         self.signer = Signer(self.home, bool(s["dkim.signing"]))
 
     def request_reload(self) -> None:

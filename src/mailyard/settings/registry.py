@@ -412,6 +412,16 @@ _add("dmarc.exempt_domains", Lines(hostname_item, "one recipient domain per line
      "domain that receives forwarded mailing-list traffic). A message for exempt and other "
      "recipients at once is split: the others are asked to come back in their own "
      "transaction (452 4.5.3).", services=("smtp",), box="mail_auth")
+_add("srs.enabled", Bool(), True, "Rewrite Forwarded Senders (SRS)",
+     "Give mail that an alias or forward sends on an envelope sender of this node "
+     "(SRS0=…@<hostname>), so that the next server's SPF check passes; a bounce to that "
+     "address is decoded and passed back to the original sender.", services=("send", "smtp"),
+     box="mail_auth")
+_add("arc.sealing", Bool(), True, "ARC-Seal Forwarded Mail",
+     "Seal the authentication results found when a message arrived onto the copy an alias or "
+     "forward sends on (ARC, RFC 8617), with the forwarding domain's DKIM key, so that the "
+     "next server can trust them although forwarding broke SPF.", services=("send",),
+     box="mail_auth")
 _add("spf.refuse_fail", Bool(), False, "Refuse SPF Failures",
      "Refuse at RCPT (550 5.7.23) mail whose sender's domain says, through SPF, that the "
      "client may not send for it. Off by default: DMARC already uses SPF, and refusing on SPF "

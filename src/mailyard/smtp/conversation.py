@@ -231,6 +231,9 @@ class Conversation:
         directory = self.server.directory
         try:
             local, exists, active = await directory.recipient_facts(checked.domain, address)
+            if not exists and P.srs_candidate(policy, checked) and \
+                    await directory.srs_valid(address):
+                local = exists = True  # a bounce of mail we forwarded: back to its sender
             reply = P.rcpt_to(policy, session, checked, local_domain=local,
                               mailbox_exists=exists, mailbox_active=active)
             target = P.postmaster_target(policy, checked, local_domain=local,

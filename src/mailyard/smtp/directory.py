@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..mailauth import srs
+from ..mailauth.forwarding import SRS_SECRET
 from ..store import accounts
 from ..store.cache import answering_from_cache
+from ..store.secrets import secret
 from ..store.view import RecipientFacts, Snapshot, StoreView
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ class Directory:
         self.home = home
         self.view = view or StoreView(home)
         self._rebuild: asyncio.Future[Snapshot] | None = None
+        self._srs_key: bytes | None = None
 
     async def _rebuilt(self) -> Snapshot:
         """One rebuild in a worker thread, shared by every session that needs it meanwhile."""
@@ -100,6 +104,18 @@ class Directory:
     async def recipient_exists(self, address: str) -> bool:
         """A mailbox or an alias with exactly this address."""
         return (await self.recipient(address)).exists
+
+    async def srs_valid(self, address: str) -> bool:
+        """An SRS address this node made (a bounce of mail an alias forwarded), not too old."""
+        try:
+            if self._srs_key is None:
+                self._srs_key = await asyncio.to_thread(secret, self.home, SRS_SECRET)
+            srs.reverse(address, self._srs_key)
+        except srs.SrsError:
+            return False
+        except Exception as exc:  # any store or driver error: answer 4xx, log it
+            raise LookupFailed(f"srs: {type(exc).__name__}: {exc}") from exc
+        return True
 
     async def check_password(self, username: str, password: str) -> bool:
         try:

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from ..mailauth import srs
 from . import blacklist
 from . import replies as R
 from .address import Path
@@ -562,3 +563,9 @@ def filter_error_reply() -> R.Reply:
 
 def filter_verdict_reply(code: int, status: str, text: str) -> R.Reply:
     return R.custom(code, status, text, "SMTP_FILTER")
+
+
+def srs_candidate(policy: Policy, path: Path) -> bool:
+    """An address of the SRS form at our own host name, which the store cannot know: a
+    bounce of mail an alias forwarded (mailauth.srs); its hash decides whether it is ours."""
+    return path.domain.lower() == policy.hostname.lower() and srs.is_srs(path.local)

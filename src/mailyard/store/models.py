@@ -195,3 +195,14 @@ class DkimKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     domain: Mapped[Domain] = relationship(back_populates="dkim_keys")
+
+
+class NodeSecret(Base):
+    """A random secret the node keeps in the store, shared by every node of a cluster (the
+    SRS key: a bounce may come back to any node)."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)  # hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
