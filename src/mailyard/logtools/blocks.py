@@ -30,6 +30,12 @@ from mailyard.logtools.tracking import Delivery, Message, Tracker
 # start) is negligible, small enough to stay far below the memory budget of a stage.
 BLOCK_BYTES = 1 << 20
 
+# Recipients whose row key is remembered between lines: the same addresses recur all day,
+# and working the key out again (decode, virtual-domain prefix, domain) costs more than the
+# look-up.  Emptied when full, so it stays a few MB.
+MAX_CACHED_RECIPIENTS = 50_000
+Caches = tuple[dict[bytes, tuple[str, str, str]], dict[bytes, tuple[str, str, str]]]
+
 # Every whole line of a block starts at "\n" (the block is read with the previous "\n" in
 # front).  Branch order is frequency order; a group at the end of each branch tells them
 # apart through `lastindex`.
@@ -98,12 +104,13 @@ def top_rows_blocks(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpec
                     channel: str | None, block_bytes: int = BLOCK_BYTES) -> dict[str, list[int]]:
     """The same rows as `operators.top_rows`, read block by block (see the module docstring)."""
     counter = TopCounter(tracker, spec, by, channel)
+    caches: Caches = ({}, {})  # local and remote recipients
     diag = tracker.diag
     number = 0  # lines before the current block
     for block, tail in blocks(stream, block_bytes):
         if block:
             lines = block.count(b"\n")
-            if not (_plain(block, lines) and _fast_block(block, lines, tracker, counter)):
+            if not (_plain(block, lines) and _fast_block(block, lines, tracker, counter, caches)):
                 text = block.decode("utf-8", "surrogateescape").split("\n")
                 text = [line + "\n" for line in text[:-1]]  # lines end at LF only, as in files
                 counter.feed(stamped_lines(text, name, diag, number), tracker)
@@ -113,7 +120,8 @@ def top_rows_blocks(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpec
     return counter.rows
 
 
-def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter) -> bool:
+def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter,
+                caches: Caches | None = None) -> bool:
     """Count one plain block; False (nothing changed) if it holds a line for the reference."""
     matches = list(_LINE.finditer(b"\n" + block))
     if len(matches) != lines:
@@ -121,12 +129,21 @@ def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter)
     kinds = [m.lastindex for m in matches]
     if MALFORMED in kinds:
         return False
-    _apply(matches, kinds, tracker, counter)
+    _apply(matches, kinds, tracker, counter, caches or ({}, {}))
     return True
 
 
+def _recipient_keys(raw: bytes, local: bool, per_domain: bool) -> tuple[str, str, str]:
+    """(channel, recipient, its row key by recipient) of a logged recipient."""
+    recipient = raw.decode("utf-8", "surrogateescape")
+    key = mailbox_address(recipient) if local else recipient
+    if per_domain:
+        key = domain_of(key) or key
+    return ("local" if local else "remote"), recipient, key
+
+
 def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tracker,
-           counter: TopCounter) -> None:
+           counter: TopCounter, caches: Caches) -> None:
     """The reference's Tracker and TopCounter steps for the matched lines, inline."""
     messages = tracker.messages
     deliveries = tracker.deliveries
@@ -137,6 +154,7 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
     per_domain = counter.per_domain
     results = _RESULTS
     max_deliveries = tracker.max_deliveries
+    cache, remote_cache = caches
     skip = (STATUS, OTHER, IGNORED)
     for k, m in zip(kinds, matches, strict=True):
         if k in skip:
@@ -151,8 +169,16 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
             if message is None:
                 message = tracker._add_message(Message(msg, started_before_input=True))
                 diag.early_messages += 1
-            channel = "local" if m[5] == b"l" else "remote"
-            recipient = m[6].decode("utf-8", "surrogateescape")
+            raw = m[6]
+            local = m[5] == b"l"
+            cached = cache.get(raw) if local else remote_cache.get(raw)
+            if cached is None:
+                cached = _recipient_keys(raw, local, per_domain)
+                (cache if local else remote_cache)[raw] = cached
+                if len(cache) + len(remote_cache) > MAX_CACHED_RECIPIENTS:
+                    cache.clear()
+                    remote_cache.clear()
+            channel, recipient, recipient_key = cached
             d = Delivery(number, message, channel, recipient)
             deliveries.pop(number, None)
             deliveries[number] = d
@@ -162,13 +188,13 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
             if channel_wanted is not None and channel != channel_wanted:
                 continue
             # key_address / key_domain of operators.py, inline
-            if by == "recipient" or (by == "user" and channel == "local"):
-                key = mailbox_address(recipient) if channel == "local" else recipient
+            if by == "recipient" or (by == "user" and local):
+                key = recipient_key
             else:
                 sender = message.sender
                 key = "?" if sender is None else (sender or "<>")
-            if per_domain and key != "?" and key != "<>":
-                key = domain_of(key) or key
+                if per_domain and key != "?" and key != "<>":
+                    key = domain_of(key) or key
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0, 0, 0, 0, 0]

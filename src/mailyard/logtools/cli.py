@@ -96,13 +96,15 @@ def _logdir(args: argparse.Namespace) -> Path:
 
 def run_selector(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if tool == "qmail-last-x":
-        p = _parser(tool, "Select the send-log lines of the last PERIOD, up to now, and write "
-                          "them with readable local times for an operator to read.\n\n"
+        p = _parser(tool, "Select the send-log lines of the last PERIOD, up to now, and pass "
+                          "them on unchanged for an operator to read (operators show readable "
+                          "local times).\n\n"
                           "PERIOD is " + PERIOD_HELP)
         p.add_argument("period", nargs="+", metavar="PERIOD")
     else:
         p = _parser(tool, "Select the send-log lines stamped from START to END (inclusive) and "
-                          "write them with readable local times for an operator to read.\n\n"
+                          "pass them on unchanged for an operator to read (operators show "
+                          "readable local times).\n\n"
                           "START and END are epoch seconds (what hstamp or `date +%s` print), "
                           "a local date 'YYYY-MM-DD HH:MM', or a fuzzy date like '5 hours ago'.")
         p.add_argument("start", metavar="START")
