@@ -159,6 +159,38 @@ def test_fast_path_and_reference_agree(tmp_path: Path, steps, forms, extra, cut,
         reference(path, spec, by, channel)
 
 
+SHOW_CASES = [(results, detail, channel) for results in operators.SHOW_RESULTS.values()
+              for detail in (False, True) for channel in (None, "local", "remote")]
+
+
+def show_reference(path: Path, case: tuple) -> tuple[str, str]:
+    diag = Diagnostics()
+    out = io.StringIO()
+    operators.run_show(input_lines(str(path), diag), out, Tracker(diag), *case)
+    return out.getvalue(), diag.summary()
+
+
+def show_fast(data: bytes, name: str, case: tuple, block_bytes: int) -> tuple[str, str]:
+    diag = Diagnostics()
+    out = io.StringIO()
+    found = blocks.attempts_blocks(io.BytesIO(data), name, Tracker(diag), block_bytes)
+    operators.write_attempts(found, out, *case)
+    return out.getvalue(), diag.summary()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.one_of(whole, step), max_size=60), forms=line_forms,
+       extra=st.booleans(), cut=st.booleans(), block_bytes=st.sampled_from([64, 300, 1 << 20]),
+       case=st.sampled_from(SHOW_CASES))
+def test_show_fast_path_and_reference_agree(tmp_path: Path, steps, forms, extra, cut,
+                                            block_bytes, case) -> None:
+    data = render(steps, forms, extra, cut)
+    path = tmp_path / "send.log"
+    path.write_bytes(data)
+    assert show_fast(data, str(path), case, block_bytes) == show_reference(path, case)
+
+
 def test_a_plain_tai64n_log_takes_the_fast_path() -> None:
     # the equality above would hold trivially if every block fell back to the reference
     steps = [("message", 1, "alice@example.com", 10), ("start", 1, "bob@gmail.com", "remote"),

@@ -1,10 +1,11 @@
-"""The fast path of the Top operators: the send log read in large blocks of bytes.
+"""The fast path of the operators: the send log read in large blocks of bytes.
 
-One compiled pattern runs over each block and picks out, with their fields, the lines a Top
+One compiled pattern runs over each block and picks out, with their fields, the lines a
 report needs (`starting delivery`, `delivery N:`, `new msg`, `info msg`, `end msg`,
 `status: exiting`); every other line of the block must be one the report may ignore
 (another `status:` line, a well-formed bounce line, a warning or other text).  The state is
-the reference's own (`Tracker`, `TopCounter`), updated inline.
+the reference's own (`Tracker`, `TopCounter`): updated inline for Top, through the
+Tracker's methods for Show (which prints only results, so its cost is in formatting them).
 
 A block is only taken this way when it is plain: tai64n stamps on every line, no CR, no line
 that starts like a known line but does not fit it.  Any other block (a stamp in another form
@@ -21,14 +22,21 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from mailyard.logtools.operators import RESULT_COLUMN, TopCounter, TopSpec
-from mailyard.logtools.parser import domain_of, mailbox_address
+from mailyard.logtools.operators import RESULT_COLUMN, Attempt, TopCounter, TopSpec, attempts
+from mailyard.logtools.parser import InfoMsg, StartDelivery, domain_of, mailbox_address
 from mailyard.logtools.sources import SourceError, stamped_lines
+from mailyard.logtools.tai64n import Stamped
 from mailyard.logtools.tracking import Delivery, Message, Tracker
 
 # Bytes read at once.  Large enough that the per-block work (a few counts, one pattern
 # start) is negligible, small enough to stay far below the memory budget of a stage.
 BLOCK_BYTES = 1 << 20
+
+# Recipients whose row key is remembered between lines: the same addresses recur all day,
+# and working the key out again (decode, virtual-domain prefix, domain) costs more than the
+# look-up.  Emptied when full, so it stays a few MB.
+MAX_CACHED_RECIPIENTS = 50_000
+Caches = tuple[dict[bytes, tuple[str, str, str]], dict[bytes, tuple[str, str, str]]]
 
 # Every whole line of a block starts at "\n" (the block is read with the previous "\n" in
 # front).  Branch order is frequency order; a group at the end of each branch tells them
@@ -57,6 +65,7 @@ EXITING, STATUS, START, INFO, NEW, END = (_G["exiting"], _G["status"], _G["start
 IGNORED, MALFORMED, OTHER = _G["ignored"], _G["malformed"], _G["other"]
 _RESULTS = {_G["success"]: RESULT_COLUMN["success"], _G["deferral"]: RESULT_COLUMN["deferral"],
             _G["failure"]: RESULT_COLUMN["failure"], _G["mangled"]: RESULT_COLUMN["mangled"]}
+MANGLED = _G["mangled"]
 _RESULT_NAMES = {_G["success"]: "success", _G["deferral"]: "deferral",
                  _G["failure"]: "failure", _G["mangled"]: "mangled"}
 
@@ -98,22 +107,88 @@ def top_rows_blocks(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpec
                     channel: str | None, block_bytes: int = BLOCK_BYTES) -> dict[str, list[int]]:
     """The same rows as `operators.top_rows`, read block by block (see the module docstring)."""
     counter = TopCounter(tracker, spec, by, channel)
+    caches: Caches = ({}, {})  # local and remote recipients
     diag = tracker.diag
     number = 0  # lines before the current block
     for block, tail in blocks(stream, block_bytes):
         if block:
             lines = block.count(b"\n")
-            if not (_plain(block, lines) and _fast_block(block, lines, tracker, counter)):
-                text = block.decode("utf-8", "surrogateescape").split("\n")
-                text = [line + "\n" for line in text[:-1]]  # lines end at LF only, as in files
-                counter.feed(stamped_lines(text, name, diag, number), tracker)
+            if not (_plain(block, lines) and _fast_block(block, lines, tracker, counter, caches)):
+                counter.feed(stamped_lines(_block_lines(block), name, diag, number), tracker)
             number += lines
         if tail:
             diag.problem("truncated", f"{name} line {number + 1}")
     return counter.rows
 
 
-def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter) -> bool:
+def _block_lines(block: bytes) -> list[str]:
+    """A block's lines as text, for the reference reader (lines end at LF only, as in files)."""
+    text = block.decode("utf-8", "surrogateescape").split("\n")
+    return [line + "\n" for line in text[:-1]]
+
+
+def attempts_blocks(stream: BinaryIO, name: str, tracker: Tracker,
+                    block_bytes: int = BLOCK_BYTES) -> Iterator[Attempt]:
+    """The same attempts as `operators.attempts`, read block by block."""
+    diag = tracker.diag
+    number = 0
+    for block, tail in blocks(stream, block_bytes):
+        if block:
+            lines = block.count(b"\n")
+            matches = None
+            if _plain(block, lines):
+                matches = list(_LINE.finditer(b"\n" + block))
+                if len(matches) != lines or any(m.lastindex == MALFORMED for m in matches):
+                    matches = None
+            if matches is None:
+                yield from attempts(stamped_lines(_block_lines(block), name, diag, number),
+                                    tracker)
+            else:
+                yield from _attempts_of(matches, block, tracker)
+            number += lines
+        if tail:
+            diag.problem("truncated", f"{name} line {number + 1}")
+
+
+def _attempts_of(matches: list[re.Match[bytes]], block: bytes,
+                 tracker: Tracker) -> Iterator[Attempt]:
+    """The Tracker's steps for the matched lines of a plain block, and its attempts."""
+    data = b"\n" + block
+    for m in matches:
+        k = m.lastindex
+        if k == STATUS or k == OTHER or k == IGNORED:
+            continue
+        if k == START:
+            tracker.start(StartDelivery(int(m[3]), int(m[4]),
+                                        "local" if m[5] == b"l" else "remote",
+                                        m[6].decode("utf-8", "surrogateescape")))
+        elif k in _RESULTS:
+            d = tracker.result(int(m[7]))
+            if d is None:
+                continue
+            if k == MANGLED:
+                report = ""
+            else:
+                nl = data.index(b"\n", m.end())
+                raw = data[m.end() + 1 if data[m.end():m.end() + 1] == b" " else m.end():nl]
+                report = raw.decode("utf-8", "surrogateescape")
+            start = m.start() + 2  # after "\n@"
+            stamp = Stamped("tai64n", data[start:start + 24].decode("ascii"), "")
+            yield Attempt(stamp, _RESULT_NAMES[k], d.channel, d.recipient, report, d.message, d)
+        elif k == INFO:
+            # qp 0: the qp ties bounces, which matter only to filters (they read line by line)
+            tracker.info(InfoMsg(int(m[12]), int(m[13]),
+                                 m[14].decode("utf-8", "surrogateescape"), 0, int(m[15])))
+        elif k == NEW:
+            tracker.new_msg(int(m[16]))
+        elif k == END:
+            tracker.end(int(m[17]))
+        elif k == EXITING:
+            tracker.restart()
+
+
+def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter,
+                caches: Caches | None = None) -> bool:
     """Count one plain block; False (nothing changed) if it holds a line for the reference."""
     matches = list(_LINE.finditer(b"\n" + block))
     if len(matches) != lines:
@@ -121,12 +196,21 @@ def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter)
     kinds = [m.lastindex for m in matches]
     if MALFORMED in kinds:
         return False
-    _apply(matches, kinds, tracker, counter)
+    _apply(matches, kinds, tracker, counter, caches or ({}, {}))
     return True
 
 
+def _recipient_keys(raw: bytes, local: bool, per_domain: bool) -> tuple[str, str, str]:
+    """(channel, recipient, its row key by recipient) of a logged recipient."""
+    recipient = raw.decode("utf-8", "surrogateescape")
+    key = mailbox_address(recipient) if local else recipient
+    if per_domain:
+        key = domain_of(key) or key
+    return ("local" if local else "remote"), recipient, key
+
+
 def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tracker,
-           counter: TopCounter) -> None:
+           counter: TopCounter, caches: Caches) -> None:
     """The reference's Tracker and TopCounter steps for the matched lines, inline."""
     messages = tracker.messages
     deliveries = tracker.deliveries
@@ -137,6 +221,7 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
     per_domain = counter.per_domain
     results = _RESULTS
     max_deliveries = tracker.max_deliveries
+    cache, remote_cache = caches
     skip = (STATUS, OTHER, IGNORED)
     for k, m in zip(kinds, matches, strict=True):
         if k in skip:
@@ -151,8 +236,16 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
             if message is None:
                 message = tracker._add_message(Message(msg, started_before_input=True))
                 diag.early_messages += 1
-            channel = "local" if m[5] == b"l" else "remote"
-            recipient = m[6].decode("utf-8", "surrogateescape")
+            raw = m[6]
+            local = m[5] == b"l"
+            cached = cache.get(raw) if local else remote_cache.get(raw)
+            if cached is None:
+                cached = _recipient_keys(raw, local, per_domain)
+                (cache if local else remote_cache)[raw] = cached
+                if len(cache) + len(remote_cache) > MAX_CACHED_RECIPIENTS:
+                    cache.clear()
+                    remote_cache.clear()
+            channel, recipient, recipient_key = cached
             d = Delivery(number, message, channel, recipient)
             deliveries.pop(number, None)
             deliveries[number] = d
@@ -162,13 +255,13 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
             if channel_wanted is not None and channel != channel_wanted:
                 continue
             # key_address / key_domain of operators.py, inline
-            if by == "recipient" or (by == "user" and channel == "local"):
-                key = mailbox_address(recipient) if channel == "local" else recipient
+            if by == "recipient" or (by == "user" and local):
+                key = recipient_key
             else:
                 sender = message.sender
                 key = "?" if sender is None else (sender or "<>")
-            if per_domain and key != "?" and key != "<>":
-                key = domain_of(key) or key
+                if per_domain and key != "?" and key != "<>":
+                    key = domain_of(key) or key
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0, 0, 0, 0, 0]

@@ -96,13 +96,15 @@ def _logdir(args: argparse.Namespace) -> Path:
 
 def run_selector(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if tool == "qmail-last-x":
-        p = _parser(tool, "Select the send-log lines of the last PERIOD, up to now, and write "
-                          "them with readable local times for an operator to read.\n\n"
+        p = _parser(tool, "Select the send-log lines of the last PERIOD, up to now, and pass "
+                          "them on unchanged for an operator to read (operators show readable "
+                          "local times).\n\n"
                           "PERIOD is " + PERIOD_HELP)
         p.add_argument("period", nargs="+", metavar="PERIOD")
     else:
         p = _parser(tool, "Select the send-log lines stamped from START to END (inclusive) and "
-                          "write them with readable local times for an operator to read.\n\n"
+                          "pass them on unchanged for an operator to read (operators show "
+                          "readable local times).\n\n"
                           "START and END are epoch seconds (what hstamp or `date +%s` print), "
                           "a local date 'YYYY-MM-DD HH:MM', or a fuzzy date like '5 hours ago'.")
         p.add_argument("start", metavar="START")
@@ -215,8 +217,10 @@ def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         return 2
     diag = Diagnostics()
     tracker = Tracker(diag)
-    operators.run_show(input_lines(args.file, diag), out, tracker,
-                       operators.SHOW_RESULTS[base], detail, args.channel)
+    stream, name = blocks.open_input(args.file)
+    with stream:
+        operators.write_attempts(blocks.attempts_blocks(stream, name, tracker), out,
+                                 operators.SHOW_RESULTS[base], detail, args.channel)
     diag.warn(tool, err)
     return 0
 
@@ -274,7 +278,11 @@ def _webmail(args: argparse.Namespace) -> tuple[set[int], webmail.SmtpWebmail | 
         from mailyard.home import Home
         from mailyard.store.settings_store import load_settings  # only needed on a node
 
-        values = load_settings(Home.find(home))
+        try:
+            values = load_settings(Home.find(home))
+        except Exception as exc:  # a missing or unreadable node: say so, no traceback
+            raise UsageError(f"cannot read the node's settings at {home}: {exc}; give "
+                             f"--user NAME or --uid N instead") from None
     user = str(values.get(WEBMAIL_USER_SETTING, REGISTRY[WEBMAIL_USER_SETTING].default))
     where = f"the node setting {WEBMAIL_USER_SETTING}" if home else \
         f"the default of {WEBMAIL_USER_SETTING}"

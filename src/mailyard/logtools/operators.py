@@ -126,15 +126,22 @@ def show_line(a: Attempt, clock: Clock, detail: bool) -> str:
     return f"{clock.display(a.stamp)} {a.result:<8}{sender} {recipient} {where} {reply}\n"
 
 
-def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: tuple[str, ...],
-             detail: bool, channel: str | None = None) -> int:
+def write_attempts(found: Iterable[Attempt], out: TextIO, results: tuple[str, ...],
+                   detail: bool, channel: str | None = None) -> int:
+    """Write the show line of each attempt with one of `results`; how many were written."""
     clock = Clock()
     n = 0
-    for a in attempts(lines, tracker):
+    for a in found:
         if a.result in results and (channel is None or a.channel == channel):
             out.write(show_line(a, clock, detail))
             n += 1
     return n
+
+
+def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: tuple[str, ...],
+             detail: bool, channel: str | None = None) -> int:
+    """Show the attempts of `lines`, read line by line (the reference way)."""
+    return write_attempts(attempts(lines, tracker), out, results, detail, channel)
 
 
 # ---- Top ----------------------------------------------------------------------------------------
