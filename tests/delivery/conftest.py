@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import dnslib.server
 import pytest
 from send_harness import (
-    DnsServer,
     SendService,
     SmtpService,
     SmtpSink,
-    ZoneResolver,
     free_port_base,
     open_home_to_mail_owner,
     start_sink,
 )
+from tls_certs import TestCa
 
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
@@ -76,31 +73,20 @@ def sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
-    resolver = ZoneResolver()
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = dnslib.server.DNSServer(resolver, port=port, address="127.0.0.1",
-                                         logger=dnslib.server.DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
-        try:
-            server.start_thread()
-            break
-        except OSError:
-            continue
-    else:
-        raise RuntimeError("no UDP port for the DNS server")
-    try:
-        yield DnsServer(resolver, port)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def smtp_service(mail_home: Home) -> Iterator[SmtpService]:
     service = SmtpService(mail_home)
     try:
         yield service
     finally:
         service.kill()
+
+
+@pytest.fixture
+def ca(mail_home: Home) -> TestCa:
+    """A test CA whose file the send service can read (send.tls_ca_file)."""
+    directory = mail_home.root / "test-ca"
+    directory.mkdir()
+    os.chmod(directory, 0o755)  # the send service reads the CA file as the mail owner
+    made = TestCa(directory)
+    os.chmod(made.ca_file, 0o644)
+    return made

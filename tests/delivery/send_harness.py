@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import dnslib
-import dnslib.server
 from tests.conftest import free_port_base  # noqa: E402,F401
+from tests.dns_support import DnsServer, ZoneResolver  # noqa: F401 (re-exported for the tests)
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
@@ -347,42 +346,6 @@ def _run_loop(loop: asyncio.AbstractEventLoop, coro: object) -> None:
         loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 
-# ---- a DNS server on loopback --------------------------------------------------------------------
-
-class ZoneResolver(dnslib.server.BaseResolver):  # type: ignore[misc]
-    """Answers from `records`: {(name, type): [rdata text, ...]}; unknown names are NXDOMAIN,
-    known names without that type get an empty answer; names in `servfail` get SERVFAIL."""
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], list[str]] = {}
-        self.servfail: set[str] = set()
-
-    def resolve(self, request: dnslib.DNSRecord, handler: object) -> dnslib.DNSRecord:
-        reply = request.reply()
-        qname = str(request.q.qname).rstrip(".").lower()
-        qtype = dnslib.QTYPE[request.q.qtype]
-        if qname in self.servfail:
-            reply.header.rcode = dnslib.RCODE.SERVFAIL
-            return reply
-        names = {name for name, _ in self.records}
-        if qname not in names:
-            reply.header.rcode = dnslib.RCODE.NXDOMAIN
-            return reply
-        for rdata in self.records.get((qname, qtype), []):
-            reply.add_answer(*dnslib.RR.fromZone(f"{qname}. 60 IN {qtype} {rdata}"))
-        return reply
-
-
-@dataclass
-class DnsServer:
-    resolver: ZoneResolver
-    port: int
-
-    @property
-    def setting(self) -> str:
-        return f"127.0.0.1@{self.port}"
-
-    def add(self, name: str, rtype: str, *rdata: str) -> None:
-        self.resolver.records.setdefault((name.lower(), rtype), []).extend(rdata)
+# The DNS server on loopback lives in tests/dns_support.py (shared by the whole suite).
 
 

@@ -5,7 +5,6 @@ named MX over TLS verified for its name, and anything less is a deferral, never 
 from __future__ import annotations
 
 import http.server
-import os
 import random
 import ssl
 import threading
@@ -64,16 +63,6 @@ class PolicyServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def ca(mail_home: Home) -> TestCa:
-    directory = mail_home.root / "test-ca"
-    directory.mkdir()
-    os.chmod(directory, 0o755)  # the send service reads the CA file as the mail owner
-    made = TestCa(directory)
-    os.chmod(made.ca_file, 0o644)
-    return made
 
 
 @pytest.fixture

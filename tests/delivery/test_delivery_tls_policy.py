@@ -4,7 +4,6 @@ send log. Against real TLS sinks with certificates made in the test."""
 
 from __future__ import annotations
 
-import os
 import signal
 import ssl
 from collections.abc import Iterator
@@ -27,16 +26,6 @@ from mailyard.home import Home
 from mailyard.store.settings_store import set_setting
 
 RELAY = "relay.far.test"
-
-
-@pytest.fixture
-def ca(mail_home: Home) -> TestCa:
-    directory = mail_home.root / "test-ca"
-    directory.mkdir()
-    os.chmod(directory, 0o755)  # the send service reads the CA file as the mail owner
-    made = TestCa(directory)
-    os.chmod(made.ca_file, 0o644)
-    return made
 
 
 @pytest.fixture
