@@ -215,19 +215,30 @@ class RemoteClient:
 
     async def deliver(self, sender: str, recipient: str, message: Path, size: int) -> Result:
         """Deliver `message` to one remote `recipient`; never raises for network trouble."""
+        return (await self.deliver_many(sender, [recipient], message, size))[0]
+
+    async def deliver_many(self, sender: str, recipients: list[str], message: Path,
+                           size: int) -> list[Result]:
+        """Deliver `message` to recipients of one next hop (same route, or same domain) in
+        one transaction; one result per recipient, in order."""
+        results = await self._deliver_many(sender, recipients, message, size)
+        return results if isinstance(results, list) else [results] * len(recipients)
+
+    async def _deliver_many(self, sender: str, recipients: list[str], message: Path,
+                            size: int) -> Result | list[Result]:
         cfg = self.cfg
-        domain = recipient.rpartition("@")[2].lower()
+        domain = recipients[0].rpartition("@")[2].lower()
         if not domain:
-            return failure(f"Sorry, {recipient} has no domain. (#5.1.3)")
+            return failure(f"Sorry, {recipients[0]} has no domain. (#5.1.3)")
         route = route_for(cfg.routes, domain)
         level = policy_for(cfg.tls_table, cfg.tls_default, domain, route.relay)
-        key: Key = (next_hop(cfg.routes, recipient), route.port, level)
+        key: Key = (next_hop(cfg.routes, recipients[0]), route.port, level)
         cached = self.cache.take(key)
         if cached is not None:
             session, host, opened = cached
             try:
-                result, reusable = await _transaction(session, str(host), sender, recipient,
-                                                      message, size, reused=True)
+                results, reusable = await _transaction(session, str(host), sender, recipients,
+                                                       message, size, reused=True)
             except StaleSession:
                 await session.close()
             except ConnectionDied:
@@ -236,7 +247,7 @@ class RemoteClient:
                                 remote_mta=str(host))
             else:
                 self._release(key, session, str(host), opened, reusable)
-                return result
+                return results
         try:
             if route.relay is not None:
                 relay = MailHost(route.relay, await host_addresses(cfg.resolver, route.relay))
@@ -256,28 +267,29 @@ class RemoteClient:
         for host in hosts:
             for address in host.addresses:
                 opened_at = time.monotonic()
-                opened = await self._open(host, address, route.port, level)
-                if opened is None:
+                attempt = await self._open(host, address, route.port, level)
+                if attempt is None:
                     continue
-                if opened is _LOOP:
+                if attempt is _LOOP:
                     if route.relay is not None or host.preference == best:
                         return failure(loop_text(domain), status=LOOP_STATUS)
                     break  # a lesser MX that is us after all: try the next host
-                if isinstance(opened, _Refused):
-                    if opened.try_next:
-                        refused = opened.result
+                if isinstance(attempt, _Refused):
+                    if attempt.try_next:
+                        refused = attempt.result
                         continue
-                    return opened.result
-                assert isinstance(opened, Session)
+                    return attempt.result
+                assert isinstance(attempt, Session)
                 try:
-                    result, reusable = await _transaction(opened, address, sender, recipient,
-                                                          message, size, reused=False)
+                    results, reusable = await _transaction(attempt, address, sender,
+                                                           recipients, message, size,
+                                                           reused=False)
                 except (ConnectionDied, StaleSession):
-                    await opened.close()
+                    await attempt.close()
                     return deferral(f"Connected to {address} but connection died. (#4.4.2)",
                                     remote_mta=address)
-                self._release(key, opened, address, opened_at, reusable)
-                return result
+                self._release(key, attempt, address, opened_at, reusable)
+                return results
         if refused is not None:
             return refused
         return deferral("Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)",
@@ -386,10 +398,11 @@ class RemoteClient:
         return session
 
 
-async def _transaction(session: Session, host: str, sender: str, recipient: str,
-                       message: Path, size: int, *, reused: bool) -> tuple[Result, bool]:
-    """MAIL to the end of DATA on a session ready for it: the result, and whether the
-    session is fit for another transaction. ConnectionDied escapes; StaleSession when a
+async def _transaction(session: Session, host: str, sender: str, recipients: list[str],
+                       message: Path, size: int, *,
+                       reused: bool) -> tuple[list[Result], bool]:
+    """MAIL to the end of DATA on a session ready for it: a result per recipient, and whether
+    the session is fit for another transaction. ConnectionDied escapes; StaleSession when a
     reused session was already closed before MAIL was answered."""
     wire_sender = "" if sender == DOUBLE_BOUNCE_SENDER else sender
     mail = f"MAIL FROM:<{wire_sender}>"
@@ -402,29 +415,39 @@ async def _transaction(session: Session, host: str, sender: str, recipient: str,
             raise StaleSession() from None
         raise
     if not reply.is_positive:
-        return Result("failure" if reply.is_permanent else "deferral",
-                      f"Connected to {host} but sender was rejected.\n{_said(reply)}",
-                      remote_mta=host, diagnostic=reply.text), False
-    reply = await session.command(f"RCPT TO:<{recipient}>")
-    if not reply.is_positive:
-        text = f"{host} does not like recipient.\n{_said(reply)}\nGiving up on {host}."
+        return [Result("failure" if reply.is_permanent else "deferral",
+                       f"Connected to {host} but sender was rejected.\n{_said(reply)}",
+                       remote_mta=host, diagnostic=reply.text)] * len(recipients), False
+    results: list[Result | None] = []
+    for recipient in recipients:
+        reply = await session.command(f"RCPT TO:<{recipient}>")
+        if reply.is_positive:
+            results.append(None)  # decided by the end of DATA
+        else:
+            results.append(Result(
+                "failure" if reply.is_permanent else "deferral",
+                f"{host} does not like recipient.\n{_said(reply)}\nGiving up on {host}.",
+                remote_mta=host, diagnostic=reply.text))
+    if all(r is not None for r in results):
         try:
             reusable = (await session.command("RSET")).code == 250
         except ConnectionDied:
-            reusable = False  # the answer to RCPT stands; the session is simply not kept
-        return Result("failure" if reply.is_permanent else "deferral", text,
-                      remote_mta=host, diagnostic=reply.text), reusable
+            reusable = False  # the answers to RCPT stand; the session is simply not kept
+        return [r for r in results if r is not None], reusable
     reply = await session.command("DATA")
     if reply.code != 354:
-        return Result("failure" if reply.is_permanent else "deferral",
-                      f"{host} failed on DATA command.\n{_said(reply)}",
-                      remote_mta=host, diagnostic=reply.text), False
+        outcome = Result("failure" if reply.is_permanent else "deferral",
+                         f"{host} failed on DATA command.\n{_said(reply)}",
+                         remote_mta=host, diagnostic=reply.text)
+        return [r or outcome for r in results], False
     await _stream_data(session, message)
     reply = await session.reply()
     if reply.code // 100 == 2:
-        return success(f"{host} accepted message.\n{_said(reply)}\n"
-                       f"{describe(session.tls_version, session.verified)}",
-                       remote_mta=host, diagnostic=reply.text), True
-    return Result("failure" if reply.is_permanent else "deferral",
-                  f"{host} failed after I sent the message.\n{_said(reply)}",
-                  remote_mta=host, diagnostic=reply.text), False
+        outcome = success(f"{host} accepted message.\n{_said(reply)}\n"
+                          f"{describe(session.tls_version, session.verified)}",
+                          remote_mta=host, diagnostic=reply.text)
+        return [r or outcome for r in results], True
+    outcome = Result("failure" if reply.is_permanent else "deferral",
+                     f"{host} failed after I sent the message.\n{_said(reply)}",
+                     remote_mta=host, diagnostic=reply.text)
+    return [r or outcome for r in results], False
