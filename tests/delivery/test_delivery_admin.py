@@ -47,4 +47,6 @@ def test_delete_and_purge_go_through_the_running_service(mail_home: Home,
     sent = admin.send_test(mail_home, "joe@example.test", "panel test", "hi")
     wait_until(lambda: len(maildir_messages(mail_home, "joe@example.test")) == 2,
                what="the test message")
-    assert f"end msg {sent['id']}" in read_send_log(mail_home)
+    # The Maildir file comes first; the done mark and the message's removal follow it.
+    wait_until(lambda: f"end msg {sent['id']}" in read_send_log(mail_home),
+               what="the test message to end")

@@ -283,3 +283,28 @@ def test_connection_that_does_not_open_is_a_deferral_after_the_connect_timeout(
         for s in fillers:
             s.close()
         listener.close()
+
+
+def test_recipients_of_one_destination_share_one_transaction(mail_home: Home,
+                                                             send_service: SendService,
+                                                             sink: SmtpSink) -> None:
+    sink.replies["gone@far.test"] = "550 5.1.1 gone"
+    set_setting(mail_home, "send.smtp_routes", [f"far.test:{sink.host}:{sink.port}",
+                                                f"near.test:{sink.host}:{sink.port}"])
+    send_service.start()
+    inject(mail_home, ["a@far.test", "gone@far.test", "b@far.test", "c@near.test"],
+           sender="joe@example.test")
+    wait_until(lambda: queue_empty(mail_home), what="queue to empty")
+    # Both domains are routed to the same relay: one next hop, so one transaction.
+    assert [m.recipients for m in sink.messages] == [["a@far.test", "b@far.test",
+                                                      "c@near.test"]]
+    assert sink.connections == 1
+    log = read_send_log(mail_home)
+    assert sum(line.startswith("starting delivery ") and " to remote " in line
+               for line in log) == 4
+    results = [line for line in log if line.startswith("delivery ")]
+    assert sum(": success: 127.0.0.1_accepted_message." in line for line in results) == 3
+    assert sum(": failure: 127.0.0.1_does_not_like_recipient." in line for line in results) == 1
+    bounce = wait_until(lambda: [m for m in maildir_messages(mail_home, "joe@example.test")
+                                 if b"multipart/report" in m], what="bounce")[0]
+    assert b"Final-Recipient: rfc822; gone@far.test" in bounce

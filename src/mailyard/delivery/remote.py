@@ -25,7 +25,7 @@ from .conncache import ConnectionCache, Key
 from .loops import LOOP_STATUS, Self, ehlo_names_me, hosts_better_than_me, loop_text
 from .resolve import DnsError, MailHost, host_addresses, mail_hosts, make_resolver
 from .result import Result, deferral, failure, success
-from .routes import Route, route_for
+from .routes import route_for
 from .smtp_reply import Reply, ReplyError, ReplyReader, stuff_block
 from .tls_policy import REQUIRED, describe, policy_for, unverified_context, verifying_context
 
@@ -218,41 +218,51 @@ class RemoteClient:
 
     async def deliver(self, sender: str, recipient: str, message: Path, size: int,
                       prefix: bytes = b"") -> Result:
-        """Deliver `message` (after `prefix`, header fields to put on top) to one remote
-        `recipient`; never raises for network trouble."""
+        """Deliver `message` to one remote `recipient`; never raises for network trouble."""
+        return (await self.deliver_many(sender, [recipient], message, size, prefix))[0]
+
+    async def deliver_many(self, sender: str, recipients: list[str], message: Path,
+                           size: int, prefix: bytes = b"") -> list[Result]:
+        """Deliver `message` (after `prefix`, header fields to put on top) to recipients of
+        one next hop (same route, or same domain) in one transaction; one result per
+        recipient, in order."""
         cfg = self.cfg
-        domain = recipient.rpartition("@")[2].lower()
-        if not domain:
-            return failure(f"Sorry, {recipient} has no domain. (#5.1.3)")
+        domain = recipients[0].rpartition("@")[2].lower()
         route = route_for(cfg.routes, domain)
-        level = policy_for(cfg.tls_table, cfg.tls_default, domain, route.relay)
         sts: StsPolicy | None = None
-        if route.relay is None and self.sts is not None and \
+        if domain and route.relay is None and self.sts is not None and \
                 not policy_for(cfg.tls_table, "", domain, None):  # the table names it: it wins
             found, _how = await self.sts.policy(domain)
             if found is not None and found.mode == "enforce":
-                sts, level = found, "verify"
-        result = await self._deliver(sender, recipient, message, size, prefix, domain, route,
-                                     level, sts)
-        if sts is not None and result.kind != "success":
-            result = replace(result, text=f"{result.text}\nMTA-STS: {domain} enforces verified "
-                                          f"TLS to its MX hosts (policy {sts.policy_id}).")
-        return result
+                sts = found
+        results = await self._deliver_many(sender, recipients, message, size, prefix, sts)
+        out = results if isinstance(results, list) else [results] * len(recipients)
+        if sts is not None:
+            note = (f"\nMTA-STS: {domain} enforces verified TLS to its MX hosts (policy "
+                    f"{sts.policy_id}).")
+            out = [r if r.kind == "success" else replace(r, text=r.text + note) for r in out]
+        return out
 
-    async def _deliver(self, sender: str, recipient: str, message: Path, size: int,
-                       prefix: bytes, domain: str, route: Route, level: str,
-                       sts: StsPolicy | None) -> Result:
+    async def _deliver_many(self, sender: str, recipients: list[str], message: Path,
+                            size: int, prefix: bytes,
+                            sts: StsPolicy | None) -> Result | list[Result]:
         cfg = self.cfg
+        domain = recipients[0].rpartition("@")[2].lower()
+        if not domain:
+            return failure(f"Sorry, {recipients[0]} has no domain. (#5.1.3)")
+        route = route_for(cfg.routes, domain)
+        level = "verify" if sts is not None else policy_for(cfg.tls_table, cfg.tls_default,
+                                                            domain, route.relay)
         # A session that MTA-STS made verified is kept apart from one the table did.
-        key: Key = (next_hop(cfg.routes, recipient), route.port,
+        key: Key = (next_hop(cfg.routes, recipients[0]), route.port,
                     level + ("/mta-sts" if sts is not None else ""))
         cached = self.cache.take(key)
         if cached is not None:
             session, host, opened = cached
             try:
-                result, reusable = await _transaction(session, str(host), sender, recipient,
-                                                      message, size, reused=True,
-                                                      prefix=prefix)
+                results, reusable = await _transaction(session, str(host), sender, recipients,
+                                                       message, size, reused=True,
+                                                       prefix=prefix)
             except StaleSession:
                 await session.close()
             except ConnectionDied:
@@ -261,7 +271,7 @@ class RemoteClient:
                                 remote_mta=str(host))
             else:
                 self._release(key, session, str(host), opened, reusable)
-                return result
+                return results
         try:
             if route.relay is not None:
                 relay = MailHost(route.relay, await host_addresses(cfg.resolver, route.relay))
@@ -290,29 +300,29 @@ class RemoteClient:
         for host in hosts:
             for address in host.addresses:
                 opened_at = time.monotonic()
-                opened = await self._open(host, address, route.port, level)
-                if opened is None:
+                attempt = await self._open(host, address, route.port, level)
+                if attempt is None:
                     continue
-                if opened is _LOOP:
+                if attempt is _LOOP:
                     if route.relay is not None or host.preference == best:
                         return failure(loop_text(domain), status=LOOP_STATUS)
                     break  # a lesser MX that is us after all: try the next host
-                if isinstance(opened, _Refused):
-                    if opened.try_next:
-                        refused = opened.result
+                if isinstance(attempt, _Refused):
+                    if attempt.try_next:
+                        refused = attempt.result
                         continue
-                    return opened.result
-                assert isinstance(opened, Session)
+                    return attempt.result
+                assert isinstance(attempt, Session)
                 try:
-                    result, reusable = await _transaction(opened, address, sender, recipient,
-                                                          message, size, reused=False,
-                                                          prefix=prefix)
+                    results, reusable = await _transaction(attempt, address, sender,
+                                                           recipients, message, size,
+                                                           reused=False, prefix=prefix)
                 except (ConnectionDied, StaleSession):
-                    await opened.close()
+                    await attempt.close()
                     return deferral(f"Connected to {address} but connection died. (#4.4.2)",
                                     remote_mta=address)
-                self._release(key, opened, address, opened_at, reusable)
-                return result
+                self._release(key, attempt, address, opened_at, reusable)
+                return results
         if refused is not None:
             return refused
         return deferral("Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)",
@@ -421,11 +431,11 @@ class RemoteClient:
         return session
 
 
-async def _transaction(session: Session, host: str, sender: str, recipient: str,
+async def _transaction(session: Session, host: str, sender: str, recipients: list[str],
                        message: Path, size: int, *, reused: bool,
-                       prefix: bytes = b"") -> tuple[Result, bool]:
-    """MAIL to the end of DATA on a session ready for it: the result, and whether the
-    session is fit for another transaction. ConnectionDied escapes; StaleSession when a
+                       prefix: bytes = b"") -> tuple[list[Result], bool]:
+    """MAIL to the end of DATA on a session ready for it: a result per recipient, and whether
+    the session is fit for another transaction. ConnectionDied escapes; StaleSession when a
     reused session was already closed before MAIL was answered."""
     wire_sender = "" if sender == DOUBLE_BOUNCE_SENDER else sender
     mail = f"MAIL FROM:<{wire_sender}>"
@@ -438,29 +448,39 @@ async def _transaction(session: Session, host: str, sender: str, recipient: str,
             raise StaleSession() from None
         raise
     if not reply.is_positive:
-        return Result("failure" if reply.is_permanent else "deferral",
-                      f"Connected to {host} but sender was rejected.\n{_said(reply)}",
-                      remote_mta=host, diagnostic=reply.text), False
-    reply = await session.command(f"RCPT TO:<{recipient}>")
-    if not reply.is_positive:
-        text = f"{host} does not like recipient.\n{_said(reply)}\nGiving up on {host}."
+        return [Result("failure" if reply.is_permanent else "deferral",
+                       f"Connected to {host} but sender was rejected.\n{_said(reply)}",
+                       remote_mta=host, diagnostic=reply.text)] * len(recipients), False
+    results: list[Result | None] = []
+    for recipient in recipients:
+        reply = await session.command(f"RCPT TO:<{recipient}>")
+        if reply.is_positive:
+            results.append(None)  # decided by the end of DATA
+        else:
+            results.append(Result(
+                "failure" if reply.is_permanent else "deferral",
+                f"{host} does not like recipient.\n{_said(reply)}\nGiving up on {host}.",
+                remote_mta=host, diagnostic=reply.text))
+    if all(r is not None for r in results):
         try:
             reusable = (await session.command("RSET")).code == 250
         except ConnectionDied:
-            reusable = False  # the answer to RCPT stands; the session is simply not kept
-        return Result("failure" if reply.is_permanent else "deferral", text,
-                      remote_mta=host, diagnostic=reply.text), reusable
+            reusable = False  # the answers to RCPT stand; the session is simply not kept
+        return [r for r in results if r is not None], reusable
     reply = await session.command("DATA")
     if reply.code != 354:
-        return Result("failure" if reply.is_permanent else "deferral",
-                      f"{host} failed on DATA command.\n{_said(reply)}",
-                      remote_mta=host, diagnostic=reply.text), False
+        outcome = Result("failure" if reply.is_permanent else "deferral",
+                         f"{host} failed on DATA command.\n{_said(reply)}",
+                         remote_mta=host, diagnostic=reply.text)
+        return [r or outcome for r in results], False
     await _stream_data(session, message, prefix)
     reply = await session.reply()
     if reply.code // 100 == 2:
-        return success(f"{host} accepted message.\n{_said(reply)}\n"
-                       f"{describe(session.tls_version, session.verified)}",
-                       remote_mta=host, diagnostic=reply.text), True
-    return Result("failure" if reply.is_permanent else "deferral",
-                  f"{host} failed after I sent the message.\n{_said(reply)}",
-                  remote_mta=host, diagnostic=reply.text), False
+        outcome = success(f"{host} accepted message.\n{_said(reply)}\n"
+                          f"{describe(session.tls_version, session.verified)}",
+                          remote_mta=host, diagnostic=reply.text)
+        return [r or outcome for r in results], True
+    outcome = Result("failure" if reply.is_permanent else "deferral",
+                     f"{host} failed after I sent the message.\n{_said(reply)}",
+                     remote_mta=host, diagnostic=reply.text)
+    return [r or outcome for r in results], False

@@ -56,6 +56,9 @@ BOUNCE_RETRY_SECONDS = 60.0
 # Seconds before a delivery whose outcome could not be written (a full disk) is tried again;
 # as for a bounce that could not be queued.
 RECORD_RETRY_SECONDS = BOUNCE_RETRY_SECONDS
+# Recipients of one message sent in one SMTP transaction at most: Postfix's
+# smtp_destination_recipient_limit is 50 as well (RFC 5321 4.5.3.1.8 asks servers to take 100).
+RCPTS_PER_TRANSACTION = 50
 # This node's SMTP listeners (Home.port names): remote delivery never connects to them.
 SMTP_LISTENERS: tuple[str, ...] = ("smtp", "submission", "smtps")
 # Seconds before splitting new messages is tried again after the store or the disk failed.
@@ -332,7 +335,7 @@ class Scheduler:
                 index = m.pending[channel].popleft()
                 if not m.pending[channel]:
                     ready.popleft()
-                self._start(m, channel, index, None)
+                self._start(m, channel, [index], None)
 
     def _dispatch_remote(self, ready: deque[str]) -> None:
         """As for local, but a recipient whose destination already has its limit of
@@ -348,11 +351,18 @@ class Scheduler:
             held: list[int] = []
             while pending and self.active["remote"] < self.limits["remote"]:
                 index = pending.popleft()
-                hop = next_hop(self.remote.cfg.routes, m.recipients["remote"][index].address)
+                hop = self._hop(m, index)
                 if self.dest_active.get(hop, 0) >= self.dest_limit:
                     held.append(index)
                     continue
-                self._start(m, "remote", index, hop)
+                group = [index]
+                for other in list(pending):  # the message's other recipients of this hop
+                    if len(group) >= RCPTS_PER_TRANSACTION:
+                        break
+                    if self._hop(m, other) == hop:
+                        group.append(other)
+                        pending.remove(other)
+                self._start(m, "remote", group, hop)
             if held:
                 pending.extendleft(reversed(held))
                 self._dest_blocked = True
@@ -360,12 +370,15 @@ class Scheduler:
                 waiting.append(qid)
         ready.extendleft(reversed(waiting))
 
-    def _start(self, m: Message, channel: str, index: int, hop: str | None) -> None:
-        m.in_flight[channel] += 1
+    def _hop(self, m: Message, index: int) -> str:
+        return next_hop(self.remote.cfg.routes, m.recipients["remote"][index].address)
+
+    def _start(self, m: Message, channel: str, indices: list[int], hop: str | None) -> None:
+        m.in_flight[channel] += len(indices)
         self.active[channel] += 1
         if hop is not None:
             self.dest_active[hop] = self.dest_active.get(hop, 0) + 1
-        self._spawn(self._deliver(m, channel, index, hop))
+        self._spawn(self._deliver(m, channel, indices, hop))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -379,28 +392,35 @@ class Scheduler:
         self.wake.set()
 
     # ---- one delivery ---------------------------------------------------------------------------
-    async def _deliver(self, m: Message, channel: str, index: int, hop: str | None) -> None:
-        number = next(self.deliveries)
-        recipient = m.recipients[channel][index].address
-        self.log.write(sendlog.starting_delivery(number, m.qid, channel, recipient))
+    async def _deliver(self, m: Message, channel: str, indices: list[int],
+                       hop: str | None) -> None:
+        """One delivery attempt: one local recipient, or remote recipients of one next hop
+        in one SMTP transaction. Each recipient has its own delivery number and result line,
+        as qmail-send logs them."""
+        numbers = [next(self.deliveries) for _ in indices]
+        recipients = [m.recipients[channel][i].address for i in indices]
+        for number, recipient in zip(numbers, recipients, strict=True):
+            self.log.write(sendlog.starting_delivery(number, m.qid, channel, recipient))
         self._status()
         started = time.time()
         try:
-            result = await self._attempt(m, channel, recipient)
+            results = await self._attempt(m, channel, recipients)
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            result = deferral(f"Internal error during delivery: {type(err).__name__}: {err}. "
-                              "(#4.3.0)")
-        if result.kind == DEFERRAL and expired(m.birth, started, self.lifetime):
-            result = Result(FAILURE, result.text.rstrip("\n") + "\n" + LIFETIME_TEXT,
-                            status=_expired_status(result), remote_mta=result.remote_mta,
-                            diagnostic=result.diagnostic)
-        self.log.write(sendlog.delivery_result(number, result.kind, result.text))
+            results = [deferral(f"Internal error during delivery: {type(err).__name__}: "
+                                f"{err}. (#4.3.0)")] * len(indices)
         try:
-            await self._record(m, channel, index, result)
+            for number, index, result in zip(numbers, indices, results, strict=True):
+                if result.kind == DEFERRAL and expired(m.birth, started, self.lifetime):
+                    result = Result(FAILURE, result.text.rstrip("\n") + "\n" + LIFETIME_TEXT,
+                                    status=_expired_status(result),
+                                    remote_mta=result.remote_mta,
+                                    diagnostic=result.diagnostic)
+                self.log.write(sendlog.delivery_result(number, result.kind, result.text))
+                await self._record(m, channel, index, result)
         finally:
-            m.in_flight[channel] -= 1
+            m.in_flight[channel] -= len(indices)
             self.active[channel] -= 1
             if hop is not None:
                 left = self.dest_active.get(hop, 1) - 1
@@ -411,17 +431,18 @@ class Scheduler:
             self._status()
         self._after(m, channel)
 
-    async def _attempt(self, m: Message, channel: str, recipient: str) -> Result:
+    async def _attempt(self, m: Message, channel: str, recipients: list[str]) -> list[Result]:
         mess = self.queue.path("mess", m.qid)
         if channel == "local":
             data = await asyncio.to_thread(mess.read_bytes)
-            return await deliver_local(self.local_ctx, m.envelope, recipient, data)
+            return [await deliver_local(self.local_ctx, m.envelope, recipients[0], data)]
         signature, signed_for = await self._signature(m, mess)
-        result = await self.remote.deliver(m.envelope.sender, recipient, mess, m.envelope.size,
-                                           signature)
-        if signature and result.kind == SUCCESS:
-            result = replace(result, text=f"{result.text}\nDKIM: signed for {signed_for}")
-        return result
+        results = await self.remote.deliver_many(m.envelope.sender, recipients, mess,
+                                                 m.envelope.size, signature)
+        if signature:
+            results = [replace(r, text=f"{r.text}\nDKIM: signed for {signed_for}")
+                       if r.kind == SUCCESS else r for r in results]
+        return results
 
     async def _signature(self, m: Message, mess: Path) -> tuple[bytes, str]:
         """The DKIM-Signature fields for a message leaving now (b"" when it is not signed),
