@@ -52,7 +52,10 @@ def test_a_forwarded_copy_gets_srs_and_a_valid_arc_set(mail_home: Home,
     bounce = (b"From: MAILER-DAEMON@far.test\r\nTo: " + got.sender.encode() +
               b"\r\nSubject: failure notice\r\n\r\nSorry.\r\n")
     arrive(mail_home, got.sender, sender="", data=bounce)
-    wait_until(lambda: len(sink.messages) == 2, what="the bounce passed back to alice")
+    try:
+        wait_until(lambda: len(sink.messages) == 2, what="the bounce passed back to alice")
+    except AssertionError:
+        raise AssertionError("\n".join(send_service.log_lines()[-15:])) from None
     back = sink.messages[1]
     assert back.recipients == ["alice@remote.test"] and back.sender == ""
 

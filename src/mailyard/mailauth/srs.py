@@ -4,9 +4,11 @@ paper, in the form Postfix's postsrsd and Exim write it).
 
     SRS0=HHHH=TT=example.net=fred@forwarder.example
 
-HHHH is a keyed hash (HMAC-SHA1, base64, 4 characters) of the time stamp, domain and local
+HHHH is a keyed hash (HMAC-SHA1, 4 base32 characters) of the time stamp, domain and local
 part, so that nobody can make us relay a bounce to an address we never forwarded for; TT is
-the day (base32, modulo 1024), and an address older than MAX_AGE_DAYS is refused.
+the day (base32, modulo 1024), and an address older than MAX_AGE_DAYS is refused. Both are
+base32, and compared without regard to case, because servers on the way (ours included)
+may change the case of a local part.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _day(now: float | None = None) -> int:
 
 def _hash(secret: bytes, *parts: str) -> str:
     digest = hmac.new(secret, "=".join(parts).lower().encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()[:HASH_LENGTH]
+    return base64.b32encode(digest).decode()[:HASH_LENGTH]
 
 
 def is_srs(address: str) -> bool:
@@ -63,7 +65,8 @@ def reverse(address: str, secret: bytes, now: float | None = None) -> str:
     if len(parts) != 4 or not all(parts):
         raise SrsError(f"{address!r} is not a well-formed SRS address")
     given, stamp, domain, original = parts
-    if not hmac.compare_digest(given.encode(), _hash(secret, stamp, domain, original).encode()):
+    if not hmac.compare_digest(given.upper().encode(),
+                               _hash(secret, stamp, domain, original).encode()):
         raise SrsError(f"{address!r}: the hash is not one of ours")
     if len(stamp) != 2 or any(c not in _B32 for c in stamp.upper()):
         raise SrsError(f"{address!r}: bad time stamp")
