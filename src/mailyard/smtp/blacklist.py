@@ -66,6 +66,7 @@ def _compiled(pattern: str) -> re2._Regexp:  # noqa: SLF001 - the package's own 
     options = re2.Options()
     options.posix_syntax = True
     options.longest_match = True
+    options.one_line = True  # ^ and $ are the ends of the address, as in POSIX regexec
     options.case_sensitive = False
     options.never_capture = True
     options.log_errors = False
