@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import quota
 from ..home import Home
 from ..mailauth.forwarding import Forwarder
 from ..mailauth.srs import SrsError
@@ -35,6 +37,11 @@ LOOP_TEXT = "This message is looping: it already has my Delivered-To line. (#5.4
 HOPS_TEXT = (f"This message is looping: it has more than {MAX_DELIVERED_TO} Delivered-To "
              "lines. (#5.4.6)")
 UNKNOWN_TEXT = "Sorry, no mailbox here by that name. (#5.1.1)"
+QUOTA_TEXT = "The mailbox is full and this message does not fit. (#{status})"
+# A message that does not fit a full mailbox is retried this long before it bounces: a day,
+# time enough for its owner to make room (qmail and Postfix bounce an over-quota mailbox at
+# once when asked to; Dovecot's LMTP at once by default).
+QUOTA_GRACE_SECONDS = 24 * 3600
 DISABLED_TEXT = "Sorry, this mailbox is disabled. (#5.2.1)"
 NOT_IN_CACHE_TEXT = ("The store is unreachable and this address is not in the node's local "
                      "copy of it; trying again later. (#4.3.0)")
@@ -168,7 +175,7 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     notes: list[str] = []
     if alias is not None:
         if alias.keep_copy and mailbox is not None and mailbox.active:
-            result = await _to_maildir(ctx, envelope, address, message)
+            result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb)
             if result is not None:
                 return result
             to_mailbox = 1
@@ -186,7 +193,7 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     elif not mailbox.active:
         return failure(DISABLED_TEXT, status="5.2.1")
     else:
-        result = await _to_maildir(ctx, envelope, address, message)
+        result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb)
         if result is not None:
             return result
         to_mailbox = 1
@@ -198,8 +205,13 @@ def _lookup(home: Home, address: str) -> tuple[Any, Any]:
 
 
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
-                      message: bytes) -> Result | None:
+                      message: bytes, quota_mb: int = 0) -> Result | None:
     """None when delivered (or discarded by the filter), else the deferral or failure."""
+    if quota_mb:
+        full = await asyncio.to_thread(_over_quota, ctx, envelope, address, quota_mb,
+                                       len(message))
+        if full is not None:
+            return full
     copy = mailbox_copy(envelope, address, message, str(ctx.settings["server.hostname"]))
     try:
         verdict = await ctx.scanner(ctx.home, ctx.settings, address, copy)
@@ -215,6 +227,8 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
         return None
     try:
         await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
+        if quota_mb:
+            await asyncio.to_thread(quota.add, ctx.home.maildir(address), len(verdict.message))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             text = f"Unable to write the message: {err.strerror}. (#4.3.0)"
@@ -222,6 +236,22 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
             text = f"Unable to deliver to the Maildir: {err.strerror or err}. (#4.2.1)"
         return deferral(text, status="4.3.0")
     return None
+
+
+def _over_quota(ctx: LocalContext, envelope: Envelope, address: str, quota_mb: int,
+                size: int) -> Result | None:
+    """A message that does not fit waits (the mailbox may be emptied) until it has been
+    queued for QUOTA_GRACE_SECONDS, then bounces; SMTP refuses at RCPT when the mailbox is
+    already full, so this is the rare race of several messages at once."""
+    try:
+        used = quota.current(ctx.home.maildir(address), quota_mb)
+    except FileNotFoundError:
+        return None
+    if not quota.over(quota_mb, used, size):
+        return None
+    if time.time() - envelope.time < QUOTA_GRACE_SECONDS:
+        return deferral(QUOTA_TEXT.format(status="4.2.2"), status="4.2.2")
+    return failure(QUOTA_TEXT.format(status="5.2.2"), status="5.2.2")
 
 
 def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> None:

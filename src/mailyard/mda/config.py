@@ -345,6 +345,17 @@ def render_text(home: Home, settings: dict[str, Any], on: dict[str, bool], ident
         "ssl_min_protocol = TLSv1.2",
         *_sni_blocks(home),
         "",
+        "# quotas: the Maildir++ maildirsize that delivery keeps too (mailyard.quota); the",
+        "# limit of each mailbox comes from the store (quota_rule of the user query)",
+        "mail_plugins = $mail_plugins quota",
+        "protocol imap {",
+        "  mail_plugins = $mail_plugins imap_quota",
+        "}",
+        "plugin {",
+        "  quota = maildir:User quota",
+        "  quota_rule = *:storage=0",
+        "}",
+        "",
     ]
     lines += _service_blocks(home, settings, on, ident)
     lines += ["service auth-worker {", f"  process_limit = {AUTH_WORKERS}", "}", ""]

@@ -24,7 +24,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 # Dovecot lowercases the login name (auth_username_format = %Lu), so they compare exactly.
 PASSWORD_QUERY = ("SELECT address AS user, password_hash AS password FROM mailboxes "
                   "WHERE address = '%u' AND active")
-USER_QUERY = "SELECT address AS user FROM mailboxes WHERE address = '%u' AND active"
+# quota_rule: the mailbox's quota for Dovecot's quota plugin (storage=0 means no limit); the
+# same maildirsize our delivery keeps (mailyard.quota).
+USER_QUERY = ("SELECT address AS user, '*:storage=' || quota_mb || 'M' AS quota_rule "
+              "FROM mailboxes WHERE address = '%u' AND active")
 ITERATE_QUERY = "SELECT address AS user FROM mailboxes WHERE active"
 
 # Hashes in the store carry their scheme ({ARGON2ID}...); this only names the scheme Dovecot

@@ -243,6 +243,9 @@ class Conversation:
                 reply = P.postmaster_reply(policy, target, local_domain=facts[0],
                                            mailbox_exists=facts[1], mailbox_active=facts[2])
                 checked = target
+            if reply.positive and local and exists:
+                limit, used = await directory.quota_use(P.plain_address(checked))
+                reply = P.quota_refusal(P.plain_address(checked), limit, used) or reply
         except LookupFailed as exc:
             self.log(L.store_error(self.ip, exc))
             self._reply(P.lookup_error_reply("the recipient"), address)

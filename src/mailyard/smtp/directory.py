@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from .. import quota
 from ..mailauth import srs
 from ..mailauth.forwarding import SRS_SECRET
 from ..store import accounts
@@ -104,6 +105,23 @@ class Directory:
     async def recipient_exists(self, address: str) -> bool:
         """A mailbox or an alias with exactly this address."""
         return (await self.recipient(address)).exists
+
+    async def quota_use(self, address: str) -> tuple[int, int]:
+        """(the mailbox's quota in MB, 0 for none; bytes it uses, 0 when it has no quota):
+        the usage is read from its maildirsize (and counted when missing) only for a
+        mailbox with a quota, in a worker thread."""
+        facts = await self.recipient(address)
+        if facts.mailbox is None or not facts.mailbox.quota_mb:
+            return 0, 0
+        limit = facts.mailbox.quota_mb
+        maildir = self.home.maildir(facts.mailbox.address)
+        try:
+            used = await asyncio.to_thread(quota.current, maildir, limit)
+        except FileNotFoundError:
+            return limit, 0  # no Maildir yet: nothing in it
+        except OSError as exc:
+            raise LookupFailed(f"quota: {type(exc).__name__}: {exc}") from exc
+        return limit, used
 
     async def srs_valid(self, address: str) -> bool:
         """An SRS address this node made (a bounce of mail an alias forwarded), not too old."""

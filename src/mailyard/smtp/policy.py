@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .. import quota
 from ..mailauth import srs
 from . import blacklist
 from . import replies as R
@@ -569,3 +570,11 @@ def srs_candidate(policy: Policy, path: Path) -> bool:
     """An address of the SRS form at our own host name, which the store cannot know: a
     bounce of mail an alias forwarded (mailauth.srs); its hash decides whether it is ours."""
     return path.domain.lower() == policy.hostname.lower() and srs.is_srs(path.local)
+
+
+def quota_refusal(address: str, quota_mb: int, used_bytes: int) -> R.Reply | None:
+    """A mailbox at or over its quota is refused at RCPT (552 5.2.2, as Dovecot's
+    quota-status service answers Postfix), so nothing is accepted only to be bounced."""
+    if quota.over(quota_mb, used_bytes, 1):
+        return R.MAILBOX_FULL.format(address=address)
+    return None

@@ -138,6 +138,8 @@ SPF_FAIL = _r(550, "5.7.23", "SPF check failed: {ip} is not allowed to send mail
 AUTH_CHECK_GROUP = _r(452, "4.5.3", "{address}: please send to this recipient in another "
                       "transaction (its domain has its own mail authentication policy)")
 
+MAILBOX_FULL = _r(552, "5.2.2", "{address}: mailbox is full")
+
 
 def _name_all() -> None:
     """Give every reply in the table its own name (used as the rule name in logs)."""
