@@ -23,9 +23,12 @@ from pathlib import Path
 # so this works for an ordinary user's node under 0711 directories too.
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_READ_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# Opening an existing file to change its owner or mode: never a link, never a terminal, never
-# blocking on a FIFO.
-_INODE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# Opening an existing file to change its owner or mode: O_PATH, never a link. Not a real open:
+# closing a real descriptor of a file drops every POSIX lock this process holds on it, and
+# SQLite's locks on the store (open in the same process) must survive a chown of db/. An
+# O_PATH descriptor takes no part in locks; its owner and mode are changed through
+# /proc/self/fd, which names exactly that inode.
+_INODE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafePath(OSError):
@@ -199,14 +202,16 @@ def _fix_entry(dir_fd: int, name: str, uid: int, gid: int, mode: int | None) -> 
 
 def _fix_fd(fd: int, uid: int, gid: int, mode: int | None) -> None:
     st = os.fstat(fd)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return  # a link (O_PATH|O_NOFOLLOW opened the link itself), a socket, a FIFO
     # A second name of a file is how someone else's file gets into a directory its owner
     # controls: never give such a file away (its owner already being ours changes nothing).
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and st.st_uid != uid:
         return
     if (st.st_uid, st.st_gid) != (uid, gid):
-        os.fchown(fd, uid, gid)
+        os.chown(_fd_path(fd), uid, gid)
     if mode is not None and stat.S_IMODE(st.st_mode) != mode:
-        os.fchmod(fd, mode)
+        os.chmod(_fd_path(fd), mode)
 
 
 def chown_tree(base: Path, rel: str | os.PathLike[str], uid: int, gid: int) -> None:
@@ -320,8 +325,10 @@ def restrict_tree(base: Path, rel: str | os.PathLike[str], remove: int) -> None:
 
 def _restrict_fd(fd: int, remove: int) -> None:
     st = os.fstat(fd)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         return  # a second name of someone else's file: not ours to change
     mode = stat.S_IMODE(st.st_mode)
     if mode & remove:
-        os.fchmod(fd, mode & ~remove)
+        os.chmod(_fd_path(fd), mode & ~remove)

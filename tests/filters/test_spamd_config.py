@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
 
 import pytest
 
-from mailyard.filters import spamd
+from mailyard.filters import clamd, spamd
 from mailyard.home import Home
 from mailyard.settings.apply import change_settings
 
@@ -89,3 +92,20 @@ def test_argv_runs_spamd_in_the_foreground_on_its_unix_socket_with_virtual_users
 
 def test_version_is_what_spamd_reports() -> None:
     assert spamd.version().startswith("SpamAssassin 4.")
+
+
+def test_the_site_config_is_readable_by_spamds_user_whatever_the_umask(own_home):
+    """supervisord's children run with umask 027: what spamd reads after dropping root
+    still gets its own modes."""
+    old = os.umask(0o027)
+    try:
+        shutil.rmtree(spamd.site_dir(own_home), ignore_errors=True)
+        shutil.rmtree(clamd.db_dir(own_home).parent, ignore_errors=True)
+        spamd.render(own_home)
+        clamd.render(own_home)
+    finally:
+        os.umask(old)
+    site = spamd.site_dir(own_home)
+    assert stat.S_IMODE(site.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in site.iterdir()} == {0o644}
+    assert stat.S_IMODE(clamd.db_dir(own_home).parent.stat().st_mode) == 0o755

@@ -261,3 +261,27 @@ def test_sendmail_works_for_root_and_the_mail_owner_and_says_why_not_for_others(
                            input=message, capture_output=True, timeout=60)
     assert other.returncode != 0
     assert b"permission denied" in other.stderr and b"Traceback" not in other.stderr
+
+
+def test_changing_owners_below_db_keeps_this_processs_sqlite_locks(home: Home) -> None:
+    """Closing any real descriptor of a file drops the process's POSIX locks on it: a chown
+    walk over db/ must not release the lock SQLite holds on the store in the same process."""
+    import sqlite3
+    import sys
+
+    store = home.root / "db" / "store.sqlite"
+    st = store.stat()
+    conn = sqlite3.connect(store, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # a write lock, as a transaction in progress holds
+        safefs.chown_tree(home.root, "db", st.st_uid, st.st_gid)
+        safefs.chmod_file(home.root, "db/store.sqlite", 0o600)
+        secure_home(home)
+        other = subprocess.run(
+            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
+             "timeout=0); c.execute('BEGIN IMMEDIATE')", str(store)],
+            capture_output=True, text=True, timeout=60)
+        assert other.returncode != 0 and "locked" in other.stderr, other
+    finally:
+        conn.rollback()
+        conn.close()

@@ -143,6 +143,9 @@ def render(home: Home, settings: dict[str, Any] | None = None) -> Path:
     ids = clamav_ids()
     for path in (conf_dir(home), db_dir(home), tmp_dir(home), log_dir(home)):
         path.mkdir(parents=True, exist_ok=True)
+    # clamav reaches its directories through these (made root's, whatever the umask)
+    for path in (conf_dir(home), db_dir(home).parent):
+        os.chmod(path, 0o755)
     _socket_dir(home, ids)
     if ids:
         # clamav's own directories and log: changed through descriptors, never a link

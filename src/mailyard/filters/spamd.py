@@ -220,6 +220,9 @@ def spamd_user() -> tuple[str, int, int]:
     return pwd.getpwuid(uid).pw_name, uid, gid
 
 
+# The site config is root's and no secret; spamd reads it after dropping root.
+SITE_DIR_MODE = 0o755
+SITE_FILE_MODE = 0o644
 # The mail owner's spamd state: only spamd (running as that user) reads or writes it.
 STATE_DIR_MODE = 0o700
 USER_PREFS_MODE = 0o600
@@ -258,8 +261,12 @@ def render_site(home: Home, settings: dict[str, Any],
     as root, so the mail owner must not be able to change them)."""
     site = site_dir(home)
     site.mkdir(parents=True, exist_ok=True)
+    # spamd's children (the mail owner) read these: explicit modes, whatever the umask of
+    # the process rendering them (supervisord's children run with 027)
+    os.chmod(site, SITE_DIR_MODE)
     for pre in sorted(SYSTEM_SITE_DIR.glob("*.pre")):
         shutil.copyfile(pre, site / pre.name)
+        os.chmod(site / pre.name, SITE_FILE_MODE)
     _write(site / OUR_PRE, render_pre(settings))
     _write(site / "local.cf", render_local_cf(home, settings, global_prefs))
 

@@ -229,7 +229,7 @@ def run(argv: list[str], stdin: BinaryIO) -> str:
     try:
         home = Home.find(opts.home or os.environ.get("MAILYARD_HOME") or DEFAULT_HOME)
     except HomeError as exc:
-        raise SendmailError(f"sendmail: {exc}", EX_TEMPFAIL) from None
+        raise SendmailError(f"sendmail: {exc}; nothing was sent", EX_TEMPFAIL) from None
     try:
         from ..store.settings_store import load_settings
 
