@@ -67,7 +67,9 @@ class LogDir:
 
     def write(self, line: str) -> None:
         """Append one line; newlines and control characters inside it are made visible."""
-        clean = "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        # Almost every line is printable already: skip the per-character pass for those.
+        clean = line if line.isprintable() else \
+            "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
         data = f"{tai64n()} {clean}\n".encode("utf-8", "replace")
         with self._lock:
             os.write(self._fd, data)

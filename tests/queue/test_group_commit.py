@@ -7,7 +7,6 @@ import asyncio
 import errno
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -152,41 +151,3 @@ def test_a_lone_message_is_committed_like_a_plain_commit(tmp_path: Path,
     q.committer.close()
     assert (q.root / "mess" / qid).read_bytes() == b"one\r\n"
     assert q.committer.batches == 1 and len(entry_syncs) == 1
-
-
-def test_messages_start_in_files_made_ahead_and_none_is_left_behind(tmp_path: Path) -> None:
-    q = Queue(tmp_path / "queue")
-
-    async def one(body: bytes) -> str:
-        w = q.open_message()
-        w.write(body)
-        return await q.committer.commit(w, envelope(0))
-
-    first = asyncio.run(one(b"first\r\n"))
-    wait = time.monotonic() + 30
-    while len(os.listdir(q.root / "tmp")) < C.SPARE_FILES and time.monotonic() < wait:
-        time.sleep(0.01)
-    spares = set(os.listdir(q.root / "tmp"))
-    assert len(spares) == C.SPARE_FILES  # made by the committer, off the event loop
-    w = q.open_message()
-    assert w.path.name in spares  # the next message uses one of them
-    w.write(b"second\r\n")
-    second = asyncio.run(q.committer.commit(w, envelope(1)))
-    assert (q.root / "mess" / second).read_bytes() == b"second\r\n"
-    assert (q.root / "mess" / first).read_bytes() == b"first\r\n"
-    q.committer.close()
-    assert os.listdir(q.root / "tmp") == []  # the spares are removed when it stops
-
-
-def test_an_old_spare_is_thrown_away_not_used(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    q = Queue(tmp_path / "queue")
-    committer = q.committer
-    committer._top_up()
-    old = set(os.listdir(q.root / "tmp"))
-    monkeypatch.setattr(C, "SPARE_MAX_AGE", 0.0)
-    w = q.open_message()
-    assert w.path.name not in old
-    w.abandon()
-    assert committer.take_spare() is None
-    assert os.listdir(q.root / "tmp") == []

@@ -137,16 +137,11 @@ def queue_entries(home: Home) -> list[tuple[dict, bytes]]:
 
 
 def leftovers(home: Home) -> list[str]:
-    """Every file in the queue's directories other than the trigger FIFO and the empty tmp/
-    files a group committer makes ahead for the next messages (a message that was started
-    holds at least its Received header)."""
+    """Every file in the queue's directories other than the trigger FIFO."""
     found = []
     for path in home.queue_dir.rglob("*"):
-        if not path.is_file() or path.name == "trigger":
-            continue
-        if path.parent.name == "tmp" and path.stat().st_size == 0:
-            continue
-        found.append(str(path.relative_to(home.queue_dir)))
+        if path.is_file() and path.name != "trigger":
+            found.append(str(path.relative_to(home.queue_dir)))
     return sorted(found)
 
 

@@ -15,7 +15,8 @@ import pytest
 import mailyard.smtp
 
 SMTP = Path(mailyard.smtp.__file__).parent
-DRIVER_MODULES = ("wire.py", "server.py", "conversation.py", "transaction.py", "loglines.py")
+DRIVER_MODULES = ("wire.py", "server.py", "conversation.py", "transaction.py", "loglines.py",
+                  "workers.py", "shared.py")
 # Names of the reply table a driver module may import: the type, for annotations and isinstance.
 ALLOWED_FROM_REPLIES = {"Reply"}
 

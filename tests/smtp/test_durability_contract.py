@@ -8,6 +8,7 @@ also run on hand-written traces that break the contract, so it can be seen to fa
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -159,17 +160,29 @@ def test_every_queued_reply_follows_the_fsyncs_of_its_message(node: Home) -> Non
             t.join(timeout=120)
         assert not errors, errors
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # strace passes it on and ends with the service
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        # strace and the service share a process group: the service stops on its SIGTERM and
+        # strace ends with it (strace alone would only detach and leave the service running)
+        _stop_group(proc)
     calls = parse(trace.read_text().splitlines())
     breaches, checked = contract_breaches(calls, str(node.queue_dir))
     assert checked == CLIENTS * MESSAGES_PER_CLIENT, f"{checked} queued replies in the trace"
     assert breaches == []
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
 
 
 # ---- the checker itself fails on a trace that breaks the contract ----------------------------

@@ -53,3 +53,15 @@ def test_queue_failures_are_temporary_and_a_full_disk_says_so() -> None:
 def test_a_filter_verdict_is_logged_under_its_own_rule() -> None:
     reply = P.filter_verdict_reply(554, "5.7.1", "spam")
     assert (reply.code, reply.name) == (554, "SMTP_FILTER")
+
+
+def test_one_client_may_hold_half_the_slots_unless_it_is_a_relay_network() -> None:
+    policy = make_policy(**{"smtp.max_connections": 20, "smtp.relay_networks": ["10.0.0.0/8"]})
+    assert P.client_connection_cap(policy) == 10
+    outsider = Session("192.0.2.1")
+    assert P.client_connection_refused(policy, outsider, 10) is None
+    refused = P.client_connection_refused(policy, outsider, 11)
+    assert refused is not None and refused.name == "TOO_MANY_FROM_CLIENT" and refused.code == 421
+    assert P.client_connection_refused(policy, Session("10.1.2.3"), 11) is None  # exempt
+    assert P.client_connection_refused(policy, outsider, 0) is None  # not tracked: service cap
+    assert P.client_connection_cap(make_policy(**{"smtp.max_connections": 1})) == 1

@@ -70,7 +70,8 @@ def test_a_killed_worker_is_replaced_and_what_it_held_stops_counting(node: Home,
     before = children(svc.proc.pid)
     for pid in before:
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: svc.log().count("worker-died") == 2, what="the deaths in the log")
+    svc.wait_log("worker-died service=smtp worker=0 ")
+    svc.wait_log("worker-died service=smtp worker=1 ")
     wait_until(lambda: len(children(svc.proc.pid) - before) == 2, what="two new workers")
     fresh = [RawClient(node.port("smtp")) for _ in range(2)]
     assert [c.code() for c in fresh] == [220, 220]  # the dead workers' sessions are not counted
@@ -116,3 +117,17 @@ def test_sigkill_of_the_parent_under_load_leaves_no_worker_and_loses_nothing(nod
     queue = node.queue_dir
     for qid in answered:
         assert (queue / "todo" / qid).is_file() and (queue / "mess" / qid).is_file(), qid
+
+
+def test_one_client_gets_half_the_slots_across_workers(node: Home, start) -> None:  # type: ignore[no-untyped-def]
+    change(node, {"smtp.workers": 2, "smtp.max_connections": 4,
+                  "smtp.relay_networks": ["10.0.0.0/8"]})  # loopback is not exempt here
+    svc = start("smtp")
+    wait_until(lambda: svc.log().count("worker-start service=smtp") == 2, what="two workers")
+    held = [RawClient(node.port("smtp")) for _ in range(2)]
+    assert [c.code() for c in held] == [220, 220]
+    third = RawClient(node.port("smtp"))
+    assert third.reply().startswith(b"421 4.7.0 mx.example.test too many connections from your")
+    svc.wait_log("rule=TOO_MANY_FROM_CLIENT value=3/2")  # the parent writes it a moment later
+    for client in held:
+        client.close()

@@ -25,10 +25,7 @@ next batch opens the directory afresh. Crash states and recovery: docs/queue.md.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,11 +33,9 @@ from typing import TYPE_CHECKING
 
 from .envelope import Envelope
 from .errors import QueueError
-from .inject import MessageWriter, create_tmp_file, sync_entries, wrap_error
+from .inject import MessageWriter, sync_entries, wrap_error
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from .layout import Queue
 
 # Threads that fsync the messages of one batch in parallel. Ten concurrent writers reach about
@@ -49,13 +44,6 @@ if TYPE_CHECKING:
 PREPARE_THREADS = 16
 # Messages per batch at most: a bound on the work (and on the replies) one batch holds up.
 MAX_BATCH = 256
-# Empty tmp/ files the committer makes ahead, between batches, so that starting a message on
-# the event loop creates no file (a create waits for the filesystem's journal, often for
-# longer than a whole SMTP command takes). About one per session under load.
-SPARE_FILES = 32
-# A spare older than this is thrown away rather than used: `send` removes tmp/ files older
-# than 36 hours, and a spare must never be one of them.
-SPARE_MAX_AGE = 3600.0
 
 
 @dataclass
@@ -76,8 +64,6 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
-        self._spares: deque[tuple[int, Path, float]] = deque()
-        self._spares_lock = threading.Lock()
         self.batches = 0  # batches committed so far (for tests and the benchmark)
         self.messages = 0
 
@@ -120,31 +106,8 @@ class GroupCommit:
                 self._thread.start()
             self._cond.notify()
 
-    def take_spare(self) -> tuple[int, Path] | None:
-        """An empty tmp/ file made ahead, with its descriptor, or None (then make one)."""
-        now = time.monotonic()
-        with self._spares_lock:
-            while self._spares:
-                fd, path, made = self._spares.popleft()
-                if now - made < SPARE_MAX_AGE:
-                    return fd, path
-                _discard(fd, path)
-        return None
-
-    def _top_up(self) -> None:
-        while True:
-            with self._spares_lock:
-                if len(self._spares) >= SPARE_FILES or self._stopping:
-                    return
-            try:
-                fd, path = create_tmp_file(self.queue.root)
-            except QueueError:
-                return  # the session will try itself and answer 4xx if it fails too
-            with self._spares_lock:
-                self._spares.append((fd, path, time.monotonic()))
-
     def close(self) -> None:
-        """Commit what is waiting, then stop the thread and remove the spare files."""
+        """Commit what is waiting, then stop the thread."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -153,14 +116,9 @@ class GroupCommit:
             thread.join()
         if self._pool is not None:
             self._pool.shutdown()
-        with self._spares_lock:
-            while self._spares:
-                fd, path, _made = self._spares.popleft()
-                _discard(fd, path)
 
     # ---- the committer thread ----------------------------------------------------------------
     def _run(self) -> None:
-        self._top_up()
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:
@@ -170,8 +128,6 @@ class GroupCommit:
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
             self._commit_batch(batch)
-            if not self._pending:
-                self._top_up()
 
     def _commit_batch(self, batch: list[_Request]) -> None:
         results: list[tuple[str | None, QueueError | None]]
@@ -196,13 +152,6 @@ class GroupCommit:
                 self.queue.trigger()
             except OSError:
                 pass  # send looks at the whole queue when it starts and every few minutes
-
-
-def _discard(fd: int, path: Path) -> None:
-    try:
-        os.close(fd)
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _prepare(request: _Request) -> tuple[str | None, QueueError | None]:

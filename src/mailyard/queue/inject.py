@@ -97,15 +97,6 @@ def _remove(root: Path, state: str, name: str) -> None:
         pass
 
 
-def create_tmp_file(root: Path) -> tuple[int, Path]:
-    """A new empty file in tmp/ (NAME = pid.nanoseconds.sequence) and its descriptor."""
-    name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
-    try:
-        return _create(root, name, 0o640), root / "tmp" / name
-    except OSError as err:
-        raise _wrap(err, f"create a message file in {root / 'tmp'}") from err
-
-
 def wrap_error(err: OSError, doing: str) -> QueueError:
     return _wrap(err, doing)
 
@@ -117,18 +108,18 @@ def _wrap(err: OSError, doing: str) -> QueueError:
 class MessageWriter:
     """Streams one message into the queue's tmp/ directory until `commit` or abandonment."""
 
-    def __init__(self, queue: Queue, spare: tuple[int, Path] | None = None) -> None:
-        """`spare`: an empty file already made in tmp/ (by the group committer, off the
-        event loop) and its descriptor, used instead of creating one now."""
+    def __init__(self, queue: Queue) -> None:
         self.queue = queue
+        name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
+        self._tmp = queue.root / "tmp" / name
         self._buffer = bytearray()
         self.size = 0
         self.queue_id: str | None = None
         self._closed = False
-        if spare is not None:
-            self._fd, self._tmp = spare
-        else:
-            self._fd, self._tmp = create_tmp_file(queue.root)
+        try:
+            self._fd = _create(queue.root, name, 0o640)
+        except OSError as err:
+            raise _wrap(err, f"create a message file in {self._tmp.parent}") from err
 
     # ---- streaming -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

@@ -70,10 +70,8 @@ class Queue:
 
     # ---- injection ------------------------------------------------------------------------------
     def open_message(self) -> MessageWriter:
-        """A writer for one new message; use it as a context manager (see MessageWriter).
-        In a process with a group committer, the file is one the committer made ahead."""
-        spare = self._committer.take_spare() if self._committer is not None else None
-        return MessageWriter(self, spare)
+        """A writer for one new message; use it as a context manager (see MessageWriter)."""
+        return MessageWriter(self)
 
     @property
     def committer(self) -> GroupCommit:

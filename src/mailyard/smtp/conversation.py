@@ -129,14 +129,19 @@ class Conversation:
     # ---- the session: one read loop ------------------------------------------------------------------
     async def run(self) -> None:
         server = self.server
-        active = server.connection_opened(self.ip)
+        active, from_client = server.connection_opened(self.ip)
         started = time.monotonic()
         self.log(L.connect(active, self.policy.max_connections, self.ip, self.port))
         try:
             refusal = P.connection_refused(self.policy, active)
+            value = f"{active}/{self.policy.max_connections}"
+            if refusal is None:
+                refusal = P.client_connection_refused(self.policy, self.conn.session,
+                                                      from_client)
+                value = f"{from_client}/{P.client_connection_cap(self.policy)}"
             if refusal:
                 self.wire.write(self.conn.greet(refusal))
-                self.log(L.reject(self.ip, refusal, f"{active}/{self.policy.max_connections}"))
+                self.log(L.reject(self.ip, refusal, value))
                 return
             await self._greet()
             while not self._closing:

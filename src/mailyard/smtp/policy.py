@@ -578,3 +578,25 @@ def quota_refusal(address: str, quota_mb: int, used_bytes: int) -> R.Reply | Non
     if quota.over(quota_mb, used_bytes, 1):
         return R.MAILBOX_FULL.format(address=address)
     return None
+
+
+# ---- connections per client (issue 16, item 8) ---------------------------------------------------
+
+
+def client_connection_cap(policy: Policy) -> int:
+    """Sessions one client address may hold at once: half the service's cap (at least one),
+    so that one host cannot take every slot (Postfix's smtpd_client_connection_count_limit
+    is half its process limit by default as well)."""
+    return max(1, policy.max_connections // 2)
+
+
+def client_connection_refused(policy: Policy, session: Session,
+                              client_active: int) -> R.Reply | None:
+    """`client_active` counts this connection too (0: the shared table could not track the
+    address, so only the service's cap applies). The relay networks are exempt, as Postfix
+    exempts $mynetworks."""
+    if client_active <= client_connection_cap(policy):
+        return None
+    if in_networks(session.client_ip, policy.relay_networks):
+        return None
+    return R.TOO_MANY_FROM_CLIENT.format(hostname=policy.hostname)

@@ -83,6 +83,8 @@ TOO_MANY_CONNECTIONS = _r(421, "4.7.0", "{hostname} too many connections, try ag
 TIMEOUT = _r(421, "4.4.2", "{hostname} timeout exceeded, closing connection")
 SHUTTING_DOWN = _r(421, "4.3.2", "{hostname} shutting down, try again later")
 TOO_MANY_ERRORS = _r(421, "4.7.0", "{hostname} too many errors, closing connection")
+TOO_MANY_FROM_CLIENT = _r(421, "4.7.0", "{hostname} too many connections from your address, "
+                                        "try again later")
 QUEUE_ERROR = _r(451, "4.3.0", "Temporary failure writing the queue, try again later")
 LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing, try again later")
 LOOKUP_ERROR = _r(451, "4.3.0", "Temporary failure looking up {what}, try again later")

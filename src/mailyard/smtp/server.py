@@ -93,11 +93,11 @@ class SmtpServer:
         self.settings = settings
 
     # ---- the connection count ----------------------------------------------------------------
-    def connection_opened(self, ip: str) -> int:
-        """Count a new session; the number the service has open now, this one included."""
+    def connection_opened(self, ip: str) -> tuple[int, int]:
+        """Count a new session; the sessions the service and this client address have open
+        now, this one included (the second is 0 when the address could not be tracked)."""
         self.active += 1
-        total, _per_client = self.shared.connection_opened(ip)
-        return total
+        return self.shared.connection_opened(ip)
 
     def connection_closed(self, ip: str) -> None:
         self.active -= 1
