@@ -179,6 +179,16 @@ _add("smtp.max_connections", Int(1, 10000), 20, "Inbound Connections (max.)",
 _add("smtp.timeout", Int(10, 86400, "seconds"), 1200, "Timeout",
      "Seconds of silence after which the SMTP server hangs up on a client. Any data from the "
      "client starts the count again.", services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.session_lifetime", Int(10, 86400, "seconds"), 3600, "Session Lifetime",
+     "Seconds a client may stay connected in all, however busy; then it is told to come back "
+     "(421 4.4.2), so that a client trickling a byte now and then cannot hold a slot for "
+     "ever. An hour is enough for a 20 MB message at 50 kbit/s.",
+     services=("smtp", "submission"), box="smtp_inbound")
+_add("smtp.min_data_rate", Int(0, 100_000_000, "bytes/s"), 500, "Minimum Data Rate",
+     "Bytes per second a client must keep up, on average, while it sends a message after its "
+     "first 30 seconds of DATA; slower clients are told to try again (421 4.4.2) and the part "
+     "sent is dropped. 0 turns the check off. Postfix's smtpd_min_data_rate is 500 as well.",
+     services=("smtp", "submission"), box="smtp_inbound")
 _add("smtp.message_size_mb", Int(0, 2048, "MB"), 20, "Message Size",
      "Largest message accepted, attachments included, in megabytes; 0 means no limit. Large "
      "messages cost disk, memory and scanning time for everyone on the server.",

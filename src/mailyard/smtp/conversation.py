@@ -72,6 +72,7 @@ class Conversation:
         self.conn = ServerConnection(self.ip, tls=implicit_tls)
         self.exchange: Exchange | None = None
         self.incoming: Incoming | None = None  # the message of a DATA under way
+        self.started = self.data_started = time.monotonic()
         self.auth_policy = A.AuthPolicy.from_settings(self.settings, server.service)
         # Mail authentication of the transaction under way (set at MAIL FROM): the SPF result
         # and whether its recipients are DMARC-exempt (None before the first one).
@@ -117,12 +118,29 @@ class Conversation:
     async def _read(self) -> bool:
         """Flush, then feed the machine what arrives; False when the session must end."""
         await self._flush()
+        now = time.monotonic()
+        wait = P.read_timeout(self.policy, now - self.started)
+        if wait <= 0:
+            self.log(L.session_too_long(self.ip, self.policy.session_lifetime))
+            self._end(P.session_too_long_reply(self.policy))
+            return False
         try:
-            data = await self.wire.read(self.policy.timeout)
+            data = await self.wire.read(wait)
         except TimeoutError:
+            if wait < self.policy.timeout:  # the lifetime, not the idle timeout, ran out
+                self.log(L.session_too_long(self.ip, self.policy.session_lifetime))
+                self._end(P.session_too_long_reply(self.policy))
+                return False
             self.log(L.timeout(self.ip, self.policy.timeout, self.conn.state.value))
             self._end(P.timeout_reply(self.policy))
             return False
+        if self.incoming is not None:
+            slow = P.data_too_slow(self.policy, time.monotonic() - self.data_started,
+                                   self.incoming.size + len(data))
+            if slow is not None:
+                self.log(L.reject(self.ip, slow, f"{self.incoming.size} octets"))
+                self._end(slow)
+                return False
         self.conn.receive_data(data)
         return True
 
@@ -130,7 +148,7 @@ class Conversation:
     async def run(self) -> None:
         server = self.server
         active, from_client = server.connection_opened(self.ip)
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         self.log(L.connect(active, self.policy.max_connections, self.ip, self.port))
         try:
             refusal = P.connection_refused(self.policy, active)
@@ -347,6 +365,7 @@ class Conversation:
             self._reply(P.queue_failure_reply(exc.__cause__), "open")
             return
         self.incoming = incoming
+        self.data_started = time.monotonic()
         self.in_message = True
         self._reply(P.start_data_reply())
         header = received_header(

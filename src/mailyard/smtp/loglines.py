@@ -93,3 +93,7 @@ def mail_auth(ip: str, spf: str, dkim: str, dmarc: str, dmarc_policy: str, actio
 
 def mail_auth_error(ip: str, exc: BaseException) -> str:
     return f"mailauth-error ip={ip} {type(exc).__name__}: {exc}"
+
+
+def session_too_long(ip: str, lifetime: float) -> str:
+    return f"too-long ip={ip} lifetime={lifetime:g}s"

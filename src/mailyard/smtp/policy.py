@@ -77,6 +77,8 @@ class Policy:
     postmaster: str = ""  # where postmaster@ of our domains goes; "" = postmaster@hostname
     sender_login_match: bool = True  # logged-in users send only as addresses they own
     sender_owner_domains: bool = True  # ... which includes every domain of their owner
+    session_lifetime: float = 3600.0  # seconds a session may last in all
+    min_data_rate: int = 0  # bytes/s a client must keep up in DATA; 0: no check
 
     @property
     def own_domains(self) -> tuple[str, ...]:
@@ -99,6 +101,8 @@ class Policy:
             auth_mode=AuthMode.parse(str(settings[f"{service}.auth_mode"])),
             max_connections=int(settings["smtp.max_connections"]),
             timeout=int(settings["smtp.timeout"]),
+            session_lifetime=float(settings["smtp.session_lifetime"]),
+            min_data_rate=int(settings["smtp.min_data_rate"]),
             size_limit=int(settings["smtp.message_size_mb"]) * _MB,
             relay_networks=tuple(ipaddress.ip_network(n, strict=False)
                                  for n in settings["smtp.relay_networks"]),
@@ -600,3 +604,30 @@ def client_connection_refused(policy: Policy, session: Session,
     if in_networks(session.client_ip, policy.relay_networks):
         return None
     return R.TOO_MANY_FROM_CLIENT.format(hostname=policy.hostname)
+
+
+# ---- how long a session and a message may take (issue 16, item 8) -------------------------------
+
+# The first seconds of DATA are not judged by the data rate: a client may pause after the 354
+# (Postfix likewise applies smtpd_min_data_rate through growing deadlines, not from byte one).
+DATA_RATE_GRACE = 30.0
+
+
+def read_timeout(policy: Policy, session_age: float) -> float:
+    """How long the next read may wait: the idle timeout, but never past the session's
+    lifetime (0 or less: the lifetime is over)."""
+    return min(float(policy.timeout), policy.session_lifetime - session_age)
+
+
+def session_too_long_reply(policy: Policy) -> R.Reply:
+    return R.SESSION_TOO_LONG.format(hostname=policy.hostname)
+
+
+def data_too_slow(policy: Policy, data_age: float, data_bytes: int) -> R.Reply | None:
+    """A refusal when a message arrives slower than smtp.min_data_rate on average, once
+    DATA_RATE_GRACE seconds have passed; None otherwise."""
+    if policy.min_data_rate <= 0 or data_age <= DATA_RATE_GRACE:
+        return None
+    if data_bytes >= policy.min_data_rate * data_age:
+        return None
+    return R.DATA_TOO_SLOW.format(hostname=policy.hostname, rate=policy.min_data_rate)

@@ -82,6 +82,10 @@ START_DATA = _r(354, "", "End data with <CR><LF>.<CR><LF>")
 TOO_MANY_CONNECTIONS = _r(421, "4.7.0", "{hostname} too many connections, try again later")
 TIMEOUT = _r(421, "4.4.2", "{hostname} timeout exceeded, closing connection")
 SHUTTING_DOWN = _r(421, "4.3.2", "{hostname} shutting down, try again later")
+SESSION_TOO_LONG = _r(421, "4.4.2", "{hostname} this session has lasted too long, please "
+                      "reconnect")
+DATA_TOO_SLOW = _r(421, "4.4.2", "{hostname} the message is arriving too slowly (under "
+                   "{rate} bytes per second), please try again")
 TOO_MANY_ERRORS = _r(421, "4.7.0", "{hostname} too many errors, closing connection")
 TOO_MANY_FROM_CLIENT = _r(421, "4.7.0", "{hostname} too many connections from your address, "
                                         "try again later")
