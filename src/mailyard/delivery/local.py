@@ -266,15 +266,26 @@ def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> None
 
 def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,
              targets: list[str], forwarder: Forwarder | None = None) -> int:
-    """Queue a copy for the alias's targets; returns its qp (as qmail-local reports it). The
-    copy's sender is rewritten (SRS) and the copy sealed (ARC) when the forwarder says so."""
-    sender = envelope.sender
-    arc = b""
-    if forwarder is not None:
-        sender = forwarder.sender_for(sender)
+    """Queue a copy for the alias's targets; returns its qp (as qmail-local reports it). A
+    copy for targets of other servers gets an SRS sender and an ARC set when the forwarder
+    says so; targets on this node keep the original sender (SPF is not asked again here)."""
+    remote = [t for t in targets if forwarder is not None and not forwarder.is_local(t)]
+    local = [t for t in targets if t not in remote]
+    qp = 0
+    if local:
+        qp = _queue_copy(queue, envelope, address, message, local, envelope.sender, b"")
+    if remote:
+        assert forwarder is not None
         trace = trace_fields(envelope).replace(b"\n", b"\r\n")
         crlf = trace + _LF.sub(b"\r\n", to_unix_lines(message))
         arc = forwarder.arc_set(crlf, address.rpartition("@")[2])
+        qp = _queue_copy(queue, envelope, address, message, remote,
+                         forwarder.sender_for(envelope.sender), arc)
+    return qp
+
+
+def _queue_copy(queue: Queue, envelope: Envelope, address: str, message: bytes,
+                targets: list[str], sender: str, arc: bytes) -> int:
     forward = Envelope(sender=sender, recipients=list(targets), protocol="local",
                        extra={"forwarded_for": address})
     with queue.open_message() as w:

@@ -5,10 +5,12 @@ SRS envelope sender (SPF passes for us, not for the original domain) and an ARC 
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import dkim
 
+from ..store.accounts import local_domains
 from ..store.dkim_keys import signing_keys
 from ..store.secrets import secret
 from . import srs
@@ -16,6 +18,9 @@ from . import srs
 if TYPE_CHECKING:
     from ..home import Home
 
+# The local domains are read from the store at most this often (a domain added a minute ago
+# may see its first forwarded copy rewritten needlessly; nothing worse).
+LOCAL_DOMAINS_SECONDS = 60.0
 # The name of the SRS key in the store's secrets.
 SRS_SECRET = "srs"
 # The headers an ARC-Message-Signature covers (as our DKIM signatures do; RFC 8617 4.1.2;
@@ -31,6 +36,8 @@ class Forwarder:
         self.srs_on = bool(settings["srs.enabled"])
         self.arc_on = bool(settings["arc.sealing"])
         self._secret: bytes | None = None
+        self._local: set[str] = set()
+        self._local_at = -LOCAL_DOMAINS_SECONDS
 
     @property
     def key(self) -> bytes:
@@ -43,6 +50,14 @@ class Forwarder:
         if not self.srs_on:
             return sender
         return srs.forward_address(sender, self.hostname, self.key)
+
+    def is_local(self, address: str) -> bool:
+        """An address of a domain of this node (the hostname and default domain included)."""
+        now = time.monotonic()
+        if now - self._local_at > LOCAL_DOMAINS_SECONDS:
+            self._local = local_domains(self.home)
+            self._local_at = now
+        return address.rpartition("@")[2].lower() in self._local
 
     def is_srs_address(self, address: str) -> bool:
         local, _, domain = address.rpartition("@")
