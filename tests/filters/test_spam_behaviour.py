@@ -57,7 +57,7 @@ def configure(node: tuple[Home, Spamd], **values: object) -> None:
 def scan(node: tuple[Home, Spamd], data: bytes) -> tuple[float, set[str], str]:
     """(score, rules that fired, autolearn verdict) as spamd marks the message for bob."""
     home, _ = node
-    result = run(spamc.process(home.port("spamd"), data, timeout=120, user=BOB))
+    result = run(spamc.process(spamd.socket_path(home), data, timeout=120, user=BOB))
     assert result.message is not None
     status = str(email.message_from_bytes(result.message, policy=policy.default)
                  ["X-Spam-Status"] or "")

@@ -40,7 +40,7 @@ def test_real_spamd_scores_senders_by_the_domains_listed(own_home: Home) -> None
     try:
         def score(sender: str) -> float:
             note = message(sender=sender, msgid=f"<{sender.replace('@', '.')}@test>")
-            return run(spamc.check(own_home.port("spamd"), note, timeout=120)).score
+            return run(spamc.check(spamd.socket_path(own_home), note, timeout=120)).score
 
         welcome = ["a@partner.example", "b@friends.example", "c@mail.friends.example",
                    "boss@work.example"]
