@@ -34,12 +34,27 @@ class LookupFailed(RuntimeError):
     """The store could not answer; the text says which question."""
 
 
+class PasswordChecksBusy(LookupFailed):
+    """Too many password checks are waiting in this process: the client is told to try
+    again (454) rather than being queued behind them."""
+
+
+# A password check is argon2 with 64 MiB and tens of milliseconds of CPU on purpose; a burst
+# of logins must not take the process's memory or every core. At most PASSWORD_CHECKS run at
+# once per SMTP process (the panel allows 2 as well), PASSWORD_QUEUE more wait their turn, and
+# any login beyond that gets 454 4.7.0 at once. Dovecot caps its auth workers the same way.
+PASSWORD_CHECKS = 2
+PASSWORD_QUEUE = 16
+
+
 class Directory:
     def __init__(self, home: Home, view: StoreView | None = None) -> None:
         self.home = home
         self.view = view or StoreView(home)
         self._rebuild: asyncio.Future[Snapshot] | None = None
         self._srs_key: bytes | None = None
+        self._checks = asyncio.Semaphore(PASSWORD_CHECKS)
+        self._waiting = 0
 
     async def _rebuilt(self) -> Snapshot:
         """One rebuild in a worker thread, shared by every session that needs it meanwhile."""
@@ -136,8 +151,14 @@ class Directory:
         return True
 
     async def check_password(self, username: str, password: str) -> bool:
+        if self._waiting >= PASSWORD_CHECKS + PASSWORD_QUEUE:
+            raise PasswordChecksBusy(f"password: {self._waiting} checks under way or waiting")
+        self._waiting += 1
         try:
-            return bool(await asyncio.to_thread(accounts.check_mailbox_password, self.home,
-                                                username, password))
+            async with self._checks:
+                return bool(await asyncio.to_thread(accounts.check_mailbox_password,
+                                                    self.home, username, password))
         except Exception as exc:  # any store or driver error: answer 4xx, log it
             raise LookupFailed(f"password: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._waiting -= 1
