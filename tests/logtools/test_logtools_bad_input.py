@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 from mailyard.logtools.operators import attempts
@@ -69,7 +70,7 @@ def test_a_reader_that_stops_early_causes_no_traceback(sh) -> None:
 
 
 def test_unknown_tool_and_unknown_option_exit_2(sh) -> None:
-    r = sh("python3 -m mailyard.logtools show-everything </dev/null; echo $?")
+    r = sh(f"{sys.executable} -m mailyard.logtools show-everything </dev/null; echo $?")
     assert r.out.strip() == "2" and "unknown log tool 'show-everything'" in r.err
     r = sh("show-all --colour < /dev/null")
     assert r.status == 2 and r.err.startswith("usage: show-all")

@@ -217,6 +217,7 @@ def test_postmaster_mail_and_double_bounces_stay_on_the_node(cli_node: Home, sta
 
 def test_init_takes_the_postmaster_the_administrator_names() -> None:
     root = Path(tempfile.mkdtemp(prefix="mailyard-smtp-test-"))
+    root.chmod(0o755)  # init refuses a home its service users cannot reach
     try:
         done = subprocess.run([*MAILYARD, "--home", str(root / "node"), "init", "--hostname",
                                "mx.example.test", "--postmaster", "Hostmaster@Example.NET"],
