@@ -111,6 +111,9 @@ class Setting:
     # Read only when its services start (a listening address or port, bound before the
     # service drops root): a change restarts them through the supervisor instead of a reload.
     at_start: bool = False
+    # Set with `mailyard settings` and the API only: the guide's pages have no field for it
+    # (the reason is beside its declaration). Every other setting is on a panel page.
+    cli_only: bool = False
 
     def parse(self, text: Any) -> Any:
         value = self.type.parse(self.key, text)
@@ -128,10 +131,11 @@ REGISTRY: dict[str, Setting] = {}
 
 def _add(key: str, type_: SettingType, default: Any, label: str, help_: str, *,
          services: tuple[str, ...] = (), cascade: bool = True, box: str = "",
-         at_start: bool = False) -> None:
+         at_start: bool = False, cli_only: bool = False) -> None:
     if key in REGISTRY:
         raise RuntimeError(f"setting {key} declared twice")
-    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box, at_start)
+    REGISTRY[key] = Setting(key, type_, default, label, help_, services, cascade, box, at_start,
+                            cli_only)
 
 
 def _refuse_required_auth_on_port_25(key: str, value: str) -> None:
@@ -314,7 +318,8 @@ _add("mail.root", Directory(empty_words="HOME/mail, inside the node home"), "", 
      "is created for the mail owner; an existing one must be writable by it. Changing it does "
      "not move mail already stored: copy the mailboxes over yourself, with delivery and "
      "POP3/IMAP stopped.",
-     services=("send", "pop3", "pop3s", "imap", "imaps"), box="mail_storage")
+     services=("send", "pop3", "pop3s", "imap", "imaps"), box="mail_storage",
+     cli_only=True)  # moving every mailbox is no form field: `mailyard settings set`
 
 # ---- SpamAssassin (guide 3.3, 6.1) ------------------------------------------------------------
 _add("spam.smtp_scanning", Bool(), False, "SMTP Level Scanning",
@@ -441,18 +446,25 @@ _add("spf.refuse_fail", Bool(), False, "Refuse SPF Failures",
 
 # ---- Per-service controls (start on boot, auto-restart, memory limit) ------------------------
 _DEFAULT_MEMORY_MB = {"spamd": 1024, "clamd": 2048, "panel": 512}
+# The guide's pages show a memory limit only for spamd and clamd, auto-restart only where its
+# control boxes have one, and nothing of the panel's own service (switching the panel off from
+# the panel would lock the administrator out): the rest are set with `mailyard settings`.
+_MEMORY_ON_PAGE = frozenset({"spamd", "clamd"})
+_RESTART_ON_PAGE = frozenset({"smtp", "submission", "send", "spamd", "clamd"})
 for _svc in SERVICE_NAMES:
     _add(f"service.{_svc}.start_on_boot", Bool(), True, "Start on boot-up",
-         "Start this service whenever the node starts.", services=(_svc,), box=f"service.{_svc}")
+         "Start this service whenever the node starts.", services=(_svc,), box=f"service.{_svc}",
+         cli_only=_svc == "panel")
     _add(f"service.{_svc}.auto_restart", Bool(), _svc != "freshclam", "Auto-restart",
          "Start the service again if it stops on its own.", services=(_svc,),
-         box=f"service.{_svc}")
+         box=f"service.{_svc}", cli_only=_svc not in _RESTART_ON_PAGE)
     if _svc in _MDA_LABELS:
         continue  # Dovecot limits each of its processes: pop3.memory_limit_mb and so on
     _add(f"service.{_svc}.memory_limit_mb", Int(0, 65536, "MB"), _DEFAULT_MEMORY_MB.get(_svc, 0),
          "Memory Limit",
          "Address space the service may use, in megabytes, set before it starts as daemontools' "
-         "softlimit does; 0 means no limit.", services=(_svc,), box=f"service.{_svc}")
+         "softlimit does; 0 means no limit.", services=(_svc,), box=f"service.{_svc}",
+         cli_only=_svc not in _MEMORY_ON_PAGE)
 
 # ---- Log tools (guide 8): what xwebmail takes for the webmail ----------------------------------
 _add("logtools.webmail_user", Text(max_length=32, pattern=r"[A-Za-z_][A-Za-z0-9_.-]*|[0-9]+",
