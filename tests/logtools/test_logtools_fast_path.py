@@ -45,7 +45,13 @@ step = st.one_of(
         "alert: unable to append to bounce message; HELP! sleeping...",
         "delivery 7: success", "starting delivery x: msg 1 to remote a@b", "info msg 3: bytes",
         "end msg", "new msg 12a", "bounce msg 1 qp", "double bounce: discarding nothing",
-        "tls verified on delivery 3"]), st.none(), st.none()),
+        "tls verified on delivery 3", "starting delivery 9: msg 1 to lemote a@b",
+        "info msg 3: bytes 5 from <a> qp 1 uid 2> qp 3 uid 4 tls=1",
+        "info msg 4: bytes 5 from <a> qp 1 uid 2x> qp 3 uid 4", "new msg 1234567890123456789012",
+        "delivery 12345678901234567890: success: big", "end msg 99999999999999999999 x",
+        "starting delivery 123456789012345678901: msg 1 to local a@b",
+        "info msg 5: bytes 123456789012345678901234 from <big@example.com> qp 1 uid 0",
+        "status: exiting now", "status:exiting"]), st.none(), st.none()),
 )
 line_form = st.sampled_from(["tai64n"] * 6 + ["local", "unix", "crlf", "badstamp", "nostamp"])
 # Mostly multilog's own form, so that many blocks take the fast path; sometimes a mix.
@@ -137,11 +143,17 @@ def reference(path: Path, spec: str, by: str, channel: str | None) -> tuple[dict
 
 
 def fast(data: bytes, name: str, spec: str, by: str, channel: str | None,
-         block_bytes: int) -> tuple[dict, str]:
+         block_bytes: int, native: bool) -> tuple[dict, str]:
     diag = Diagnostics()
     rows = blocks.top_rows_blocks(io.BytesIO(data), name, Tracker(diag), operators.TOPS[spec],
-                                  by, channel, block_bytes)
+                                  by, channel, block_bytes, native=native)
     return rows, diag.summary()
+
+
+def test_the_compiled_core_is_built() -> None:
+    # setup.sh builds it (gcc, python3-dev); without it the tools fall back to Python
+    assert blocks._fastcount is not None, "run scripts/setup.sh test: _fastcount.c is not built"
+    assert blocks.NATIVE
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -155,8 +167,9 @@ def test_fast_path_and_reference_agree(tmp_path: Path, steps, forms, extra, cut,
     path = tmp_path / "send.log"
     path.write_bytes(data)
     spec, by, channel = case
-    assert fast(data, str(path), spec, by, channel, block_bytes) == \
-        reference(path, spec, by, channel)
+    expected = reference(path, spec, by, channel)
+    assert fast(data, str(path), spec, by, channel, block_bytes, native=False) == expected
+    assert fast(data, str(path), spec, by, channel, block_bytes, native=True) == expected
 
 
 SHOW_CASES = [(results, detail, channel) for results in operators.SHOW_RESULTS.values()
@@ -205,3 +218,20 @@ def test_a_plain_tai64n_log_takes_the_fast_path() -> None:
     assert counter.rows == {"alice@example.com": [1, 1, 1, 0, 0, 10]}
     crlf = render(steps, ["crlf"], extra=False, cut=False)
     assert not blocks._plain(crlf, crlf.count(b"\n"))
+
+
+def test_the_compiled_core_reads_a_plain_log_without_python() -> None:
+    # the agreement above would hold trivially if C left every line to Python
+    steps = [("message", 1, "alice@example.com", 10), ("start", 1, "bob@gmail.com", "remote"),
+             ("status", None, None, None), ("result", 0, "success", REPORTS[0]),
+             ("bounce", 1, 2, None), ("discard", 1, "double", None), ("end", 1, None, None),
+             ("exiting", None, None, None)]
+    data = render(steps, ["tai64n"], extra=True, cut=False)
+    counter = blocks._fastcount.Counter(1, 0, 100, 100, 100, lambda raw, local: raw.decode(),
+                                        lambda sender: sender, "(unknown)")
+    assert counter.feed(data, 0) == len(data)
+    assert counter.rows() == {"alice@example.com": [1, 1, 1, 0, 0, 10]}
+    assert counter.counts() == (1, 0, 0, 0)  # one restart, nothing else
+    # a CR LF line is left to Python, at its offset
+    crlf = render(steps, ["crlf"], extra=False, cut=False)
+    assert counter.feed(crlf, 0) == 0

@@ -23,10 +23,31 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from mailyard.logtools.operators import RESULT_COLUMN, Attempt, TopCounter, TopSpec, attempts
-from mailyard.logtools.parser import InfoMsg, StartDelivery, domain_of, mailbox_address
+from mailyard.logtools.parser import (
+    EXITING,
+    DeliveryResult,
+    EndMsg,
+    InfoMsg,
+    Malformed,
+    NewMsg,
+    StartDelivery,
+    domain_of,
+    mailbox_address,
+    parse,
+)
 from mailyard.logtools.sources import SourceError, stamped_lines
 from mailyard.logtools.tai64n import Stamped
-from mailyard.logtools.tracking import Delivery, Message, Tracker
+from mailyard.logtools.tracking import UNKNOWN_ROW, Delivery, Diagnostics, Message, Tracker
+
+try:
+    from mailyard.logtools import _fastcount  # the compiled counting core (setup.py builds it)
+except ImportError:  # not built (no C compiler at install): the pure-Python reader below
+    _fastcount = None
+
+# Whether top_rows_blocks uses the compiled core when it is there (tests compare both paths).
+NATIVE = _fastcount is not None
+_BY_CODE = {"recipient": 0, "sender": 1, "user": 2}
+_CHANNEL_CODE = {None: 0, "local": 1, "remote": 2}
 
 # Bytes read at once.  Large enough that the per-block work (a few counts, one pattern
 # start) is negligible, small enough to stay far below the memory budget of a stage.
@@ -45,7 +66,7 @@ _LINE = re.compile(
     rb"\n@[0-9a-fA-F]{24} (?:"
     rb"(?P<exiting>status: exiting(?=\n))"                                      # 1
     rb"|(?P<status>status: )"                                                   # 2
-    rb"|starting delivery ([0-9]+): msg ([0-9]+) to (l|r)(?:ocal|emote) "
+    rb"|starting delivery ([0-9]+): msg ([0-9]+) to (local|remote) "
     rb"(?P<start>[^ \n]*)(?=[ \n])"                                             # 3-6
     rb"|delivery ([0-9]+): (?:(?P<success>success:)|(?P<deferral>deferral:)"
     rb"|(?P<failure>failure:)|(?P<mangled>report mangled, will defer(?=\n)))"   # 7-11
@@ -104,8 +125,13 @@ def _plain(block: bytes, lines: int) -> bool:
 
 
 def top_rows_blocks(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpec, by: str,
-                    channel: str | None, block_bytes: int = BLOCK_BYTES) -> dict[str, list[int]]:
-    """The same rows as `operators.top_rows`, read block by block (see the module docstring)."""
+                    channel: str | None, block_bytes: int = BLOCK_BYTES,
+                    native: bool | None = None) -> dict[str, list[int]]:
+    """The same rows as `operators.top_rows`, read block by block (see the module docstring):
+    by the compiled core when it is built (and `native` is not False), else in Python.
+    """
+    if NATIVE if native is None else native:
+        return _top_rows_native(stream, name, tracker, spec, by, channel, block_bytes)
     counter = TopCounter(tracker, spec, by, channel)
     caches: Caches = ({}, {})  # local and remote recipients
     diag = tracker.diag
@@ -160,7 +186,7 @@ def _attempts_of(matches: list[re.Match[bytes]], block: bytes,
             continue
         if k == START:
             tracker.start(StartDelivery(int(m[3]), int(m[4]),
-                                        "local" if m[5] == b"l" else "remote",
+                                        "local" if m[5] == b"local" else "remote",
                                         m[6].decode("utf-8", "surrogateescape")))
         elif k in _RESULTS:
             d = tracker.result(int(m[7]))
@@ -237,7 +263,7 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
                 message = tracker._add_message(Message(msg, started_before_input=True))
                 diag.early_messages += 1
             raw = m[6]
-            local = m[5] == b"l"
+            local = m[5] == b"local"
             cached = cache.get(raw) if local else remote_cache.get(raw)
             if cached is None:
                 cached = _recipient_keys(raw, local, per_domain)
@@ -297,3 +323,75 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
         elif k == EXITING:
             tracker.restart()
 
+
+
+# ---- the compiled core ---------------------------------------------------------------------
+
+def _top_rows_native(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpec, by: str,
+                     channel: str | None, block_bytes: int) -> dict[str, list[int]]:
+    """`top_rows_blocks` by `_fastcount.Counter`: C reads every plain line; the lines it
+    leaves (another stamp form, a CR, a malformed line, a number of more than 18 digits) are
+    read here by the reference parser and applied to the same state."""
+    if _fastcount is None:
+        raise RuntimeError("the compiled counting core (_fastcount) is not built")
+    counter = TopCounter(tracker, spec, by, channel)  # sets diag.orphans_counted
+    per_domain = counter.per_domain
+
+    def recipient_key(raw: bytes, local: bool) -> str:
+        return _recipient_keys(raw, local, per_domain)[2]
+
+    def sender_key(sender: str | None) -> str:
+        key = "?" if sender is None else (sender or "<>")
+        if per_domain and key != "?" and key != "<>":
+            key = domain_of(key) or key
+        return key
+
+    native = _fastcount.Counter(_BY_CODE[by], _CHANNEL_CODE[channel], tracker.max_messages,
+                                tracker.max_deliveries, MAX_CACHED_RECIPIENTS, recipient_key,
+                                sender_key, UNKNOWN_ROW)
+    diag = tracker.diag
+    number = 0
+    feed = native.feed
+    for block, tail in blocks(stream, block_bytes):
+        size = len(block)
+        pos = feed(block, 0) if size else 0
+        while pos < size:
+            nl = block.index(b"\n", pos) + 1
+            _native_line(native, block[pos:nl], name, diag, number + block.count(b"\n", 0, pos))
+            pos = feed(block, nl)
+        number += block.count(b"\n")
+        if tail:
+            diag.problem("truncated", f"{name} line {number + 1}")
+    restarts, early, forgotten, orphans = native.counts()
+    tracker.restarts += restarts
+    diag.early_messages += early
+    diag.forgotten += forgotten
+    diag.orphan_results += orphans
+    return native.rows()
+
+
+def _native_line(native: _fastcount.Counter, raw: bytes, name: str, diag: Diagnostics,
+                 before: int) -> None:
+    """One line the compiled core left, read as the reference reads it (`attempts`)."""
+    text = raw.decode("utf-8", "surrogateescape")
+    for s in stamped_lines([text], name, diag, before):
+        t = s.text
+        if t[:1] == "s" and t.startswith("status:"):
+            if t == EXITING:
+                native.restart()
+            continue
+        ev = parse(t)
+        if isinstance(ev, DeliveryResult):
+            native.result(ev.delivery, RESULT_COLUMN[ev.result])
+        elif isinstance(ev, StartDelivery):
+            native.start(ev.delivery, ev.msg, ev.channel == "local",
+                         ev.recipient.encode("utf-8", "surrogateescape"))
+        elif isinstance(ev, NewMsg):
+            native.new_msg(ev.msg)
+        elif isinstance(ev, InfoMsg):
+            native.info(ev.msg, ev.bytes, ev.sender)
+        elif isinstance(ev, EndMsg):
+            native.end_msg(ev.msg)
+        elif isinstance(ev, Malformed):
+            diag.problem("malformed", "")
+        # a bounce, a discarded bounce, any other line: nothing to count
