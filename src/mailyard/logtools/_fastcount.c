@@ -440,6 +440,15 @@ static int read_line(Counter *s, const char *t, Py_ssize_t n) {
         rc = (x && y && z) ? do_info(s, x, y, z) : -1;
         Py_XDECREF(x); Py_XDECREF(y); Py_XDECREF(z);
         return rc < 0 ? -1 : 1;
+    case 'h':  /* the administrator's actions (parser.QueueAction): rare, Python reads them */
+        return HAS("hold msg ") ? 0 : 1;
+    case 'r':
+        return (HAS("release msg ") || HAS("retry msg ")) ? 0 : 1;
+    case 'w':
+        if (!HAS("warning: ")) return 1;
+        for (Py_ssize_t i = 9; i + 21 <= n; i++)
+            if (t[i] == ' ' && memcmp(t + i, " by the administrator", 21) == 0) return 0;
+        return 1;
     default:
         return 1;
     }

@@ -8,11 +8,17 @@ the reference's own (`Tracker`, `TopCounter`): updated inline for Top, through t
 Tracker's methods for Show (which prints only results, so its cost is in formatting them).
 
 A block is only taken this way when it is plain: tai64n stamps on every line, no CR, no line
-that starts like a known line but does not fit it.  Any other block (a stamp in another form
-or unreadable, a CR LF line end, a malformed line) is decoded and read line by line by the
-reference (`TopCounter.feed`), which counts and reports what it does not understand, so the
-two paths give the same report and the same warning.  The tests check that on generated
+that starts like a known line but does not fit it, no administrator's action (`hold msg`,
+`release msg`, ...: rare lines, counted in the notes).  Any other block (a stamp in another
+form or unreadable, a CR LF line end, a malformed line) is decoded and read line by line by
+the reference (`TopCounter.feed`), which counts and reports what it does not understand, so
+the two paths give the same report and the same warning.  The tests check that on generated
 logs with every hard case.
+
+When the compiled core (`_fastcount.c`, built at install) is there, Top uses it instead
+(`_top_rows_native`): it reads every plain line itself, line by line in C, and leaves the
+other lines, one at a time, to the reference parser here, which applies them to the same
+state; the pure-Python reader above is the fallback, and the tests check all three agree.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from mailyard.logtools.operators import RESULT_COLUMN, Attempt, TopCounter, TopSpec, attempts
+from mailyard.logtools.parser import EXITING as EXITING_TEXT
 from mailyard.logtools.parser import (
-    EXITING,
     DeliveryResult,
     EndMsg,
     InfoMsg,
     Malformed,
     NewMsg,
+    QueueAction,
     StartDelivery,
     domain_of,
     mailbox_address,
@@ -78,12 +85,15 @@ _LINE = re.compile(
     rb"|(?:triple|double) bounce: discarding bounce/[0-9]+(?=[ \n]))"           # 18
     rb"|(?P<malformed>starting delivery |delivery |new msg |info msg |end msg "
     rb"|bounce msg |triple bounce: |double bounce: )"                           # 19
-    rb"|(?P<other>))"                                                           # 20
+    # the administrator's actions (parser.QueueAction): rare, read by the reference
+    rb"|(?P<action>hold msg |release msg |retry msg "
+    rb"|warning: (?=[^\n]* by the administrator))"                              # 20
+    rb"|(?P<other>))"                                                           # 21
 )
 _G = _LINE.groupindex
 EXITING, STATUS, START, INFO, NEW, END = (_G["exiting"], _G["status"], _G["start"], _G["info"],
                                           _G["new"], _G["end"])
-IGNORED, MALFORMED, OTHER = _G["ignored"], _G["malformed"], _G["other"]
+IGNORED, MALFORMED, ACTION, OTHER = _G["ignored"], _G["malformed"], _G["action"], _G["other"]
 _RESULTS = {_G["success"]: RESULT_COLUMN["success"], _G["deferral"]: RESULT_COLUMN["deferral"],
             _G["failure"]: RESULT_COLUMN["failure"], _G["mangled"]: RESULT_COLUMN["mangled"]}
 MANGLED = _G["mangled"]
@@ -164,11 +174,12 @@ def attempts_blocks(stream: BinaryIO, name: str, tracker: Tracker,
             matches = None
             if _plain(block, lines):
                 matches = list(_LINE.finditer(b"\n" + block))
-                if len(matches) != lines or any(m.lastindex == MALFORMED for m in matches):
+                if len(matches) != lines or any(m.lastindex in (MALFORMED, ACTION)
+                                                for m in matches):
                     matches = None
             if matches is None:
                 yield from attempts(stamped_lines(_block_lines(block), name, diag, number),
-                                    tracker)
+                                    tracker, actions=True)
             else:
                 yield from _attempts_of(matches, block, tracker)
             number += lines
@@ -220,7 +231,7 @@ def _fast_block(block: bytes, lines: int, tracker: Tracker, counter: TopCounter,
     if len(matches) != lines:
         return False  # a line whose stamp the pattern could not read
     kinds = [m.lastindex for m in matches]
-    if MALFORMED in kinds:
+    if MALFORMED in kinds or ACTION in kinds:
         return False
     _apply(matches, kinds, tracker, counter, caches or ({}, {}))
     return True
@@ -377,7 +388,7 @@ def _native_line(native: _fastcount.Counter, raw: bytes, name: str, diag: Diagno
     for s in stamped_lines([text], name, diag, before):
         t = s.text
         if t[:1] == "s" and t.startswith("status:"):
-            if t == EXITING:
+            if t == EXITING_TEXT:
                 native.restart()
             continue
         ev = parse(t)
@@ -392,6 +403,8 @@ def _native_line(native: _fastcount.Counter, raw: bytes, name: str, diag: Diagno
             native.info(ev.msg, ev.bytes, ev.sender)
         elif isinstance(ev, EndMsg):
             native.end_msg(ev.msg)
+        elif isinstance(ev, QueueAction):
+            diag.action(ev.action)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
         # a bounce, a discarded bounce, any other line: nothing to count

@@ -222,6 +222,7 @@ def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         operators.write_attempts(blocks.attempts_blocks(stream, name, tracker), out,
                                  operators.SHOW_RESULTS[base], detail, args.channel)
     diag.warn(tool, err)
+    diag.note(tool, err)
     return 0
 
 
@@ -263,6 +264,7 @@ def run_top(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
               operators.render_csv if args.csv else operators.render_table)
     render(items, spec.key, out)
     diag.warn(tool, err)
+    diag.note(tool, err)
     return 0
 
 

@@ -26,6 +26,7 @@ from mailyard.logtools.parser import (
     InfoMsg,
     Malformed,
     NewMsg,
+    QueueAction,
     StartDelivery,
     decode_report,
     domain_of,
@@ -46,23 +47,30 @@ class Attempt(NamedTuple):
     recipient: str  # as logged
     report: str  # as logged (encoded)
     message: Message
-    delivery: Delivery
+    delivery: Delivery | None  # None for an administrator's action (result: ACTIONS)
+
+
+# The administrator's actions on a queued message (parser.QueueAction), shown by show-all.
+ACTIONS = ("hold", "release", "retry", "delete", "bounce", "purge-local", "purge-remote")
 
 
 def attempts(lines: Iterable[Stamped], tracker: Tracker,
              on_start: Callable[[Delivery], None] | None = None,
-             on_orphan: Callable[[str], None] | None = None) -> Iterator[Attempt]:
+             on_orphan: Callable[[str], None] | None = None,
+             actions: bool = False) -> Iterator[Attempt]:
     """The delivery attempts of a log, in the order their results were logged.
 
     `on_start` is called with each delivery when it starts; `on_orphan` with the result of
     each result line whose start is not in the input (counted in the diagnostics too).
+    The administrator's actions are counted in the diagnostics, and also yielded (result:
+    the action, delivery None, report: the reason of a hold) when `actions` is true.
     """
     diag = tracker.diag
     for s in lines:
         text = s.text
         c = text[:1]
         # Cheap first-letter test: a third of a qmail-send log is `status:` lines.
-        if c not in "dsnieb":
+        if c not in "dsniebhrw":
             continue
         if c == "s" and text.startswith("status:"):
             if text == EXITING:
@@ -87,6 +95,11 @@ def attempts(lines: Iterable[Stamped], tracker: Tracker,
             tracker.end(ev.msg)
         elif isinstance(ev, BounceMsg):
             tracker.bounce(ev.msg, ev.qp)
+        elif isinstance(ev, QueueAction):
+            diag.action(ev.action)
+            if actions:
+                m = tracker.get(ev.msg) or Message(ev.msg)
+                yield Attempt(s, ev.action, "", "-", ev.reason, m, None)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
 
@@ -101,7 +114,7 @@ def sender_text(m: Message) -> str:
 # ---- Show ---------------------------------------------------------------------------------------
 
 SHOW_RESULTS = {
-    "show-all": ("success", "deferral", "failure", "mangled"),
+    "show-all": ("success", "deferral", "failure", "mangled", *ACTIONS),
     "show-success": ("success",),
     "show-failures": ("failure",),
     "show-deferrals": ("deferral", "mangled"),
@@ -113,8 +126,13 @@ def show_line(a: Attempt, clock: Clock, detail: bool) -> str:
 
     WHERE is `remote=HOST` (the server qmail-remote talked to, `-` if the report names none)
     or `local=ADDRESS` (the local address qmail-local delivered to, virtual-domain prefix and
-    all).  RECIPIENT has that prefix removed.
+    all).  RECIPIENT has that prefix removed.  An administrator's action is shown as
+    `TIME ACTION [SENDER] - msg=N REASON` (REASON: a hold's, else empty).
     """
+    sender = f" {sender_text(a.message)}" if detail else ""
+    if a.delivery is None:
+        reason = f" {a.report}" if a.report else ""
+        return f"{clock.display(a.stamp)} {a.result:<8}{sender} - msg={a.message.msg}{reason}\n"
     if a.channel == "remote":
         where = "remote=" + (remote_host(a.report) or "-")
         recipient = a.recipient
@@ -122,7 +140,6 @@ def show_line(a: Attempt, clock: Clock, detail: bool) -> str:
         where = "local=" + a.recipient
         recipient = mailbox_address(a.recipient)
     reply = decode_report(a.report) if a.result != "mangled" else "report mangled, will defer"
-    sender = f" {sender_text(a.message)}" if detail else ""
     return f"{clock.display(a.stamp)} {a.result:<8}{sender} {recipient} {where} {reply}\n"
 
 
@@ -141,7 +158,7 @@ def write_attempts(found: Iterable[Attempt], out: TextIO, results: tuple[str, ..
 def run_show(lines: Iterable[Stamped], out: TextIO, tracker: Tracker, results: tuple[str, ...],
              detail: bool, channel: str | None = None) -> int:
     """Show the attempts of `lines`, read line by line (the reference way)."""
-    return write_attempts(attempts(lines, tracker), out, results, detail, channel)
+    return write_attempts(attempts(lines, tracker, actions=True), out, results, detail, channel)
 
 
 # ---- Top ----------------------------------------------------------------------------------------
@@ -236,7 +253,7 @@ class TopCounter:
     def feed(self, lines: Iterable[Stamped], tracker: Tracker) -> None:
         """Count the deliveries of `lines`, line by line (the reference way)."""
         for a in attempts(lines, tracker, self.start, self.orphan):
-            row = a.delivery.row
+            row = a.delivery.row  # type: ignore[union-attr]  # no actions asked: never None
             if row is not None:
                 row[RESULT_COLUMN[a.result]] += 1
 

@@ -14,6 +14,16 @@ The formats are qmail-send's (qmail 1.03 / netqmail qmail-send.c and qsutil.c):
     status: local L/LMAX remote R/RMAX
     status: exiting
 
+and the lines our node adds to that vocabulary for what its administrator does to a queued
+message (src/mailyard/delivery/sendlog.py and queue_actions.py):
+
+    hold msg N: REASON                (REASON: `administrator` or `rate limit ADDRESS`)
+    release msg N
+    retry msg N
+    warning: msg N deleted by the administrator
+    warning: msg N bounced by the administrator...
+    warning: local|remote deliveries of msg N purged by the administrator
+
 
 N is the message's inode number (reused once the message is gone), D a delivery counter that
 restarts at 1 when qmail-send restarts.  Every other line (warnings, alerts) is an `Other`
@@ -82,6 +92,15 @@ class TripleBounce(NamedTuple):
     double: bool = False
 
 
+class QueueAction(NamedTuple):
+    """What the administrator did to queued message N: `action` is hold, release, retry,
+    delete, bounce, purge-local or purge-remote; `reason` the hold's reason ("" otherwise)."""
+
+    msg: int
+    action: str
+    reason: str = ""
+
+
 class Status(NamedTuple):
     text: str
 
@@ -95,7 +114,7 @@ class Malformed(NamedTuple):
 
 
 Event = (NewMsg | InfoMsg | StartDelivery | DeliveryResult | EndMsg | BounceMsg | TripleBounce
-         | Status | Other | Malformed)
+         | QueueAction | Status | Other | Malformed)
 
 # `[0-9]` rather than `\d`: qmail writes ASCII digits, and int() must not see other digits.
 _INFO_RE = re.compile(r"info msg ([0-9]+): bytes ([0-9]+) from <(.*)> qp ([0-9]+) uid ([0-9]+)"
@@ -107,6 +126,12 @@ _MANGLED_RE = re.compile(r"delivery ([0-9]+): report mangled, will defer$")
 _BOUNCE_RE = re.compile(r"bounce msg ([0-9]+) qp ([0-9]+)(?: (.*))?$", re.S)
 _DISCARD_RE = re.compile(r"(triple|double) bounce: discarding bounce/([0-9]+)(?: (.*))?$", re.S)
 _NUMBER_RE = re.compile(r"([0-9]+)(?: .*)?$", re.S)
+_HOLD_RE = re.compile(r"hold msg ([0-9]+): (.+)$", re.S)
+# The administrator's actions our node logs as warnings (delete, bounce, purge).
+_ADMIN_RE = re.compile(r"warning: (?:msg ([0-9]+) (deleted|bounced) by the administrator"
+                       r"|(local|remote) deliveries of msg ([0-9]+) purged by the administrator)"
+                       r"(?:$|[ .;:,])", re.S)
+_ADMIN_ACTION = {"deleted": "delete", "bounced": "bounce"}
 
 EXITING = "status: exiting"  # qmail-send's last line on a clean stop; delivery numbers restart
 
@@ -160,6 +185,22 @@ def parse(text: str) -> Event:
     elif c == "t":
         if text.startswith("triple bounce: "):
             return _discard(text)
+    elif c == "h":
+        if text.startswith("hold msg "):
+            m = _HOLD_RE.match(text)
+            return QueueAction(int(m[1]), "hold", m[2]) if m else Malformed(text)
+    elif c == "r":
+        for action in ("release", "retry"):
+            if text.startswith(f"{action} msg "):
+                n = _number(text[len(action) + 5:])
+                return QueueAction(n, action) if n is not None else Malformed(text)
+    elif c == "w":
+        if text.startswith("warning: ") and text.find(" by the administrator", 9) > 0:
+            m = _ADMIN_RE.match(text)
+            if m:
+                if m[1]:
+                    return QueueAction(int(m[1]), _ADMIN_ACTION[m[2]])
+                return QueueAction(int(m[4]), f"purge-{m[3]}")
     return Other(text)
 
 

@@ -90,6 +90,21 @@ class Diagnostics:
     forgotten: int = 0  # state dropped at the caps above
     first_problem: str = ""
     extras: list[str] = field(default_factory=list)
+    actions: dict[str, int] = field(default_factory=dict)  # QueueAction lines, by action
+
+    def action(self, name: str) -> None:
+        """Count one of the administrator's actions on a queued message (not a problem)."""
+        self.actions[name] = self.actions.get(name, 0) + 1
+
+    def notes(self) -> str:
+        """The administrator's actions in the input, e.g. `2 hold, 1 release`; "" if none."""
+        return ", ".join(f"{n} {name}" for name, n in sorted(self.actions.items()))
+
+    def note(self, tool: str, stream: TextIO | None = None) -> None:
+        text = self.notes()
+        if text:
+            print(f"{tool}: note: the administrator's actions on queued messages: {text}",
+                  file=stream or sys.stderr)
 
     def problem(self, kind: str, where: str) -> None:
         """Count one skipped line of `kind` (an attribute name) seen at `where`."""
