@@ -51,7 +51,12 @@ step = st.one_of(
         "delivery 12345678901234567890: success: big", "end msg 99999999999999999999 x",
         "starting delivery 123456789012345678901: msg 1 to local a@b",
         "info msg 5: bytes 123456789012345678901234 from <big@example.com> qp 1 uid 0",
-        "status: exiting now", "status:exiting"]), st.none(), st.none()),
+        "status: exiting now", "status:exiting", "hold msg 3: administrator",
+        "hold msg 2: rate limit a@b.example", "release msg 3", "retry msg 1 now",
+        "warning: msg 2 deleted by the administrator",
+        "warning: msg 4 bounced by the administrator (2 recipients)",
+        "warning: remote deliveries of msg 1 purged by the administrator",
+        "hold msg x: y", "retry msg", "warning: msg 9 administrator"]), st.none(), st.none()),
 )
 line_form = st.sampled_from(["tai64n"] * 6 + ["local", "unix", "crlf", "badstamp", "nostamp"])
 # Mostly multilog's own form, so that many blocks take the fast path; sometimes a mix.
@@ -139,7 +144,7 @@ def reference(path: Path, spec: str, by: str, channel: str | None) -> tuple[dict
     diag = Diagnostics()
     rows = operators.top_rows(input_lines(str(path), diag), Tracker(diag),
                               operators.TOPS[spec], by, channel)
-    return rows, diag.summary()
+    return rows, diag.summary(), diag.notes()
 
 
 def fast(data: bytes, name: str, spec: str, by: str, channel: str | None,
@@ -147,7 +152,7 @@ def fast(data: bytes, name: str, spec: str, by: str, channel: str | None,
     diag = Diagnostics()
     rows = blocks.top_rows_blocks(io.BytesIO(data), name, Tracker(diag), operators.TOPS[spec],
                                   by, channel, block_bytes, native=native)
-    return rows, diag.summary()
+    return rows, diag.summary(), diag.notes()
 
 
 def test_the_compiled_core_is_built() -> None:
@@ -180,7 +185,7 @@ def show_reference(path: Path, case: tuple) -> tuple[str, str]:
     diag = Diagnostics()
     out = io.StringIO()
     operators.run_show(input_lines(str(path), diag), out, Tracker(diag), *case)
-    return out.getvalue(), diag.summary()
+    return out.getvalue(), diag.summary(), diag.notes()
 
 
 def show_fast(data: bytes, name: str, case: tuple, block_bytes: int) -> tuple[str, str]:
@@ -188,7 +193,7 @@ def show_fast(data: bytes, name: str, case: tuple, block_bytes: int) -> tuple[st
     out = io.StringIO()
     found = blocks.attempts_blocks(io.BytesIO(data), name, Tracker(diag), block_bytes)
     operators.write_attempts(found, out, *case)
-    return out.getvalue(), diag.summary()
+    return out.getvalue(), diag.summary(), diag.notes()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -6,9 +6,10 @@ or, for recipient filters, on each delivery when it starts; until then it holds 
 first delivery that passes, so the next tool always sees a message's header before its
 deliveries.  Lines that belong to no message (status, warnings) are not passed on, except
 `status: exiting`, which the next tool needs to see qmail-send's restart.  A bounce message
-passes with the message it bounces (`bounce msg N qp P` ties them).  Lines are passed on as
-they came, stamp and all (a CR before the line end is dropped), so filters chain and feed
-any operator.
+passes with the message it bounces (`bounce msg N qp P` ties them), and so do the
+administrator's actions on a message (`hold msg N: ...`, `release msg N`, `retry msg N` ...).
+Lines are passed on as they came, stamp and all (a CR before the line end is dropped), so
+filters chain and feed any operator.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mailyard.logtools.parser import (
     InfoMsg,
     Malformed,
     NewMsg,
+    QueueAction,
     StartDelivery,
     TripleBounce,
     domain_of,
@@ -121,6 +123,13 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
         elif isinstance(ev, TripleBounce):
             if passed(tracker.get(ev.msg)):
                 write(line)
+        elif isinstance(ev, QueueAction):
+            # the administrator's hold, release, retry ...: part of the message's history
+            m = tracker.get(ev.msg)
+            if passed(m):
+                write(line)
+            elif m is not None and m.held is not None:
+                m.held.append(line)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
         elif text == EXITING:
