@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailyard.logtools import blocks, operators
+from mailyard.logtools import blocks, filters, operators
 from mailyard.logtools.sources import input_lines
 from mailyard.logtools.tai64n import unix_to_tai64n
 from mailyard.logtools.tracking import Diagnostics, Tracker
@@ -240,3 +240,46 @@ def test_the_compiled_core_reads_a_plain_log_without_python() -> None:
     # a CR LF line is left to Python, at its offset
     crlf = render(steps, ["crlf"], extra=False, cut=False)
     assert counter.feed(crlf, 0) == 0
+
+
+FILTERS = [("xrcpt", lambda: filters.xrcpt(["bob@gmail.com", "@example.com"])),
+           ("xrcpt", lambda: filters.xrcpt(["rnoat@x", "nobody"])),
+           ("xsend", lambda: filters.xsend(["alice@example.com", "<>", "@example.org"])),
+           ("xuser", lambda: filters.xuser(["example.com"])),
+           ("xwebmail", lambda: filters.xwebmail({1}))]
+
+
+def filter_output(lines, diag: Diagnostics, rules) -> tuple[str, str]:
+    out = io.StringIO()
+    filters.run_filter(lines, out, Tracker(diag), *rules)
+    return out.getvalue(), diag.summary()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.one_of(whole, step), max_size=60), forms=line_forms,
+       extra=st.booleans(), cut=st.booleans(), block_bytes=st.sampled_from([64, 300, 1 << 20]),
+       which=st.sampled_from(range(len(FILTERS))))
+def test_filter_block_reader_and_reference_agree(tmp_path: Path, steps, forms, extra, cut,
+                                                 block_bytes, which) -> None:
+    data = render(steps, forms, extra, cut)
+    path = tmp_path / "send.log"
+    path.write_bytes(data)
+    rules = FILTERS[which][1]()
+    diag = Diagnostics()
+    expected = filter_output(input_lines(str(path), diag), diag, rules)
+    diag = Diagnostics()
+    got = filter_output(blocks.filter_lines_blocks(io.BytesIO(data), str(path), diag,
+                                                   block_bytes), diag, rules)
+    assert got == expected
+
+
+def test_the_filter_block_reader_skips_status_lines_unread() -> None:
+    # the agreement above would hold trivially if every block were read line by line
+    steps = [("message", 1, "alice@example.com", 10), ("status", None, None, None),
+             ("noise", "warning: trouble opening local/1/655371; will try again later", None,
+              None), ("start", 1, "bob@gmail.com", "remote"), ("exiting", None, None, None)]
+    data = render(steps, ["tai64n"], extra=False, cut=False)
+    texts = [s.text for s in blocks.filter_lines_blocks(io.BytesIO(data), "x", Diagnostics())]
+    assert texts == ["new msg 1", "info msg 1: bytes 10 from <alice@example.com> qp 101 uid 1",
+                     "starting delivery 1: msg 1 to remote bob@gmail.com", "status: exiting"]

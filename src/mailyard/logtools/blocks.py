@@ -187,6 +187,39 @@ def attempts_blocks(stream: BinaryIO, name: str, tracker: Tracker,
             diag.problem("truncated", f"{name} line {number + 1}")
 
 
+def filter_lines_blocks(stream: BinaryIO, name: str, diag: Diagnostics,
+                        block_bytes: int = BLOCK_BYTES) -> Iterator[Stamped]:
+    """The lines an x-filter acts on, read block by block: the same as
+    `sources.stamped_lines` less the lines every filter passes over (`status:` lines but
+    `status: exiting`, warnings and other text), which are neither decoded nor parsed.  A
+    block that is not plain is read line by line, as in `top_rows_blocks`."""
+    number = 0
+    for block, tail in blocks(stream, block_bytes):
+        if block:
+            lines = block.count(b"\n")
+            matches = None
+            if _plain(block, lines):
+                matches = list(_LINE.finditer(b"\n" + block))
+                if len(matches) != lines:
+                    matches = None
+            if matches is None:
+                yield from stamped_lines(_block_lines(block), name, diag, number)
+            else:
+                data = b"\n" + block
+                index = data.index
+                for m in matches:
+                    k = m.lastindex
+                    if k == STATUS or k == OTHER:
+                        continue
+                    start = m.start() + 2  # after "\n@"
+                    text = data[start + 25:index(b"\n", m.end())]
+                    yield Stamped("tai64n", data[start:start + 24].decode("ascii"),
+                                  text.decode("utf-8", "surrogateescape"))
+            number += lines
+        if tail:
+            diag.problem("truncated", f"{name} line {number + 1}")
+
+
 def _attempts_of(matches: list[re.Match[bytes]], block: bytes,
                  tracker: Tracker) -> Iterator[Attempt]:
     """The Tracker's steps for the matched lines of a plain block, and its attempts."""

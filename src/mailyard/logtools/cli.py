@@ -17,7 +17,7 @@ from typing import BinaryIO, TextIO
 
 from mailyard.logtools import blocks, filters, operators, selectors, webmail
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
-from mailyard.logtools.sources import SourceError, input_lines
+from mailyard.logtools.sources import SourceError
 from mailyard.logtools.tracking import Diagnostics, Tracker
 from mailyard.settings.registry import REGISTRY
 
@@ -383,7 +383,10 @@ def run_filter(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     if _needs_input(p, args, out):
         return 2
     diag = Diagnostics()
-    filters.run_filter(input_lines(args.file, diag), out, Tracker(diag), rules[0], rules[1])
+    stream, name = blocks.open_input(args.file)
+    with stream:
+        filters.run_filter(blocks.filter_lines_blocks(stream, name, diag), out, Tracker(diag),
+                           rules[0], rules[1])
     diag.warn(tool, err)
     return 0
 
