@@ -43,7 +43,8 @@ fi
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 stamp=.venv/.mailyard-lock
-want="$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+# setup.py and the C source: the log tools' compiled core is rebuilt when they change
+want="$(sha256sum requirements.lock pyproject.toml setup.py src/mailyard/logtools/_fastcount.c | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock

@@ -232,8 +232,9 @@ def test_the_compiled_core_reads_a_plain_log_without_python() -> None:
              ("bounce", 1, 2, None), ("discard", 1, "double", None), ("end", 1, None, None),
              ("exiting", None, None, None)]
     data = render(steps, ["tai64n"], extra=True, cut=False)
-    counter = blocks._fastcount.Counter(1, 0, 100, 100, 100, lambda raw, local: raw.decode(),
-                                        lambda sender: sender, "(unknown)")
+    counter = blocks._fastcount.Counter(1, 0, False, 100, 100, 100,
+                                        lambda raw, local: raw.decode(), lambda sender: sender,
+                                        lambda domain: domain.decode(), "(unknown)")
     assert counter.feed(data, 0) == len(data)
     assert counter.rows() == {"alice@example.com": [1, 1, 1, 0, 0, 10]}
     assert counter.counts() == (1, 0, 0, 0)  # one restart, nothing else

@@ -15,6 +15,7 @@
  * rules live in one place (blocks.py / operators.py).
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* memrchr */
 #include <Python.h>
 #include <string.h>
 
@@ -80,10 +81,10 @@ enum { ANY = 0, LOCAL = 1, REMOTE = 2 };
 
 typedef struct {
     PyObject_HEAD
-    int by, channel;
+    int by, channel, per_domain;
     Py_ssize_t max_messages, max_deliveries, max_cached;
-    PyObject *messages, *deliveries, *rows, *cache_local, *cache_remote;
-    PyObject *recipient_key, *sender_key, *unknown;
+    PyObject *messages, *deliveries, *rows, *cache_local, *cache_remote, *cache_domain;
+    PyObject *recipient_key, *sender_key, *domain_key, *unknown;
     PyObject *last_delivery;
     long long restarts, early, forgotten, orphans;
 } Counter;
@@ -94,6 +95,8 @@ static void Counter_dealloc(Counter *s) {
     Py_XDECREF(s->rows);
     Py_XDECREF(s->cache_local);
     Py_XDECREF(s->cache_remote);
+    Py_XDECREF(s->cache_domain);
+    Py_XDECREF(s->domain_key);
     Py_XDECREF(s->recipient_key);
     Py_XDECREF(s->sender_key);
     Py_XDECREF(s->unknown);
@@ -102,20 +105,28 @@ static void Counter_dealloc(Counter *s) {
 }
 
 static int Counter_init(Counter *s, PyObject *args, PyObject *kw) {
-    static char *names[] = {"by", "channel", "max_messages", "max_deliveries", "max_cached",
-                            "recipient_key", "sender_key", "unknown", NULL};
-    PyObject *rk, *sk, *unknown;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iinnnOOU", names, &s->by, &s->channel,
-                                     &s->max_messages, &s->max_deliveries, &s->max_cached,
-                                     &rk, &sk, &unknown))
+    static char *names[] = {"by", "channel", "per_domain", "max_messages", "max_deliveries",
+                            "max_cached", "recipient_key", "sender_key", "domain_key",
+                            "unknown", NULL};
+    PyObject *rk, *sk, *dk, *unknown;
+    if (s->messages) {
+        PyErr_SetString(PyExc_RuntimeError, "a Counter is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iipnnnOOOU", names, &s->by, &s->channel,
+                                     &s->per_domain, &s->max_messages, &s->max_deliveries,
+                                     &s->max_cached, &rk, &sk, &dk, &unknown))
         return -1;
     s->messages = PyDict_New();
     s->deliveries = PyDict_New();
     s->rows = PyDict_New();
     s->cache_local = PyDict_New();
     s->cache_remote = PyDict_New();
-    if (!s->messages || !s->deliveries || !s->rows || !s->cache_local || !s->cache_remote)
+    s->cache_domain = PyDict_New();
+    if (!s->messages || !s->deliveries || !s->rows || !s->cache_local || !s->cache_remote ||
+        !s->cache_domain)
         return -1;
+    Py_INCREF(dk); s->domain_key = dk;
     Py_INCREF(rk); s->recipient_key = rk;
     Py_INCREF(sk); s->sender_key = sk;
     Py_INCREF(unknown); s->unknown = unknown;
@@ -192,8 +203,30 @@ static int do_end(Counter *s, PyObject *num) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* The row key of a recipient (`raw`: its bytes as logged), cached. New reference. */
+/* The row key of a domain (the bytes after a recipient's last "@"), cached. New reference. */
+static PyObject *domain_key(Counter *s, const char *d, Py_ssize_t n) {
+    PyObject *raw = PyBytes_FromStringAndSize(d, n);
+    if (!raw) return NULL;
+    PyObject *key = PyDict_GetItemWithError(s->cache_domain, raw);
+    if (key) { Py_INCREF(key); Py_DECREF(raw); return key; }
+    if (PyErr_Occurred()) { Py_DECREF(raw); return NULL; }
+    key = PyObject_CallOneArg(s->domain_key, raw);
+    if (key && PyDict_GET_SIZE(s->cache_domain) >= s->max_cached) PyDict_Clear(s->cache_domain);
+    if (key && PyDict_SetItem(s->cache_domain, raw, key) < 0) Py_CLEAR(key);
+    Py_DECREF(raw);
+    return key;
+}
+
+/* The row key of a recipient (`raw`: its bytes as logged), cached. New reference.
+ * Per domain, a recipient with a domain counts under that domain (the virtual-domain prefix
+ * of a local one is in front of its "@", so it does not change it): looked up by domain. */
 static PyObject *recipient_key(Counter *s, PyObject *raw, int local) {
+    if (s->per_domain) {
+        const char *r = PyBytes_AS_STRING(raw);
+        Py_ssize_t n = PyBytes_GET_SIZE(raw);
+        const char *at = n ? memrchr(r, '@', n) : NULL;
+        if (at && at + 1 < r + n) return domain_key(s, at + 1, r + n - at - 1);
+    }
     PyObject *cache = local ? s->cache_local : s->cache_remote;
     PyObject *key = PyDict_GetItemWithError(cache, raw);
     if (key) { Py_INCREF(key); return key; }

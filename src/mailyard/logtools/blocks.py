@@ -390,9 +390,13 @@ def _top_rows_native(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpe
             key = domain_of(key) or key
         return key
 
-    native = _fastcount.Counter(_BY_CODE[by], _CHANNEL_CODE[channel], tracker.max_messages,
-                                tracker.max_deliveries, MAX_CACHED_RECIPIENTS, recipient_key,
-                                sender_key, UNKNOWN_ROW)
+    def domain_key(raw_domain: bytes) -> str:  # the text after a recipient's last "@"
+        return raw_domain.decode("utf-8", "surrogateescape").lower()
+
+    native = _fastcount.Counter(_BY_CODE[by], _CHANNEL_CODE[channel], per_domain,
+                                tracker.max_messages, tracker.max_deliveries,
+                                MAX_CACHED_RECIPIENTS, recipient_key, sender_key, domain_key,
+                                UNKNOWN_ROW)
     diag = tracker.diag
     number = 0
     feed = native.feed
