@@ -237,6 +237,14 @@ def main() -> int:
     if m and o and m.seconds and o.seconds:
         print(f"selector | top-domain-stats against mawk: {m.seconds / o.seconds:.2f}x wall, "
               f"{m.cpu / o.cpu:.2f}x CPU")
+    alone = results.get("top-domain-stats -f (no selector)")
+    if m and alone and m.seconds and alone.seconds:
+        print(f"top-domain-stats -f against mawk: {m.seconds / alone.seconds:.2f}x wall, "
+              f"{m.cpu / alone.cpu:.2f}x CPU")
+    core = subprocess.run([sys.executable, "-c", "from mailyard.logtools import blocks; "
+                           "print('compiled (_fastcount)' if blocks.NATIVE else 'pure Python')"],
+                          env=env, capture_output=True, text=True)
+    print(f"top-* counting core: {core.stdout.strip() or core.stderr.strip()}")
     load = os.getloadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
