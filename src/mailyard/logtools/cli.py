@@ -201,7 +201,9 @@ def _needs_input(p: argparse.ArgumentParser, args: argparse.Namespace, out: Text
 def run_show(tool: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     detail = tool.endswith("-detail")
     base = tool.removesuffix("-detail")
-    what = {"show-all": "every delivery attempt", "show-success": "successful deliveries",
+    what = {"show-all": "every delivery attempt (and the administrator's hold, release, "
+                        "retry, delete, bounce and purge of a message, as ACTION - msg=N)",
+            "show-success": "successful deliveries",
             "show-failures": "failed (permanent) deliveries",
             "show-deferrals": "deferred (temporary failure) delivery attempts"}[base]
     p = _parser(tool, f"Show {what}, one line each:\n  TIME RESULT "
