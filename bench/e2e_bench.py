@@ -311,15 +311,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default="",
                         help="record py-spy profiles of mailyard into PREFIX-send/smtp.txt")
+    parser.add_argument("--only", choices=("mailyard", "postfix"), default="",
+                        help="measure one server only (for profiling; no ratio)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("e2e_bench: run as root (Postfix's master needs it)")
     for tool in (SMTP_SOURCE, POSTFIX_MASTER):
         if not Path(tool).exists():
             sys.exit(f"e2e_bench: {tool} is missing (apt-get install postfix)")
-    results: dict[str, list[Round]] = {Mailyard.name: [], Postfix.name: []}
+    kinds: list[type[Mailyard] | type[Postfix]] = [Mailyard, Postfix]
+    if args.only:
+        kinds = [Mailyard if args.only == "mailyard" else Postfix]
+    results: dict[str, list[Round]] = {kind.name: [] for kind in kinds}
     for n in range(args.rounds):
-        order = (Mailyard, Postfix) if n % 2 == 0 else (Postfix, Mailyard)  # alternate
+        order = kinds if n % 2 == 0 else kinds[::-1]  # alternate
         for kind in order:
             r = measure(kind, args)
             results[kind.name].append(r)
@@ -343,9 +348,16 @@ def main() -> None:
         acc = [args.messages / r.accepted_s for r in rounds]
         cpu = [1000 * r.cpu_s / args.messages for r in rounds]
         medians[name] = (statistics.median(e2e), statistics.median(cpu))
+        parts = ""
+        if rounds and len(rounds[0].cpu_parts) == 2:  # mailyard: send and smtp apart
+            send = statistics.median(1000 * r.cpu_parts[0] / args.messages for r in rounds)
+            smtp = statistics.median(1000 * r.cpu_parts[1] / args.messages for r in rounds)
+            parts = f" (send {send:.2f}, smtp {smtp:.2f})"
         print(f"| {name} | {statistics.median(e2e):.0f} | "
               f"{', '.join(f'{x:.0f}' for x in e2e)} | {statistics.median(acc):.0f} | "
-              f"{statistics.median(cpu):.2f} |")
+              f"{statistics.median(cpu):.2f}{parts} |")
+    if args.only:
+        return
     ours, theirs = medians[Mailyard.name], medians[Postfix.name]
     print()
     print(f"mailyard / Postfix: throughput {ours[0] / theirs[0]:.2f}x, "

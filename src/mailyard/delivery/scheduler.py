@@ -26,7 +26,6 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue import control as qcontrol
 from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
-from ..store.accounts import local_domains
 from ..store.settings_store import load_settings
 from . import sendlog
 from .bounce import (
@@ -37,6 +36,7 @@ from .bounce import (
     is_returned_double_bounce,
 )
 from .local import LocalContext, deliver_local, mailbox_scanner
+from .lookup import Recipients
 from .remote import RemoteClient, RemoteSettings, next_hop
 from .result import DEFERRAL, FAILURE, SUCCESS, Result, deferral
 from .retry import LIFETIME_TEXT, expired, next_retry
@@ -100,6 +100,7 @@ class Scheduler:
         self.log = log
         self.settings: dict[str, Any] = load_settings(home)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.recipients = Recipients(home)  # the store's in-process view, for every lookup
         self._apply_settings()
         self.messages: dict[str, Message] = {}
         self.heap: dict[str, list[tuple[float, int, str]]] = {c: [] for c in CHANNELS}
@@ -133,7 +134,7 @@ class Scheduler:
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner(),
-                                      Forwarder(self.home, s))
+                                      Forwarder(self.home, s), self.recipients)
         self.signer = Signer(self.home, bool(s["dkim.signing"]))
 
     def request_reload(self) -> None:
@@ -215,6 +216,7 @@ class Scheduler:
             if still:
                 await asyncio.wait(still, timeout=2)
         await self.remote.close()
+        self.recipients.close()
         self.log.write("status: exiting")
 
     def _clean(self) -> None:
@@ -277,7 +279,7 @@ class Scheduler:
         if not items:
             return len(ids) > len(batch)
         try:
-            domains = await asyncio.to_thread(local_domains, self.home)
+            domains = await self._local_domains()
         except Exception as err:  # the store is unreachable: leave todo alone, retry soon
             self.log.write(sendlog.warning(f"cannot read local domains from the store: {err}"))
             await self._pause(TODO_RETRY_SECONDS)
@@ -299,6 +301,13 @@ class Scheduler:
                                             env.uid if env.uid is not None else 0))
             self._adopt(msg)
         return len(ids) > len(batch)
+
+    async def _local_domains(self) -> set[str]:
+        """The domains delivered here: every domain of the store, plus the node's hostname
+        and default domain, which are local even without a row (so that mail for them never
+        leaves the node and comes back: a loop). From the view: no query while it is current."""
+        own = (self.settings["server.hostname"], self.settings["server.default_domain"])
+        return await self.recipients.domains() | {str(n).lower() for n in own if n}
 
     # ---- scheduling -----------------------------------------------------------------------------
     def _push(self, channel: str, when: float, qid: str) -> None:
