@@ -112,6 +112,7 @@ class Scheduler:
         self.stopping = False
         self._flush = False
         self._reload = False
+        self._look = True  # todo/ and requests to be listed at the next pass
         self._last_clean = 0.0
         self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
         self._signatures: dict[str, tuple[bytes, str]] = {}  # qid -> DKIM fields, domain
@@ -145,6 +146,13 @@ class Scheduler:
         self._flush = True
         self.wake.set()
 
+    def notify(self) -> None:
+        """Something was put in the queue (the trigger fired): at the next pass, look at
+        todo/ and at the administration requests. Between triggers neither directory is
+        listed, except after an idle wake (a lost trigger)."""
+        self._look = True
+        self.wake.set()
+
     def request_stop(self) -> None:
         self.stopping = True
         self.wake.set()
@@ -167,20 +175,23 @@ class Scheduler:
                 else:
                     self._apply_settings()
                     self._status()
-            await self._requests()
+            look, self._look = self._look, False  # a trigger from now on is seen next pass
+            if look:
+                await self._requests()
             if self._flush:
                 self._flush = False
                 self._make_all_due()
-            more = await self._take_todo()
+            more = await self._take_todo() if look else False
             self._dispatch()
             if time.time() - self._last_clean > CLEAN_INTERVAL_SECONDS:
                 await asyncio.to_thread(self._clean)
             if more:
+                self._look = True
                 continue
             try:
                 await asyncio.wait_for(self.wake.wait(), self._idle_seconds())
             except TimeoutError:
-                pass
+                self._look = True  # nothing woke us: look for stray work
         await self._shutdown()
 
     async def _pause(self, seconds: float) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..durable import fsync_dir
+from ..fssync import FS_SYNC, available
 from .envelope import Envelope
 from .errors import QueueError
 from .layout import Queue
@@ -32,6 +33,9 @@ MESS_ORPHAN_SECONDS = 3600
 # Threads that fsync the files of a split batch together (see _sync_all).
 SYNC_THREADS = 16
 _SYNC_POOL: ThreadPoolExecutor | None = None
+# Splits and done marks are made durable by shared syncfs rounds (fssync.py) where the system
+# has them, else by an fsync of each file and directory.
+SYNC_ROUNDS = available()
 
 
 @dataclass
@@ -106,9 +110,12 @@ def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
     fd = os.open(queue.path(channel, qid), os.O_WRONLY)
     try:
         os.pwrite(fd, DONE_MARK, offset)
-        os.fsync(fd)
+        if not SYNC_ROUNDS:
+            os.fsync(fd)
     finally:
         os.close(fd)
+    if SYNC_ROUNDS:
+        FS_SYNC.sync(queue.root / channel)
 
 
 def add_bounce_report(queue: Queue, qid: str, report: BounceReport) -> None:
@@ -212,12 +219,20 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
                 path.unlink(missing_ok=True)
                 recipients[channel] = []
         out.append(StoredMessage(qid, env, recipients, queue.path("bounce", qid).exists()))
-    _sync_all(writes)
-    for name in sorted(touched):
-        fsync_dir(queue.root / name)
+    if SYNC_ROUNDS:  # one round for every file and entry of the batch
+        for path, data in writes:
+            _write_file(path, data, sync=False)
+        FS_SYNC.sync(queue.root / "info")
+    else:
+        _sync_all(writes)
+        for name in sorted(touched):
+            fsync_dir(queue.root / name)
     for qid, _ in items:
         queue.path("todo", qid).unlink(missing_ok=True)
-    fsync_dir(queue.root / "todo")
+    if SYNC_ROUNDS:
+        FS_SYNC.sync(queue.root / "todo")
+    else:
+        fsync_dir(queue.root / "todo")
     return out
 
 
