@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 _LIBC_NAME = ctypes.util.find_library("c")
@@ -46,6 +47,10 @@ def syncfs_fd(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+# Directories whose filesystem is remembered (a busy node delivers into many mailboxes).
+MAX_PATHS = 4096
+
+
 class _Round:
     def __init__(self) -> None:
         self.done = False
@@ -62,13 +67,20 @@ class _Filesystem:
 class FsSync:
     """syncfs rounds per filesystem, shared by the threads that ask at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, syncfs: Callable[[int], None] = syncfs_fd) -> None:
+        self._syncfs = syncfs  # (tests hand in one that fails or waits)
         self._cond = threading.Condition()
         self._filesystems: dict[int, _Filesystem] = {}
+        self._devs: dict[str, int] = {}  # directory -> its filesystem (st_dev)
         self.rounds = 0  # syncfs calls made (for tests and benchmarks)
 
-    def _filesystem(self, path: Path) -> _Filesystem:
-        dev = os.stat(path).st_dev
+    def _filesystem(self, path: str | Path) -> _Filesystem:
+        key = os.fspath(path)
+        dev = self._devs.get(key)
+        if dev is None:
+            if len(self._devs) >= MAX_PATHS:
+                self._devs.clear()
+            dev = self._devs[key] = os.stat(key).st_dev
         state = self._filesystems.get(dev)
         if state is None:
             # A directory of that filesystem, never followed through a link; kept open.
@@ -78,7 +90,7 @@ class FsSync:
                 os.close(fd)
         return state
 
-    def sync(self, directory: Path) -> None:
+    def sync(self, directory: str | Path) -> None:
         """Return once a syncfs of `directory`'s filesystem begun after this call succeeded."""
         with self._cond:
             state = self._filesystem(directory)
@@ -96,7 +108,7 @@ class FsSync:
                     self._cond.wait()
         if leader:
             try:
-                syncfs_fd(state.fd)
+                self._syncfs(state.fd)
             except OSError as err:
                 mine.error = err
             with self._cond:

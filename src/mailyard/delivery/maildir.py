@@ -46,7 +46,8 @@ def unique_name(size: int) -> str:
 def deliver_to_folder(folder: Path, message: bytes) -> Path:
     """Put `message` into `folder`/new durably; returns its path. OSError on failure."""
     name = unique_name(len(message))
-    tmp = folder / "tmp" / name
+    base = os.fspath(folder)
+    tmp = f"{base}/tmp/{name}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(message)
@@ -56,19 +57,26 @@ def deliver_to_folder(folder: Path, message: bytes) -> Path:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     os.close(fd)
-    final = folder / "new" / name
+    final = f"{base}/new/{name}"
     try:
         if SYNC_ROUNDS:
-            FS_SYNC.sync(folder / "tmp")  # the data, before any name in new/ points at it
+            FS_SYNC.sync(f"{base}/tmp")  # the data, before any name in new/ points at it
         os.rename(tmp, final)
         if SYNC_ROUNDS:
-            FS_SYNC.sync(folder / "new")
+            FS_SYNC.sync(f"{base}/new")
         else:
             NEW_DIR_SYNC.sync(folder / "new")
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
-    return final
+    return Path(final)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

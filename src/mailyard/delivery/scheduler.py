@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -279,7 +280,7 @@ class Scheduler:
             if isinstance(env, Exception):
                 self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {env}"))
                 continue
-            if not self.queue.path("mess", qid).exists():
+            if not os.path.exists(self.queue.file("mess", qid)):
                 self.log.write(sendlog.warning(f"todo/{qid} has no message file; removed"))
                 await asyncio.to_thread(qstate.remove_message, self.queue, qid)
                 continue
@@ -452,10 +453,10 @@ class Scheduler:
         self._after(m, channel)
 
     async def _attempt(self, m: Message, channel: str, recipients: list[str]) -> list[Result]:
-        mess = self.queue.path("mess", m.qid)
         if channel == "local":
-            data = await asyncio.to_thread(mess.read_bytes)
+            data = await asyncio.to_thread(_read_file, self.queue.file("mess", m.qid))
             return [await deliver_local(self.local_ctx, m.envelope, recipients[0], data)]
+        mess = self.queue.path("mess", m.qid)
         signature, signed_for = await self._signature(m, mess)
         results = await self.remote.deliver_many(m.envelope.sender, recipients, mess,
                                                  m.envelope.size, signature)
@@ -630,6 +631,11 @@ class Scheduler:
                     f"{which} deliveries of msg {m.qid} purged by the administrator"))
                 if not m.busy():
                     self._spawn(self._complete(m))
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _expired_status(result: Result) -> str:
