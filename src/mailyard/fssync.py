@@ -73,6 +73,7 @@ class FsSync:
         self._filesystems: dict[int, _Filesystem] = {}
         self._devs: dict[str, int] = {}  # directory -> its filesystem (st_dev)
         self.rounds = 0  # syncfs calls made (for tests and benchmarks)
+        self.waiting = 0  # callers waiting for a round started by another
 
     def _filesystem(self, path: str | Path) -> _Filesystem:
         key = os.fspath(path)
@@ -101,11 +102,13 @@ class FsSync:
                 if state.pending is None:
                     state.pending = _Round()
                 mine, leader = state.pending, False
+                self.waiting += 1
                 while not mine.done:
                     if state.running is None and state.pending is mine:
                         state.pending, state.running, leader = None, mine, True
                         break
                     self._cond.wait()
+                self.waiting -= 1
         if leader:
             try:
                 self._syncfs(state.fd)
