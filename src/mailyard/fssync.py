@@ -84,8 +84,9 @@ class FsSync:
             dev = self._devs[key] = os.stat(key).st_dev
         state = self._filesystems.get(dev)
         if state is None:
-            # A directory of that filesystem, never followed through a link; kept open.
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # A directory of that filesystem (the one os.stat saw, links followed as by
+            # fsync_dir; send runs as the mail owner, never as root), kept open.
+            fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             state = self._filesystems.setdefault(dev, _Filesystem(fd))
             if state.fd != fd:
                 os.close(fd)
