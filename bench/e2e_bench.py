@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from mailyard.home import Home  # noqa: E402
 from mailyard.nodeinit import init_home  # noqa: E402
+from mailyard.queue import Envelope, Queue  # noqa: E402
 from mailyard.services.privileges import mail_owner  # noqa: E402
 from mailyard.store.accounts import add_domain, add_mailbox  # noqa: E402
 from mailyard.store.db import dispose_all  # noqa: E402
@@ -166,7 +167,9 @@ class Mailyard:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.home: Home | None = None
 
-    def start(self) -> tuple[int, Path]:
+    def start(self, queued: int = 0, size: int = 2000) -> tuple[int, Path]:
+        """Start smtp and send; with `queued`, put that many messages in the queue first
+        (send then delivers them as soon as it starts)."""
         home, _ = init_home(self.base / "node", "mx.bench.test", port_base=free_base())
         add_domain(home, "bench.test")
         add_mailbox(home, RECIPIENT, "benchmark password 1")
@@ -179,6 +182,14 @@ class Mailyard:
         for path in (home.etc_dir, home.run_dir, home.var_dir):
             os.chown(path, uid, gid)
         self.home = home
+        if queued:
+            body = (f"From: {SENDER}\r\nTo: {RECIPIENT}\r\nSubject: queued\r\n\r\n"
+                    .encode() + b"x" * 76 + b"\r\n") * max(1, size // 80)
+            queue = Queue(home.queue_dir)
+            for _ in range(queued):
+                with queue.open_message() as w:
+                    w.write(body)
+                    w.commit(Envelope(sender=SENDER, recipients=[RECIPIENT]))
         for module, func in (("mailyard.delivery.service", "run"),
                              ("mailyard.smtp.service", "run_smtp")):
             code = (f"from mailyard.home import Home; from {module} import {func}; "
@@ -290,6 +301,40 @@ def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> R
         shutil.rmtree(base, ignore_errors=True)
 
 
+def measure_queued(args: argparse.Namespace) -> Round:
+    """send alone: the messages are queued before it starts. Timed and its CPU counted from
+    the first file in the Maildir to the last (so its start-up is left out), per message
+    delivered in that time."""
+    base = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
+    os.chmod(base, 0o755)
+    server = Mailyard(base)
+    try:
+        _, new_dir = server.start(queued=args.messages, size=args.size)
+        send = server.procs[0].pid
+        profiler = start_profile(server, args.profile) if args.profile else None
+        deadline = time.monotonic() + ROUND_TIMEOUT
+        while count(new_dir) < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nothing delivered")
+            time.sleep(0.001)
+        first, cpu_first, already = time.monotonic(), session_cpu([send]), count(new_dir)
+        while count(new_dir) < args.messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {count(new_dir)} of {args.messages} delivered")
+            time.sleep(0.01)
+        done = time.monotonic() - first
+        cpu = session_cpu([send]) - cpu_first
+        for proc in profiler or []:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        scale = args.messages / max(1, args.messages - already)  # as if for all N
+        return Round(done * scale, done * scale, cpu * scale, (cpu * scale, 0.0))
+    finally:
+        server.stop()
+        dispose_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def start_profile(server: Mailyard, prefix: str) -> list[subprocess.Popen[bytes]]:
     """py-spy on mailyard's send and smtp processes, raw stacks into PREFIX-send.txt and
     PREFIX-smtp.txt (summarise them with bench/README.md's one-liner)."""
@@ -311,15 +356,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default="",
                         help="record py-spy profiles of mailyard into PREFIX-send/smtp.txt")
+    parser.add_argument("--queued", action="store_true",
+                        help="send alone: deliver messages queued before it starts (its CPU "
+                             "includes its start-up)")
+    parser.add_argument("--only", choices=("mailyard", "postfix"), default="",
+                        help="measure one server only (for profiling; no ratio)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("e2e_bench: run as root (Postfix's master needs it)")
     for tool in (SMTP_SOURCE, POSTFIX_MASTER):
         if not Path(tool).exists():
             sys.exit(f"e2e_bench: {tool} is missing (apt-get install postfix)")
-    results: dict[str, list[Round]] = {Mailyard.name: [], Postfix.name: []}
+    if args.queued:
+        for n in range(args.rounds):
+            r = measure_queued(args)
+            print(f"round {n + 1}: send alone: {args.messages} queued messages in the Maildir "
+                  f"in {r.end_to_end_s:.2f} s ({args.messages / r.end_to_end_s:.0f} messages/s"
+                  f"), CPU {1000 * r.cpu_s / args.messages:.2f} ms/message", flush=True)
+        return
+    kinds: list[type[Mailyard] | type[Postfix]] = [Mailyard, Postfix]
+    if args.only:
+        kinds = [Mailyard if args.only == "mailyard" else Postfix]
+    results: dict[str, list[Round]] = {kind.name: [] for kind in kinds}
     for n in range(args.rounds):
-        order = (Mailyard, Postfix) if n % 2 == 0 else (Postfix, Mailyard)  # alternate
+        order = kinds if n % 2 == 0 else kinds[::-1]  # alternate
         for kind in order:
             r = measure(kind, args)
             results[kind.name].append(r)
@@ -343,9 +403,16 @@ def main() -> None:
         acc = [args.messages / r.accepted_s for r in rounds]
         cpu = [1000 * r.cpu_s / args.messages for r in rounds]
         medians[name] = (statistics.median(e2e), statistics.median(cpu))
+        parts = ""
+        if rounds and len(rounds[0].cpu_parts) == 2:  # mailyard: send and smtp apart
+            send = statistics.median(1000 * r.cpu_parts[0] / args.messages for r in rounds)
+            smtp = statistics.median(1000 * r.cpu_parts[1] / args.messages for r in rounds)
+            parts = f" (send {send:.2f}, smtp {smtp:.2f})"
         print(f"| {name} | {statistics.median(e2e):.0f} | "
               f"{', '.join(f'{x:.0f}' for x in e2e)} | {statistics.median(acc):.0f} | "
-              f"{statistics.median(cpu):.2f} |")
+              f"{statistics.median(cpu):.2f}{parts} |")
+    if args.only:
+        return
     ours, theirs = medians[Mailyard.name], medians[Postfix.name]
     print()
     print(f"mailyard / Postfix: throughput {ours[0] / theirs[0]:.2f}x, "

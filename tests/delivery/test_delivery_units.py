@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mailyard import fssync
 from mailyard.delivery import sendlog
 from mailyard.delivery.bounce import build_bounce
 from mailyard.delivery.groupsync import GroupSync
@@ -23,6 +24,7 @@ from mailyard.delivery.retry import expired, next_retry
 from mailyard.delivery.routes import Route, check_routes, route_for
 from mailyard.delivery.smtp_reply import ReplyError, ReplyReader, dot_stuffed, stuff_block
 from mailyard.delivery.tls_policy import policy_for
+from mailyard.fssync import FsSync, syncfs_fd
 from mailyard.logtools import parser
 from mailyard.queue import Envelope
 from mailyard.queue.state import BounceReport
@@ -322,3 +324,76 @@ def test_group_sync_failure_fails_the_callers_it_covered(tmp_path) -> None:
     sync2 = GroupSync()
     sync2.sync(tmp_path)  # a real fsync of a real directory
     assert sync2.rounds == 1
+
+
+# ---- syncfs rounds (fssync.py) ---------------------------------------------------------------
+
+def _callers(sync: FsSync, path, n: int, calls: list[int]) -> tuple[list, dict[int, str]]:
+    """Start n threads calling sync(path): the first alone, the rest once its round runs."""
+    outcome: dict[int, str] = {}
+
+    def call(i: int) -> None:
+        try:
+            sync.sync(path)
+            outcome[i] = "ok"
+        except OSError as err:
+            outcome[i] = err.strerror or str(err)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    threads[0].start()
+    while not calls:  # the first round is under way; the others arrive during it
+        time.sleep(0.001)
+    for t in threads[1:]:
+        t.start()
+    while sync.waiting < n - 1:
+        time.sleep(0.001)
+    return threads, outcome
+
+
+def test_syncfs_rounds_are_shared_by_the_callers_that_arrive_during_one(tmp_path) -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def slow(fd: int) -> None:
+        calls.append(fd)
+        gate.wait(10)
+        syncfs_fd(fd)
+
+    sync = FsSync(slow)
+    threads, outcome = _callers(sync, tmp_path, 8, calls)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert outcome == {i: "ok" for i in range(8)}
+    assert len(calls) == 2  # the first caller's round, then one round for the seven others
+    sync.close()
+
+
+def test_a_failed_syncfs_round_fails_also_the_callers_waiting_for_the_next(tmp_path) -> None:
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def failing(fd: int) -> None:
+        calls.append(fd)
+        gate.wait(10)
+        raise OSError(5, "Input/output error")
+
+    sync = FsSync(failing)
+    threads, outcome = _callers(sync, tmp_path, 5, calls)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    # Their writes may have been among the pages whose write-back failed: every one fails.
+    assert outcome == {i: "Input/output error" for i in range(5)}
+    assert len(calls) == 1
+    sync.close()
+
+
+def test_a_real_syncfs_round(tmp_path) -> None:
+    assert fssync.available()  # Linux: the send service uses syncfs rounds
+    sync = FsSync()
+    (tmp_path / "f").write_bytes(b"data")
+    sync.sync(tmp_path)
+    sync.sync(str(tmp_path))
+    assert sync.rounds == 2
+    sync.close()

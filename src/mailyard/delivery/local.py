@@ -25,8 +25,8 @@ from ..mailboxes import ensure_maildir, folder_dir
 from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
-from ..store.accounts import get_alias, get_mailbox
 from ..store.cache import answering_from_cache
+from .lookup import Recipients
 from .maildir import deliver_to_folder
 from .result import Result, deferral, failure, success
 
@@ -152,6 +152,11 @@ class LocalContext:
     queue: Queue
     scanner: Scanner
     forwarder: Forwarder | None = None  # SRS and ARC for what aliases send on
+    recipients: Recipients | None = None  # the store's in-process view (made when None)
+
+    def __post_init__(self) -> None:
+        if self.recipients is None:
+            self.recipients = Recipients(self.home)
 
 
 async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
@@ -166,7 +171,8 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     if len(seen) > MAX_DELIVERED_TO:
         return failure(HOPS_TEXT, status="5.4.6")
     try:
-        alias, mailbox = await asyncio.to_thread(_lookup, ctx.home, address)
+        assert ctx.recipients is not None
+        alias, mailbox = await ctx.recipients.lookup(address)
     except Exception as err:  # the store is down or locked: try again later
         return deferral(f"Temporary failure looking up {address} in the store: "
                         f"{type(err).__name__}. (#4.3.0)", status="4.3.0")
@@ -181,7 +187,7 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
             to_mailbox = 1
         try:
             qp = await asyncio.to_thread(_forward, ctx.queue, envelope, address, message,
-                                          alias.targets, ctx.forwarder)
+                                          list(alias.targets), ctx.forwarder)
         except QueueError as err:
             return deferral(f"Unable to forward the message: {err}. (#4.3.0)", status="4.3.0")
         forwards = len(alias.targets)
@@ -198,10 +204,6 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
             return result
         to_mailbox = 1
     return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes]))
-
-
-def _lookup(home: Home, address: str) -> tuple[Any, Any]:
-    return get_alias(home, address), get_mailbox(home, address)
 
 
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,

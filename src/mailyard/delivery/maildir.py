@@ -2,9 +2,12 @@
 
 The maildir(5) protocol: write into tmp/ under a unique name, fsync, rename into new/, fsync
 new/. A reader (Dovecot) only looks at new/ and cur/, so it sees the whole message or none.
-Deliveries into the same new/ at once share its fsync (groupsync.py); each returns only after
-an fsync that began after its own rename, so its done mark is written after the message is
-durable, never before.
+Where syncfs(2) exists (Linux), the file's fsync and new/'s fsync are each a syncfs round of
+the Maildir's filesystem shared with every delivery and queue change at that moment
+(fssync.py): data durable, then the rename, then a round that began after the rename.
+Elsewhere deliveries into the same new/ at once share its fsync (groupsync.py). Either way a
+delivery returns only after a sync that began after its own rename, so its done mark is
+written after the message is durable, never before.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import socket
 import time
 from pathlib import Path
 
+from ..fssync import FS_SYNC, available
 from .groupsync import GroupSync
 
 _sequence = itertools.count()
 # One for the process: deliveries into the same new/ at once share its fsync.
 NEW_DIR_SYNC = GroupSync()
+# syncfs rounds instead of fsyncs where the system has them.
+SYNC_ROUNDS = available()
 
 
 def _host_part() -> str:
@@ -40,23 +46,37 @@ def unique_name(size: int) -> str:
 def deliver_to_folder(folder: Path, message: bytes) -> Path:
     """Put `message` into `folder`/new durably; returns its path. OSError on failure."""
     name = unique_name(len(message))
-    tmp = folder / "tmp" / name
+    base = os.fspath(folder)
+    tmp = f"{base}/tmp/{name}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(message)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if not SYNC_ROUNDS:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     os.close(fd)
-    final = folder / "new" / name
+    final = f"{base}/new/{name}"
     try:
+        if SYNC_ROUNDS:
+            FS_SYNC.sync(f"{base}/tmp")  # the data, before any name in new/ points at it
         os.rename(tmp, final)
-        NEW_DIR_SYNC.sync(folder / "new")
+        if SYNC_ROUNDS:
+            FS_SYNC.sync(f"{base}/new")
+        else:
+            NEW_DIR_SYNC.sync(folder / "new")
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
-    return final
+    return Path(final)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

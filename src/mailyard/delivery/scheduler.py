@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,6 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue import control as qcontrol
 from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
-from ..store.accounts import local_domains
 from ..store.settings_store import load_settings
 from . import sendlog
 from .bounce import (
@@ -37,6 +37,7 @@ from .bounce import (
     is_returned_double_bounce,
 )
 from .local import LocalContext, deliver_local, mailbox_scanner
+from .lookup import Recipients
 from .remote import RemoteClient, RemoteSettings, next_hop
 from .result import DEFERRAL, FAILURE, SUCCESS, Result, deferral
 from .retry import LIFETIME_TEXT, expired, next_retry
@@ -100,6 +101,7 @@ class Scheduler:
         self.log = log
         self.settings: dict[str, Any] = load_settings(home)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.recipients = Recipients(home)  # the store's in-process view, for every lookup
         self._apply_settings()
         self.messages: dict[str, Message] = {}
         self.heap: dict[str, list[tuple[float, int, str]]] = {c: [] for c in CHANNELS}
@@ -111,6 +113,7 @@ class Scheduler:
         self.stopping = False
         self._flush = False
         self._reload = False
+        self._look = True  # todo/ and requests to be listed at the next pass
         self._last_clean = 0.0
         self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
         self._signatures: dict[str, tuple[bytes, str]] = {}  # qid -> DKIM fields, domain
@@ -133,7 +136,7 @@ class Scheduler:
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner(),
-                                      Forwarder(self.home, s))
+                                      Forwarder(self.home, s), self.recipients)
         self.signer = Signer(self.home, bool(s["dkim.signing"]))
 
     def request_reload(self) -> None:
@@ -142,6 +145,13 @@ class Scheduler:
 
     def request_flush(self) -> None:
         self._flush = True
+        self.wake.set()
+
+    def notify(self) -> None:
+        """Something was put in the queue (the trigger fired): at the next pass, look at
+        todo/ and at the administration requests. Between triggers neither directory is
+        listed, except after an idle wake (a lost trigger)."""
+        self._look = True
         self.wake.set()
 
     def request_stop(self) -> None:
@@ -166,20 +176,23 @@ class Scheduler:
                 else:
                     self._apply_settings()
                     self._status()
-            await self._requests()
+            look, self._look = self._look, False  # a trigger from now on is seen next pass
+            if look:
+                await self._requests()
             if self._flush:
                 self._flush = False
                 self._make_all_due()
-            more = await self._take_todo()
+            more = await self._take_todo() if look else False
             self._dispatch()
             if time.time() - self._last_clean > CLEAN_INTERVAL_SECONDS:
                 await asyncio.to_thread(self._clean)
             if more:
+                self._look = True
                 continue
             try:
                 await asyncio.wait_for(self.wake.wait(), self._idle_seconds())
             except TimeoutError:
-                pass
+                self._look = True  # nothing woke us: look for stray work
         await self._shutdown()
 
     async def _pause(self, seconds: float) -> None:
@@ -215,6 +228,7 @@ class Scheduler:
             if still:
                 await asyncio.wait(still, timeout=2)
         await self.remote.close()
+        self.recipients.close()
         self.log.write("status: exiting")
 
     def _clean(self) -> None:
@@ -266,7 +280,7 @@ class Scheduler:
             if isinstance(env, Exception):
                 self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {env}"))
                 continue
-            if not self.queue.path("mess", qid).exists():
+            if not os.path.exists(self.queue.file("mess", qid)):
                 self.log.write(sendlog.warning(f"todo/{qid} has no message file; removed"))
                 await asyncio.to_thread(qstate.remove_message, self.queue, qid)
                 continue
@@ -277,7 +291,7 @@ class Scheduler:
         if not items:
             return len(ids) > len(batch)
         try:
-            domains = await asyncio.to_thread(local_domains, self.home)
+            domains = await self._local_domains()
         except Exception as err:  # the store is unreachable: leave todo alone, retry soon
             self.log.write(sendlog.warning(f"cannot read local domains from the store: {err}"))
             await self._pause(TODO_RETRY_SECONDS)
@@ -299,6 +313,13 @@ class Scheduler:
                                             env.uid if env.uid is not None else 0))
             self._adopt(msg)
         return len(ids) > len(batch)
+
+    async def _local_domains(self) -> set[str]:
+        """The domains delivered here: every domain of the store, plus the node's hostname
+        and default domain, which are local even without a row (so that mail for them never
+        leaves the node and comes back: a loop). From the view: no query while it is current."""
+        own = (self.settings["server.hostname"], self.settings["server.default_domain"])
+        return await self.recipients.domains() | {str(n).lower() for n in own if n}
 
     # ---- scheduling -----------------------------------------------------------------------------
     def _push(self, channel: str, when: float, qid: str) -> None:
@@ -432,10 +453,10 @@ class Scheduler:
         self._after(m, channel)
 
     async def _attempt(self, m: Message, channel: str, recipients: list[str]) -> list[Result]:
-        mess = self.queue.path("mess", m.qid)
         if channel == "local":
-            data = await asyncio.to_thread(mess.read_bytes)
+            data = await asyncio.to_thread(_read_file, self.queue.file("mess", m.qid))
             return [await deliver_local(self.local_ctx, m.envelope, recipients[0], data)]
+        mess = self.queue.path("mess", m.qid)
         signature, signed_for = await self._signature(m, mess)
         results = await self.remote.deliver_many(m.envelope.sender, recipients, mess,
                                                  m.envelope.size, signature)
@@ -610,6 +631,11 @@ class Scheduler:
                     f"{which} deliveries of msg {m.qid} purged by the administrator"))
                 if not m.busy():
                     self._spawn(self._complete(m))
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _expired_status(result: Result) -> str:

@@ -87,7 +87,7 @@ async def _main(home: Home) -> int:
 
     def on_trigger() -> None:
         trigger.drain()
-        scheduler.wake.set()
+        scheduler.notify()
 
     loop.add_reader(trigger.fd, on_trigger)
     loop.add_signal_handler(signal.SIGTERM, scheduler.request_stop)

@@ -34,6 +34,7 @@ class Queue:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._root_text = str(self.root)
         self._committer: GroupCommit | None = None
         try:
             self._make_layout()
@@ -62,6 +63,11 @@ class Queue:
 
     def path(self, state: str, qid: str) -> Path:
         return self.root / state / qid
+
+    def file(self, state: str, qid: str) -> str:
+        """The same path as `path`, as a string: for the per-message file operations of the
+        send service, where building Path objects was a measurable share of its CPU."""
+        return f"{self._root_text}/{state}/{qid}"
 
     def state_dir_fd(self, state: str) -> int:
         """An O_PATH descriptor of a state directory, opened from the queue's parent without

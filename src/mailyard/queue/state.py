@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..durable import fsync_dir
+from ..fssync import FS_SYNC, available
 from .envelope import Envelope
 from .errors import QueueError
 from .layout import Queue
@@ -32,6 +33,9 @@ MESS_ORPHAN_SECONDS = 3600
 # Threads that fsync the files of a split batch together (see _sync_all).
 SYNC_THREADS = 16
 _SYNC_POOL: ThreadPoolExecutor | None = None
+# Splits and done marks are made durable by shared syncfs rounds (fssync.py) where the system
+# has them, else by an fsync of each file and directory.
+SYNC_ROUNDS = available()
 
 
 @dataclass
@@ -65,7 +69,7 @@ class StoredMessage:
 
 # ---- writing small files durably -----------------------------------------------------------------
 
-def _write_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+def _write_file(path: Path | str, data: bytes, *, sync: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         view = memoryview(data)
@@ -103,12 +107,15 @@ def parse_recipients(data: bytes) -> list[Recipient]:
 
 def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
     """Overwrite one recipient's T with D and make it durable (one byte: atomic on disk)."""
-    fd = os.open(queue.path(channel, qid), os.O_WRONLY)
+    fd = os.open(queue.file(channel, qid), os.O_WRONLY)
     try:
         os.pwrite(fd, DONE_MARK, offset)
-        os.fsync(fd)
+        if not SYNC_ROUNDS:
+            os.fsync(fd)
     finally:
         os.close(fd)
+    if SYNC_ROUNDS:
+        FS_SYNC.sync(queue.file(channel, ""))
 
 
 def add_bounce_report(queue: Queue, qid: str, report: BounceReport) -> None:
@@ -166,7 +173,8 @@ def read_todos(queue: Queue, qids: list[str]) -> list[tuple[str, Envelope | Exce
 
 def read_todo(queue: Queue, qid: str) -> Envelope:
     try:
-        return Envelope.from_bytes(queue.path("todo", qid).read_bytes())
+        with open(queue.file("todo", qid), "rb") as f:
+            return Envelope.from_bytes(f.read())
     except (ValueError, TypeError) as err:
         raise QueueError(f"queue: envelope todo/{qid} is unreadable: {err}") from err
 
@@ -178,7 +186,7 @@ def _sync_pool() -> ThreadPoolExecutor:
     return _SYNC_POOL
 
 
-def _sync_all(writes: list[tuple[Path, bytes]]) -> None:
+def _sync_all(writes: list[tuple[Path | str, bytes]]) -> None:
     """Write and fsync many small files at once: parallel fsyncs share the file system's
     journal commits, where one after another each waits for its own."""
     for _ in _sync_pool().map(lambda item: _write_file(*item), writes):
@@ -194,30 +202,39 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
     """
     out: list[StoredMessage] = []
     touched: set[str] = {"info"}
-    writes: list[tuple[Path, bytes]] = []
+    writes: list[tuple[Path | str, bytes]] = []
     for qid, env in items:
         chans: dict[str, list[str]] = {"local": [], "remote": []}
         for rcpt in env.recipients:
             chans["local" if is_local(rcpt) else "remote"].append(rcpt)
-        writes.append((queue.path("info", qid), env.to_bytes()))
+        writes.append((queue.file("info", qid), env.to_bytes()))
         recipients: dict[str, list[Recipient]] = {}
         for channel, addresses in chans.items():
-            path = queue.path(channel, qid)
+            path = queue.file(channel, qid)
             if addresses:
                 lines = recipient_lines(addresses)
                 writes.append((path, lines))
                 touched.add(channel)
                 recipients[channel] = parse_recipients(lines)
             else:
-                path.unlink(missing_ok=True)
+                _unlink(path)
                 recipients[channel] = []
-        out.append(StoredMessage(qid, env, recipients, queue.path("bounce", qid).exists()))
-    _sync_all(writes)
-    for name in sorted(touched):
-        fsync_dir(queue.root / name)
+        out.append(StoredMessage(qid, env, recipients,
+                                 os.path.exists(queue.file("bounce", qid))))
+    if SYNC_ROUNDS:  # one round for every file and entry of the batch
+        for path, data in writes:
+            _write_file(path, data, sync=False)
+        FS_SYNC.sync(queue.file("info", ""))
+    else:
+        _sync_all(writes)
+        for name in sorted(touched):
+            fsync_dir(queue.root / name)
     for qid, _ in items:
-        queue.path("todo", qid).unlink(missing_ok=True)
-    fsync_dir(queue.root / "todo")
+        _unlink(queue.file("todo", qid))
+    if SYNC_ROUNDS:
+        FS_SYNC.sync(queue.file("todo", ""))
+    else:
+        fsync_dir(queue.root / "todo")
     return out
 
 
@@ -238,13 +255,20 @@ def load_message(queue: Queue, qid: str) -> StoredMessage | None:
 def remove_message(queue: Queue, qid: str) -> None:
     """Remove every file of a message; mess/N last, so no file named N outlives inode N."""
     for state in ("todo", "bounce", "local", "remote", "info"):
-        queue.path(state, qid).unlink(missing_ok=True)
-    queue.path("mess", qid).unlink(missing_ok=True)
+        _unlink(queue.file(state, qid))
+    _unlink(queue.file("mess", qid))
 
 
 def finish_channel(queue: Queue, channel: str, qid: str) -> None:
     """Every recipient of the channel is done: drop its file (it comes back all-D at worst)."""
-    queue.path(channel, qid).unlink(missing_ok=True)
+    _unlink(queue.file(channel, qid))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def clean_orphans(queue: Queue, now: float | None = None) -> list[str]:
