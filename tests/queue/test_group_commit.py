@@ -1,5 +1,6 @@
-"""Group commit: messages finishing together share the directory fsyncs, each is answered only
-once its own files and names are durable, and a failure fails exactly what it covered."""
+"""Group commit: messages finishing together share the sync rounds, each is answered only once
+its own files and names are durable, and a failure fails exactly what it covered. Both ways
+of syncing (one syncfs of the filesystem, or fsyncs of each file and directory) are run."""
 
 from __future__ import annotations
 
@@ -7,61 +8,82 @@ import asyncio
 import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mailyard.queue import Envelope, MessageWriter, Queue, QueueError
+from mailyard.queue import Envelope, Queue, QueueError
 from mailyard.queue import commit as C
 
-
-class GatedWriter(MessageWriter):
-    """A real writer whose commit waits until the test opens the gate (holds a batch open)."""
-
-    def __init__(self, queue: Queue, gate: threading.Event) -> None:
-        super().__init__(queue)
-        self.gate = gate
-
-    def prepare(self, envelope: Envelope) -> str:
-        self.gate.wait()
-        return super().prepare(envelope)
+METHODS = [C.SYNCFS, C.FSYNC]  # the project's machines run Linux 5.8 or later
 
 
 def envelope(i: int) -> Envelope:
     return Envelope(sender=f"s{i}@example.org", recipients=[f"r{i}@example.net"])
 
 
-@pytest.fixture
-def entry_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the committer's directory-fsync rounds (each still does the real fsyncs)."""
-    calls: list[int] = []
-    real = C.sync_entries
-
-    def counted(root: Path) -> None:
-        calls.append(1)
-        real(root)
-
-    monkeypatch.setattr(C, "sync_entries", counted)
-    return calls
-
-
-def test_messages_finishing_during_a_batch_are_committed_together(
-        tmp_path: Path, entry_syncs: list[int]) -> None:
+def queue(tmp_path: Path, method: str) -> Queue:
     q = Queue(tmp_path / "queue")
-    gate = threading.Event()
+    q._committer = C.GroupCommit(q, method)
+    return q
+
+
+class Gate:
+    """Holds the first sync round at its start until the test opens it (a real sync runs
+    after): meanwhile the next messages gather."""
+
+    def __init__(self, real: Callable[..., Any]) -> None:
+        self.real = real
+        self.entered = threading.Event()
+        self.open = threading.Event()
+        self.calls = 0
+
+    def __call__(self, *args: Any) -> Any:
+        self.calls += 1
+        self.entered.set()
+        self.open.wait(timeout=30)
+        return self.real(*args)
+
+
+@pytest.fixture(params=METHODS)
+def method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def gate_rounds(monkeypatch: pytest.MonkeyPatch, method: str) -> Gate:
+    if method == C.SYNCFS:
+        gate = Gate(C.syncfs)
+        monkeypatch.setattr(C, "syncfs", gate)
+    else:
+        gate = Gate(C.GroupCommit._round)
+
+        def gated(self: C.GroupCommit, *args: Any) -> Any:
+            return gate(self, *args)
+
+        monkeypatch.setattr(C.GroupCommit, "_round", gated)
+    return gate
+
+
+def test_messages_finishing_during_a_round_are_committed_together(
+        tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = queue(tmp_path, method)
+    gate = gate_rounds(monkeypatch, method)
     count = 20
 
     async def main() -> list[str]:
-        first = GatedWriter(q, gate)
+        first = q.open_message()
         first.write(b"Subject: 0\r\n\r\nbody 0\r\n")
         tasks = [asyncio.ensure_future(q.committer.commit(first, envelope(0)))]
-        await asyncio.sleep(0)  # the committer has the first message and waits at the gate
+        await asyncio.to_thread(gate.entered.wait, 30)  # the first round is under way
         for i in range(1, count):
             w = q.open_message()
             w.write(f"Subject: {i}\r\n\r\nbody {i}\r\n".encode())
             tasks.append(asyncio.ensure_future(q.committer.commit(w, envelope(i))))
         await asyncio.sleep(0)
-        gate.set()
+        assert not any(t.done() for t in tasks)  # nobody is answered before the rounds
+        gate.open.set()
         return await asyncio.gather(*tasks)
 
     qids = asyncio.run(main())
@@ -71,20 +93,43 @@ def test_messages_finishing_during_a_batch_are_committed_together(
         assert (q.root / "mess" / qid).read_bytes() == f"Subject: {i}\r\n\r\nbody {i}\r\n".encode()
         assert Envelope.from_bytes((q.root / "todo" / qid).read_bytes()).sender == \
             f"s{i}@example.org"
-    # 19 messages waited while the first batch was on its way: at most two rounds in all
-    assert q.committer.batches <= 2 and len(entry_syncs) == q.committer.batches
+    # round 1: the first's files; 2: its names and the 19 others' files; 3: their names
+    assert q.committer.rounds == 3 and gate.calls == 3
+    assert q.committer.batches == 2 and q.committer.messages == count
     assert os.listdir(q.root / "tmp") == []
 
 
-def test_a_message_whose_fsync_fails_fails_alone(tmp_path: Path) -> None:
-    q = Queue(tmp_path / "queue")
-    gate = threading.Event()
+def test_no_message_is_renamed_before_a_round_covered_its_files(
+        tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = queue(tmp_path, method)
+    gate = gate_rounds(monkeypatch, method)
+
+    async def main() -> str:
+        w = q.open_message()
+        w.write(b"held\r\n")
+        task = asyncio.ensure_future(q.committer.commit(w, envelope(0)))
+        await asyncio.to_thread(gate.entered.wait, 30)
+        # staged in tmp/ (data and envelope), not yet in the queue
+        assert len(os.listdir(q.root / "tmp")) == 2
+        assert os.listdir(q.root / "todo") == [] and os.listdir(q.root / "mess") == []
+        gate.open.set()
+        return await task
+
+    qid = asyncio.run(main())
+    q.committer.close()
+    assert os.listdir(q.root / "todo") == [qid] and os.listdir(q.root / "tmp") == []
+
+
+def test_a_message_whose_fsync_fails_fails_alone(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    q = queue(tmp_path, C.FSYNC)
+    gate = gate_rounds(monkeypatch, C.FSYNC)
 
     async def main() -> list[object]:
-        first = GatedWriter(q, gate)
+        first = q.open_message()
         first.write(b"held\r\n")
         tasks = [asyncio.ensure_future(q.committer.commit(first, envelope(0)))]
-        await asyncio.sleep(0)
+        await asyncio.to_thread(gate.entered.wait, 30)
         good = q.open_message()
         good.write(b"fine\r\n")
         bad = q.open_message()
@@ -96,7 +141,8 @@ def test_a_message_whose_fsync_fails_fails_alone(tmp_path: Path) -> None:
         bad._fd = write_end
         tasks.append(asyncio.ensure_future(q.committer.commit(good, envelope(1))))
         tasks.append(asyncio.ensure_future(q.committer.commit(bad, envelope(2))))
-        gate.set()
+        await asyncio.sleep(0)
+        gate.open.set()
         try:
             return await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -114,7 +160,7 @@ def test_a_message_whose_fsync_fails_fails_alone(tmp_path: Path) -> None:
 
 def test_a_failed_directory_fsync_fails_the_batch_but_keeps_its_messages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    q = Queue(tmp_path / "queue")
+    q = queue(tmp_path, C.FSYNC)
 
     def broken(root: Path) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -138,9 +184,63 @@ def test_a_failed_directory_fsync_fails_the_batch_but_keeps_its_messages(
     assert len(os.listdir(q.root / "todo")) == 3 and len(os.listdir(q.root / "mess")) == 3
 
 
-def test_a_lone_message_is_committed_like_a_plain_commit(tmp_path: Path,
-                                                         entry_syncs: list[int]) -> None:
-    q = Queue(tmp_path / "queue")
+def test_a_failed_syncfs_fails_everything_it_covered_and_uses_a_new_descriptor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = queue(tmp_path, C.SYNCFS)
+    real = C.syncfs
+    calls: list[int] = []
+    second = threading.Event()
+    release = threading.Event()
+
+    def failing(fd: int) -> None:  # the second round (the first message's names) fails
+        calls.append(fd)
+        if len(calls) == 2:
+            second.set()
+            release.wait(timeout=30)
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(C, "syncfs", failing)
+
+    async def main() -> tuple[list[object], object, str, int | None]:
+        committer = q.committer
+        begun = committer.generation  # a message begun before the failure
+        late = q.open_message()
+        late.write(b"begun early\r\n")
+        first = q.open_message()
+        first.write(b"first\r\n")
+        tasks = [asyncio.ensure_future(committer.commit(first, envelope(0)))]
+        await asyncio.to_thread(second.wait, 30)
+        for i in (1, 2):  # staged while the failing round runs
+            w = q.open_message()
+            w.write(b"more\r\n")
+            tasks.append(asyncio.ensure_future(committer.commit(w, envelope(i))))
+        await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        fd_after_failure = committer._fd
+        early = await asyncio.gather(committer.commit(late, envelope(3), begun),
+                                     return_exceptions=True)
+        fresh = q.open_message()
+        fresh.write(b"after\r\n")
+        qid = await committer.commit(fresh, envelope(4), committer.generation)
+        return results, early[0], qid, fd_after_failure
+
+    results, early, qid, fd_after_failure = asyncio.run(main())
+    q.committer.close()
+    assert len(results) == 3
+    assert all(isinstance(r, QueueError) and r.temporary for r in results)
+    assert isinstance(early, QueueError) and early.temporary
+    # the first was renamed before the failed round: kept (a duplicate at worst); the two
+    # staged ones were never renamed and are gone; the one begun early too
+    assert len(os.listdir(q.root / "todo")) == 2 and qid in os.listdir(q.root / "todo")
+    assert os.listdir(q.root / "tmp") == []
+    assert fd_after_failure is None  # closed at once; the next round opened a new one
+    assert len(calls) == 4
+
+
+def test_a_lone_message_takes_two_rounds(tmp_path: Path, method: str) -> None:
+    q = queue(tmp_path, method)
 
     async def main() -> str:
         w = q.open_message()
@@ -150,4 +250,9 @@ def test_a_lone_message_is_committed_like_a_plain_commit(tmp_path: Path,
     qid = asyncio.run(main())
     q.committer.close()
     assert (q.root / "mess" / qid).read_bytes() == b"one\r\n"
-    assert q.committer.batches == 1 and len(entry_syncs) == 1
+    assert q.committer.rounds == 2 and q.committer.batches == 1
+
+
+def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="syncfs or fsync"):
+        C.GroupCommit(Queue(tmp_path / "queue"), "fdatasync-maybe")

@@ -202,8 +202,21 @@ GOOD = [
 ]
 
 
+# The same with syncfs (the committer's default on Linux 5.8 and later): one call covers the
+# files before the renames, another the renames before the reply.
+GOOD_SYNCFS = [
+    '13 1.000 syncfs(11</h/queue/tmp>) = 0 <0.002>',
+    '10 1.004 rename("/h/queue/tmp/m1", "/h/queue/mess/5") = 0 <0.000>',
+    '10 1.005 rename("/h/queue/tmp/5.envelope", "/h/queue/todo/5") = 0 <0.000>',
+    '13 1.006 syncfs(11</h/queue/tmp>) = 0 <0.002>',
+    '1 1.010 sendto(5<TCP:[127.0.0.1:25->127.0.0.1:4000]>, "250 2.0.0 Ok: queued as 5\\r\\n",'
+    ' 28, 0, NULL, 0) = 28 <0.000>',
+]
+
+
 def test_the_checker_accepts_a_trace_that_keeps_the_contract() -> None:
     assert contract_breaches(parse(GOOD), Q) == ([], 1)
+    assert contract_breaches(parse(GOOD_SYNCFS), Q) == ([], 1)
 
 
 @pytest.mark.parametrize("broken", [
@@ -212,6 +225,12 @@ def test_the_checker_accepts_a_trace_that_keeps_the_contract() -> None:
     GOOD[:5] + [GOOD[7].replace("1.010", "1.0055")] + GOOD[5:7],  # 250 before the dir fsyncs
     [line.replace(") = 0 <0.003>", ") = -1 EIO (Input/output error) <0.003>")
      for line in GOOD],  # the envelope's fsync failed
+    GOOD_SYNCFS[1:],  # renamed before any sync covered the files
+    GOOD_SYNCFS[:3] + GOOD_SYNCFS[4:],  # no sync between the renames and the 250
+    [line.replace("1.006 syncfs", "1.0045 syncfs") for line in GOOD_SYNCFS],  # sync before
+    # the envelope's rename had returned
+    [line.replace("1.006 syncfs(11</h/queue/tmp>) = 0", "1.006 syncfs(11</h/queue/tmp>) = -1 "
+                  "EIO (Input/output error)") for line in GOOD_SYNCFS],  # the sync failed
 ])
 def test_the_checker_finds_a_broken_contract(broken: list[str]) -> None:
     breaches, checked = contract_breaches(parse(broken), Q)

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 from smtp_helpers import (
     JOE,
+    PYTHON,
+    REPO,
+    START_TIMEOUT,
     RawClient,
+    Service,
     change,
     give_store_to_mail_owner,
     leftovers,
@@ -284,3 +288,28 @@ def test_mailyard_settings_set_then_reload(node: Home, start) -> None:  # type: 
     assert second.code() == 421
     first.close()
     second.close()
+
+
+def test_the_service_runs_and_queues_without_uvloop(node: Home) -> None:
+    """uvloop is what `make run` installs; the service runs on asyncio's own loop without it
+    (an import of it fails here, as where it is not installed)."""
+    code = ("import sys; sys.modules['uvloop'] = None; "
+            "from mailyard.home import Home; from mailyard.smtp import service; "
+            "assert service.uvloop is None; "
+            f"service.run_smtp(Home.find({str(node.root)!r}))")
+    proc = subprocess.Popen([PYTHON, "-c", code], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    svc = Service("smtp", node, proc)
+    try:
+        svc.wait_log(f"service=smtp pid={proc.pid} ", timeout=START_TIMEOUT)
+        with smtplib.SMTP("127.0.0.1", node.port("smtp"), local_hostname="client.test") as s:
+            assert s.ehlo()[0] == 250
+            assert s.mail("a@remote.test")[0] == 250
+            assert s.rcpt(JOE)[0] == 250
+            code_, text = s.data(MESSAGE)
+        assert code_ == 250 and text.startswith(b"2.0.0 Ok: queued as ")
+        qid = text.decode().rsplit(" ", 1)[1]
+        assert (node.queue_dir / "todo" / qid).exists()
+        svc.wait_log(f"accepted qid={qid} ")
+    finally:
+        svc.stop()

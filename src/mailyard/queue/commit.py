@@ -1,163 +1,253 @@
-"""Group commit: messages that finish at the same time share the queue's directory fsyncs.
+"""Group commit: messages that finish at the same time share the rounds that make them durable.
 
-A server hands each finished message to `GroupCommit.commit` and awaits its queue id. One
-committer thread takes every message waiting when it is free as one batch, and for the batch:
+A server hands each finished message to `GroupCommit.commit` and awaits its queue id. The
+committer works on the server's event loop; one thread of its own does the sync calls. A
+message goes through three steps:
 
-1. prepares every message at once, on a small pool of threads (`MessageWriter.prepare`: data
-   fsynced, envelope written and fsynced, both renamed into mess/ and todo/); their fsyncs run
-   in parallel, so the disk's journal commits them together;
-2. fsyncs mess/ and todo/ once for the whole batch (`sync_entries`);
-3. answers every message of the batch, with one wake-up of the event loop, and wakes `send`
-   once.
+1. staged (on the loop, at once): the data flushed, `tmp/N.envelope` written
+   (`MessageWriter.stage`); nothing synced yet;
+2. published: once a sync round that started after it was staged has returned, its two
+   renames into mess/ and todo/ (`MessageWriter.publish`);
+3. answered: once a sync round that started after its renames has returned, its queue id.
 
-While one batch is on its way to the disk the next one gathers, so under load a batch holds
-every message that finished during the previous batch's fsyncs, and the fsyncs per message
-fall as the load rises; a lone message costs what a plain `MessageWriter.commit` costs.
+A sync round is one call in the sync thread, and one round serves two groups at once: the
+messages staged before it started (their files) and the messages renamed before it started
+(their names). While a round runs, the next group gathers, so under load each round carries
+every message that finished during the previous one, and the cost per message falls as the
+load rises; a lone message takes two rounds, as a plain commit takes two rounds of fsyncs.
 
-What a caller is told keeps qmail's rule, per message: a queue id only once that message's
-data, envelope and directory entries are durable. A message whose own fsync failed fails
-alone (its descriptor is closed, never fsynced again; its files removed). A failed directory
-fsync fails every message of the batch that was renamed before it, with a temporary error;
-those messages stay in the queue (the client retries: a duplicate, never a loss), and the
-next batch opens the directory afresh. Crash states and recovery: docs/queue.md.
+What a round does (`method`):
+
+* `syncfs` (Linux 5.8 or later, the default there): one `syncfs(2)` of the queue's
+  filesystem, which makes every file, inode and directory entry written before the call
+  durable, and reports any writeback error of the filesystem since the descriptor it is
+  called on was opened or last reported one;
+* `fsync` (elsewhere, and where syncfs would not report errors): an fsync of each staged
+  message's data and envelope, then one fsync of mess/ and of todo/ for the renamed ones.
+
+The rules stay qmail's, per message: a queue id only once that message's data, envelope and
+directory entries are durable; its files are renamed only once they are durable themselves,
+so a crash leaves each message in one of the states of a single commit (docs/queue.md).
+A failure fails exactly what the round covered, with a temporary error:
+
+* fsync of a message's own file: that message alone (its descriptors closed, never fsynced
+  again; its files removed);
+* fsync of a directory: every message renamed before it (they stay in the queue: a retry by
+  the client is a duplicate, never a loss);
+* syncfs: every message the committer holds, and every message begun before it (its data
+  may have been written back, and failed, before the error was reported); the descriptor is
+  closed and a new one opened, so the error is never "retried away" on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
+import ctypes
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..services.privileges import running_as_root
 from .envelope import Envelope
 from .errors import QueueError
-from .inject import MessageWriter, sync_entries, wrap_error
+from .inject import MessageWriter, state_fd, sync_entries, wrap_error
 
 if TYPE_CHECKING:
     from .layout import Queue
 
-# Threads that fsync the messages of one batch in parallel. Ten concurrent writers reach about
-# 9,000 fsynced files/s on the disk of issue 14's measurements, one writer about 3,000; more
-# threads than sessions bring nothing. Postfix runs one cleanup process per session (100).
-PREPARE_THREADS = 16
-# Messages per batch at most: a bound on the work (and on the replies) one batch holds up.
+SYNCFS = "syncfs"
+FSYNC = "fsync"
+# syncfs(2) reports writeback errors from Linux 5.8 on; before, it could succeed although a
+# file's data never reached the disk, so it is not used there.
+SYNCFS_SINCE = (5, 8)
+# Messages one round stages or publishes at most: a bound on the work (and on the replies)
+# one round holds up; the rest waits for the next round.
 MAX_BATCH = 256
 
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
-@dataclass
-class _Request:
+
+def _kernel(release: str) -> tuple[int, int]:
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def default_method() -> str:
+    """syncfs where it reports writeback errors, else one fsync per file."""
+    if _libc is not None and hasattr(_libc, "syncfs") and \
+            _kernel(os.uname().release) >= SYNCFS_SINCE:
+        return SYNCFS
+    return FSYNC
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2) of the filesystem holding `fd` (the GIL is released during the call)."""
+    assert _libc is not None
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@dataclass(eq=False)
+class _Entry:
     writer: MessageWriter
-    envelope: Envelope
-    done: Callable[[str | None, QueueError | None], None]
+    qid: str
+    future: asyncio.Future[str]
+
+    def answer(self, error: QueueError | None = None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(self.qid)
 
 
 class GroupCommit:
     """The committer of one queue in one process (see the module's docstring)."""
 
-    def __init__(self, queue: Queue, threads: int = PREPARE_THREADS) -> None:
+    def __init__(self, queue: Queue, method: str | None = None) -> None:
         self.queue = queue
-        self._threads = threads
-        self._pending: list[_Request] = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self.method = method or default_method()
+        if self.method not in (SYNCFS, FSYNC):
+            raise ValueError(f"queue commit method {self.method!r}: use {SYNCFS} or {FSYNC}")
+        self._staged: list[_Entry] = []
+        self._renamed: list[_Entry] = []
+        self._task: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._stopping = False
-        self.batches = 0  # batches committed so far (for tests and the benchmark)
-        self.messages = 0
+        self._fd: int | None = None  # the descriptor syncfs is called on
+        # Raised by every failed syncfs: a message begun before it may have lost data.
+        self.generation = 0
+        self.rounds = 0  # sync rounds so far (for tests and the benchmark)
+        self.batches = 0  # rounds that answered messages
+        self.messages = 0  # messages answered
 
     # ---- the callers' side ------------------------------------------------------------------
-    async def commit(self, writer: MessageWriter, envelope: Envelope) -> str:
-        """The message's queue id once it is durable; QueueError if it could not be made so."""
+    async def commit(self, writer: MessageWriter, envelope: Envelope,
+                     generation: int | None = None) -> str:
+        """The message's queue id once it is durable; QueueError if it could not be made so.
+        `generation` is `self.generation` when the message was begun, if known: a message
+        begun before a failed syncfs fails too."""
+        if generation is not None and generation != self.generation:
+            writer.abandon()
+            raise QueueError("queue: a disk error was reported while the message came in")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-
-        def settle(qid: str | None, error: QueueError | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                assert qid is not None
-                future.set_result(qid)
-
-        def done(qid: str | None, error: QueueError | None) -> None:  # in the committer
-            try:
-                loop.call_soon_threadsafe(settle, qid, error)
-            except RuntimeError:
-                pass  # the loop is closed: the process is ending and nobody waits any more
-
-        self.submit(writer, envelope, done)
-        return await future
-
-    def submit(self, writer: MessageWriter, envelope: Envelope,
-               done: Callable[[str | None, QueueError | None], None]) -> None:
-        """Queue a message for the next batch; `done(qid, error)` is called from the
-        committer thread once it is durable or has failed."""
-        with self._cond:
-            if self._stopping:
-                raise QueueError("queue: the committer is stopping")
-            self._pending.append(_Request(writer, envelope, done))
-            if self._thread is None:
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="queue-prepare")
-                self._thread = threading.Thread(target=self._run, name="queue-commit",
-                                                daemon=True)
-                self._thread.start()
-            self._cond.notify()
+        qid = writer.stage(envelope, keep_open=self.method == FSYNC)  # QueueError: to caller
+        entry = _Entry(writer, qid, loop.create_future())
+        self._staged.append(entry)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+        return await entry.future
 
     def close(self) -> None:
-        """Commit what is waiting, then stop the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
+        """Stop the sync thread (every commit has been answered by then: the servers wait
+        for their sessions' commits before they stop)."""
+        for entry in self._staged + self._renamed:
+            entry.writer.abandon()
+            entry.answer(QueueError("queue: the committer is stopping"))
+        self._staged, self._renamed = [], []
         if self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
-    # ---- the committer thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-            self._commit_batch(batch)
+    # ---- the rounds ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._staged or self._renamed:
+            staged, self._staged = self._staged[:MAX_BATCH], self._staged[MAX_BATCH:]
+            renamed, self._renamed = self._renamed[:MAX_BATCH], self._renamed[MAX_BATCH:]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="queue-sync")
+            try:
+                failed = await loop.run_in_executor(self._pool, self._round, staged, renamed)
+            except OSError as err:
+                self._syncfs_failed(err, staged, renamed)
+                continue
+            except BaseException as exc:  # a bug of ours, or the loop ending: nobody hangs
+                self._syncfs_failed(OSError(0, f"{type(exc).__name__}: {exc}"), staged,
+                                    renamed)
+                raise
+            finally:
+                self.rounds += 1
+            answered = 0
+            for entry in renamed:
+                entry.answer(failed.get(entry))
+                answered += 1
+            for entry in staged:
+                if entry in failed:
+                    entry.answer(failed[entry])
+                    continue
+                try:
+                    entry.writer.publish()
+                except QueueError as exc:
+                    entry.answer(exc)
+                    continue
+                self._renamed.append(entry)
+            if answered:
+                self.batches += 1
+                self.messages += answered
+                if any(entry not in failed for entry in renamed):
+                    try:
+                        self.queue.trigger()
+                    except OSError:
+                        pass  # send looks at the whole queue when it starts and every few min
 
-    def _commit_batch(self, batch: list[_Request]) -> None:
-        results: list[tuple[str | None, QueueError | None]]
-        if len(batch) == 1:
-            results = [_prepare(batch[0])]
-        else:
-            assert self._pool is not None
-            results = list(self._pool.map(_prepare, batch))
-        if any(qid is not None for qid, _ in results):
+    def _round(self, staged: list[_Entry], renamed: list[_Entry]) -> dict[_Entry, QueueError]:
+        """In the sync thread: make the files of `staged` and the names of `renamed` durable;
+        the entries that failed (a failed syncfs raises OSError instead)."""
+        if self.method == SYNCFS:
+            syncfs(self._queue_fd())
+            return {}
+        failed: dict[_Entry, QueueError] = {}
+        for entry in staged:
+            try:
+                entry.writer.sync_staged()
+            except QueueError as exc:
+                failed[entry] = exc
+        if renamed:
             try:
                 sync_entries(self.queue.root)
             except OSError as err:  # renamed, maybe not durable: report, never remove
                 error = wrap_error(err, "make the queue entry durable")
-                results = [(None, error) if qid is not None else (qid, exc)
-                           for qid, exc in results]
-        self.batches += 1
-        self.messages += len(batch)
-        for request, (qid, exc) in zip(batch, results, strict=True):
-            request.done(qid, exc)
-        if any(qid is not None for qid, _ in results):
-            try:
-                self.queue.trigger()
-            except OSError:
-                pass  # send looks at the whole queue when it starts and every few minutes
+                failed.update((entry, error) for entry in renamed)
+        return failed
 
+    def _queue_fd(self) -> int:
+        if self._fd is None:
+            root = self.queue.root
+            if running_as_root():  # reached without following a link the mail owner made
+                path_fd = state_fd(root, "tmp")
+                try:
+                    self._fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                                       dir_fd=path_fd)
+                finally:
+                    os.close(path_fd)
+            else:
+                self._fd = os.open(root / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._fd
 
-def _prepare(request: _Request) -> tuple[str | None, QueueError | None]:
-    try:
-        return request.writer.prepare(request.envelope), None
-    except QueueError as exc:
-        return None, exc
-    except OSError as err:  # not expected from prepare, but never lose the answer
-        return None, wrap_error(err, "commit the message")
+    def _syncfs_failed(self, err: OSError, staged: list[_Entry],
+                       renamed: list[_Entry]) -> None:
+        """A round failed as a whole (a syncfs failed): every message held fails, and the
+        next round opens a new descriptor."""
+        self.generation += 1
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        error = wrap_error(err, "make the message durable")
+        for entry in renamed:  # renamed, maybe not durable: report, never remove
+            entry.answer(error)
+        for entry in staged + self._staged:
+            entry.writer.abandon()
+            entry.answer(error)
+        for entry in self._renamed:
+            entry.answer(error)
+        self._staged, self._renamed = [], []

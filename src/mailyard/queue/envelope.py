@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import QueueError
@@ -68,10 +68,15 @@ class Envelope:
                                  temporary=False)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        # The fields as they are (asdict's deep copy is most of the cost, and JSON copies anyway).
+        return json.dumps({name: getattr(self, name) for name in _FIELDS},
+                          sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
         raw = json.loads(data)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+_FIELDS = tuple(Envelope.__dataclass_fields__)

@@ -116,6 +116,9 @@ class MessageWriter:
         self.size = 0
         self.queue_id: str | None = None
         self._closed = False
+        self._staged: str | None = None  # the queue id once `stage` has run
+        self._env_name: str | None = None
+        self._env_fd: int | None = None
         try:
             self._fd = _create(queue.root, name, 0o640)
         except OSError as err:
@@ -172,6 +175,20 @@ class MessageWriter:
         the directories (`sync_entries`) before anyone is told the message was accepted.
         Any failure removes what was written and raises QueueError; the data's descriptor is
         closed whatever happens, so a failed fsync is never retried on it."""
+        qid = self.stage(envelope, keep_open=True)
+        self.sync_staged()
+        self.publish()
+        return qid
+
+    # The same steps one by one, for a committer that makes many messages durable at once
+    # (`commit.GroupCommit`): stage every message, sync them all (their own fsyncs, or one
+    # syncfs of the filesystem), publish them, sync the directories.
+
+    def stage(self, envelope: Envelope, *, keep_open: bool = False) -> str:
+        """Steps 1 and 2 without their fsyncs: the data and `tmp/N.envelope` written; the
+        queue id N. With `keep_open` both descriptors stay open for `sync_staged`, else they
+        are closed (the caller makes them durable with a sync of the whole filesystem).
+        A failure removes what was written and raises QueueError."""
         if self._closed:
             raise QueueError("queue: the message was already committed or abandoned",
                              temporary=False)
@@ -180,15 +197,12 @@ class MessageWriter:
         self._flush()
         try:
             os.utime(self._fd)  # its age, for the clean-up of orphans, starts at commit
-            os.fsync(self._fd)
             qid = str(os.fstat(self._fd).st_ino)
             if running_as_root():
                 os.fchown(self._fd, *mail_owner())
         except OSError as err:
             self.abandon()
             raise _wrap(err, "save the message to disk") from err
-        os.close(self._fd)
-        self._closed = True
         env_name = f"{qid}.envelope"
         envelope.time = time.time()
         envelope.qp = os.getpid()
@@ -201,28 +215,69 @@ class MessageWriter:
                 data = envelope.to_bytes()
                 if os.write(fd, data) != len(data):
                     raise OSError(28, "short write of the envelope")
-                os.fsync(fd)
                 if running_as_root():
                     os.fchown(fd, *mail_owner())
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
         except OSError as err:
             _remove(root, "tmp", env_name)
-            _remove(root, "tmp", self._tmp.name)
+            self.abandon()
             raise _wrap(err, "save the envelope") from err
+        self._env_name = env_name
+        self._staged = qid
+        if keep_open:
+            self._env_fd = fd
+        else:
+            os.close(fd)
+            os.close(self._fd)
+            self._closed = True
+        return qid
+
+    def sync_staged(self) -> None:
+        """fsync the data and the envelope kept open by `stage`, and close both, whatever
+        happens (a failed fsync is never retried on its descriptor). A failure removes the
+        message's files and raises QueueError."""
+        assert self._staged is not None and self._env_fd is not None
+        env_fd, self._env_fd = self._env_fd, None
+        doing = "save the message to disk"
+        try:
+            os.fsync(self._fd)
+            doing = "save the envelope"
+            os.fsync(env_fd)
+        except OSError as err:
+            os.close(env_fd)
+            self.abandon()
+            raise _wrap(err, doing) from err
+        os.close(env_fd)
+        os.close(self._fd)
+        self._closed = True
+
+    def publish(self) -> None:
+        """Steps 3 and 4: the data renamed to mess/N, the envelope to todo/N (the commit
+        point). The names are durable only once mess/ and todo/ are synced. A failure removes
+        the message and raises QueueError."""
+        qid = self._staged
+        assert qid is not None and self._closed and self._env_name is not None
+        root = self.queue.root
         try:
             _rename_in(root, self._tmp.name, "mess", qid)
-            _rename_in(root, env_name, "todo", qid)  # the commit point
+            _rename_in(root, self._env_name, "todo", qid)  # the commit point
         except OSError as err:
-            _remove(root, "tmp", env_name)
-            _remove(root, "tmp", self._tmp.name)
+            self.abandon()
             _remove(root, "mess", qid)
             raise _wrap(err, "move the message into the queue") from err
         self.queue_id = qid
-        return qid
 
     def abandon(self) -> None:
-        """Remove everything written so far (idempotent)."""
+        """Remove everything written so far, the staged envelope too (idempotent); nothing
+        once the message is in the queue."""
+        if self._env_fd is not None:
+            os.close(self._env_fd)
+            self._env_fd = None
+        if self._env_name is not None and self.queue_id is None:
+            _remove(self.queue.root, "tmp", self._env_name)
+            self._env_name = None
         if not self._closed:
             self._closed = True
             try:

@@ -73,7 +73,7 @@ class Conversation:
         self.exchange: Exchange | None = None
         self.incoming: Incoming | None = None  # the message of a DATA under way
         self.started = self.data_started = time.monotonic()
-        self.auth_policy = A.AuthPolicy.from_settings(self.settings, server.service)
+        self.auth_policy = server.auth_policy
         # Mail authentication of the transaction under way (set at MAIL FROM): the SPF result
         # and whether its recipients are DMARC-exempt (None before the first one).
         self.spf: SpfResult | None = None
@@ -82,15 +82,6 @@ class Conversation:
         self.task: asyncio.Future[None] | None = None
         self._out = bytearray()
         self._closing = False
-        self._handlers: dict[type[Event], Callable[[Any], Awaitable[None]]] = {
-            BadInput: self._on_bad_input, Ehlo: self._on_ehlo, Helo: self._on_helo,
-            MailFrom: self._on_mail, RcptTo: self._on_rcpt, Data: self._on_data,
-            DataChunk: self._on_data_chunk, EndOfData: self._on_end_of_data,
-            Rset: self._on_simple, Noop: self._on_simple, Help: self._on_simple,
-            Vrfy: self._on_simple, Quit: self._on_quit, StartTls: self._on_starttls,
-            Auth: self._on_auth, AuthResponse: self._on_auth_response,
-            ConnectionClosed: self._on_closed,
-        }
 
     # ---- plumbing ----------------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -168,7 +159,7 @@ class Conversation:
                     if self.conn.state is State.CLOSED or not await self._read():
                         break
                     continue
-                await self._handlers[type(event)](event)
+                await _HANDLERS[type(event)](self, event)
                 if self.conn.too_many_errors and not self._closing:
                     self._end(P.too_many_errors_reply(self.policy))
                     self.log(L.too_many_errors(self.ip, self.conn.session.errors))
@@ -468,3 +459,16 @@ class Conversation:
         if verdict is None:
             return None
         return P.filter_verdict_reply(*verdict)
+
+
+# One handler per event the machine reports (a table of the class, not made per session).
+_HANDLERS: dict[type[Event], Callable[[Conversation, Any], Awaitable[None]]] = {
+    BadInput: Conversation._on_bad_input, Ehlo: Conversation._on_ehlo,
+    Helo: Conversation._on_helo, MailFrom: Conversation._on_mail, RcptTo: Conversation._on_rcpt,
+    Data: Conversation._on_data, DataChunk: Conversation._on_data_chunk,
+    EndOfData: Conversation._on_end_of_data, Rset: Conversation._on_simple,
+    Noop: Conversation._on_simple, Help: Conversation._on_simple, Vrfy: Conversation._on_simple,
+    Quit: Conversation._on_quit, StartTls: Conversation._on_starttls,
+    Auth: Conversation._on_auth, AuthResponse: Conversation._on_auth_response,
+    ConnectionClosed: Conversation._on_closed,
+}

@@ -13,6 +13,7 @@ filters). Every address is compared in its canonical form (`address.canonical`).
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
@@ -122,6 +123,7 @@ class Policy:
 # ---- who the client is -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # asked per command; clients come back
 def in_networks(ip: str, networks: tuple[_IPNetwork, ...]) -> bool:
     try:
         addr = ipaddress.ip_address(ip)

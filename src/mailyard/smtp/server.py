@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..logs import LogDir
 from ..queue import Queue
+from . import authchecks as A
 from . import policy as P
 from .conversation import TLS_HANDSHAKE_TIMEOUT, Conversation
 from .directory import Directory
@@ -75,6 +76,7 @@ class SmtpServer:
         self.service = service
         self.policy = policy
         self.settings = settings
+        self.auth_policy = A.AuthPolicy.from_settings(settings, service)
         self.log = log
         self.tls_context = tls_context
         self.queue = queue or Queue(home.queue_dir)
@@ -91,6 +93,7 @@ class SmtpServer:
         """New settings for new connections (sessions under way keep theirs)."""
         self.policy = policy
         self.settings = settings
+        self.auth_policy = A.AuthPolicy.from_settings(settings, self.service)
 
     # ---- the connection count ----------------------------------------------------------------
     def connection_opened(self, ip: str) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import ssl
+from collections.abc import Coroutine
 from typing import Any
 
 from .. import __version__
@@ -28,6 +29,11 @@ from .policy import Policy
 from .server import SmtpServer, bind
 from .shared import SharedState
 from .workers import LogPipe, Parent, worker_count
+
+try:  # libuv's event loop: less CPU per connection and per command (pyproject installs it)
+    import uvloop
+except ImportError:  # the service runs on asyncio's own loop without it
+    uvloop = None
 
 # Listen on every address unless the (proposed) setting `smtp.listen_address` names one;
 # None makes asyncio bind all IPv4 and IPv6 addresses.
@@ -115,13 +121,13 @@ def _run(home: Home, service: str) -> None:
                       f"auth_mode={settings[f'{service}.auth_mode']} workers={count}")
         if count == 1:
             log.write(start_line)
-            asyncio.run(_serve(home, service, settings, tls, log, sockets, shared, None))
+            _run_loop(_serve(home, service, settings, tls, log, sockets, shared, None))
             return
 
         def serve(index: int, pipe: LogPipe) -> None:
             engine_for(home.db_url).dispose(close=False)  # the parent's connections stay its
             _log_to(pipe)
-            asyncio.run(_serve(home, service, settings, tls, pipe, sockets, shared, index))
+            _run_loop(_serve(home, service, settings, tls, pipe, sockets, shared, index))
 
         parent = Parent(service, count, log, shared, serve)
         log.write(start_line)
@@ -129,6 +135,13 @@ def _run(home: Home, service: str) -> None:
         log.write(f"stopped service={service}")
     finally:
         log.close()
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service's coroutine on uvloop where it is installed, else on asyncio's loop."""
+    factory = uvloop.new_event_loop if uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def _log_to(log: LogDir | LogPipe) -> None:

@@ -37,6 +37,7 @@ from such a client waits the longest delay.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import mmap
@@ -70,6 +71,7 @@ _UINT16_MAX = 65535
 assert _CLIENT.size <= _CLIENT_SIZE and _RATE.size <= _RATE_SIZE
 
 
+@functools.lru_cache(maxsize=4096)  # twice per connection; clients come back
 def client_key(ip: str) -> bytes:
     """16 octets naming a client address (IPv4 as IPv4-mapped IPv6); unparsable text is
     hashed, so it still gets a slot of its own."""

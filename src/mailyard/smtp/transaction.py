@@ -20,6 +20,8 @@ class Incoming:
         self.queue = queue
         self.policy = policy
         self.recipients = recipients
+        # A failed sync of the queue since this message began fails it too (queue.commit).
+        self.generation = queue.committer.generation
         self.writer: MessageWriter = queue.open_message()  # QueueError goes to the caller
         self.size = 0  # octets the client sent, stored or not
         self.failure: QueueError | None = None
@@ -44,7 +46,8 @@ class Incoming:
         id. A cancellation (shutdown) waits for the commit to end: the writer is never
         abandoned while its commit runs."""
         committer = self.queue.committer
-        return await _uncancellable(asyncio.ensure_future(committer.commit(self.writer, envelope)))
+        return await _uncancellable(asyncio.ensure_future(committer.commit(self.writer, envelope,
+                                                                       self.generation)))
 
     def abandon(self) -> None:
         self.writer.abandon()

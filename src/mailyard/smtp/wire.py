@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 # Input buffered per connection before we stop reading from the socket (flow control); a
 # client can never make us hold more than this plus one read.
@@ -38,8 +39,8 @@ class Wire(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self.transport = cast(asyncio.Transport, transport)
         self._opened(self)
 
     def data_received(self, data: bytes) -> None:
