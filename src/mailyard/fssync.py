@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 _LIBC_NAME = ctypes.util.find_library("c")
 _libc = ctypes.CDLL(_LIBC_NAME, use_errno=True) if _LIBC_NAME else None
@@ -57,11 +58,72 @@ class _Round:
         self.error: OSError | None = None
 
 
-class _Filesystem:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+class RoundState:
+    """The sync round under way for one thing being synced, and the next one."""
+
+    def __init__(self) -> None:
         self.running: _Round | None = None
-        self.pending: _Round | None = None
+        self.pending: _Round | None = None  # covers everyone who asked while `running` ran
+
+
+S = TypeVar("S", bound=RoundState)
+
+
+class SharedRounds:
+    """Sync rounds shared by the threads that ask at once (group commit for one sync call).
+
+    A caller is covered by a round that *starts* after its call: while one runs, new callers
+    wait for the next, which then covers them all, so a burst costs about two rounds. A failed
+    round fails every caller it covered; with `fail_pending`, also those already waiting for
+    the next round (for syncfs, whose error is reported once for the whole filesystem).
+    """
+
+    def __init__(self, fail_pending: bool) -> None:
+        self.cond = threading.Condition()  # also guards the callers' own state tables
+        self._fail_pending = fail_pending
+        self.rounds = 0  # sync calls made (for tests and benchmarks)
+        self.waiting = 0  # callers waiting for a round started by another
+
+    def run(self, lookup: Callable[[], S], action: Callable[[S], None]) -> None:
+        """Return once `action` on the state `lookup` finds, begun after this call, succeeded."""
+        with self.cond:
+            state = lookup()
+            if state.running is None:
+                mine, leader = _Round(), True
+                state.running = mine
+            else:
+                if state.pending is None:
+                    state.pending = _Round()
+                mine, leader = state.pending, False
+                self.waiting += 1
+                while not mine.done:
+                    if state.running is None and state.pending is mine:
+                        state.pending, state.running, leader = None, mine, True
+                        break
+                    self.cond.wait()
+                self.waiting -= 1
+        if leader:
+            try:
+                action(state)
+            except OSError as err:
+                mine.error = err
+            with self.cond:
+                mine.done = True
+                state.running = None
+                self.rounds += 1
+                if (mine.error is not None and self._fail_pending
+                        and state.pending is not None):
+                    failed, state.pending = state.pending, None
+                    failed.error, failed.done = mine.error, True
+                self.cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+
+class _Filesystem(RoundState):
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
 
 
 class FsSync:
@@ -69,11 +131,17 @@ class FsSync:
 
     def __init__(self, syncfs: Callable[[int], None] = syncfs_fd) -> None:
         self._syncfs = syncfs  # (tests hand in one that fails or waits)
-        self._cond = threading.Condition()
+        self._rounds = SharedRounds(fail_pending=True)  # see the module's docstring
         self._filesystems: dict[int, _Filesystem] = {}
         self._devs: dict[str, int] = {}  # directory -> its filesystem (st_dev)
-        self.rounds = 0  # syncfs calls made (for tests and benchmarks)
-        self.waiting = 0  # callers waiting for a round started by another
+
+    @property
+    def rounds(self) -> int:
+        return self._rounds.rounds
+
+    @property
+    def waiting(self) -> int:
+        return self._rounds.waiting
 
     def _filesystem(self, path: str | Path) -> _Filesystem:
         key = os.fspath(path)
@@ -94,40 +162,11 @@ class FsSync:
 
     def sync(self, directory: str | Path) -> None:
         """Return once a syncfs of `directory`'s filesystem begun after this call succeeded."""
-        with self._cond:
-            state = self._filesystem(directory)
-            if state.running is None:
-                mine, leader = _Round(), True
-                state.running = mine
-            else:
-                if state.pending is None:
-                    state.pending = _Round()
-                mine, leader = state.pending, False
-                self.waiting += 1
-                while not mine.done:
-                    if state.running is None and state.pending is mine:
-                        state.pending, state.running, leader = None, mine, True
-                        break
-                    self._cond.wait()
-                self.waiting -= 1
-        if leader:
-            try:
-                self._syncfs(state.fd)
-            except OSError as err:
-                mine.error = err
-            with self._cond:
-                mine.done = True
-                state.running = None
-                self.rounds += 1
-                if mine.error is not None and state.pending is not None:
-                    failed, state.pending = state.pending, None  # see the module's docstring
-                    failed.error, failed.done = mine.error, True
-                self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
+        self._rounds.run(lambda: self._filesystem(directory),
+                         lambda state: self._syncfs(state.fd))
 
     def close(self) -> None:
-        with self._cond:
+        with self._rounds.cond:
             for state in self._filesystems.values():
                 os.close(state.fd)
             self._filesystems.clear()
