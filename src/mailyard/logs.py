@@ -30,6 +30,15 @@ def tai64n(now: float | None = None) -> str:
     return f"@{_TAI64_EPOCH + seconds:016x}{nanos:08x}"
 
 
+def logsafe(text: str) -> str:
+    """qmail-send's logsafe(): every byte outside ! to ~, and `%`, becomes `_`.
+
+    Every log of the node writes what a client chose (addresses, names) through it, so that
+    a space, a control character or a quoted local part cannot forge a field or a line."""
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
+                   for b in text.encode("utf-8", "surrogateescape"))
+
+
 def parse_tai64n(stamp: str) -> float:
     """Unix time of a `@…` tai64n stamp."""
     text = stamp.lstrip("@")

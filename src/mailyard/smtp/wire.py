@@ -101,6 +101,12 @@ class Wire(asyncio.Protocol):
         return str(info[0]), int(info[1])
 
     @property
+    def tls_version(self) -> str:
+        """The TLS protocol of the connection (`TLSv1.3`), or "" in clear text."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        return (ssl_object.version() or "") if ssl_object is not None else ""
+
+    @property
     def lost(self) -> bool:
         return self._lost
 
