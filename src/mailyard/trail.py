@@ -24,11 +24,13 @@ together while their message or delivery is open, so neither is mixed up.
 from __future__ import annotations
 
 import re
+import time as _time  # `time` is the name of every record's time field here
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .logs import logsafe
 from .logtools import parser as sendlog
+from .logtools.periods import PeriodError, parse_time
 from .smtp import replies
 
 # How far the clocks of two services' log lines may disagree: the send service can log
@@ -106,6 +108,20 @@ def query_of(text: str) -> Query:
         return Query("address", t.lower())
     raise TrailError(f"{text!r} is not an address (user@example.com), a Message-ID "
                      "(<id@host>) or a queue id (digits)")
+
+
+def since_of(text: str, now: float | None = None) -> float:
+    """The unix time of a `--since` value: a period back from now (`3 days`, `12h`), a local
+    date (`2026-11-30`, `2026-11-30 08:00`) or epoch seconds. TrailError names the value."""
+    try:
+        return parse_time(text, now)
+    except PeriodError as exc:
+        raise TrailError(f"--since {text!r}: {exc}") from None
+
+
+def show_time(t: float | None) -> str:
+    """A time as the trail prints it: local time to the second ("" for None)."""
+    return "" if t is None else _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t))
 
 
 # ---- the records -----------------------------------------------------------------------------
@@ -247,10 +263,17 @@ class Trail:
     messages: list[MessageTrail]
     refusals: list[Refusal]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, limit: int | None = None) -> dict[str, Any]:
+        """As JSON; with `limit`, only the newest `limit` messages and refusals, and how many
+        of each were left out."""
+        messages, refusals = self.messages, self.refusals
+        if limit is not None:
+            messages, refusals = messages[-limit:], refusals[-limit:]
         return {"query": asdict(self.query),
-                "messages": [m.to_json() for m in self.messages],
-                "refusals": [asdict(r) for r in self.refusals]}
+                "messages": [m.to_json() for m in messages],
+                "refusals": [asdict(r) for r in refusals],
+                "left_out": {"messages": len(self.messages) - len(messages),
+                             "refusals": len(self.refusals) - len(refusals)}}
 
 
 # ---- one function per kind of line -----------------------------------------------------------

@@ -32,6 +32,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 NAV = [("mta", "MTA"), ("mda", "MDA"), ("spam", "Spam Filtering"),
        ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts"),
        ("mailauth", "Mail Authentication"), ("cluster", "Cluster")]
+NAV.append(("trail", "Delivery Trail"))  # the delivery trail (issue 19, panel/api_trail.py)
 
 
 class NeedSignin(Exception):
