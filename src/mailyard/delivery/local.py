@@ -180,10 +180,11 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     to_mailbox = 0
     forwards = 0
     notes: list[str] = []
+    stored: list[str] = []  # after qmail-local's lines: the spam score and file (the trail)
     if alias is not None:
         if alias.keep_copy and mailbox is not None and mailbox.active:
             result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb,
-                                       notes)
+                                       stored)
             if result is not None:
                 return result
             to_mailbox = 1
@@ -201,11 +202,11 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     elif not mailbox.active:
         return failure(DISABLED_TEXT, status="5.2.1")
     else:
-        result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb, notes)
+        result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb, stored)
         if result is not None:
             return result
         to_mailbox = 1
-    return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes]))
+    return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes, *stored]))
 
 
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
