@@ -381,26 +381,30 @@ class TrailBuilder:
         self.refusals.sort(key=lambda r: r.time)
 
     # ---- the send log ----
-    def send_needles(self, until: float) -> tuple[set[int], set[int], set[int]]:
-        """(queue ids, delivery numbers, qps) whose lines matter for lines up to `until`."""
+    def send_needles(self, until: float) -> tuple[set[int], bool, set[int], set[int]]:
+        """What matters in send-log lines up to `until`: (queue ids of open messages and of
+        a queue-id query, whether a `new msg` line may start an awaited message (`awaits`
+        tells which), delivery numbers, qps)."""
         accepted = self._accepted
         while (self._activated < len(accepted)
                and accepted[self._activated].time <= until + CLOCK_SLACK_SECONDS):
             a = accepted[self._activated]
             self._expected.setdefault(a.qid, []).append(a)
             self._activated += 1
-        qids = set(self._open) | set(self._expected)
+        qids = set(self._open)
         if self.query.kind == "qid":
             qids.add(int(self.query.text))
-        return qids, set(self._deliveries), set(self._bounce_qps)
+        return qids, bool(self._expected), set(self._deliveries), set(self._bounce_qps)
 
-    def follows(self, kind: str, number: int) -> bool:
-        """Whether `msg N`, `delivery D` or `qp P` (kind msg, delivery, qp) matters now."""
-        if kind == "msg":
-            return number in self._open or self._wanted(number)
-        if kind == "delivery":
-            return number in self._deliveries
-        return number in self._bounce_qps
+    def awaits(self, qid: int) -> bool:
+        """Whether a `new msg` of `qid` starts a message accepted at SMTP time."""
+        return qid in self._expected
+
+    def following(self) -> tuple[int, int, int, int]:
+        """Changes whenever what `send_needles` gives changes (each line adds or removes
+        at most a few of its numbers, never one for another of the same kind)."""
+        return (len(self._open), len(self._deliveries), len(self._bounce_qps),
+                len(self._expected))
 
     def send_line(self, time: float, text: str) -> None:
         ev = sendlog.parse(text)
