@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -214,3 +215,21 @@ def test_instream_framing_holds_at_chunk_boundaries(daemons, module_home, tmp_pa
     path.write_bytes(b"z" * filler + EICAR[: size - filler])
     result = run(clamscan.scan_file(clamd.socket_path(module_home), path, 60))
     assert result.infected is (size >= len(EICAR))
+
+
+# ---- what the SMTP log's accepted line says of the filters (mailyard trail) --------------------
+
+def test_an_accepted_message_gets_its_verdicts_for_the_log(daemons, module_home, tmp_path):
+    settings = settings_of(module_home, spam__smtp_scanning=True, virus__smtp_scanning=True,
+                           spam__smtp_threshold=10.0)
+    verdicts: list[str] = []
+    assert run(check_message(module_home, settings, spool(tmp_path, message()),
+                             "alice@example.org", ["bob@example.com"], "192.0.2.7",
+                             verdicts=verdicts)) is None
+    assert verdicts[0] == "virus:clean"
+    assert re.fullmatch(r"spam:-?[0-9.]+/10", verdicts[1]), verdicts
+    down: list[str] = []
+    assert run(check_message(unused_home(module_home), settings_of(
+        module_home, spam__smtp_scanning=True), spool(tmp_path, message(GTUBE), "gtube"),
+        "alice@example.org", ["bob@example.com"], "192.0.2.7", verdicts=down)) is None
+    assert down == ["spam:unscanned"]
