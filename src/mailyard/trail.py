@@ -153,7 +153,7 @@ class Acceptance:
         if query.kind == "msgid":
             return self.msgid == logsafe(query.text)
         safe = logsafe(query.text)
-        return (self.sender.lower() == safe or self.msgid == safe
+        return (self.sender.lower() == safe or self.msgid.lower() == safe
                 or any(r.lower() == safe for r in self.recipients))
 
 

@@ -13,9 +13,13 @@ parsed (trail.py). A month of logs is mostly passed over at the speed of a byte 
 from __future__ import annotations
 
 import heapq
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from . import safefs
 from .logtools.blocks import blocks
 from .logtools.selectors import first_line_where
 from .logtools.sources import SourceError, log_files
@@ -47,25 +51,49 @@ def trail(logs: Path, query: Query, since: float | None = None) -> Trail:
 
 
 def _blocks(logdir: Path, since: float | None, clock: Clock) -> Iterator[bytes]:
-    """The whole-line blocks of a log directory's files from `since` on, oldest first."""
+    """The whole-line blocks of a log directory's files from `since` on, oldest first.
+
+    The directory belongs to the mail owner and the trail may run as root: the directory
+    and each file are opened without following a link, and only regular files are read."""
     try:
         files = log_files(logdir)
-    except SourceError:
-        return  # the service never ran on this node
-    for lf in files:
-        if since is not None and lf.rotated_at is not None and lf.rotated_at < since:
-            continue
-        try:
-            f = open(lf.path, "rb")  # noqa: SIM115
-        except OSError:
-            continue  # rotated away while we read the directory
-        with f:
-            if since is not None:
-                size = f.seek(0, 2)
-                f.seek(first_line_where(f, 0, size, lambda t: t >= since, clock))
-            for block, _tail in blocks(f):  # a last line without its end is being written
-                if block:
-                    yield block
+        dir_fd = safefs.open_dir(logdir.parent, logdir.name)
+    except (SourceError, OSError):
+        return  # the service never ran on this node (or its directory is not one)
+    try:
+        for lf in files:
+            if since is not None and lf.rotated_at is not None and lf.rotated_at < since:
+                continue
+            f = _open_log(dir_fd, lf.path.name)
+            if f is not None:
+                yield from _file_blocks(f, since, clock)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_log(dir_fd: int, name: str) -> BinaryIO | None:
+    """A log file of the directory, read-only, never through a link (None if it is not a
+    regular file, or was rotated away while the directory was read)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _file_blocks(f: BinaryIO, since: float | None, clock: Clock) -> Iterator[bytes]:
+    """The whole-line blocks of one open log file from `since` on."""
+    with f:
+        if since is not None:
+            size = f.seek(0, 2)
+            f.seek(first_line_where(f, 0, size, lambda t: t >= since, clock))
+        for block, _tail in blocks(f):  # a last line without its end is being written
+            if block:
+                yield block
 
 
 def _lines_with(block: bytes, needle: bytes, fold: bool) -> Iterator[bytes]:

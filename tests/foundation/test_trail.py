@@ -3,6 +3,7 @@ functions (smtp/loglines.py, delivery/sendlog.py) into multilog directories."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -317,8 +318,29 @@ def test_message_id_from_the_header_block_fed_in_pieces() -> None:
     assert message_id_of(b"X-Message-ID: <no@x>\n") == ""
 
 
+def test_a_message_without_a_header_has_no_message_id() -> None:
+    scan = HeaderScan()
+    scan.feed(b"\r")
+    scan.feed(b"\nMessage-ID: <in@body>\r\n")
+    assert scan.message_id == ""
+
+
 def test_message_id_past_the_header_limit_is_not_looked_for() -> None:
     scan = HeaderScan()
     scan.feed(b"X-Filler: " + b"a" * MAX_HEADER_BYTES + b"\r\n")
     scan.feed(b"Message-ID: <late@x>\r\n\r\n")
     assert scan.message_id == ""
+
+
+def test_a_link_or_a_fifo_in_a_log_directory_is_not_read(logs: Logs, tmp_path: Path) -> None:
+    """The trail may run as root over directories the mail owner controls."""
+    outside = tmp_path / "secret"
+    outside.write_text(f"{tai64n(T0)} " + L.accepted("7", 1, "a@b.example", ["c@d.example"],
+                                                      "192.0.2.1", "ESMTP", "", 0, 0) + "\n")
+    accept(logs, T0 + 1, 8, "a@b.example", ["c@d.example"])
+    logs.rotate("smtp", T0 + 2)
+    (logs.root / "smtp" / "current").symlink_to(outside)
+    (logs.root / "smtp" / f"{tai64n(T0 + 0.5)}.s").symlink_to(outside)
+    os.mkfifo(logs.root / "smtp" / f"{tai64n(T0 + 0.7)}.s")
+    found = trail(logs.root, query_of("a@b.example"))
+    assert [m.qid for m in found.messages] == [8]

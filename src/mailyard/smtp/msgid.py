@@ -36,6 +36,10 @@ class HeaderScan:
             return
         start = max(0, len(self._head) - 3)  # an end of header split between two chunks
         self._head += data[:MAX_HEADER_BYTES + 4 - len(self._head)]
+        if self._head[:1] == b"\n" or self._head[:2] == b"\r\n":  # no header at all
+            self._head.clear()
+            self._done = True
+            return
         m = _END_OF_HEADER.search(self._head, start)
         if m is not None:
             del self._head[m.start():]
