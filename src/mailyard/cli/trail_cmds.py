@@ -95,10 +95,15 @@ def _attempt_line(a: Attempt) -> str:
     line = f"  delivery  {show_time(a.started)}  {a.channel} {a.recipient}: {result}"
     if a.remote_host:
         line += f" ({a.remote_host})"
-    if a.report:
-        line += f": {a.report}"
+    # the report without the lines told apart below (the Maildir file, the spam score)
+    report = " / ".join(part for part in a.report.split(" / ")
+                        if not part.startswith(("maildir ", "spam score ")))
+    if report:
+        line += f": {report}"
     if a.maildir_file:
         line += f" -> {a.maildir_folder} {a.maildir_file}"
+    if a.spam_score:
+        line += f" (spam score {a.spam_score})"
     return line
 
 
