@@ -230,14 +230,20 @@ class MessageTrail:
 
     @property
     def state(self) -> str:
-        """accepted (not yet in the send log), queued, deferred, delivered, failed, bounced."""
+        """accepted (not yet in the send log), queued, in delivery, deferred, held, delivered,
+        failed, bounced, deleted (by the administrator)."""
         if not self.in_send_log:
             return "accepted"
         if self.bounced is not None:
             return "bounced"
+        last_action = self.actions[-1]["action"] if self.actions else ""
+        if last_action == "delete":
+            return "deleted"
         states = set(self.recipients.values())
         if self.ended is not None:
             return "delivered" if states <= {"delivered"} else "failed"
+        if last_action == "hold":
+            return "held"
         if "deferred" in states:
             return "deferred"
         if "in delivery" in states:

@@ -344,3 +344,21 @@ def test_a_link_or_a_fifo_in_a_log_directory_is_not_read(logs: Logs, tmp_path: P
     os.mkfifo(logs.root / "smtp" / f"{tai64n(T0 + 0.7)}.s")
     found = trail(logs.root, query_of("a@b.example"))
     assert [m.qid for m in found.messages] == [8]
+
+
+def test_the_administrators_actions_are_in_the_trail(logs: Logs) -> None:
+    accept(logs, T0, 44, "a@example.net", ["x@far.example"])
+    logs.send(T0, S.new_msg("44"))
+    logs.send(T0 + 1, "hold msg 44: administrator")
+    logs.send(T0 + 2, "release msg 44")
+    logs.send(T0 + 3, "warning: msg 44 deleted by the administrator")
+    logs.send(T0 + 3, S.end_msg("44"))
+    (m,) = trail(logs.root, query_of("a@example.net")).messages
+    assert [(a["action"], a["reason"]) for a in m.actions] == [
+        ("hold", "administrator"), ("release", ""), ("delete", "")]
+    assert m.state == "deleted" and m.recipients == {"x@far.example": "queued"}
+    accept(logs, T0 + 10, 45, "a@example.net", ["x@far.example"])
+    logs.send(T0 + 10, S.new_msg("45"))
+    logs.send(T0 + 11, "hold msg 45: rate limit a@example.net")
+    (held,) = trail(logs.root, query_of("45")).messages
+    assert held.state == "held" and held.actions[0]["reason"] == "rate limit a@example.net"
