@@ -74,7 +74,7 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
 
 
 async def check_message(home: Home, settings: dict[str, Any], path: Path, sender: str,
-                        recipients: list[str], client_ip: str) -> tuple[int, str, str] | None:
+                        recipients: list[str], client_ip: str) -> Reply | None:
     """The SMTP reply for a received message, or None to accept it."""
     who = _who(sender, recipients, client_ip)
     if settings.get("virus.smtp_scanning", False):

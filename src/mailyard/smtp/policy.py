@@ -568,10 +568,6 @@ def filter_error_reply() -> R.Reply:
     return R.FILTER_ERROR
 
 
-def filter_verdict_reply(code: int, status: str, text: str) -> R.Reply:
-    return R.custom(code, status, text, "SMTP_FILTER")
-
-
 def srs_candidate(policy: Policy, path: Path) -> bool:
     """An address of the SRS form at our own host name, which the store cannot know: a
     bounce of mail an alias forwarded (mailauth.srs); its hash decides whether it is ours."""
