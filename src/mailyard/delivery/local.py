@@ -77,7 +77,7 @@ def mailbox_scanner() -> Scanner:
         from ..filters.mailbox import scan_for_mailbox
     except ImportError:
         return _pass_through()
-    return scan_for_mailbox  # type: ignore[no-any-return]
+    return scan_for_mailbox
 
 
 def header_block(message: bytes) -> bytes:

@@ -18,10 +18,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..smtp.replies import Reply
 from . import clamscan, spamc
 from .clamd import socket_path as clamd_socket
 from .limits import stream_max_bytes
-from .policy import Reply, spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+from .policy import spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:

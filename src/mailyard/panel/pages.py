@@ -255,7 +255,7 @@ def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Respo
     DNS publishes for that domain, record by record."""
     context = _boxes_page(request, session, "mailauth")
     home = home_of(request)
-    domains = [d["name"] for d in accounts.list_domains(home)]
+    domains = [str(d["name"]) for d in accounts.list_domains(home)]
     context["domains"] = [api_mailauth.records_view(request, d) for d in domains]
     context["checked"] = (api_mailauth.check_view(request, check) if check in domains else None)
     context["certificates"] = certificates.installed(home.tls_dir)

@@ -445,7 +445,7 @@ class AuthThrottle:
         self._failures.move_to_end(ip)
         while len(self._failures) > AUTH_FAILURE_MAX_ADDRESSES:
             self._failures.popitem(last=False)
-        return min(AUTH_FAILURE_DELAY * 2 ** (count - 1), AUTH_FAILURE_DELAY_MAX)
+        return float(min(AUTH_FAILURE_DELAY * 2 ** (count - 1), AUTH_FAILURE_DELAY_MAX))
 
     def record_success(self, ip: str) -> None:
         self._failures.pop(ip, None)

@@ -252,7 +252,7 @@ def check_mailbox_password(home: Home, address: str, password: str) -> bool:
     with read_scope(home) as s:
         stored = s.scalar(select(Mailbox.password_hash).where(
             Mailbox.address == key, Mailbox.active.is_(True)))
-    return bool(stored) and verify_password(stored, password)
+    return stored is not None and stored != "" and verify_password(stored, password)
 
 
 # ---- aliases and forwards -----------------------------------------------------------------------
@@ -369,7 +369,7 @@ def add_admin(home: Home, username: str, password: str) -> None:
 def check_admin_password(home: Home, username: str, password: str) -> bool:
     with read_scope(home) as s:
         stored = s.scalar(select(Admin.password_hash).where(Admin.username == username))
-    return bool(stored) and verify_password(stored, password)
+    return stored is not None and stored != "" and verify_password(stored, password)
 
 
 def count_admins(home: Home) -> int:
