@@ -26,7 +26,7 @@ class DomainView(BaseModel):
 
 
 # ---- editing owner, quota and active state (issue 19.4): the bounds are accounts' own ----
-_QUOTA_BOUNDS = {"minimum": 0, "maximum": accounts.MAX_QUOTA_MB}
+_QUOTA_BOUNDS: dict[str, Any] = {"minimum": 0, "maximum": accounts.MAX_QUOTA_MB}
 
 
 class DomainChange(BaseModel):
