@@ -181,6 +181,11 @@ def test_the_api_carries_usage_and_refuses_what_the_page_refuses(node: Home) -> 
         assert refused.status_code == 422
         assert refused.json()["field"] == "quota_mb" and refused.json()["value"] == -5
         assert accounts.get_mailbox(node, ANN).active  # nothing changed
+        made = api.post("/mailboxes", json={"address": "cy@example.test", "password": "pw 1",
+                                            "quota_mb": accounts.MAX_QUOTA_MB + 1})
+        assert made.status_code == 422 and made.json()["field"] == "quota_mb"
+        assert made.json()["reason"] == accounts.QUOTA_ALLOWED
+        assert accounts.get_mailbox(node, "cy@example.test") is None
         changed = api.patch(f"/mailboxes/{ANN}", json={"quota_mb": 0})
         assert changed.status_code == 200
         assert (changed.json()["quota_mb"], changed.json()["percent"]) == (0, None)

@@ -59,7 +59,7 @@ class MailboxView(BaseModel):
 class MailboxIn(BaseModel):
     address: str = Field(max_length=320)
     password: str = Field(min_length=1, max_length=1024)
-    quota_mb: int = Field(0, ge=0, le=accounts.MAX_QUOTA_MB)
+    quota_mb: int = Field(0, description=accounts.QUOTA_ALLOWED, json_schema_extra=_QUOTA_BOUNDS)
 
 
 class MailboxChange(BaseModel):
@@ -99,6 +99,14 @@ def _with_usage(box: accounts.MailboxInfo, use: usage.MailboxUsage | None) -> di
     if use is None:
         return asdict(box)
     return {**asdict(box), "used_bytes": use.used_bytes, "percent": use.percent}
+
+
+def _check_quota(quota_mb: int) -> None:
+    """accounts' own check of a quota, refused as the field quota_mb with what is allowed."""
+    try:
+        accounts.check_quota(quota_mb)
+    except accounts.AccountError:
+        raise Refused("quota_mb", quota_mb, accounts.QUOTA_ALLOWED) from None
 
 
 def account_usage(home: Any) -> dict[str, Any]:
@@ -170,6 +178,7 @@ def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) ->
 def add_mailbox(body: MailboxIn, request: Request,
                 _who: Caller) -> Any:
     home = home_of(request)
+    _check_quota(body.quota_mb)
     try:
         address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb)
     except accounts.AccountError as exc:
@@ -198,10 +207,7 @@ def change_mailbox(address: str, body: MailboxChange, request: Request,
         raise HTTPException(404, f"no mailbox {address}")
     # quota and active state: checked before anything else is changed
     if body.quota_mb is not None:
-        try:
-            accounts.check_quota(body.quota_mb)
-        except accounts.AccountError:
-            raise Refused("quota_mb", body.quota_mb, accounts.QUOTA_ALLOWED) from None
+        _check_quota(body.quota_mb)
     try:
         if body.password is not None:
             accounts.set_password(home, address, body.password)
