@@ -26,6 +26,7 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.cache import answering_from_cache
+from . import quota_warning
 from .lookup import Recipients
 from .maildir import deliver_to_folder
 from .result import Result, deferral, failure, success
@@ -231,6 +232,8 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
         await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
         if quota_mb:
             await asyncio.to_thread(quota.add, ctx.home.maildir(address), len(verdict.message))
+            await asyncio.to_thread(quota_warning.after_delivery, ctx.home.maildir(address),
+                                    address, quota_mb, str(ctx.settings["server.hostname"]))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             text = f"Unable to write the message: {err.strerror}. (#4.3.0)"

@@ -20,6 +20,7 @@ from ..services import certificates, control
 from ..store import accounts
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
+from .api_accounts import account_usage
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
 from .throttle import BUSY_RETRY_SECONDS
@@ -246,7 +247,8 @@ def accounts_page(request: Request, session: SignedIn) -> Response:
     spam_actions = [("spam_folder", "Spam folder"), ("inbox", "Inbox"), ("discard", "Discard")]
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
-                  aliases=accounts.list_aliases(home), spam_actions=spam_actions)
+                  aliases=accounts.list_aliases(home), spam_actions=spam_actions,
+                  **account_usage(home))
 
 
 @router.get("/mailauth")
