@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 import pytest
 from tests.conftest import VENV_BIN, free_port
+from tests.waiting import wait_until
 
 from mailyard.home import Home
 from mailyard.store.settings_store import set_many
@@ -34,15 +35,12 @@ def _trail(env: dict[str, str], *args: str) -> tuple[int, dict, str]:
 
 
 def _wait_trail(env: dict[str, str], query: str, ready, what: str) -> dict:
-    deadline = time.monotonic() + 60
-    while True:
-        status, found, text = _trail(env, query, "--json")
+    def found() -> dict | None:
+        status, trail, text = _trail(env, query, "--json")
         assert status == 0, text
-        if ready(found):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: the trail of {query} stayed {found}")
-        time.sleep(0.3)
+        return trail if ready(trail) else None
+
+    return wait_until(found, what=f"the trail of {query} to show {what}")
 
 
 def test_trail_of_real_mail(routed: Home, running_node: Home, cli_env) -> None:

@@ -27,6 +27,7 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.cache import answering_from_cache
+from . import quota_warning
 from .lookup import Recipients
 from .maildir import deliver_to_folder
 from .result import Result, deferral, failure, success
@@ -78,7 +79,7 @@ def mailbox_scanner() -> Scanner:
         from ..filters.mailbox import scan_for_mailbox
     except ImportError:
         return _pass_through()
-    return scan_for_mailbox  # type: ignore[no-any-return]
+    return scan_for_mailbox
 
 
 def header_block(message: bytes) -> bytes:
@@ -242,6 +243,8 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
                          f"{written.name}")
         if quota_mb:
             await asyncio.to_thread(quota.add, ctx.home.maildir(address), len(verdict.message))
+            await asyncio.to_thread(quota_warning.after_delivery, ctx.home.maildir(address),
+                                    address, quota_mb, str(ctx.settings["server.hostname"]))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             text = f"Unable to write the message: {err.strerror}. (#4.3.0)"

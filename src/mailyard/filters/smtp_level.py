@@ -18,10 +18,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..smtp.replies import Reply
 from . import clamscan, spamc
 from .clamd import socket_path as clamd_socket
 from .limits import stream_max_bytes
-from .policy import Reply, spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+from .policy import spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
 
 async def check_message(home: Home, settings: dict[str, Any], path: Path, sender: str,
                         recipients: list[str], client_ip: str,
-                        verdicts: list[str] | None = None) -> tuple[int, str, str] | None:
+                        verdicts: list[str] | None = None) -> Reply | None:
     """The SMTP reply for a received message, or None to accept it (what each filter found
     is then in `verdicts`, when given)."""
     who = _who(sender, recipients, client_ip)

@@ -462,9 +462,7 @@ class Conversation:
         except Exception as exc:  # a filter failure delays mail, never loses or passes it
             self.log(L.filter_error(self.ip, exc))
             return P.filter_error_reply()
-        if verdict is None:
-            return None
-        return P.filter_verdict_reply(*verdict)
+        return verdict  # a named entry of the reply table: the log says which filter rule
 
 
 # One handler per event the machine reports (a table of the class, not made per session).

@@ -153,7 +153,7 @@ class Wire(asyncio.Protocol):
                                    ssl_handshake_timeout=timeout)
         if new is None:
             raise ConnectionError("TLS handshake did not complete")
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
 
     def close(self) -> None:
         self._stop_timer()
