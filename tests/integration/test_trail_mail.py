@@ -107,3 +107,15 @@ def test_trail_of_real_mail(routed: Home, running_node: Home, cli_env) -> None:
     assert status == 2 and "--since" in text and "fortnights" in text
     status, later, _ = _trail(cli_env, qid, "--since", str(int(time.time()) + 3600), "--json")
     assert status == 0 and later["messages"] == []
+
+    # authenticated submission: the service and the user it logged in as
+    with smtplib.SMTP("127.0.0.1", home.port("submission"), timeout=30) as smtp:
+        smtp.starttls(context=tls)
+        smtp.login("bob@example.test", "bob password")
+        smtp.sendmail("bob@example.test", ["ann@example.test"], b"Subject: from bob\r\n\r\nhi\r\n")
+    by_bob = _wait_trail(cli_env, "bob@example.test", lambda f: any(
+        x["state"] == "delivered" for x in f["messages"]), "bob's message delivered")
+    (sent,) = by_bob["messages"]
+    assert sent["accepted"]["service"] == "submission"
+    assert sent["accepted"]["user"] == "bob@example.test"
+    assert sent["accepted"]["msgid"] == ""  # the message has no Message-ID header
