@@ -1,0 +1,184 @@
+"""A cheap listing of the queue for the administration: one summary per message, built from
+directory listings and each message's small envelope file, never from the message text.
+
+The envelope of a message (todo/N, then info/N) is written once and never changed, so its
+summary is kept in a per-process cache, keyed by the queue id and the inode of the envelope
+file (a queue id reused by a new message comes with a new envelope file). Each listing reads
+the directories todo/, info/, local/, remote/, bounce/, hold/ and attempts/ once; what a
+message's recipients are doing (done marks, attempt counts, failures) is read from its own
+files only for the messages asked about (`recipients`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import attempts as qattempts
+from . import holds
+from . import state as qstate
+from .envelope import Envelope
+from .layout import Queue
+
+
+@dataclass
+class Summary:
+    id: str
+    time: float
+    size: int
+    sender: str
+    recipients: list[str]
+    client_ip: str | None
+    helo: str | None
+    auth_user: str | None
+    protocol: str = ""
+    uid: int | None = None
+    qp: int = 0
+    channels: set[str] = field(default_factory=set)  # todo, local, remote: work to do there
+    held: bool = False
+    deferred_once: bool = False  # attempts/N exists: some recipient was deferred
+    bounce_pending: bool = False  # bounce/N exists: some recipient failed
+
+
+@dataclass
+class RecipientInfo:
+    address: str
+    channel: str  # local, remote, or todo before the message is split
+    done: bool
+    state: str  # pending | deferred | done | failed
+    attempts: int
+    last_reply: str | None
+    next_retry: str | None  # ISO 8601 time, or None (not deferred, or held)
+
+
+_CACHE: dict[str, dict[str, tuple[tuple[str, int], Summary]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _names(q: Queue, state: str) -> dict[str, int]:
+    """Queue ids in one state directory with the inode of each file (from the listing)."""
+    try:
+        with os.scandir(q.root / state) as entries:
+            return {e.name: e.inode() for e in entries if e.name.isdigit()}
+    except FileNotFoundError:
+        return {}
+
+
+def _read_envelope(q: Queue, state: str, qid: str) -> Envelope | None:
+    try:
+        with open(q.file(state, qid), "rb") as f:
+            return Envelope.from_bytes(f.read())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def summaries(q: Queue) -> list[Summary]:
+    """Every message in the queue, oldest first (fresh flags, cached envelopes)."""
+    todo, info = _names(q, "todo"), _names(q, "info")
+    local, remote = set(q.ids("local")), set(q.ids("remote"))
+    bounce, held = set(q.ids("bounce")), set(q.ids(holds.HOLD_DIR))
+    tried = set(q.ids(qattempts.ATTEMPTS_DIR))
+    with _CACHE_LOCK:
+        old = _CACHE.get(str(q.root), {})
+    fresh: dict[str, tuple[tuple[str, int], Summary]] = {}
+    out: list[Summary] = []
+    for qid, (state, inode) in ({k: ("info", v) for k, v in info.items()}
+                                | {k: ("todo", v) for k, v in todo.items()}).items():
+        cached = old.get(qid)
+        if cached is not None and cached[0] == (state, inode):
+            summary = cached[1]
+        else:
+            env = _read_envelope(q, state, qid)
+            if env is None:
+                continue
+            summary = _from_envelope(qid, env)
+        fresh[qid] = ((state, inode), summary)
+        summary.channels = {"todo"} if qid in todo else \
+            {c for c, ids in (("local", local), ("remote", remote)) if qid in ids}
+        summary.held = qid in held
+        summary.deferred_once = qid in tried
+        summary.bounce_pending = qid in bounce
+        out.append(summary)
+    with _CACHE_LOCK:
+        _CACHE[str(q.root)] = fresh
+    out.sort(key=lambda s: (s.time, int(s.id)))
+    return out
+
+
+def _from_envelope(qid: str, env: Envelope) -> Summary:
+    return Summary(qid, env.time, env.size, env.sender, list(env.recipients), env.client_ip,
+                   env.helo, env.auth_user, env.protocol, env.uid, env.qp)
+
+
+def one(q: Queue, qid: str) -> Summary | None:
+    """The summary of one message, or None when it is not in the queue."""
+    in_todo = os.path.exists(q.file("todo", qid))
+    env = _read_envelope(q, "todo" if in_todo else "info", qid)
+    if env is None:
+        return None
+    summary = _from_envelope(qid, env)
+    summary.channels = {"todo"} if in_todo else \
+        {c for c in qstate.CHANNELS if os.path.exists(q.file(c, qid))}
+    summary.held = holds.is_held(q, qid)
+    summary.deferred_once = os.path.exists(q.file(qattempts.ATTEMPTS_DIR, qid))
+    summary.bounce_pending = os.path.exists(q.file("bounce", qid))
+    return summary
+
+
+def iso_time(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.datetime.fromtimestamp(float(when), datetime.UTC).isoformat(
+        timespec="seconds")
+
+
+def recipients(q: Queue, summary: Summary) -> list[RecipientInfo]:
+    """Each recipient of one message with its state, attempts, last reply and next retry."""
+    if "todo" in summary.channels:
+        return [RecipientInfo(r, "todo", False, "pending", 0, None, None)
+                for r in summary.recipients]
+    stored = qstate.load_message(q, summary.id)
+    if stored is None:
+        return []
+    records = qattempts.read(q, summary.id) if summary.deferred_once else {}
+    failures = {r.recipient: r for r in qstate.read_bounce_reports(q, summary.id)} \
+        if summary.bounce_pending else {}
+    out: list[RecipientInfo] = []
+    for channel in qstate.CHANNELS:
+        for r in stored.recipients[channel]:
+            record: dict[str, Any] = records.get(r.address, {})
+            tries = int(record.get("attempts", 0) or 0)
+            reply = record.get("last_reply")
+            retry: str | None = None
+            if r.done and r.address in failures:
+                state, tries = "failed", tries + 1
+                report = failures[r.address]
+                reply = report.diagnostic or report.text
+            elif r.done:
+                state = "done"
+            elif tries:
+                state = "deferred"
+                retry = None if summary.held else iso_time(record.get("next_retry"))
+            else:
+                state = "pending"
+            out.append(RecipientInfo(r.address, channel, r.done, state, tries,
+                                     str(reply) if reply is not None else None, retry))
+    return out
+
+
+def has_state(q: Queue, summary: Summary, state: str) -> bool:
+    """Whether some recipient of the message is in `state`, reading its files only when the
+    directory listing cannot tell (deferred recipients, or a `done` filter)."""
+    if "todo" in summary.channels:
+        return state == "pending"
+    if state == "failed":
+        return summary.bounce_pending  # bounce/N holds the reports of failed recipients
+    if not summary.deferred_once:  # never deferred: every recipient to do is pending
+        if state == "pending":
+            return bool(summary.channels)
+        if state == "deferred":
+            return False
+    return any(r.state == state for r in recipients(q, summary))
