@@ -35,7 +35,9 @@ MAX_PAGE = 500
 @dataclass
 class RecipientState:
     address: str
-    channel: str  # "local", "remote", or "todo" before the message is split
+    # "local", "remote", or "todo" before the message is split; None when every recipient of
+    # its channel is done and the message has no recipient left in the other one
+    channel: str | None
     done: bool
     state: str = "pending"  # pending | deferred | done | failed
     attempts: int = 0  # delivery attempts made (deferrals, plus the final failure)
@@ -101,6 +103,7 @@ def _status(summary: listing.Summary) -> str:
 
 
 def _item(q: Queue, summary: listing.Summary, now: float) -> QueuedMessage:
+    summary = listing.one(q, summary.id) or summary  # what is shown is read afresh
     rcpts = [RecipientState(r.address, r.channel, r.done, r.state, r.attempts, r.last_reply,
                             r.next_retry) for r in listing.recipients(q, summary)]
     return QueuedMessage(
@@ -271,7 +274,7 @@ def select_ids(home: Home, ids: list[str] | None = None,
                          temporary=False)
     q = _queue(home)
     now = time.time()
-    chosen = _selected(q, f, now)
+    chosen = _fresh(q, _selected(q, f, now), f, now)
     if not given:
         return [s.id for s in chosen], []
     wanted = set(given)
@@ -282,6 +285,19 @@ def select_ids(home: Home, ids: list[str] | None = None,
         raise QueueError(f"no message {missing[0]!r} in the queue (see `mailyard queue list`)",
                          temporary=False)
     return found, missing
+
+
+def _fresh(q: Queue, chosen: list[listing.Summary], f: select.Filter,
+           now: float) -> list[listing.Summary]:
+    """The chosen messages read afresh and checked against the filter again (a queue id
+    reused since the cached listing is judged by its own envelope)."""
+    out = []
+    for s in chosen:
+        fresh = listing.one(q, s.id)
+        if fresh is not None and select.select([fresh], f, now,
+                                               lambda m, st: listing.has_state(q, m, st)):
+            out.append(fresh)
+    return out
 
 
 def act(home: Home, action: str, ids: list[str] | None = None,
@@ -340,6 +356,8 @@ def _bounce_direct(q: Queue, qid: str) -> bool:
                 r.address, DIRECT_BOUNCE_TEXT, DIRECT_BOUNCE_STATUS))
             qstate.mark_done(q, channel, qid, r.offset)
             failed = True
+        if stored.recipients[channel]:  # every recipient of the channel is done now
+            qstate.finish_channel(q, channel, qid)
     return failed
 
 

@@ -2,11 +2,17 @@
 directory listings and each message's small envelope file, never from the message text.
 
 The envelope of a message (todo/N, then info/N) is written once and never changed, so its
-summary is kept in a per-process cache, keyed by the queue id and the inode of the envelope
-file (a queue id reused by a new message comes with a new envelope file). Each listing reads
-the directories todo/, info/, local/, remote/, bounce/, hold/ and attempts/ once; what a
-message's recipients are doing (done marks, attempt counts, failures) is read from its own
-files only for the messages asked about (`recipients`).
+summary is kept in a per-process cache, keyed by the queue id, the directory and the inode of
+the envelope file. Each listing reads the directories todo/, info/, local/, remote/, bounce/,
+hold/ and attempts/ once; what a message's recipients are doing (done marks, attempt counts,
+failures) is read from its own files only for the messages asked about (`recipients`).
+
+A queue id is an inode number and comes back once its message is gone; the file system may
+also give the new envelope the old envelope's inode. A message that replaced another between
+two listings can therefore be sorted and filtered by its predecessor's envelope in the cached
+listing. What is shown of a message (`one`) and what an action is applied to is always read
+afresh (queue/admin.py checks the filter again on the fresh envelope), and reading it
+afresh puts it right in the cache.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class Summary:
 @dataclass
 class RecipientInfo:
     address: str
-    channel: str  # local, remote, or todo before the message is split
+    channel: str | None  # local, remote, todo before the split; None once unknown (below)
     done: bool
     state: str  # pending | deferred | done | failed
     attempts: int
@@ -125,7 +131,20 @@ def one(q: Queue, qid: str) -> Summary | None:
     summary.held = holds.is_held(q, qid)
     summary.deferred_once = os.path.exists(q.file(qattempts.ATTEMPTS_DIR, qid))
     summary.bounce_pending = os.path.exists(q.file("bounce", qid))
+    _remember(q, "todo" if in_todo else "info", summary)
     return summary
+
+
+def _remember(q: Queue, state: str, summary: Summary) -> None:
+    """Put a summary read afresh into the cache (under its envelope file's inode)."""
+    try:
+        inode = os.stat(q.file(state, summary.id)).st_ino
+    except OSError:
+        return
+    with _CACHE_LOCK:
+        entries = _CACHE.get(str(q.root))
+        if entries is not None:
+            entries[summary.id] = ((state, inode), summary)
 
 
 def iso_time(when: float | None) -> str | None:
@@ -166,6 +185,24 @@ def recipients(q: Queue, summary: Summary) -> list[RecipientInfo]:
                 state = "pending"
             out.append(RecipientInfo(r.address, channel, r.done, state, tries,
                                      str(reply) if reply is not None else None, retry))
+    # A channel whose recipients were all done has no file any more: its recipients are the
+    # envelope's others, and their channel is known when the other file is still there.
+    listed = {r.address for r in out}
+    present = [c for c in qstate.CHANNELS if stored.recipients[c]]
+    gone = next(c for c in qstate.CHANNELS if c not in present) if len(present) == 1 else None
+    for address in stored.envelope.recipients:
+        if address in listed:
+            continue
+        listed.add(address)
+        record = records.get(address, {})
+        tries = int(record.get("attempts", 0) or 0)
+        if address in failures:
+            report = failures[address]
+            out.append(RecipientInfo(address, gone, True, "failed", tries + 1,
+                                     report.diagnostic or report.text, None))
+        else:
+            out.append(RecipientInfo(address, gone, True, "done", tries,
+                                     record.get("last_reply"), None))
     return out
 
 
