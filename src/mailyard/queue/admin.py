@@ -89,10 +89,9 @@ def stats(home: Home) -> dict[str, int]:
     """Todo, Local and Remote message counts (the guide's Quick Stats), all messages and the
     held ones: directory listings only, never a file read."""
     q = _queue(home)
-    counts = q.counts()
-    counts["messages"] = len(_all_ids(q))
-    counts["held"] = len(holds.held_ids(q))
-    return counts
+    todo, info = q.ids("todo"), q.ids("info")
+    return {"todo": len(todo), "local": len(q.ids("local")), "remote": len(q.ids("remote")),
+            "messages": len(set(todo).union(info)), "held": len(q.ids(holds.HOLD_DIR))}
 
 
 def _status(summary: listing.Summary) -> str:
@@ -115,7 +114,8 @@ def _item(q: Queue, summary: listing.Summary, now: float) -> QueuedMessage:
 
 
 def _selected(q: Queue, f: select.Filter, now: float) -> list[listing.Summary]:
-    return select.select(listing.summaries(q), f, now,
+    flags = f.held is not None or f.state is not None or f.which != "all"
+    return select.select(listing.summaries(q, flags), f, now,
                          lambda s, state: listing.has_state(q, s, state))
 
 
@@ -274,17 +274,18 @@ def select_ids(home: Home, ids: list[str] | None = None,
                          temporary=False)
     q = _queue(home)
     now = time.time()
-    chosen = _fresh(q, _selected(q, f, now), f, now)
     if not given:
-        return [s.id for s in chosen], []
-    wanted = set(given)
-    found = [s.id for s in chosen if s.id in wanted]
-    present = {s.id for s in listing.summaries(q)} if not f.empty() else set(found)
-    missing = [i for i in dict.fromkeys(given) if i not in present]
-    if not found and missing and len(missing) == len(set(given)):
+        return [s.id for s in _fresh(q, _selected(q, f, now), f, now)], []
+    wanted = list(dict.fromkeys(given))
+    read = {qid: listing.one(q, qid) for qid in wanted}
+    present = sorted((s for s in read.values() if s is not None),
+                     key=lambda s: (s.time, int(s.id)))
+    missing = [qid for qid, s in read.items() if s is None]
+    if not present:
         raise QueueError(f"no message {missing[0]!r} in the queue (see `mailyard queue list`)",
                          temporary=False)
-    return found, missing
+    kept = select.select(present, f, now, lambda m, st: listing.has_state(q, m, st))
+    return [s.id for s in kept], missing
 
 
 def _fresh(q: Queue, chosen: list[listing.Summary], f: select.Filter,

@@ -21,6 +21,7 @@ import datetime
 import os
 import threading
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from . import attempts as qattempts
@@ -47,6 +48,7 @@ class Summary:
     held: bool = False
     deferred_once: bool = False  # attempts/N exists: some recipient was deferred
     bounce_pending: bool = False  # bounce/N exists: some recipient failed
+    order: tuple[float, int] = (0.0, 0)  # oldest first; the id breaks ties
 
 
 @dataclass
@@ -81,42 +83,49 @@ def _read_envelope(q: Queue, state: str, qid: str) -> Envelope | None:
         return None
 
 
-def summaries(q: Queue) -> list[Summary]:
-    """Every message in the queue, oldest first (fresh flags, cached envelopes)."""
+def summaries(q: Queue, flags: bool = True) -> list[Summary]:
+    """Every message in the queue, oldest first, from cached envelopes. With `flags` the
+    other directories are listed too and each summary's channels, hold, deferral and bounce
+    flags are set; without, only todo/ and info/ are listed and the flags are left as they
+    were (for a listing that only sorts and pages: what is shown is read afresh by `one`)."""
     todo, info = _names(q, "todo"), _names(q, "info")
-    local, remote = set(q.ids("local")), set(q.ids("remote"))
-    bounce, held = set(q.ids("bounce")), set(q.ids(holds.HOLD_DIR))
-    tried = set(q.ids(qattempts.ATTEMPTS_DIR))
     with _CACHE_LOCK:
         old = _CACHE.get(str(q.root), {})
     fresh: dict[str, tuple[tuple[str, int], Summary]] = {}
-    out: list[Summary] = []
-    for qid, (state, inode) in ({k: ("info", v) for k, v in info.items()}
-                                | {k: ("todo", v) for k, v in todo.items()}).items():
-        cached = old.get(qid)
-        if cached is not None and cached[0] == (state, inode):
-            summary = cached[1]
-        else:
-            env = _read_envelope(q, state, qid)
-            if env is None:
+    for state, names in (("info", info), ("todo", todo)):  # todo/N wins over info/N
+        for qid, inode in names.items():
+            key = (state, inode)
+            cached = old.get(qid)
+            if cached is not None and cached[0] == key:
+                fresh[qid] = cached
                 continue
-            summary = _from_envelope(qid, env)
-        fresh[qid] = ((state, inode), summary)
-        summary.channels = {"todo"} if qid in todo else \
-            {c for c, ids in (("local", local), ("remote", remote)) if qid in ids}
-        summary.held = qid in held
-        summary.deferred_once = qid in tried
-        summary.bounce_pending = qid in bounce
-        out.append(summary)
+            env = _read_envelope(q, state, qid)
+            if env is not None:
+                fresh[qid] = (key, _from_envelope(qid, env))
+            else:
+                fresh.pop(qid, None)
     with _CACHE_LOCK:
         _CACHE[str(q.root)] = fresh
-    out.sort(key=lambda s: (s.time, int(s.id)))
+    out = [entry[1] for entry in fresh.values()]
+    if flags:
+        local, remote = set(q.ids("local")), set(q.ids("remote"))
+        bounce, held = set(q.ids("bounce")), set(q.ids(holds.HOLD_DIR))
+        tried = set(q.ids(qattempts.ATTEMPTS_DIR))
+        for summary in out:
+            qid = summary.id
+            summary.channels = {"todo"} if qid in todo else \
+                {c for c, ids in (("local", local), ("remote", remote)) if qid in ids}
+            summary.held = qid in held
+            summary.deferred_once = qid in tried
+            summary.bounce_pending = qid in bounce
+    out.sort(key=attrgetter("order"))
     return out
 
 
 def _from_envelope(qid: str, env: Envelope) -> Summary:
     return Summary(qid, env.time, env.size, env.sender, list(env.recipients), env.client_ip,
-                   env.helo, env.auth_user, env.protocol, env.uid, env.qp)
+                   env.helo, env.auth_user, env.protocol, env.uid, env.qp,
+                   order=(env.time, int(qid)))
 
 
 def one(q: Queue, qid: str) -> Summary | None:
@@ -218,4 +227,9 @@ def has_state(q: Queue, summary: Summary, state: str) -> bool:
             return bool(summary.channels)
         if state == "deferred":
             return False
+    if state == "deferred":  # the attempt records and the channel files are enough
+        records = qattempts.read(q, summary.id)
+        return any(not r.done and int(records.get(r.address, {}).get("attempts", 0) or 0)
+                   for channel in summary.channels
+                   for r in qstate.read_recipients(q.path(channel, summary.id)))
     return any(r.state == state for r in recipients(q, summary))
