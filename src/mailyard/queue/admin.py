@@ -284,7 +284,8 @@ def select_ids(home: Home, ids: list[str] | None = None,
     if not present:
         raise QueueError(f"no message {missing[0]!r} in the queue (see `mailyard queue list`)",
                          temporary=False)
-    kept = select.select(present, f, now, lambda m, st: listing.has_state(q, m, st))
+    kept = select.select(present, f, now,
+                         lambda m, st: listing.has_state(q, m, st, cached=False))
     return [s.id for s in kept], missing
 
 
@@ -295,8 +296,8 @@ def _fresh(q: Queue, chosen: list[listing.Summary], f: select.Filter,
     out = []
     for s in chosen:
         fresh = listing.one(q, s.id)
-        if fresh is not None and select.select([fresh], f, now,
-                                               lambda m, st: listing.has_state(q, m, st)):
+        if fresh is not None and select.select(
+                [fresh], f, now, lambda m, st: listing.has_state(q, m, st, cached=False)):
             out.append(fresh)
     return out
 

@@ -49,6 +49,7 @@ class Summary:
     deferred_once: bool = False  # attempts/N exists: some recipient was deferred
     bounce_pending: bool = False  # bounce/N exists: some recipient failed
     order: tuple[float, int] = (0.0, 0)  # oldest first; the id breaks ties
+    attempts_inode: int = 0  # of attempts/N (replaced by a rename at each deferral)
 
 
 @dataclass
@@ -110,15 +111,20 @@ def summaries(q: Queue, flags: bool = True) -> list[Summary]:
     if flags:
         local, remote = set(q.ids("local")), set(q.ids("remote"))
         bounce, held = set(q.ids("bounce")), set(q.ids(holds.HOLD_DIR))
-        tried = set(q.ids(qattempts.ATTEMPTS_DIR))
+        tried = _names(q, qattempts.ATTEMPTS_DIR)
         for summary in out:
             qid = summary.id
             summary.channels = {"todo"} if qid in todo else \
                 {c for c, ids in (("local", local), ("remote", remote)) if qid in ids}
             summary.held = qid in held
             summary.deferred_once = qid in tried
+            summary.attempts_inode = tried.get(qid, 0)
             summary.bounce_pending = qid in bounce
     out.sort(key=attrgetter("order"))
+    if len(_DEFERRED) > 2 * len(out) + 1000:  # forget messages long gone
+        root = str(q.root)
+        for where in [w for w in _DEFERRED if w[0] == root and w[1] not in fresh]:
+            _DEFERRED.pop(where, None)
     return out
 
 
@@ -215,7 +221,16 @@ def recipients(q: Queue, summary: Summary) -> list[RecipientInfo]:
     return out
 
 
-def has_state(q: Queue, summary: Summary, state: str) -> bool:
+# Whether a message has a deferred recipient, by queue and id, under the key (inode of its
+# attempts file, channels with work to do): a deferral replaces attempts/N (a new inode) and
+# a channel whose recipients are all done loses its file. The one change the key misses, a
+# message whose deferred recipients all finished while others never tried remain in the
+# same channel file, lasts until its next deferral or its end; actions never use this
+# cache (`has_state(..., cached=False)`).
+_DEFERRED: dict[tuple[str, str], tuple[tuple[int, frozenset[str]], bool]] = {}
+
+
+def has_state(q: Queue, summary: Summary, state: str, cached: bool = True) -> bool:
     """Whether some recipient of the message is in `state`, reading its files only when the
     directory listing cannot tell (deferred recipients, or a `done` filter)."""
     if "todo" in summary.channels:
@@ -228,8 +243,16 @@ def has_state(q: Queue, summary: Summary, state: str) -> bool:
         if state == "deferred":
             return False
     if state == "deferred":  # the attempt records and the channel files are enough
+        key = (summary.attempts_inode, frozenset(summary.channels))
+        where = (str(q.root), summary.id)
+        known = _DEFERRED.get(where) if cached and summary.attempts_inode else None
+        if known is not None and known[0] == key:
+            return known[1]
         records = qattempts.read(q, summary.id)
-        return any(not r.done and int(records.get(r.address, {}).get("attempts", 0) or 0)
-                   for channel in summary.channels
-                   for r in qstate.read_recipients(q.path(channel, summary.id)))
+        found = any(not r.done and int(records.get(r.address, {}).get("attempts", 0) or 0)
+                    for channel in summary.channels
+                    for r in qstate.read_recipients(q.path(channel, summary.id)))
+        if summary.attempts_inode:
+            _DEFERRED[where] = (key, found)
+        return found
     return any(r.state == state for r in recipients(q, summary))
