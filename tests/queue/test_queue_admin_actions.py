@@ -11,7 +11,9 @@ import time
 
 import pytest
 
+from mailyard.delivery import queue_actions
 from mailyard.home import Home
+from mailyard.logtools.parser import QueueAction, parse
 from mailyard.queue import Envelope, Queue, QueueError, admin, attempts, holds, listing, select
 from mailyard.queue import state as qstate
 
@@ -217,3 +219,12 @@ def test_cli_refuses_an_action_without_ids_or_filter_and_a_bad_duration(
                              "--state", "pending", "--json"], env=cli_env, capture_output=True,
                             text=True, timeout=60)
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1
+
+
+def test_the_send_log_lines_of_the_actions_are_read_by_the_log_tools() -> None:
+    assert parse(queue_actions.hold_msg("42", "rate limit fred@example.test")) == \
+        QueueAction(42, "hold", "rate limit fred@example.test")
+    assert parse(queue_actions.hold_msg("42", "")) == QueueAction(42, "hold", "administrator")
+    assert parse(queue_actions.release_msg("42")) == QueueAction(42, "release")
+    assert parse(queue_actions.retry_msg("42")) == QueueAction(42, "retry")
+    assert parse(queue_actions.bounced_msg("42")) == QueueAction(42, "bounce")
