@@ -108,18 +108,23 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--budget", type=float, default=900.0, help="seconds, all in")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="fill (once) and keep the node home in this directory, for "
+                             "another run; without it a temporary home is removed at the end")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
-    base = Path(tempfile.mkdtemp(prefix="mailyard-queue-bench-"))
+    base = args.keep or Path(tempfile.mkdtemp(prefix="mailyard-queue-bench-"))
     proc = None
     try:
         port_base = 20000 + (os.getpid() % 400) * 100
+        filled = (base / "node" / "mailyard.toml").exists()
         home, _ = init_home(base / "node", "mx.bench.test", port_base=port_base)
         q = Queue(home.queue_dir)
         t = time.perf_counter()
-        fill(q, args.messages)
-        print(f"filled {args.messages} messages in {time.perf_counter() - t:.1f} s; "
-              f"stats {admin.stats(home)}")
+        if not filled:
+            fill(q, args.messages)
+        print(f"{'filled' if not filled else 'reused'} a queue in {time.perf_counter() - t:.1f} s;"
+              f" stats {admin.stats(home)}")
         rows: list[tuple[str, float, float]] = []
         deferred = select.make_filter(state="deferred")
         by_domain = select.make_filter(domain="d7.test")
@@ -132,7 +137,7 @@ def main() -> None:
             lambda: admin.page(home, deferred, 0, 50), args.repeat, deadline)))
         rows.append(("in-process stats", *timed(lambda: admin.stats(home), args.repeat,
                                                 deadline)))
-        token = create_token(home, "bench")
+        token = create_token(home, f"bench-{os.getpid()}")
         dispose_all()
         proc = start_panel(home.root)
         url = f"https://127.0.0.1:{home.port('panel')}"
@@ -154,7 +159,7 @@ def main() -> None:
             rows.append(("API stats", *timed(get("/api/v1/queue/stats"), args.repeat,
                                              deadline)))
         load = os.getloadavg()
-        print(f"\n{args.messages} messages, load average {load[0]:.2f} {load[1]:.2f} "
+        print(f"\n{admin.stats(home)['messages']} messages, load average {load[0]:.2f} {load[1]:.2f} "
               f"{load[2]:.2f}, {os.cpu_count()} CPUs")
         print(f"{'what':<36}{'cold ms':>10}{'warm ms':>10}")
         for name, cold, warm in rows:
@@ -164,7 +169,8 @@ def main() -> None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
         dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
