@@ -21,6 +21,7 @@ from tests.conftest import VENV_BIN
 
 from mailyard.home import Home
 from mailyard.queue import Queue, holds
+from mailyard.queue import control as qcontrol
 from mailyard.store.settings_store import set_setting
 
 
@@ -67,6 +68,9 @@ def test_a_hold_survives_restarts_and_release_delivers(mail_home: Home,
         assert _show(mail_home, held)["hold_reason"] == "check first"
         assert send_service.stop() == 0
     send_service.start()
+    # (start() may see the last run's status lines: wait for the new service's lock)
+    wait_until(lambda: qcontrol.service_running(Queue(mail_home.queue_dir)),
+               what="send to hold the queue")
     out = _mailyard(mail_home, "queue", "release", held)
     assert "by the send service" in out.stdout
     wait_until(lambda: f"end msg {held}" in read_send_log(mail_home), what="the release")

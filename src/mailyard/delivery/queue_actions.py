@@ -99,8 +99,8 @@ def _waiting(s: Scheduler, qid: str) -> bool:
 
 async def _hold(s: Scheduler, qid: str, reason: str) -> None:
     m = s.messages.get(qid)
-    if m is None and not _waiting(s, qid):
-        return  # gone meanwhile
+    if (m is None and not _waiting(s, qid)) or (m is not None and m.deleted):
+        return  # gone meanwhile, or being removed (a hold file would outlive it)
     try:
         made = await asyncio.to_thread(holds.hold, s.queue, qid, reason)
     except OSError as err:

@@ -265,7 +265,10 @@ class Scheduler:
 
     def _adopt(self, stored: qstate.StoredMessage) -> None:
         m = Message(stored.qid, stored.envelope, stored.recipients, stored.bounce_pending)
-        m.held = m.qid in self.held
+        # (an id held once may be a new message now: the hold file decides, rarely looked at)
+        m.held = m.qid in self.held and qholds.is_held(self.queue, m.qid)
+        if not m.held:
+            self.held.discard(m.qid)
         now = time.time()
         for channel in CHANNELS:
             todo = [i for i, r in enumerate(m.recipients[channel]) if not r.done]

@@ -10,6 +10,9 @@ administration do.
 
 While the send service runs, only it changes hold files (queue/admin.py hands it requests);
 with no service running the administration changes them directly under the service's lock.
+Other parts of the node that hold mail (say, for a rate limit) call
+`queue.admin.act(home, "hold", ids, reason=...)` rather than these functions, so that a
+running send service learns of the hold before its next delivery.
 """
 
 from __future__ import annotations
