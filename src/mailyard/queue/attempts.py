@@ -59,9 +59,16 @@ def write(queue: Queue, qid: str, records: dict[str, dict[str, Any]]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o640)
     try:
-        view = memoryview(json.dumps(records, sort_keys=True).encode())
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(json.dumps(records, sort_keys=True).encode())
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the old record stays, the partial one goes
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
