@@ -83,7 +83,7 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
 
 
 def _filter(args: argparse.Namespace) -> Any:
-    from ..queue import select
+    from ..queue import select  # as _admin: the queue is loaded for queue commands only
 
     return _call(select.make_filter, sender=args.sender, recipient=args.recipient,
                  domain=args.domain, older_than=args.older_than, state=args.state,
