@@ -379,10 +379,10 @@ def page_context(request: Request, which: str) -> dict[str, Any]:
         return context
     admin = _admin()
     try:
-        f = _make_filter(admin, QueueFilter(
+        f = _make_filter(admin, QueueFilter.model_validate(dict(
             sender=given["sender"] or None, recipient=given["recipient"] or None,
             domain=given["domain"] or None, older_than=given["older_than"] or None,
-            state=state, held=held, which=queue_view.LIST_CHOICES[which]))
+            state=state, held=held, which=queue_view.LIST_CHOICES[which])))
     except Refused as exc:
         context["filter_problem"] = exc.reason
         return context

@@ -76,5 +76,5 @@ def browse_row(item: Any) -> dict[str, Any]:
 def browse(home: Home, f: Any, offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
     """One page of the messages the filter (queue.select.Filter) picks, and how many match."""
     admin = optional.require(ADMIN)
-    found = admin.page(home, f, offset, limit)
+    found: dict[str, Any] = admin.page(home, f, offset, limit)
     return found | {"messages": [browse_row(m) for m in found["messages"]]}
