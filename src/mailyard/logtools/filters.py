@@ -124,10 +124,11 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
                 write(line)
         elif isinstance(ev, QueueAction):
             # the administrator's hold, release, retry ...: part of the message's history
-            if passed(tracker.get(ev.msg)):
+            acted_on = tracker.get(ev.msg)
+            if passed(acted_on):
                 write(line)
-            elif m is not None and m.held is not None:
-                m.held.append(line)
+            elif acted_on is not None and acted_on.held is not None:
+                acted_on.held.append(line)
         elif isinstance(ev, Malformed):
             diag.problem("malformed", "")
         elif text == EXITING:
