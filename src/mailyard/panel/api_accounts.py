@@ -33,6 +33,9 @@ class MailboxView(BaseModel):
     active: bool
     quota_mb: int
     spam_action: str
+    messages_per_hour: int | None = Field(
+        None, description="its own outbound limit, messages per hour (0: none); null: the "
+                          "node's limits.messages_per_hour")
 
 
 class MailboxIn(BaseModel):
@@ -44,6 +47,10 @@ class MailboxIn(BaseModel):
 class MailboxChange(BaseModel):
     password: str | None = Field(None, min_length=1, max_length=1024)
     spam_action: SpamAction | None = None
+    messages_per_hour: int | None = Field(
+        None, ge=0, le=accounts.MAX_MESSAGES_PER_HOUR,
+        description="its own outbound limit (0: none); null puts it back on the node's "
+                    "limits.messages_per_hour; absent: unchanged")
 
 
 class AliasView(BaseModel):
@@ -105,7 +112,10 @@ def remove_domain(name: str, request: Request, _who: Caller) -> None:
 
 @router.get("/mailboxes", response_model=list[MailboxView], responses=errors())
 def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) -> Any:
-    return [asdict(m) for m in accounts.list_mailboxes(home_of(request), domain)]
+    home = home_of(request)
+    rates = accounts.mailbox_rate_limits(home)
+    return [{**asdict(m), "messages_per_hour": rates.get(m.address)}
+            for m in accounts.list_mailboxes(home, domain)]
 
 
 @router.post("/mailboxes", response_model=MailboxView, status_code=201, responses=errors(422))
@@ -127,7 +137,7 @@ def get_mailbox(address: str, request: Request, _who: Caller) -> Any:
     box = accounts.get_mailbox(home_of(request), address)
     if box is None:
         raise HTTPException(404, f"no mailbox {address}")
-    return asdict(box)
+    return _with_rate(home_of(request), box)
 
 
 @router.patch("/mailboxes/{address}", response_model=MailboxView, responses=errors(404, 422))
@@ -145,9 +155,13 @@ def change_mailbox(address: str, body: MailboxChange, request: Request,
     except accounts.AccountError as exc:
         raise _refuse("password" if "password" in str(exc) else "spam_action",
                       "(hidden)" if "password" in str(exc) else body.spam_action, exc) from None
+    if "messages_per_hour" in body.model_fields_set:  # null: back to the node's limit
+        value = body.messages_per_hour
+        accounts.set_mailbox(home, address, messages_per_hour=accounts.CLEAR_RATE_LIMIT
+                             if value is None else value)
     box = accounts.get_mailbox(home, address)
     assert box is not None
-    return asdict(box)
+    return _with_rate(home, box)
 
 
 @router.delete("/mailboxes/{address}", status_code=204, responses=errors(404))
@@ -204,3 +218,11 @@ def remove_alias(source: str, request: Request, _who: Caller) -> None:
         accounts.remove_alias(home_of(request), source)
     except accounts.AccountError as exc:
         raise HTTPException(404, str(exc)) from None
+
+
+# ---- a mailbox's own outbound limit (issue 19, item 3) ------------------------------------------
+
+
+def _with_rate(home: Any, box: accounts.MailboxInfo) -> dict[str, Any]:
+    """The mailbox as the API shows it, with its own messages-per-hour limit."""
+    return {**asdict(box), "messages_per_hour": accounts.mailbox_rate_limit(home, box.address)}
