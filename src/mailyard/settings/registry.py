@@ -68,6 +68,7 @@ SPAM_LIST_RULE = ("example.com and @example.com mean every address at example.co
 SERVICE_NAMES: tuple[str, ...] = (
     "smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps",
     "spamd", "clamd", "freshclam", "panel",
+    "sendmail",  # issue 19: the socket through which every local user may send
 )
 
 # Authentication modes of the two SMTP servers (guide 4.1): AUTH x TLS.
