@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -203,3 +204,44 @@ def test_on_over_limit_logs_and_records_the_key_only_when_asked(home: Home) -> N
     on_over_limit(home, found.key, found, holding, lines.append)
     on_over_limit(home, found.key, found, holding, lines.append)
     assert held_keys(home) == ["uid:33"]
+
+
+def test_concurrent_processes_and_threads_never_pass_the_limit(home: Home) -> None:
+    """Four processes, each with four threads, charge one key at once: exactly the limit is
+    let through (the decision and the count happen under one lock)."""
+    limits = RL.Limits(messages_per_hour=150, recipients_per_hour=0, domain_messages_per_hour=0)
+    RateTable(home).close()  # the file exists before the processes race to open it
+    read_end, write_end = os.pipe()
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                table = RateTable(home)
+                passed: list[int] = []
+                threads = [threading.Thread(target=_charge_25, args=(table, limits, passed))
+                           for _ in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                os.write(write_end, f"{len(passed)}\n".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    os.close(write_end)
+    for pid in pids:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    with os.fdopen(read_end) as results:
+        passed = sum(int(line) for line in results)
+    assert passed == 150
+    counts, over = RateTable(home).report()
+    assert counts["uid:7"] == (150, 150) and over["uid:7"][1] == RL.MESSAGES
+
+
+def _charge_25(table: RateTable, limits: RL.Limits, passed: list[int]) -> None:
+    for _ in range(25):
+        if table.charge(limits, RL.uid_sender(7), 1) is None:
+            passed.append(1)

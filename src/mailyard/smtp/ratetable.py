@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,9 @@ class RateTable:
         self.home = home
         self._clock = clock
         self._fd = _open(home, RATES_FILE, os.O_RDWR)
+        # lockf excludes other processes only; the threads of one (the sendmail daemon's
+        # callers) take this first
+        self._threads = threading.Lock()
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -93,11 +97,12 @@ class RateTable:
     # ---- the file ------------------------------------------------------------------------------
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[dict[str, Any]]:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield self._load()
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        with self._threads:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield self._load()
+            finally:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def _load(self) -> dict[str, Any]:
         size = os.fstat(self._fd).st_size
