@@ -20,6 +20,7 @@ from smtp_helpers import (
     START_TIMEOUT,
     Service,
     change,
+    give_store_to_mail_owner,
     leftovers,
     queue_entries,
     wait_until,
@@ -27,7 +28,11 @@ from smtp_helpers import (
 from tests.delivery.send_harness import SendService
 
 from mailyard.home import Home
+from mailyard.services import control
+from mailyard.settings.registry import SERVICE_NAMES
 from mailyard.smtp.sendmail_daemon import MAX_CALLERS, SOCKET_MODE, socket_path
+from mailyard.store.db import dispose_all
+from mailyard.store.settings_store import set_many
 
 SENDMAIL = str(Path(sys.executable).parent / "sendmail")
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -158,3 +163,22 @@ def test_a_silent_caller_holds_no_slot_for_ever(node: Home, daemon: Service) -> 
     os.kill(daemon.proc.pid, signal.SIGTERM)
     daemon.proc.wait(timeout=30)
     wait_until(lambda: "stopped service=sendmail" in daemon.log(), what="the stop line")
+
+
+def test_the_node_supervises_the_sendmail_service(node: Home) -> None:
+    """`mailyard up` starts it as the other services (as the mail owner, its socket ready),
+    `mailyard status` shows it, and nobody's mail goes through it."""
+    set_many(node, {f"service.{n}.start_on_boot": n == "sendmail" for n in SERVICE_NAMES})
+    dispose_all()
+    give_store_to_mail_owner(node)
+    try:
+        control.up(node, timeout=90)
+        [status] = [s for s in control.status(node) if s.name == "sendmail"]
+        assert status.state == "RUNNING" and status.version.startswith("mailyard-sendmail ")
+        assert pwd.getpwuid(os.stat(f"/proc/{status.pid}").st_uid).pw_name == "mailyard"
+        out = as_nobody(node, [JOE], b"Subject: supervised\n\nx\n")
+        assert out.returncode == 0, out.stderr
+        [(envelope, _)] = queue_entries(node)
+        assert envelope["uid"] == NOBODY
+    finally:
+        control.down(node)
