@@ -47,6 +47,9 @@ FILE_MODE = 0o640  # names senders: the mail owner's and its group's only
 # A file larger than this is not ours (the counts of 10,000 senders take about 1 MB).
 MAX_FILE_BYTES = 16 * 1024 * 1024
 _VERSION = 1
+# The keys of senders quiet for an hour are dropped from the file at most this often: pruning
+# reads every key, which on a node with a thousand senders costs more than the update itself.
+PRUNE_SECONDS = 60
 
 
 def _owner() -> tuple[int, int] | None:
@@ -115,17 +118,20 @@ class RateTable:
             data = {}
         keys = data.get("keys") if isinstance(data.get("keys"), dict) else {}
         over = data.get("over") if isinstance(data.get("over"), dict) else {}
-        return {"v": _VERSION, "keys": keys, "over": over}
+        pruned = data.get("pruned") if isinstance(data.get("pruned"), int | float) else 0
+        return {"v": _VERSION, "keys": keys, "over": over, "pruned": pruned}
 
     def _store(self, data: dict[str, Any], now: float) -> None:
-        keys = {}
-        for key, buckets in data["keys"].items():
-            kept = RL.live(_buckets(buckets), now)
-            if kept:
-                keys[key] = [list(b) for b in kept]
-        over = {k: v for k, v in data["over"].items()
-                if isinstance(v, list) and v and now - float(v[0]) < RL.WINDOW_SECONDS}
-        raw = json.dumps({"v": _VERSION, "keys": keys, "over": over},
+        """Write the table back; every PRUNE_SECONDS also drop the keys and refusals older
+        than the hour (the keys written now were pruned by `ratelimit.added` already)."""
+        keys, over = data["keys"], data["over"]
+        if not 0 <= now - float(data["pruned"]) < PRUNE_SECONDS:
+            keys = {k: kept for k, v in keys.items() if (kept := RL.live(_buckets(v), now))}
+            over = {k: v for k, v in over.items()
+                    if isinstance(v, list) and v and isinstance(v[0], int | float)
+                    and now - float(v[0]) < RL.WINDOW_SECONDS}
+            data["pruned"] = now
+        raw = json.dumps({"v": _VERSION, "keys": keys, "over": over, "pruned": data["pruned"]},
                          separators=(",", ":")).encode()
         os.pwrite(self._fd, raw, 0)
         os.ftruncate(self._fd, len(raw))
@@ -181,7 +187,7 @@ class RateTable:
         with self._locked(exclusive=False) as data:
             counts = {k: RL.totals(_buckets(v), now) for k, v in data["keys"].items()}
             over = {k: v for k, v in data["over"].items()
-                    if isinstance(v, list) and len(v) == 4
+                    if isinstance(v, list) and len(v) == 4 and isinstance(v[0], int | float)
                     and now - float(v[0]) < RL.WINDOW_SECONDS}
         return {k: c for k, c in counts.items() if c != (0, 0)}, over
 
