@@ -1,20 +1,25 @@
-"""The outbound rate counters of a node: one small file, `HOME/var/limits/rates`.
+"""The outbound rate counters of a node: one file of fixed slots, `HOME/var/limits/rates`.
 
 Every process that sends mail out counts in the same file: each worker of the smtp and
 submission services and the sendmail daemon. A file, not the services' shared memory
 (`smtp.shared`), because the counts must survive a restart of any of them and be shared by
-programs that are not forked from one parent; a file, not SQLite, because an update is one
-read and one write of a few kilobytes under one lock, with no journal to sync.
+programs that are not forked from one parent; fixed slots in a mapped file, not SQLite or a
+text format, because a message's update then touches two slots (its sender's, its domain's)
+under one lock, whatever the number of senders, with no journal and no parsing.
 
-Format: JSON, `{"v": 1, "keys": {KEY: [[start, messages, recipients], ...]}, "over": {KEY:
-[when, rule, limit, count]}}`, the buckets of `ratelimit`'s sliding hour per key, and the
-keys last refused (for the panel's problems list and `mailyard limits`). Buckets older than
-the hour are dropped at every write, so the file holds at most the keys that sent in the last
-hour. Every change is made under `fcntl.lockf` of the file itself (the kernel drops the lock
-of a process that dies); the file is rewritten in place, never renamed, so every process's
-open descriptor stays the file. Nothing is fsynced: after a power cut the counts of the last
-seconds may be lost, which lets a sender a few more messages through, no mail is lost.
-A file that cannot be parsed (cut by a crash in the middle of a write) counts as empty.
+Layout (little-endian): a header of HEADER_SIZE octets (MAGIC, the slot count), then SLOTS
+slots of SLOT_SIZE octets, each one key: a 16-octet hash of the key (all zero: never used),
+the key's text (for `mailyard limits` and the panel; cut at NAME_BYTES), the BUCKETS buckets
+of `ratelimit`'s sliding hour (start, messages, recipients), and its last refusal (when, rule,
+limit, count). A slot is found by open addressing (hash, then the next slots, at most
+MAX_PROBE); a slot whose buckets and refusal are all older than the hour is free again; when
+every slot of a probe run is live, the one quiet for longest is taken over.
+
+Every change is made under `fcntl.lockf` of the file (the kernel drops the lock of a process
+that dies) and, within a process, a thread lock (the sendmail daemon serves its callers in
+threads). Nothing is fsynced: after a power cut the counts of the last seconds may be lost,
+which lets a sender a few more messages through; no mail is lost. A file with another header
+(damaged, or of another version) is cleared.
 
 For a cluster the counts are per node (each node its own file): a sender spreading its mail
 over N nodes may send N times its limit. The store would make them cluster-wide at the cost
@@ -24,8 +29,10 @@ of a round trip to PostgreSQL per message on the fast path.
 from __future__ import annotations
 
 import fcntl
-import json
+import hashlib
+import mmap
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,12 +51,8 @@ RATES_FILE = "rates"
 OVER_FILE = "over"  # the keys whose mail is to be held (limits.hold_when_over)
 DIR_MODE = 0o750
 FILE_MODE = 0o640  # names senders: the mail owner's and its group's only
-# A file larger than this is not ours (the counts of 10,000 senders take about 1 MB).
-MAX_FILE_BYTES = 16 * 1024 * 1024
-_VERSION = 1
-# The keys of senders quiet for an hour are dropped from the file at most this often: pruning
-# reads every key, which on a node with a thousand senders costs more than the update itself.
-PRUNE_SECONDS = 60
+# The `over` file lists keys, one a line; larger than this it is not ours.
+MAX_FILE_BYTES = 1024 * 1024
 
 
 def _owner() -> tuple[int, int] | None:
@@ -85,8 +88,12 @@ class RateTable:
         # lockf excludes other processes only; the threads of one (the sendmail daemon's
         # callers) take this first
         self._threads = threading.Lock()
+        self._map: mmap.mmap | None = None
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -98,50 +105,74 @@ class RateTable:
         self.close()
 
     # ---- the file ------------------------------------------------------------------------------
+    def _mapped(self) -> mmap.mmap:
+        if self._map is None:
+            with self._threads:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX)
+                try:
+                    if os.fstat(self._fd).st_size != FILE_SIZE:  # new (or not ours)
+                        os.ftruncate(self._fd, FILE_SIZE)
+                finally:
+                    fcntl.lockf(self._fd, fcntl.LOCK_UN)
+                self._map = mmap.mmap(self._fd, FILE_SIZE, mmap.MAP_SHARED,
+                                      mmap.PROT_READ | mmap.PROT_WRITE)
+        return self._map
+
     @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[dict[str, Any]]:
+    def _locked(self, exclusive: bool) -> Iterator[mmap.mmap]:
+        table = self._mapped()
         with self._threads:
+            # shared for reading, but a damaged header is rewritten: always exclusive then
             fcntl.lockf(self._fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
-                yield self._load()
+                if os.fstat(self._fd).st_size < FILE_SIZE:
+                    # cut by someone else: a mapped page past the end would kill us (SIGBUS)
+                    os.ftruncate(self._fd, FILE_SIZE)
+                if _HEADER.unpack_from(table, 0) != (MAGIC, SLOTS):
+                    if not exclusive:
+                        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+                    table[:] = bytes(FILE_SIZE)  # new or damaged: start from nothing
+                    _HEADER.pack_into(table, 0, MAGIC, SLOTS)
+                yield table
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
-    def _load(self) -> dict[str, Any]:
-        size = os.fstat(self._fd).st_size
-        raw = os.pread(self._fd, min(size, MAX_FILE_BYTES), 0) if size else b""
-        try:
-            data = json.loads(raw) if raw else {}
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict) or data.get("v") != _VERSION:
-            data = {}
-        keys = data.get("keys") if isinstance(data.get("keys"), dict) else {}
-        over = data.get("over") if isinstance(data.get("over"), dict) else {}
-        pruned = data.get("pruned") if isinstance(data.get("pruned"), int | float) else 0
-        return {"v": _VERSION, "keys": keys, "over": over, "pruned": pruned}
-
-    def _store(self, data: dict[str, Any], now: float) -> None:
-        """Write the table back; every PRUNE_SECONDS also drop the keys and refusals older
-        than the hour (the keys written now were pruned by `ratelimit.added` already)."""
-        keys, over = data["keys"], data["over"]
-        if not 0 <= now - float(data["pruned"]) < PRUNE_SECONDS:
-            keys = {k: kept for k, v in keys.items() if (kept := RL.live(_buckets(v), now))}
-            over = {k: v for k, v in over.items()
-                    if isinstance(v, list) and v and isinstance(v[0], int | float)
-                    and now - float(v[0]) < RL.WINDOW_SECONDS}
-            data["pruned"] = now
-        raw = json.dumps({"v": _VERSION, "keys": keys, "over": over, "pruned": data["pruned"]},
-                         separators=(",", ":")).encode()
-        os.pwrite(self._fd, raw, 0)
-        os.ftruncate(self._fd, len(raw))
+    def _find(self, table: mmap.mmap, key: str, claim: bool, now: float) -> int | None:
+        """The offset of `key`'s slot (claiming one for it when `claim`), or None."""
+        digest = _digest(key)
+        start = int.from_bytes(digest[:4], "little")
+        reusable, quietest, quiet_since = None, None, float("inf")
+        for i in range(MAX_PROBE):
+            at = HEADER_SIZE + ((start + i) % SLOTS) * SLOT_SIZE
+            found = bytes(table[at:at + 16])
+            if found == digest:
+                return at
+            if found == _EMPTY:
+                reusable = at if reusable is None else reusable
+                break  # the end of this probe run: the key is not further on
+            last = _last_use(table, at)
+            if reusable is None and now - last >= RL.WINDOW_SECONDS:
+                reusable = at
+            if last < quiet_since:
+                quietest, quiet_since = at, last
+        if not claim:
+            return None
+        at = reusable if reusable is not None else quietest
+        assert at is not None
+        name = key.encode("utf-8", "replace")[:NAME_BYTES]
+        table[at:at + SLOT_SIZE] = bytes(SLOT_SIZE)
+        _NAME.pack_into(table, at, digest, len(name), name)
+        return at
 
     # ---- what the senders ask --------------------------------------------------------------------
     def buckets(self, sender: RL.Sender) -> tuple[list[RL.Bucket], list[RL.Bucket]]:
         """The buckets of the sender's own key and of its domain (a shared lock, no write)."""
-        with self._locked(exclusive=False) as data:
-            return (_buckets(data["keys"].get(sender.key)),
-                    _buckets(data["keys"].get(sender.domain_key)) if sender.domain else [])
+        now = self._clock()
+        with self._locked(exclusive=False) as table:
+            own = self._find(table, sender.key, False, now)
+            domain = self._find(table, sender.domain_key, False, now) if sender.domain else None
+            return (_read_buckets(table, own) if own is not None else [],
+                    _read_buckets(table, domain) if domain is not None else [])
 
     def early(self, limits: RL.Limits, sender: RL.Sender,
               recipients_so_far: int = 0) -> RL.Verdict | None:
@@ -158,51 +189,113 @@ class RateTable:
         if not RL.counted(remote_recipients) or not limits.any:
             return None
         now = self._clock()
-        with self._locked(exclusive=True) as data:
-            keys = data["keys"]
-            own = _buckets(keys.get(sender.key))
-            domain = _buckets(keys.get(sender.domain_key)) if sender.domain else []
+        with self._locked(exclusive=True) as table:
+            own_at = self._find(table, sender.key, True, now)
+            assert own_at is not None
+            domain_at = self._find(table, sender.domain_key, True, now) if sender.domain \
+                else None
+            own = _read_buckets(table, own_at)
+            domain = _read_buckets(table, domain_at) if domain_at is not None else []
             found = RL.verdict(limits, sender, own, domain, now, messages=1,
                                recipients=remote_recipients)
             if found is None:
-                keys[sender.key] = RL.added(own, now, 1, remote_recipients)
-                if sender.domain:
-                    keys[sender.domain_key] = RL.added(domain, now, 1, remote_recipients)
+                _write_buckets(table, own_at, RL.added(own, now, 1, remote_recipients))
+                if domain_at is not None:
+                    _write_buckets(table, domain_at,
+                                   RL.added(domain, now, 1, remote_recipients))
             else:
-                data["over"][found.key] = [now, found.rule, found.limit, found.count]
-            self._store(data, now)
+                at = own_at if found.key == sender.key else domain_at
+                assert at is not None
+                _write_refusal(table, at, now, found)
             return found
 
     def note_refused(self, found: RL.Verdict) -> None:
         """Remember a key refused by the early check (the panel shows it for an hour)."""
         now = self._clock()
-        with self._locked(exclusive=True) as data:
-            data["over"][found.key] = [now, found.rule, found.limit, found.count]
-            self._store(data, now)
+        with self._locked(exclusive=True) as table:
+            at = self._find(table, found.key, True, now)
+            assert at is not None
+            _write_refusal(table, at, now, found)
 
     def report(self) -> tuple[dict[str, tuple[int, int]], dict[str, list[Any]]]:
         """(messages and recipients in the last hour per key, the keys refused in the last
         hour with [when, rule, limit, count])."""
         now = self._clock()
-        with self._locked(exclusive=False) as data:
-            counts = {k: RL.totals(_buckets(v), now) for k, v in data["keys"].items()}
-            over = {k: v for k, v in data["over"].items()
-                    if isinstance(v, list) and len(v) == 4 and isinstance(v[0], int | float)
-                    and now - float(v[0]) < RL.WINDOW_SECONDS}
-        return {k: c for k, c in counts.items() if c != (0, 0)}, over
+        counts: dict[str, tuple[int, int]] = {}
+        over: dict[str, list[Any]] = {}
+        with self._locked(exclusive=False) as table:
+            for slot in range(SLOTS):
+                at = HEADER_SIZE + slot * SLOT_SIZE
+                if table[at:at + 16] == _EMPTY:
+                    continue
+                _hash, length, raw = _NAME.unpack_from(table, at)
+                key = raw[:min(length, NAME_BYTES)].decode("utf-8", "replace")
+                total = RL.totals(_read_buckets(table, at), now)
+                if total != (0, 0):
+                    counts[key] = total
+                when, rule, limit, count = _OVER.unpack_from(table, at + _OVER_AT)
+                if rule in _RULE_NAMES and 0 <= now - when < RL.WINDOW_SECONDS:
+                    over[key] = [when, _RULE_NAMES[rule], limit, count]
+        return counts, over
 
 
-def _buckets(raw: Any) -> list[RL.Bucket]:
-    """The buckets of one key as stored; anything malformed is dropped (hostile file)."""
-    out: list[RL.Bucket] = []
-    if not isinstance(raw, list):
-        return out
-    for item in raw:
-        if (isinstance(item, (list, tuple)) and len(item) == 3
-                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                        for x in item)):
-            out.append((item[0], item[1], item[2]))
+# ---- the slots ----------------------------------------------------------------------------------
+
+MAGIC = b"MYRATES1"
+# Senders (and domains) counted at once: 8192 slots of 512 octets are 4 MiB. A node with more
+# senders in one hour than that loses the counts of the quietest first.
+SLOTS = 8192
+SLOT_SIZE = 512
+HEADER_SIZE = 64
+FILE_SIZE = HEADER_SIZE + SLOTS * SLOT_SIZE
+MAX_PROBE = 64
+NAME_BYTES = 238  # a key's text kept for display; longer ones are cut (the hash is exact)
+_HEADER = struct.Struct("<8sI")
+_NAME = struct.Struct(f"<16sH{NAME_BYTES}s")
+_BUCKET = struct.Struct("<qII")  # start, messages, recipients
+_BUCKETS_AT = _NAME.size
+_OVER = struct.Struct("<dBII")  # when, rule, limit, count
+_OVER_AT = _BUCKETS_AT + RL.BUCKETS * _BUCKET.size
+_EMPTY = bytes(16)
+_RULES = {RL.MESSAGES: 1, RL.RECIPIENTS: 2, RL.DOMAIN: 3}
+_RULE_NAMES = {v: k for k, v in _RULES.items()}
+_UINT32 = 2**32 - 1
+assert _OVER_AT + _OVER.size <= SLOT_SIZE
+
+
+def _digest(key: str) -> bytes:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+    return digest if digest != _EMPTY else b"\1" * 16
+
+
+def _read_buckets(table: mmap.mmap, at: int) -> list[RL.Bucket]:
+    out = []
+    for i in range(RL.BUCKETS):
+        start, messages, recipients = _BUCKET.unpack_from(table, at + _BUCKETS_AT
+                                                          + i * _BUCKET.size)
+        if start > 0:
+            out.append((start, messages, recipients))
     return out
+
+
+def _write_buckets(table: mmap.mmap, at: int, buckets: list[RL.Bucket]) -> None:
+    kept = buckets[-RL.BUCKETS:]
+    for i in range(RL.BUCKETS):
+        start, messages, recipients = kept[i] if i < len(kept) else (0, 0, 0)
+        _BUCKET.pack_into(table, at + _BUCKETS_AT + i * _BUCKET.size, start,
+                          min(messages, _UINT32), min(recipients, _UINT32))
+
+
+def _write_refusal(table: mmap.mmap, at: int, now: float, found: RL.Verdict) -> None:
+    _OVER.pack_into(table, at + _OVER_AT, now, _RULES[found.rule], min(found.limit, _UINT32),
+                    min(found.count, _UINT32))
+
+
+def _last_use(table: mmap.mmap, at: int) -> float:
+    """When the slot was last counted in or refused (0: never)."""
+    newest = max((b[0] for b in _read_buckets(table, at)), default=0)
+    return max(float(newest + RL.BUCKET_SECONDS) if newest else 0.0,
+               _OVER.unpack_from(table, at + _OVER_AT)[0])
 
 
 def on_over_limit(home: Home, key: str, found: RL.Verdict, limits: RL.Limits,
