@@ -32,6 +32,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -67,6 +68,9 @@ READ_TIMEOUT = 60.0
 # The request line: the command line of sendmail, far below this even with many recipients.
 MAX_REQUEST_LINE = 256 * 1024
 LISTEN_BACKLOG = 128
+# On stop, callers in the middle of a message get this long to finish (as the SMTP services;
+# supervisord waits 15 s before it kills us).
+SHUTDOWN_GRACE = 10.0
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -116,6 +120,7 @@ class Daemon:
         self.view = StoreView(home)
         self.rates = RateTable(home)
         self.stopping = threading.Event()
+        self.workers: set[threading.Thread] = set()
 
     def serve(self) -> None:
         while not self.stopping.is_set():
@@ -131,7 +136,16 @@ class Daemon:
                 conn.close()
                 self.log.write(f"busy callers={MAX_CALLERS}")
                 continue
-            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+            worker = threading.Thread(target=self._serve_one, args=(conn,), daemon=True)
+            self.workers.add(worker)
+            worker.start()
+
+    def drain(self, grace: float = SHUTDOWN_GRACE) -> int:
+        """Wait up to `grace` seconds for the callers being served; how many are left."""
+        deadline = time.monotonic() + grace
+        for worker in list(self.workers):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return sum(1 for w in list(self.workers) if w.is_alive())
 
     def stop(self) -> None:
         self.stopping.set()
@@ -157,6 +171,7 @@ class Daemon:
             self.log.write(f"dropped error={type(exc).__name__}: {exc}")
         finally:
             self.slots.release()
+            self.workers.discard(threading.current_thread())
 
     def _handle(self, stream: BinaryIO, caller: Caller, pid: int) -> tuple[int, str]:
         try:
@@ -246,10 +261,17 @@ def run(home: Home) -> None:
     def on_term(_signum: int, _frame: Any) -> None:
         daemon.stop()
 
+    def on_hup(_signum: int, _frame: Any) -> None:
+        log.write("reload service=sendmail (settings are read for every message)")
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)  # `mailyard service reload sendmail`: nothing to do
     try:
         daemon.serve()
+        left = daemon.drain()
+        if left:
+            log.write(f"stopping callers={left} still sending after {SHUTDOWN_GRACE:g}s")
     finally:
         log.write(f"stopped service=sendmail pid={os.getpid()}")
         log.close()
