@@ -31,6 +31,7 @@ from mailyard.home import Home
 from mailyard.services import control
 from mailyard.settings.registry import SERVICE_NAMES
 from mailyard.smtp.sendmail_daemon import MAX_CALLERS, SOCKET_MODE, socket_path
+from mailyard.store.accounts import add_domain, set_domain_owner
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import set_many
 
@@ -119,6 +120,26 @@ def test_a_nobody_caller_over_its_limit_gets_75_and_the_count_survives_a_restart
         assert again.returncode == 75 and b"over its limit of 2" in again.stderr
     finally:
         restarted.stop()
+    assert len(queue_entries(node)) == 3
+
+
+def test_a_callers_own_domain_counts_as_xuser_reads_the_owner(node: Home,
+                                                              daemon: Service) -> None:
+    """Mail of a user sent as an address of a domain that user owns counts for the domain
+    too; as another user's domain it does not."""
+    change(node, {"limits.domain_messages_per_hour": 1})
+    set_domain_owner(node, "example.org", "nobody")
+    add_domain(node, "other.test", owner="www-data")
+    dispose_all()
+    give_store_to_mail_owner(node)
+    assert as_nobody(node, ["-f", "site@example.org", REMOTE], b"Subject: 1\n\nx\n") \
+        .returncode == 0
+    out = as_nobody(node, ["-f", "shop@example.org", REMOTE], b"Subject: 2\n\nx\n")
+    assert out.returncode == 75
+    assert b"domain:example.org is over its limit of 1 messages per hour" in out.stderr
+    for n in range(2):  # not nobody's domain: only the uid's own count applies
+        assert as_nobody(node, ["-f", f"s{n}@other.test", REMOTE], b"Subject: 3\n\nx\n") \
+            .returncode == 0
     assert len(queue_entries(node)) == 3
 
 

@@ -213,7 +213,11 @@ class Daemon:
         """The rate limit of the caller's uid, counted just before the commit."""
         if not limits.any:
             return
-        snap = self.view.refresh() if self.view.stale() else self.view.current()
+        try:
+            snap = self.view.refresh() if self.view.stale() else self.view.current()
+        except Exception as exc:  # any store or driver error: the caller tries again later
+            raise SendmailError(f"sendmail: cannot read the node's domains ({type(exc).__name__}"
+                                f"); try again later; nothing was sent", EX_TEMPFAIL) from None
         own = {str(settings["server.hostname"]).lower(),
                str(settings["server.default_domain"]).lower()}
 
@@ -225,7 +229,11 @@ class Daemon:
         domain = sender.rpartition("@")[2].lower() if sender else ""
         # xuser's meaning: the caller's domains are those the store says it owns
         owned = domain if domain and snap.domains.get(domain) == caller.login else ""
-        found = self.rates.charge(limits, RL.uid_sender(caller.uid, owned), len(remote))
+        try:
+            found = self.rates.charge(limits, RL.uid_sender(caller.uid, owned), len(remote))
+        except OSError as exc:  # a broken counter never stops the mail; it is logged
+            self.log.write(f"rate-table-error uid={caller.uid} {type(exc).__name__}: {exc}")
+            return
         if found is not None:
             raise self._refuse(found, limits)
 
