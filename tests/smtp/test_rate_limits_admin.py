@@ -104,6 +104,8 @@ def test_mailyard_limits_and_the_panel_warn_of_a_sender_over_its_limit(panel: Pa
     assert row["refused_rule"] == "messages"
     text = cli(panel.home, "limits")
     assert "uid:33" in text.stdout and "1/300" in text.stdout and "messages at" in text.stdout
+    with panel.api() as api:
+        assert api.get("/api/v1/limits").json() == report  # the same report, one service
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -7,7 +7,7 @@ import argparse
 import time
 from typing import Any
 
-from ..smtp.ratereport import report
+from ..smtp.ratereport import as_json, report
 from .common import home_of, print_json, print_table
 
 
@@ -25,11 +25,7 @@ def _limit(value: int) -> str:
 def limits_show(args: argparse.Namespace) -> int:
     limits, rows = report(home_of(args))
     if args.json:
-        print_json({"limits": {"messages_per_hour": limits.messages_per_hour,
-                               "recipients_per_hour": limits.recipients_per_hour,
-                               "domain_messages_per_hour": limits.domain_messages_per_hour,
-                               "hold_when_over": limits.hold_when_over},
-                    "senders": [r.as_dict() for r in rows]})
+        print_json(as_json(limits, rows))
         return 0
     print(f"limits per hour: messages {_limit(limits.messages_per_hour)}, recipients "
           f"{_limit(limits.recipients_per_hour)}, per domain "

@@ -16,6 +16,7 @@ from ..settings.types import SettingError
 from . import (
     api_accounts,
     api_cluster,
+    api_limits,  # issue 19
     api_mailauth,
     api_queue,
     api_services,
@@ -46,6 +47,7 @@ def api_router() -> APIRouter:
     for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus,
                    api_cluster, api_mailauth):
         router.include_router(module.router)
+    router.include_router(api_limits.router)  # issue 19: outbound rate limits
     return router
 
 

@@ -63,3 +63,12 @@ def report(home: Home) -> tuple[RL.Limits, list[Row]]:
 def refused(home: Home) -> list[Row]:
     """The keys refused by a limit in the last hour (the panel's warning)."""
     return [r for r in report(home)[1] if r.refused_rule]
+
+
+def as_json(limits: RL.Limits, rows: list[Row]) -> dict[str, Any]:
+    """The report as `mailyard limits --json` and the API give it."""
+    return {"limits": {"messages_per_hour": limits.messages_per_hour,
+                       "recipients_per_hour": limits.recipients_per_hour,
+                       "domain_messages_per_hour": limits.domain_messages_per_hour,
+                       "hold_when_over": limits.hold_when_over},
+            "senders": [r.as_dict() for r in rows]}
