@@ -8,7 +8,7 @@ import ssl
 from smtp_helpers import JOE, JOE_PASSWORD, change, queue_entries
 
 from mailyard.home import Home
-from mailyard.smtp.ratetable import RateTable
+from mailyard.smtp.ratetable import RateTable, held_keys
 from mailyard.store.accounts import set_mailbox
 from mailyard.store.db import dispose_all
 
@@ -27,7 +27,7 @@ def logged_in(home: Home) -> smtplib.SMTP:
 
 
 def test_submission_over_its_hourly_limit_gets_451_naming_it(node: Home, start) -> None:  # type: ignore[no-untyped-def]
-    change(node, {"limits.messages_per_hour": 2})
+    change(node, {"limits.messages_per_hour": 2, "limits.hold_when_over": True})
     svc = start("submission")
     with logged_in(node) as s:
         for _ in range(2):
@@ -43,6 +43,7 @@ def test_submission_over_its_hourly_limit_gets_451_naming_it(node: Home, start) 
     log = svc.wait_log("rule=RATE_LIMIT_MESSAGES")
     assert "rate-limit rule=messages key=mailbox:joe@example.org limit=2 count=2" in log
     assert len(queue_entries(node)) == 2
+    assert held_keys(node) == ["mailbox:joe@example.org"]  # for the queue to hold its mail
 
     # the counts survive a restart of the service
     svc.stop()
