@@ -157,7 +157,9 @@ def change_mailbox(address: str, body: MailboxChange, request: Request,
                       "(hidden)" if "password" in str(exc) else body.spam_action, exc) from None
     if "messages_per_hour" in body.model_fields_set:  # null: back to the node's limit
         value = body.messages_per_hour
-        accounts.set_mailbox(home, address, messages_per_hour=accounts.CLEAR_RATE_LIMIT
+        found = accounts.get_mailbox(home, address)  # its stored spelling
+        assert found is not None
+        accounts.set_mailbox(home, found.address, messages_per_hour=accounts.CLEAR_RATE_LIMIT
                              if value is None else value)
     box = accounts.get_mailbox(home, address)
     assert box is not None
