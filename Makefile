@@ -16,4 +16,6 @@ test:
 	@.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint:
+	@scripts/setup.sh test
 	@.venv/bin/ruff check src tests bench
+	@.venv/bin/mypy

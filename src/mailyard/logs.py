@@ -17,23 +17,40 @@ from . import safefs
 # n10) are small for a busy server, so we keep 10 files of 16 MB, as many qmail sites set.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 KEEP_FILES = 10
-# 2**62 + 10: the TAI64 label of the Unix epoch, plus the 10 s TAI-UTC offset of 1970.
-_TAI64_EPOCH = 4611686018427387914
+# The one tai64n codec of the project (the log tools import it too). A TAI64 label is
+# 2**62 + TAI seconds; TAI ran 10 s ahead of UTC in 1970 and daemontools (tai64nlocal,
+# multilog) treats that as a fixed offset, so unix time = label - (2**62 + 10). Leap seconds
+# are ignored, as tai64nlocal ignores them.
+TAI64_UNIX_OFFSET = (1 << 62) + 10
+
+
+def tai64n_label(t: float) -> str:
+    """The 24 hex digits of unix time `t` as TAI64N: seconds, then nanoseconds."""
+    sec = int(t // 1)
+    nano = int(round((t - sec) * 1e9))
+    if nano >= 1_000_000_000:
+        sec, nano = sec + 1, nano - 1_000_000_000
+    return f"{sec + TAI64_UNIX_OFFSET:016x}{nano:08x}"
 
 
 def tai64n(now: float | None = None) -> str:
     """`@` + 24 hex digits: TAI64 seconds and nanoseconds (as multilog's `t` option writes)."""
-    if now is None:
-        now = time.time()
-    seconds = int(now)
-    nanos = int((now - seconds) * 1e9)
-    return f"@{_TAI64_EPOCH + seconds:016x}{nanos:08x}"
+    return "@" + tai64n_label(time.time() if now is None else now)
+
+
+def logsafe(text: str) -> str:
+    """qmail-send's logsafe(): every byte outside ! to ~, and `%`, becomes `_`.
+
+    Every log of the node writes what a client chose (addresses, names) through it, so that
+    a space, a control character or a quoted local part cannot forge a field or a line."""
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
+                   for b in text.encode("utf-8", "surrogateescape"))
 
 
 def parse_tai64n(stamp: str) -> float:
-    """Unix time of a `@…` tai64n stamp."""
-    text = stamp.lstrip("@")
-    return int(text[:16], 16) - _TAI64_EPOCH + int(text[16:24], 16) / 1e9
+    """Unix time of a tai64n stamp, with or without its leading `@`."""
+    text = stamp[1:] if stamp.startswith("@") else stamp
+    return int(text[:16], 16) - TAI64_UNIX_OFFSET + int(text[16:24], 16) / 1e9
 
 
 # Logs say who wrote to whom and from where: the mail owner's group and root read them, nobody

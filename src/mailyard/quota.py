@@ -23,21 +23,35 @@ RECOUNT_BYTES = 5120
 _LINE = re.compile(rb"^\s*(-?\d+)\s+(-?\d+)\s*$")
 _SIZE_IN_NAME = re.compile(r",S=(\d+)")
 MB = 1024 * 1024
+# The most of a maildirsize that is read: writers recount a file past RECOUNT_BYTES, so a
+# longer one is damaged or never recounted; its first megabyte is summed.
+MAX_READ = 1 << 20
 
 
 def usage(maildir: Path) -> int | None:
     """Bytes in use per `maildir`/maildirsize; None when there is no such file (yet)."""
     try:
         with open(maildir / MAILDIRSIZE, "rb") as f:
-            data = f.read(1 << 20)
+            data = f.read(MAX_READ)
     except FileNotFoundError:
         return None
+    return parse(data)
+
+
+def parse(data: bytes) -> int:
+    """The bytes in use that a maildirsize's lines add up to (its first line is the limit)."""
     total = 0
     for line in data.splitlines()[1:]:
         m = _LINE.match(line)
         if m:
             total += int(m.group(1))
     return max(total, 0)
+
+
+def size_in_name(name: str) -> int | None:
+    """The size a Maildir file name carries (",S=<bytes>", as Dovecot and we write it)."""
+    m = _SIZE_IN_NAME.search(name)
+    return int(m.group(1)) if m else None
 
 
 def count(maildir: Path) -> tuple[int, int]:

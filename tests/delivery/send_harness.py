@@ -16,24 +16,13 @@ from dataclasses import dataclass, field
 
 from tests.conftest import free_port_base  # noqa: E402,F401
 from tests.dns_support import DnsServer, ZoneResolver  # noqa: F401 (re-exported for the tests)
+from tests.waiting import wait_until
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
 from mailyard.services.privileges import mail_owner, running_as_root
 
 WAIT_SECONDS = 60.0  # generous: tests poll for an outcome, they never assert on timing
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = WAIT_SECONDS,
-               what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def open_home_to_mail_owner(home: Home) -> None:
@@ -59,8 +48,6 @@ def open_home_to_mail_owner(home: Home) -> None:
             os.chmod(path, 0o660)
     for path in (home.etc_dir, home.run_dir, home.var_dir):
         os.chown(path, uid, gid)
-
-
 
 
 class SmtpService:

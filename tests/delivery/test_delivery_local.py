@@ -33,7 +33,12 @@ def test_message_to_a_mailbox_lands_in_its_maildir(mail_home: Home,
     start = next(line for line in log if line.startswith("starting delivery"))
     assert start.endswith(f": msg {qid} to local example.test-joe@example.test")
     number = start.split()[2].rstrip(":")
-    assert f"delivery {number}: success: did_1+0+0/" in log
+    (result,) = [line for line in log if line.startswith(f"delivery {number}: success: ")]
+    # the report names the file written (for `mailyard trail`), after qmail-local's did line
+    file = result.split("/maildir_INBOX_", 1)[1].rstrip("/")
+    assert result.startswith(f"delivery {number}: success: did_1+0+0/maildir_INBOX_")
+    assert maildir_messages(mail_home, "joe@example.test") == [
+        (mail_home.maildir("joe@example.test") / "new" / file).read_bytes()]
     assert f"end msg {qid}" in log
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from tests.filters.helpers import EICAR, GTUBE, READY_TIMEOUT, Clamd, Spamd, message
+from tests.waiting import wait_for
 
 from mailyard.home import Home
 from mailyard.mailboxes import folder_dir
@@ -141,14 +142,6 @@ def delivered(home: Home) -> dict[str, list[bytes]]:
     return out
 
 
-def wait_for(predicate, what: str, timeout: float = READY_TIMEOUT):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
 def with_id(messages: list[bytes], msgid: str) -> list[bytes]:
     return [m for m in messages if f"Message-ID: {msgid}".encode() in m
             or f"Message-Id: {msgid}".encode() in m]
@@ -178,7 +171,7 @@ def test_smtp_refuses_eicar_in_base64_mime_naming_the_signature(running, node):
 def test_a_clean_message_is_accepted_scanned_at_the_mailbox_and_delivered(running, node):
     send_mail(node, message(msgid="<clean-e2e@example.org>"))
     got = wait_for(lambda: with_id(delivered(node)["INBOX"], "<clean-e2e@example.org>"),
-                   "the clean message in INBOX")
+                   "the clean message in INBOX", READY_TIMEOUT)
     assert b"X-Spam-Status: No, score=" in got[0]
 
 
@@ -194,7 +187,7 @@ def test_spam_under_the_smtp_threshold_is_delivered_into_the_spam_folder(running
     send_mail(node, message("offer e2e-marker-9911", subject="deal", sender="bulk@offers.example",
                             msgid="<mid-e2e@example.org>"), sender="bulk@offers.example")
     wait_for(lambda: with_id(delivered(node)["Spam"] + delivered(node)["INBOX"],
-                             "<mid-e2e@example.org>"), "the message's delivery")
+                             "<mid-e2e@example.org>"), "the message's delivery", READY_TIMEOUT)
     got = with_id(delivered(node)["Spam"], "<mid-e2e@example.org>")
     assert got, with_id(delivered(node)["INBOX"], "<mid-e2e@example.org>")
     assert b"Subject: --SPAM-- deal" in got[0]
@@ -240,7 +233,7 @@ def test_spamd_killed_mid_load_loses_no_mail(running, node):
     sender = threading.Thread(target=load)
     sender.start()
     try:
-        wait_for(lambda: count_delivered() >= kill_after or errors, "the first deliveries")
+        wait_for(lambda: count_delivered() >= kill_after or errors, "the first deliveries", READY_TIMEOUT)
         spamd_daemon = running["spamd"]
         os.killpg(spamd_daemon.proc.pid, signal.SIGKILL)
         spamd_daemon.proc.wait(timeout=60)
@@ -256,4 +249,4 @@ def test_spamd_killed_mid_load_loses_no_mail(running, node):
     assert kill_after <= len(scanned) <= total - hold_back  # before the kill scanned, after not
     queue = Queue(node.queue_dir)
     wait_for(lambda: not any(queue.ids(state) for state in ("todo", "mess", "local")),
-             "an empty queue")
+             "an empty queue", READY_TIMEOUT)

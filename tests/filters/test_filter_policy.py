@@ -21,8 +21,10 @@ from mailyard.filters.policy import (
 
 
 def test_spam_above_the_smtp_threshold_is_refused_with_a_5xx_naming_the_score() -> None:
-    assert spam_reply(10.5, 10.0) == (550, "5.7.1",
-                                      "message refused: judged to be spam (score 10.5)")
+    reply = spam_reply(10.5, 10.0)
+    assert reply is not None
+    assert (reply.code, reply.status, reply.text) == (
+        550, "5.7.1", "message refused: judged to be spam (score 10.5)")
 
 
 @pytest.mark.parametrize("score", [-3.0, 0.0, 9.9, 10.0])
@@ -31,21 +33,23 @@ def test_spam_at_or_below_the_smtp_threshold_is_accepted(score: float) -> None:
 
 
 def test_virus_reply_names_the_signature() -> None:
-    assert virus_reply("Win.Test.EICAR_HDB-1") == (
+    reply = virus_reply("Win.Test.EICAR_HDB-1")
+    assert (reply.code, reply.status, reply.text) == (
         554, "5.7.1", "message refused: virus Win.Test.EICAR_HDB-1 found")
 
 
 def test_virus_reply_keeps_control_characters_and_spaces_out_of_the_reply_line() -> None:
-    code, status, text = virus_reply("Bad\r\nName 250 ok")
+    reply = virus_reply("Bad\r\nName 250 ok")
+    code, status, text = reply.code, reply.status, reply.text
     assert (code, status) == (554, "5.7.1")
     assert "\r" not in text and "\n" not in text
     assert text == "message refused: virus BadName250ok found"
 
 
 def test_scanner_trouble_is_temporary_and_too_big_is_permanent() -> None:
-    assert virus_unavailable_reply()[0] // 100 == 4
-    assert virus_unavailable_reply()[1].startswith("4.")
-    assert virus_too_big_reply()[0] == 552 and virus_too_big_reply()[1] == "5.3.4"
+    assert virus_unavailable_reply().code // 100 == 4
+    assert virus_unavailable_reply().status.startswith("4.")
+    assert (virus_too_big_reply().code, virus_too_big_reply().status) == (552, "5.3.4")
 
 
 @pytest.mark.parametrize(("is_spam", "action", "folder", "discard"), [

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import re
 import tempfile
 from pathlib import Path
 
@@ -44,9 +45,11 @@ def eicar_in_mime(encode: bool) -> bytes:
             + attachment + b"--XX--\r\n")
 
 
-def check(home: Home, settings: dict, path: Path):  # type: ignore[no-untyped-def]
-    return run(check_message(home, settings, path, "alice@example.org",
-                             ["bob@example.com"], "192.0.2.7"))
+def check(home: Home, settings: dict, path: Path) -> tuple[int, str, str] | None:
+    """The filters' verdict as (code, status, text), or None when the message passes."""
+    reply = run(check_message(home, settings, path, "alice@example.org",
+                              ["bob@example.com"], "192.0.2.7"))
+    return None if reply is None else (reply.code, reply.status, reply.text)
 
 
 def unused_home(home: Home) -> Home:
@@ -148,7 +151,8 @@ def test_clamd_too_slow_answers_4xx(module_home, tmp_path):
     path = spool(tmp_path, message())
     reply = asyncio.run(_with_silent_listener(clamd.socket_path(slow), check_message(
         slow, settings, path, "alice@example.org", ["bob@example.com"], "192.0.2.7")))
-    assert reply == (451, "4.7.1", "virus scanner unavailable, try again later")
+    assert reply is not None and reply.name == "VIRUS_SCANNER_UNAVAILABLE"
+    assert (reply.code, reply.status) == (451, "4.7.1")
 
 
 def test_clamd_stopped_answers_4xx_after_it_had_been_scanning(own_home, tmp_path):
@@ -214,3 +218,21 @@ def test_instream_framing_holds_at_chunk_boundaries(daemons, module_home, tmp_pa
     path.write_bytes(b"z" * filler + EICAR[: size - filler])
     result = run(clamscan.scan_file(clamd.socket_path(module_home), path, 60))
     assert result.infected is (size >= len(EICAR))
+
+
+# ---- what the SMTP log's accepted line says of the filters (mailyard trail) --------------------
+
+def test_an_accepted_message_gets_its_verdicts_for_the_log(daemons, module_home, tmp_path):
+    settings = settings_of(module_home, spam__smtp_scanning=True, virus__smtp_scanning=True,
+                           spam__smtp_threshold=10.0)
+    verdicts: list[str] = []
+    assert run(check_message(module_home, settings, spool(tmp_path, message()),
+                             "alice@example.org", ["bob@example.com"], "192.0.2.7",
+                             verdicts=verdicts)) is None
+    assert verdicts[0] == "virus:clean"
+    assert re.fullmatch(r"spam:-?[0-9.]+/10", verdicts[1]), verdicts
+    down: list[str] = []
+    assert run(check_message(unused_home(module_home), settings_of(
+        module_home, spam__smtp_scanning=True), spool(tmp_path, message(GTUBE), "gtube"),
+        "alice@example.org", ["bob@example.com"], "192.0.2.7", verdicts=down)) is None
+    assert down == ["spam:unscanned"]

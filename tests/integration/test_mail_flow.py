@@ -9,10 +9,10 @@ import poplib
 import smtplib
 import ssl
 import subprocess
-import time
 from email.message import EmailMessage
 
 from tests.conftest import VENV_BIN
+from tests.waiting import wait_until
 
 from mailyard.queue import admin as queue_admin
 
@@ -33,14 +33,22 @@ def _message(sender: str, to: str, subject: str) -> EmailMessage:
 
 def _wait_for_mail(home, address: str, subject: str, timeout: float = 60) -> None:
     new = home.maildir(address) / "new"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in new.iterdir() if new.exists() else []:
-            if subject.encode() in path.read_bytes():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{subject!r} never reached {address}; queue: "
-                         f"{queue_admin.stats(home)}")
+
+    def arrived() -> bool:
+        return any(subject.encode() in path.read_bytes()
+                   for path in (new.iterdir() if new.exists() else []))
+
+    try:
+        wait_until(arrived, timeout, f"{subject!r} in {address}'s Maildir")
+    except AssertionError:
+        raise AssertionError(f"{subject!r} never reached {address}; queue: "
+                             f"{queue_admin.stats(home)}") from None
+
+
+def _all_messages_ended(home) -> bool:
+    """Every `new msg` of the send log has its `end msg` (the log tools then see it whole)."""
+    log = (home.log_dir / "send" / "current").read_text()
+    return log.count(" end msg ") >= max(1, log.count(" new msg "))
 
 
 def _cli(env, *args, input_=None):
@@ -109,9 +117,12 @@ def test_no_open_relay_for_strangers(running_node):
     assert _relay_answer(home) == 250  # 127.0.0.1 is a relay network by default
     result = change_settings(home, {"smtp.relay_networks": ""})
     assert "smtp" in result.reloaded
-    deadline = time.monotonic() + 30  # the service reloads on SIGHUP, a moment later
-    while (code := _relay_answer(home)) == 250 and time.monotonic() < deadline:
-        time.sleep(0.3)
+
+    def refused() -> int:  # the service reloads on SIGHUP, a moment later
+        code = _relay_answer(home)
+        return 0 if code == 250 else code
+
+    code = wait_until(refused, 30, "the relay refusal after the reload")
     assert 500 <= code < 600
 
 
@@ -120,16 +131,14 @@ def test_a_setting_changed_from_the_cli_changes_what_clients_see(running_node, c
                "welcome to the yard")
     assert out.returncode == 0, out.stderr
     assert "smtp" in out.stdout  # reloaded
-    deadline = time.monotonic() + 30
-    while True:
+
+    def greeting() -> bytes:
         smtp = smtplib.SMTP(timeout=30)
-        _, greeting = smtp.connect("127.0.0.1", running_node.port("smtp"))
+        _, text = smtp.connect("127.0.0.1", running_node.port("smtp"))
         smtp.quit()
-        if b"welcome to the yard" in greeting:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"greeting is still {greeting!r}")
-        time.sleep(0.5)
+        return text
+
+    wait_until(lambda: b"welcome to the yard" in greeting(), 30, "the new greeting")
 
 
 def test_sendmail_and_the_log_tools_over_the_nodes_own_send_log(running_node, cli_env):
@@ -141,7 +150,8 @@ def test_sendmail_and_the_log_tools_over_the_nodes_own_send_log(running_node, cl
     with smtplib.SMTP("127.0.0.1", home.port("smtp"), timeout=30) as smtp:
         smtp.send_message(_message("friend@example.net", "ann@example.test", "for the report"))
     _wait_for_mail(home, "ann@example.test", "for the report")
-    time.sleep(1.5)  # the send log line of `end msg` follows the delivery
+    # the send log's `end msg` follows the delivery into the Maildir
+    wait_until(lambda: _all_messages_ended(home), what="every message's end msg in the send log")
     py = str(VENV_BIN / "python")
     pipeline = (f"{py} -m mailyard.logtools qmail-last-x '1 hour' | "
                 f"{py} -m mailyard.logtools xrcpt ann@example.test | "

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from panel_helpers import (
 )
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
+from tests.waiting import wait_for
 
 from mailyard.home import Home
 from mailyard.services import control
@@ -87,14 +87,6 @@ def answers(port: int) -> bool:
             return sock.makefile("rb").readline().startswith(b"220 ")
     except OSError:
         return False
-
-
-def wait_for(check, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.25)
 
 
 def rows(home: Home, key: str) -> dict[str, str]:

@@ -17,8 +17,7 @@ import shutil
 import smtplib
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from panel_helpers import (
     screenshot,
 )
 from playwright.sync_api import Browser, Dialog, Page, expect
+from tests.waiting import wait_for
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
@@ -95,17 +95,6 @@ def page(browser: Browser, node: Home) -> Iterator[Page]:
 
 def url(node: Home, path: str) -> str:
     return panel_url(node) + path
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.25)
 
 
 def greeting(node: Home) -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import free_port_base  # noqa: E402,F401
+from tests.waiting import wait_until  # noqa: F401 (re-exported for the tests)
 
 from mailyard.home import Home
 from mailyard.services.privileges import mail_owner, running_as_root
@@ -25,8 +26,6 @@ JOE = "joe@example.org"
 JOE_PASSWORD = "correct horse battery"
 # Generous: a service starts in about a second; a loaded CI machine may take far longer.
 START_TIMEOUT = 60.0
-
-
 
 
 def _free(port: int) -> bool:
@@ -143,14 +142,6 @@ def leftovers(home: Home) -> list[str]:
         if path.is_file() and path.name != "trigger":
             found.append(str(path.relative_to(home.queue_dir)))
     return sorted(found)
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class RawClient:

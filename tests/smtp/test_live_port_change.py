@@ -10,12 +10,12 @@ import shutil
 import socket
 import ssl
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from smtp_helpers import give_store_to_mail_owner
+from tests.waiting import wait_for
 
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
@@ -59,17 +59,6 @@ def banner(host: str, port: int, tls: bool = False) -> str | None:
             sock = context.wrap_socket(sock)
         line = sock.makefile("rb").readline().decode()
         return line.strip() or None
-
-
-def wait_for(check, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture

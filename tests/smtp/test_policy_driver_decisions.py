@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from mailyard.filters.policy import spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
 from mailyard.settings.registry import defaults
 from mailyard.smtp import policy as P
 from mailyard.smtp.address import parse_path_argument
@@ -50,9 +51,12 @@ def test_queue_failures_are_temporary_and_a_full_disk_says_so() -> None:
     assert P.queue_failure_reply(None).code == 451
 
 
-def test_a_filter_verdict_is_logged_under_its_own_rule() -> None:
-    reply = P.filter_verdict_reply(554, "5.7.1", "spam")
-    assert (reply.code, reply.name) == (554, "SMTP_FILTER")
+def test_each_filter_verdict_is_a_named_rule_of_the_reply_table() -> None:
+    assert (virus_reply("Eicar").code, virus_reply("Eicar").name) == (554, "VIRUS_FOUND")
+    assert virus_unavailable_reply().name == "VIRUS_SCANNER_UNAVAILABLE"
+    assert virus_too_big_reply().name == "VIRUS_TOO_BIG_TO_SCAN"
+    spam = spam_reply(12.0, 10.0)
+    assert spam is not None and spam.name == "SPAM_REFUSED"
 
 
 def test_one_client_may_hold_half_the_slots_unless_it_is_a_relay_network() -> None:

@@ -112,7 +112,7 @@ def test_a_disabled_mailbox_is_refused_at_rcpt(node: Home, start) -> None:  # ty
         s.mail("forged@victim.test")
         assert s.rcpt(JOE) == (550, b"5.2.1 <joe@example.org>: this mailbox is disabled and "
                                     b"takes no mail")
-    assert "rule=MAILBOX_DISABLED value=joe@example.org reply=550 5.2.1" in svc.log()
+    svc.wait_log("rule=MAILBOX_DISABLED value=joe@example.org reply=550 5.2.1")  # by the parent
     assert queue_entries(node) == []
 
 

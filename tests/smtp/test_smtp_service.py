@@ -239,7 +239,7 @@ def test_virus_scanning_without_clamd_defers_and_queues_nothing(node: Home, star
             s.sendmail("a@remote.test", [JOE], MESSAGE)
     assert err.value.smtp_code == 451  # the sender keeps the message and tries again
     assert leftovers(node) == []
-    assert "rule=SMTP_FILTER" in svc.log()
+    assert "rule=VIRUS_SCANNER_UNAVAILABLE" in svc.log()
 
 
 def test_sigterm_tells_idle_clients_421_and_stops(node: Home, start) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from .. import usage
 from ..store import accounts
 from .common import CliError, home_of, print_json, print_table, read_password
 
@@ -25,11 +26,18 @@ def add_parsers(sub: Any) -> None:
     p = dom.add_parser("remove")
     p.add_argument("name")
     p.set_defaults(func=domain_remove)
+    p = dom.add_parser("set", help="change a domain's owner")
+    p.add_argument("name")
+    p.add_argument("--owner", required=True, help="system user owning the domain; '' for none")
+    p.set_defaults(func=domain_set)
+    p = dom.add_parser("usage", help="per domain: mailboxes, bytes used and quotas added up")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=domain_usage)
 
     box = sub.add_parser("mailbox", help="mailboxes").add_subparsers(dest="action", required=True)
     p = box.add_parser("add", help="password: prompted twice, or first line of stdin")
     p.add_argument("address")
-    p.add_argument("--quota-mb", type=int, default=0)
+    p.add_argument("--quota-mb", type=int, default=0, help="megabytes, 0 for no limit")
     p.set_defaults(func=mailbox_add)
     p = box.add_parser("set", help="change a mailbox's quota or whether it is active")
     p.add_argument("address")
@@ -50,6 +58,10 @@ def add_parsers(sub: Any) -> None:
     p = box.add_parser("remove")
     p.add_argument("address")
     p.set_defaults(func=mailbox_remove)
+    p = box.add_parser("usage", help="how full a mailbox is: bytes used, quota, percent")
+    p.add_argument("address")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=mailbox_usage)
     p = box.add_parser("spam-action", help="where this mailbox's spam goes")
     p.add_argument("address")
     p.add_argument("spam_action", choices=["spam_folder", "inbox", "discard"])
@@ -84,7 +96,16 @@ def _run(fn: Any, *a: Any, **kw: Any) -> Any:
         raise CliError(str(exc), 2) from None
 
 
+def _flag(flag: str, check: Any, value: Any) -> None:
+    """Refuse a bad flag value before anything is asked or changed, naming the flag."""
+    try:
+        check(value)
+    except accounts.AccountError as exc:
+        raise CliError(f"{flag}: {exc}", 2) from None
+
+
 def domain_add(args: argparse.Namespace) -> int:
+    _flag("--owner", accounts.check_owner, args.owner)
     name = _run(accounts.add_domain, home_of(args), args.name, args.owner)
     print(f"domain {name} added")
     return 0
@@ -102,7 +123,38 @@ def domain_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def domain_set(args: argparse.Namespace) -> int:
+    _flag("--owner", accounts.check_owner, args.owner)
+    row = _run(accounts.set_domain, home_of(args), args.name, owner=args.owner)
+    print(f"domain {row['name']}: owner={row['owner'] or '(none)'}")
+    return 0
+
+
+def domain_usage(args: argparse.Namespace) -> int:
+    rows = [asdict(d) for d in usage.domains(home_of(args))]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table([{**r, "used": usage.human_bytes(r["used_bytes"]),
+                      "quota": f"{r['quota_mb']} MB" + (
+                          f" + {r['unlimited']} unlimited" if r["unlimited"] else "")}
+                     for r in rows], ["name", "mailboxes", "used", "quota"])
+    return 0
+
+
+def _usage_fields(use: usage.MailboxUsage) -> dict[str, Any]:
+    """What list and usage add to a mailbox row: bytes used and the percentage of its quota."""
+    return {"used_bytes": use.used_bytes, "percent": use.percent}
+
+
+def _usage_text(use: usage.MailboxUsage) -> dict[str, str]:
+    return {"used": usage.human_bytes(use.used_bytes),
+            "quota": f"{use.quota_mb} MB" if use.quota_mb else "no limit",
+            "percent": "-" if use.percent is None else f"{use.percent} %"}
+
+
 def mailbox_add(args: argparse.Namespace) -> int:
+    _flag("--quota-mb", accounts.check_quota, args.quota_mb)
     home = home_of(args)
     password = read_password()
     address = _run(accounts.add_mailbox, home, args.address, password, args.quota_mb)
@@ -119,11 +171,32 @@ def mailbox_passwd(args: argparse.Namespace) -> int:
 
 
 def mailbox_list(args: argparse.Namespace) -> int:
-    rows = [asdict(m) for m in accounts.list_mailboxes(home_of(args), args.domain)]
+    home = home_of(args)
+    rows = [asdict(m) for m in accounts.list_mailboxes(home, args.domain)]
+    uses = {u.address: u for u in usage.mailboxes(home, args.domain)}
+    for row in rows:
+        use = uses.get(row["address"])
+        if use is not None:
+            row.update(_usage_fields(use))
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["address", "active", "quota_mb", "spam_action"])
+        print_table([{**r, **_usage_text(uses[r["address"]])} if r["address"] in uses else r
+                     for r in rows],
+                    ["address", "active", "quota", "used", "percent", "spam_action"])
+    return 0
+
+
+def mailbox_usage(args: argparse.Namespace) -> int:
+    use = usage.mailbox(home_of(args), args.address)
+    if use is None:
+        raise CliError(f"no mailbox {args.address}", 2)
+    if args.json:
+        print_json(asdict(use))
+    else:
+        text = _usage_text(use)
+        print(f"mailbox {use.address}: used {text['used']} of {text['quota']}"
+              + ("" if use.percent is None else f" ({text['percent']})"))
     return 0
 
 
@@ -136,6 +209,8 @@ def mailbox_remove(args: argparse.Namespace) -> int:
 def mailbox_set(args: argparse.Namespace) -> int:
     if args.quota_mb is None and args.active is None:
         raise CliError("say what to change: --quota-mb N and/or --active yes|no", 2)
+    if args.quota_mb is not None:
+        _flag("--quota-mb", accounts.check_quota, args.quota_mb)
     active = None if args.active is None else args.active == "yes"
     box = _run(accounts.set_mailbox, home_of(args), args.address, quota_mb=args.quota_mb,
                active=active)

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import quota
@@ -26,6 +27,7 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.cache import answering_from_cache
+from . import quota_warning
 from .lookup import Recipients
 from .maildir import deliver_to_folder
 from .result import Result, deferral, failure, success
@@ -77,7 +79,7 @@ def mailbox_scanner() -> Scanner:
         from ..filters.mailbox import scan_for_mailbox
     except ImportError:
         return _pass_through()
-    return scan_for_mailbox  # type: ignore[no-any-return]
+    return scan_for_mailbox
 
 
 def header_block(message: bytes) -> bytes:
@@ -179,9 +181,11 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     to_mailbox = 0
     forwards = 0
     notes: list[str] = []
+    stored: list[str] = []  # after qmail-local's lines: the spam score and file (the trail)
     if alias is not None:
         if alias.keep_copy and mailbox is not None and mailbox.active:
-            result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb)
+            result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb,
+                                       stored)
             if result is not None:
                 return result
             to_mailbox = 1
@@ -199,16 +203,18 @@ async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
     elif not mailbox.active:
         return failure(DISABLED_TEXT, status="5.2.1")
     else:
-        result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb)
+        result = await _to_maildir(ctx, envelope, address, message, mailbox.quota_mb, stored)
         if result is not None:
             return result
         to_mailbox = 1
-    return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes]))
+    return success("\n".join([f"did {to_mailbox}+{forwards}+0", *notes, *stored]))
 
 
 async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
-                      message: bytes, quota_mb: int = 0) -> Result | None:
-    """None when delivered (or discarded by the filter), else the deferral or failure."""
+                      message: bytes, quota_mb: int = 0,
+                      notes: list[str] | None = None) -> Result | None:
+    """None when delivered (or discarded by the filter), else the deferral or failure.
+    `notes` gets the report's lines for the trail: the spam score, the file written."""
     if quota_mb:
         full = await asyncio.to_thread(_over_quota, ctx, envelope, address, quota_mb,
                                        len(message))
@@ -227,10 +233,18 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
         folder = QUARANTINE_FOLDER
     elif verdict.discard:
         return None
+    if notes is not None and verdict.score is not None:
+        notes.append(f"spam score {verdict.score:g}")
     try:
-        await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
+        written = await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
+        if notes is not None:  # the folder and file name (a `/` would end a report line)
+            inbox = written.parent.parent == ctx.home.maildir(address)
+            notes.append(f"maildir {'INBOX' if inbox else written.parent.parent.name} "
+                         f"{written.name}")
         if quota_mb:
             await asyncio.to_thread(quota.add, ctx.home.maildir(address), len(verdict.message))
+            await asyncio.to_thread(quota_warning.after_delivery, ctx.home.maildir(address),
+                                    address, quota_mb, str(ctx.settings["server.hostname"]))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             text = f"Unable to write the message: {err.strerror}. (#4.3.0)"
@@ -256,14 +270,14 @@ def _over_quota(ctx: LocalContext, envelope: Envelope, address: str, quota_mb: i
     return failure(QUOTA_TEXT.format(status="5.2.2"), status="5.2.2")
 
 
-def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> None:
+def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> Path:
     maildir = ctx.home.maildir(address)
     target = folder_dir(maildir, folder)
     if not (target / "new").is_dir() or not (target / "tmp").is_dir():
         ensure_maildir(ctx.home, address, bool(ctx.settings.get("spam.bayes_imap_training")))
         if not (target / "new").is_dir():  # a folder the mailbox does not have
             target = maildir
-    deliver_to_folder(target, message)
+    return deliver_to_folder(target, message)
 
 
 def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..durable import fsync_dir
 from ..home import Home
 from ..mailauth.forwarding import Forwarder
 from ..mailauth.mtasts import PolicyCache
@@ -585,7 +586,7 @@ class Scheduler:
                     w.commit(env)
                 self.log.write(sendlog.bounce_msg(m.qid, env.qp))
         self.queue.path("bounce", m.qid).unlink(missing_ok=True)
-        qstate.fsync_dir(self.queue.root / "bounce")
+        fsync_dir(self.queue.root / "bounce")
         m.bounce_pending = False
 
     # ---- administration requests ----------------------------------------------------------------

@@ -17,13 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..logs import LogDir
-
-
-def logsafe(text: str) -> str:
-    """qmail-send's logsafe(): every byte outside ! to ~, and `%`, becomes `_`."""
-    return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
-                   for b in text.encode("utf-8", "surrogateescape"))
+from ..logs import LogDir, logsafe  # logsafe: with the log primitives, shared with smtp
 
 
 def encode_report(text: str) -> str:

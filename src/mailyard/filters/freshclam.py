@@ -125,7 +125,8 @@ def last_status(home: Home) -> dict[str, Any] | None:
     """The last update's outcome: time (epoch), ok, exit_code, message, next_run; None if
     freshclam has not run on this node yet."""
     try:
-        return json.loads(status_file(home).read_text())
+        status: dict[str, Any] = json.loads(status_file(home).read_text())
+        return status
     except (OSError, ValueError):
         return None
 

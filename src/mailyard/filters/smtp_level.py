@@ -18,10 +18,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..smtp.replies import Reply
 from . import clamscan, spamc
 from .clamd import socket_path as clamd_socket
 from .limits import stream_max_bytes
-from .policy import Reply, spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+from .policy import spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
@@ -34,9 +35,10 @@ def _who(sender: str, recipients: list[str], client_ip: str) -> str:
     return f"from=<{sender}> to={len(recipients)} client={client_ip}"
 
 
-async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str = ""
-                      ) -> Reply | None:
-    """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable)."""
+async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str = "",
+                      verdicts: list[str] | None = None) -> Reply | None:
+    """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable).
+    A clean result is added to `verdicts` (`virus:clean`) for the SMTP log's accepted line."""
     timeout = float(settings.get("virus.timeout", 60))
     try:
         result = await clamscan.scan_file(clamd_socket(home), path, timeout,
@@ -50,12 +52,16 @@ async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str
     if result.infected:
         log.info("virus found: %s %s", result.signature, who)
         return virus_reply(result.signature or "unknown")
+    if verdicts is not None:
+        verdicts.append("virus:clean")
     return None
 
 
-async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str = ""
-                     ) -> Reply | None:
-    """SpamAssassin's part: a 5xx above the SMTP threshold, else None (also when spamd fails)."""
+async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str = "",
+                     verdicts: list[str] | None = None) -> Reply | None:
+    """SpamAssassin's part: a 5xx above the SMTP threshold, else None (also when spamd fails).
+    The score of a message let through goes into `verdicts` (`spam:SCORE/THRESHOLD`, or
+    `spam:unscanned`) for the SMTP log's accepted line."""
     size = path.stat().st_size
     if size > spamc.MAX_SCAN_BYTES:
         log.info("spam scan skipped: %d bytes is over %d %s", size, spamc.MAX_SCAN_BYTES, who)
@@ -66,21 +72,28 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
         result = await spamc.check(spamd_socket(home), message, timeout)
     except spamc.SpamdUnavailable as exc:
         log.warning("spam scan unavailable, accepted unscanned: %s %s", exc, who)
+        if verdicts is not None:
+            verdicts.append("spam:unscanned")
         return None
-    reply = spam_reply(result.score, float(settings.get("spam.smtp_threshold", 10.0)))
+    threshold = float(settings.get("spam.smtp_threshold", 10.0))
+    reply = spam_reply(result.score, threshold)
     if reply is not None:
         log.info("spam refused: score %.1f %s", result.score, who)
+    elif verdicts is not None:
+        verdicts.append(f"spam:{result.score:g}/{threshold:g}")
     return reply
 
 
 async def check_message(home: Home, settings: dict[str, Any], path: Path, sender: str,
-                        recipients: list[str], client_ip: str) -> tuple[int, str, str] | None:
-    """The SMTP reply for a received message, or None to accept it."""
+                        recipients: list[str], client_ip: str,
+                        verdicts: list[str] | None = None) -> Reply | None:
+    """The SMTP reply for a received message, or None to accept it (what each filter found
+    is then in `verdicts`, when given)."""
     who = _who(sender, recipients, client_ip)
     if settings.get("virus.smtp_scanning", False):
-        reply = await check_virus(home, settings, path, who)
+        reply = await check_virus(home, settings, path, who, verdicts)
         if reply is not None:
             return reply
     if settings.get("spam.smtp_scanning", False):
-        return await check_spam(home, settings, path, who)
+        return await check_spam(home, settings, path, who, verdicts)
     return None

@@ -128,7 +128,8 @@ def _last_run_file(home: Home) -> Path:
 
 def last_run(home: Home) -> dict[str, Any] | None:
     try:
-        return json.loads(_last_run_file(home).read_text())
+        run: dict[str, Any] = json.loads(_last_run_file(home).read_text())
+        return run
     except (OSError, ValueError):
         return None
 

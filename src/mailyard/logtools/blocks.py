@@ -49,7 +49,7 @@ from mailyard.logtools.tracking import UNKNOWN_ROW, Delivery, Diagnostics, Messa
 try:
     from mailyard.logtools import _fastcount  # the compiled counting core (setup.py builds it)
 except ImportError:  # not built (no C compiler at install): the pure-Python reader below
-    _fastcount = None
+    _fastcount = None  # type: ignore[assignment]
 
 # Whether top_rows_blocks uses the compiled core when it is there (tests compare both paths).
 NATIVE = _fastcount is not None
@@ -345,12 +345,12 @@ def _apply(matches: list[re.Match[bytes]], kinds: list[int | None], tracker: Tra
             row[1] += 1
             d.row = row
         elif k in results:
-            d = deliveries.pop(int(m[7]), None)
-            if d is None:
+            finished = deliveries.pop(int(m[7]), None)
+            if finished is None:
                 diag.problem("orphan_results", "")
                 counter.orphan(_RESULT_NAMES[k])
-            elif d.row is not None:
-                d.row[results[k]] += 1
+            elif finished.row is not None:
+                finished.row[results[k]] += 1
         elif k == INFO:
             msg = int(m[12])
             message = messages.get(msg)
@@ -415,7 +415,8 @@ def _top_rows_native(stream: BinaryIO, name: str, tracker: Tracker, spec: TopSpe
     diag.early_messages += early
     diag.forgotten += forgotten
     diag.orphan_results += orphans
-    return native.rows()
+    rows: dict[str, list[int]] = native.rows()
+    return rows
 
 
 def _native_line(native: _fastcount.Counter, raw: bytes, name: str, diag: Diagnostics,

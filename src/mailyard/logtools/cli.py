@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO, TextIO, cast
 
 from mailyard.logtools import blocks, filters, operators, selectors, webmail
 from mailyard.logtools.periods import PeriodError, hstamp, parse_period, parse_time
@@ -160,7 +160,7 @@ def _binary(out: TextIO) -> BinaryIO:
     buffer = getattr(out, "buffer", None)
     if buffer is not None:
         out.flush()
-        return buffer
+        return cast(BinaryIO, buffer)
     return io.BufferedWriter(_TextSink(out))
 
 

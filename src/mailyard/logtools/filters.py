@@ -110,12 +110,11 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
             if d.passes:
                 write(line)
         elif isinstance(ev, DeliveryResult):
-            d = tracker.result(ev.delivery)
-            if d is not None and d.passes:
+            finished = tracker.result(ev.delivery)
+            if finished is not None and finished.passes:
                 write(line)
         elif isinstance(ev, EndMsg):
-            m = tracker.end(ev.msg)
-            if passed(m):
+            if passed(tracker.end(ev.msg)):
                 write(line)
         elif isinstance(ev, BounceMsg):
             if passed(tracker.bounce(ev.msg, ev.qp)):
@@ -125,8 +124,7 @@ def run_filter(lines: Iterable[Stamped], out: TextIO, tracker: Tracker,
                 write(line)
         elif isinstance(ev, QueueAction):
             # the administrator's hold, release, retry ...: part of the message's history
-            m = tracker.get(ev.msg)
-            if passed(m):
+            if passed(tracker.get(ev.msg)):
                 write(line)
             elif m is not None and m.held is not None:
                 m.held.append(line)

@@ -16,9 +16,14 @@ import re
 import time
 from typing import NamedTuple
 
-# A TAI64 label is 2**62 + TAI seconds; TAI ran 10 s ahead of UTC in 1970 and daemontools
-# (tai64nlocal, multilog) treats that as a fixed offset, so unix time = label - (2**62 + 10).
-TAI64_UNIX_OFFSET = (1 << 62) + 10
+# The codec itself is the node's own (mailyard.logs), so the stamps we write and the stamps
+# we read can never disagree.
+from ..logs import TAI64_UNIX_OFFSET
+from ..logs import parse_tai64n as tai64n_to_unix
+from ..logs import tai64n_label as unix_to_tai64n
+
+__all__ = ["TAI64_UNIX_OFFSET", "Clock", "Stamped", "parse_display", "split_stamp", "tai64n_to_unix",
+           "unix_to_tai64n"]
 
 # How our tools print a time: local time, microseconds, sortable, and parseable back by the
 # next tool in a pipe (and by `date -d`).  26 characters.
@@ -59,20 +64,6 @@ def split_stamp(line: str) -> Stamped | None:
     if m:
         return Stamped("unix", line[: m.end() - 1], line[m.end():])
     return None
-
-
-def tai64n_to_unix(label: str) -> float:
-    """Unix time of a 24-hex-digit TAI64N label (no leading @)."""
-    return int(label[:16], 16) - TAI64_UNIX_OFFSET + int(label[16:24], 16) / 1e9
-
-
-def unix_to_tai64n(t: float) -> str:
-    """The 24-hex-digit TAI64N label of unix time `t` (for tests and the benchmark)."""
-    sec = int(t // 1)
-    nano = int(round((t - sec) * 1e9))
-    if nano >= 1_000_000_000:
-        sec, nano = sec + 1, nano - 1_000_000_000
-    return f"{sec + TAI64_UNIX_OFFSET:016x}{nano:08x}"
 
 
 class Clock:

@@ -109,9 +109,10 @@ class SmtpWebmail:
     def _advance(self, t: float) -> None:
         if self._events is None:
             since = t - ACCEPT_LOOKBACK_SECONDS
-            self._events = heapq.merge(*(_accepted(self.home / "log" / service, since)
-                                         for service in SMTP_SERVICES))
+            self._events = iter(heapq.merge(*(_accepted(self.home / "log" / service, since)
+                                              for service in SMTP_SERVICES)))
             self._next = next(self._events, None)
+        events = self._events
         pending = self._pending
         while self._next is not None and self._next[0] <= t:
             _, qid, ip = self._next
@@ -119,7 +120,7 @@ class SmtpWebmail:
                 pending[qid] = True
             else:
                 pending.pop(qid, None)  # the number now belongs to another client's message
-            self._next = next(self._events, None)
+            self._next = next(events, None)
 
     def accepted(self, msg: int, t: float) -> bool:
         """True if message `msg`, whose `info msg` line is stamped `t`, came from the webmail."""

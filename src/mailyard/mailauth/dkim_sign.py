@@ -71,7 +71,7 @@ def from_domain(message: bytes) -> str | None:
     addresses = re.findall(r"[^\s<>,;:@]+@([A-Za-z0-9.-]+)", value)
     if len(addresses) != 1:
         return None
-    return addresses[0].rstrip(".").lower()
+    return str(addresses[0]).rstrip(".").lower()
 
 
 def signing_domain(from_header_domain: str | None, authenticated: bool,

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from .. import usage
+from ..delivery.quota_warning import WARN_PERCENT
 from ..store import accounts
 from .problems import Refused, errors
 from .security import Caller, home_of
@@ -23,6 +25,23 @@ class DomainView(BaseModel):
     mailboxes: int
 
 
+# ---- editing owner, quota and active state (issue 19.4): the bounds are accounts' own ----
+_QUOTA_BOUNDS: dict[str, Any] = {"minimum": 0, "maximum": accounts.MAX_QUOTA_MB}
+
+
+class DomainChange(BaseModel):
+    owner: str | None = Field(None, max_length=accounts.MAX_OWNER_LENGTH,
+                              description="unix user owning the domain (xuser); '' for none")
+
+
+class DomainUsageView(BaseModel):
+    name: str
+    mailboxes: int
+    used_bytes: int
+    quota_mb: int
+    unlimited: int
+
+
 class DomainIn(BaseModel):
     name: str = Field(max_length=253)
     owner: str = Field("", max_length=32, description="unix user owning the domain (xuser)")
@@ -32,6 +51,8 @@ class MailboxView(BaseModel):
     address: str
     active: bool
     quota_mb: int
+    used_bytes: int | None = Field(None, description="bytes in use; null when not readable")
+    percent: float | None = Field(None, description="of the quota; null without one")
     spam_action: str
     messages_per_hour: int | None = Field(
         None, description="its own outbound limit, messages per hour (0: none); null: the "
@@ -41,10 +62,13 @@ class MailboxView(BaseModel):
 class MailboxIn(BaseModel):
     address: str = Field(max_length=320)
     password: str = Field(min_length=1, max_length=1024)
-    quota_mb: int = Field(0, ge=0, le=accounts.MAX_QUOTA_MB)
+    quota_mb: int = Field(0, description=accounts.QUOTA_ALLOWED, json_schema_extra=_QUOTA_BOUNDS)
 
 
 class MailboxChange(BaseModel):
+    quota_mb: int | None = Field(None, description=accounts.QUOTA_ALLOWED,
+                                 json_schema_extra=_QUOTA_BOUNDS)
+    active: bool | None = Field(None, description="false: refused at RCPT, no login")
     password: str | None = Field(None, min_length=1, max_length=1024)
     spam_action: SpamAction | None = None
     messages_per_hour: int | None = Field(
@@ -78,6 +102,29 @@ def _missing(exc: accounts.AccountError) -> bool:
     return str(exc).startswith("no ")
 
 
+def _with_usage(box: accounts.MailboxInfo, use: usage.MailboxUsage | None) -> dict[str, Any]:
+    if use is None:
+        return asdict(box)
+    return {**asdict(box), "used_bytes": use.used_bytes, "percent": use.percent}
+
+
+def _check_quota(quota_mb: int) -> None:
+    """accounts' own check of a quota, refused as the field quota_mb with what is allowed."""
+    try:
+        accounts.check_quota(quota_mb)
+    except accounts.AccountError:
+        raise Refused("quota_mb", quota_mb, accounts.QUOTA_ALLOWED) from None
+
+
+def account_usage(home: Any) -> dict[str, Any]:
+    """What the Accounts page shows of usage: per mailbox and per domain, the threshold of the
+    warning, and how sizes are written."""
+    uses = usage.mailboxes(home)
+    return {"mailbox_usage": {u.address: u for u in uses},
+            "domain_usage": {d.name: d for d in usage.domains(home, uses)},
+            "warn_percent": WARN_PERCENT, "human_bytes": usage.human_bytes}
+
+
 # ---- domains --------------------------------------------------------------------------------
 
 
@@ -98,6 +145,23 @@ def add_domain(body: DomainIn, request: Request,
     return next(d for d in accounts.list_domains(home) if d["name"] == name)
 
 
+@router.patch("/domains/{name}", response_model=DomainView, responses=errors(404, 422))
+def change_domain(name: str, body: DomainChange, request: Request, _who: Caller) -> Any:
+    """Change a domain's owner (domains have no active state; remove one to stop its mail)."""
+    try:
+        return accounts.set_domain(home_of(request), name, owner=body.owner)
+    except accounts.AccountError as exc:
+        if _missing(exc):
+            raise HTTPException(404, str(exc)) from None
+        raise Refused("owner", body.owner, accounts.OWNER_ALLOWED) from None
+
+
+@router.get("/usage/domains", response_model=list[DomainUsageView], responses=errors())
+def domain_usage(request: Request, _who: Caller) -> Any:
+    """Per domain: its mailboxes, their bytes in use and their quotas added up."""
+    return [asdict(d) for d in usage.domains(home_of(request))]
+
+
 @router.delete("/domains/{name}", status_code=204, responses=errors(404))
 def remove_domain(name: str, request: Request, _who: Caller) -> None:
     """Remove a domain with its mailboxes and aliases (the mail on disk stays)."""
@@ -113,8 +177,9 @@ def remove_domain(name: str, request: Request, _who: Caller) -> None:
 @router.get("/mailboxes", response_model=list[MailboxView], responses=errors())
 def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) -> Any:
     home = home_of(request)
+    uses = {u.address: u for u in usage.mailboxes(home, domain)}
     rates = accounts.mailbox_rate_limits(home)
-    return [{**asdict(m), "messages_per_hour": rates.get(m.address)}
+    return [{**_with_usage(m, uses.get(m.address)), "messages_per_hour": rates.get(m.address)}
             for m in accounts.list_mailboxes(home, domain)]
 
 
@@ -122,6 +187,7 @@ def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) ->
 def add_mailbox(body: MailboxIn, request: Request,
                 _who: Caller) -> Any:
     home = home_of(request)
+    _check_quota(body.quota_mb)
     try:
         address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb)
     except accounts.AccountError as exc:
@@ -143,10 +209,14 @@ def get_mailbox(address: str, request: Request, _who: Caller) -> Any:
 @router.patch("/mailboxes/{address}", response_model=MailboxView, responses=errors(404, 422))
 def change_mailbox(address: str, body: MailboxChange, request: Request,
                    _who: Caller) -> Any:
-    """Change a mailbox's password and/or where its spam goes."""
+    """Change a mailbox's password, where its spam goes, its quota or whether it is active;
+    a refused value changes nothing."""
     home = home_of(request)
     if accounts.get_mailbox(home, address) is None:
         raise HTTPException(404, f"no mailbox {address}")
+    # quota and active state: checked before anything else is changed
+    if body.quota_mb is not None:
+        _check_quota(body.quota_mb)
     try:
         if body.password is not None:
             accounts.set_password(home, address, body.password)
@@ -155,6 +225,8 @@ def change_mailbox(address: str, body: MailboxChange, request: Request,
     except accounts.AccountError as exc:
         raise _refuse("password" if "password" in str(exc) else "spam_action",
                       "(hidden)" if "password" in str(exc) else body.spam_action, exc) from None
+    if body.quota_mb is not None or body.active is not None:  # last: already checked above
+        accounts.set_mailbox(home, address, quota_mb=body.quota_mb, active=body.active)
     if "messages_per_hour" in body.model_fields_set:  # null: back to the node's limit
         value = body.messages_per_hour
         found = accounts.get_mailbox(home, address)  # its stored spelling
@@ -226,5 +298,6 @@ def remove_alias(source: str, request: Request, _who: Caller) -> None:
 
 
 def _with_rate(home: Any, box: accounts.MailboxInfo) -> dict[str, Any]:
-    """The mailbox as the API shows it, with its own messages-per-hour limit."""
-    return {**asdict(box), "messages_per_hour": accounts.mailbox_rate_limit(home, box.address)}
+    """The mailbox as the API shows it (its usage too), with its own messages-per-hour limit."""
+    return {**_with_usage(box, usage.mailbox(home, box.address)),
+            "messages_per_hour": accounts.mailbox_rate_limit(home, box.address)}

@@ -58,7 +58,7 @@ CascadeKind = StrEnum("CascadeKind", {k.replace(".", "_"): k  # type: ignore[mis
 
 class CascadeRequest(BaseModel):
     action: CascadeKind
-    service: ServiceName | None = Field(  # type: ignore[valid-type]
+    service: ServiceName | None = Field(
         None, description="the service, for service.start, service.stop, service.restart")
     queues: list[Literal["remote", "local", "todo", "all"]] | None = Field(
         None, min_length=1, max_length=4, description="the queues to purge, for queue.purge")
@@ -106,4 +106,4 @@ def cascade(body: CascadeRequest, request: Request, _who: Caller) -> CascadeRepo
     except ClusterError as exc:
         raise HTTPException(409, str(exc)) from None
     return CascadeReport(action=action.label, ok=actions.all_done(outcomes),
-                         outcomes=[CascadeOutcome(**o.as_dict()) for o in outcomes])
+                         outcomes=[CascadeOutcome.model_validate(o.as_dict()) for o in outcomes])

@@ -52,13 +52,13 @@ def list_services(request: Request, _who: Caller) -> list[ServiceView]:
 
 
 @router.get("/{name}", response_model=ServiceView, responses=errors(404))
-def get_service(name: ServiceName, request: Request,  # type: ignore[valid-type]
+def get_service(name: ServiceName, request: Request,
                 _who: Caller) -> ServiceView:
     return next(v for v in service_views(request) if v.name == name.value)
 
 
 @router.post("/{name}/{action}", response_model=ServiceView, responses=errors(404, 409))
-def act(name: ServiceName, action: Action, request: Request,  # type: ignore[valid-type]
+def act(name: ServiceName, action: Action, request: Request,
         _who: Caller) -> ServiceView:
     """Start, stop or restart one service (as `mailyard service ACTION NAME`)."""
     if name.value == "panel" and action is not Action.start:

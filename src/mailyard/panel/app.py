@@ -26,6 +26,8 @@ from . import (
     pages,
     problems,
 )
+from .api_trail import page_router as trail_page_router  # the delivery trail (issue 19)
+from .api_trail import router as trail_router
 from .sampler import run_sampler
 from .security import SecurityHeaders
 from .sessions import SessionStore
@@ -47,6 +49,7 @@ def api_router() -> APIRouter:
     for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus,
                    api_cluster, api_mailauth):
         router.include_router(module.router)
+    router.include_router(trail_router)  # the delivery trail (issue 19)
     router.include_router(api_limits.router)  # issue 19: outbound rate limits
     return router
 
@@ -92,6 +95,7 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
     app.add_exception_handler(StoreUnavailable, problems.store_away_handler)
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(trail_page_router)  # the Trail page (issue 19)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     pages.install(app)
     return app

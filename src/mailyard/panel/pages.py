@@ -20,6 +20,7 @@ from ..services import certificates, control
 from ..store import accounts
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
+from .api_accounts import account_usage
 from .problems import page_problems  # issue 19: senders over a rate limit
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
@@ -33,6 +34,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 NAV = [("mta", "MTA"), ("mda", "MDA"), ("spam", "Spam Filtering"),
        ("virus", "Virus Filtering"), ("queue", "Mail Queue"), ("accounts", "Accounts"),
        ("mailauth", "Mail Authentication"), ("cluster", "Cluster")]
+NAV.append(("trail", "Delivery Trail"))  # the delivery trail (issue 19, panel/api_trail.py)
 
 
 class NeedSignin(Exception):
@@ -248,7 +250,8 @@ def accounts_page(request: Request, session: SignedIn) -> Response:
     spam_actions = [("spam_folder", "Spam folder"), ("inbox", "Inbox"), ("discard", "Discard")]
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
-                  aliases=accounts.list_aliases(home), spam_actions=spam_actions)
+                  aliases=accounts.list_aliases(home), spam_actions=spam_actions,
+                  **account_usage(home))
 
 
 @router.get("/mailauth")
@@ -257,7 +260,7 @@ def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Respo
     DNS publishes for that domain, record by record."""
     context = _boxes_page(request, session, "mailauth")
     home = home_of(request)
-    domains = [d["name"] for d in accounts.list_domains(home)]
+    domains = [str(d["name"]) for d in accounts.list_domains(home)]
     context["domains"] = [api_mailauth.records_view(request, d) for d in domains]
     context["checked"] = (api_mailauth.check_view(request, check) if check in domains else None)
     context["certificates"] = certificates.installed(home.tls_dir)

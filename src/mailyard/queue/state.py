@@ -222,8 +222,8 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
         out.append(StoredMessage(qid, env, recipients,
                                  os.path.exists(queue.file("bounce", qid))))
     if SYNC_ROUNDS:  # one round for every file and entry of the batch
-        for path, data in writes:
-            _write_file(path, data, sync=False)
+        for written, data in writes:
+            _write_file(written, data, sync=False)
         FS_SYNC.sync(queue.file("info", ""))
     else:
         _sync_all(writes)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from ..settings.types import is_hostname
 
@@ -69,7 +69,7 @@ def load_key(pem: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed2
 def cert_names(cert: x509.Certificate) -> list[str]:
     """The DNS names a certificate is for: its SAN, or its CN when it has no SAN."""
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         return [n.lower() for n in san.value.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
         return [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(

@@ -68,7 +68,7 @@ def supervisor_running(home: Home) -> bool:
     if not supervisor_conf.socket_path(home).exists():
         return False
     try:
-        return rpc(home).supervisor.getState()["statename"] == "RUNNING"
+        return bool(rpc(home).supervisor.getState()["statename"] == "RUNNING")
     except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
         return False
 
@@ -218,7 +218,8 @@ def _check_name(name: str) -> None:
 
 def _program_info(home: Home, program: str) -> dict[str, Any] | None:
     try:
-        return rpc(home).supervisor.getProcessInfo(program)
+        info: dict[str, Any] = rpc(home).supervisor.getProcessInfo(program)
+        return info
     except (OSError, xmlrpc.client.Fault):
         return None
 

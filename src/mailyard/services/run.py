@@ -20,7 +20,8 @@ from .catalog import SERVICES
 
 def load(ref: str) -> Callable[..., Any]:
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    target: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return target
 
 
 # glibc gives each thread that allocates its own malloc arena and reserves 64 MB of address

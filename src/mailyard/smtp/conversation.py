@@ -99,9 +99,11 @@ class Conversation:
             self.task.cancel()
 
     def _reply(self, reply: Reply, value: str = "", **kw: Any) -> None:
+        sender = self.conn.session.sender  # before `send`: the end of DATA resets it
         self._out += self.conn.send(reply, **kw)
         if not reply.positive:
-            self.log(L.reject(self.ip, reply, value))
+            self.log(L.reject(self.ip, reply, value,
+                              P.plain_address(sender) if sender is not None else None))
 
     async def _flush(self) -> None:
         if self._out:
@@ -479,8 +481,9 @@ class Conversation:
             self._reply(refusal, f"size={stats.size} longest_line={stats.longest_line} "
                                  f"received={stats.received}")
             return
+        verdicts: list[str] = []  # what the SMTP-level filters found, for the log
         if policy.smtp_scanning:
-            verdict = await self._filter(incoming, sender, recipients)
+            verdict = await self._filter(incoming, sender, recipients, verdicts)
             if verdict is not None:
                 self._reply(verdict, f"from=<{sender}>")
                 return
@@ -506,7 +509,9 @@ class Conversation:
             return
         self._reply(P.queued_reply(qid))
         self.log(L.accepted(qid, incoming.writer.size, sender, recipients, self.ip, protocol,
-                            session.auth_user, stats.bare_lf, stats.bare_cr))
+                            session.auth_user, stats.bare_lf, stats.bare_cr,
+                            tls=self.wire.tls_version, helo=session.helo,
+                            msgid=incoming.header.message_id, filters=",".join(verdicts)))
 
     async def _authenticate(self, incoming: Incoming,
                             spf: SpfResult) -> tuple[Reply | None, dict[str, Any]]:
@@ -526,8 +531,8 @@ class Conversation:
                              verdict.dmarc.result, verdict.dmarc.policy, action))
         return refusal, extra
 
-    async def _filter(self, incoming: Incoming, sender: str,
-                      recipients: list[str]) -> Reply | None:
+    async def _filter(self, incoming: Incoming, sender: str, recipients: list[str],
+                      verdicts: list[str] | None = None) -> Reply | None:
         """SMTP-level SpamAssassin / ClamAV. Imported here, not at the top, so that a node
         without scanning does not load the filters (the service preloads them before dropping
         root, so the import works after the drop)."""
@@ -535,13 +540,12 @@ class Conversation:
             from ..filters.smtp_level import check_message
 
             verdict = await check_message(self.server.home, self.settings,
-                                          incoming.writer.path, sender, recipients, self.ip)
+                                          incoming.writer.path, sender, recipients, self.ip,
+                                          verdicts=verdicts)
         except Exception as exc:  # a filter failure delays mail, never loses or passes it
             self.log(L.filter_error(self.ip, exc))
             return P.filter_error_reply()
-        if verdict is None:
-            return None
-        return P.filter_verdict_reply(*verdict)
+        return verdict  # a named entry of the reply table: the log says which filter rule
 
 
 # One handler per event the machine reports (a table of the class, not made per session).

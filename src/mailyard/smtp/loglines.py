@@ -7,6 +7,7 @@ last on session lines. A rejection names its rule: the reply's table name.
 
 from __future__ import annotations
 
+from ..logs import logsafe
 from .replies import Reply
 
 
@@ -18,8 +19,15 @@ def connect(active: int, cap: int, ip: str, port: int) -> str:
     return f"status: {active}/{cap} connect ip={ip} port={port}"
 
 
-def reject(ip: str, reply: Reply, value: str) -> str:
-    return f"reject ip={ip} rule={reply.name or 'OTHER'} value={value or '-'} reply={reply.short()}"
+def reject(ip: str, reply: Reply, value: str, sender: str | None = None) -> str:
+    """A refusal: the rule, what it was applied to and the reply; `sender` is the
+    transaction's MAIL FROM, when there is one, so that a refused recipient can be found by
+    its sender too (`mailyard trail`). `value` may hold spaces (our own words, or a quoted
+    local part): readers anchor on the fixed fields after it, which hold none."""
+    line = f"reject ip={ip} rule={reply.name or 'OTHER'} value={value or '-'} reply={reply.short()}"
+    if sender is not None:
+        line += f" from=<{logsafe(sender)}>"
+    return line
 
 
 def timeout(ip: str, seconds: float, state: str) -> str:
@@ -74,14 +82,26 @@ def filter_error(ip: str, exc: BaseException) -> str:
 
 
 def accepted(qid: str, size: int, sender: str, recipients: list[str], ip: str, protocol: str,
-             user: str, bare_lf: int, bare_cr: int) -> str:
-    rcpts = ",".join(f"<{r}>" for r in recipients)
-    line = (f"accepted qid={qid} size={size} from=<{sender}> to={rcpts} ip={ip} "
+             user: str, bare_lf: int, bare_cr: int, *, tls: str = "no", helo: str = "",
+             msgid: str = "", filters: str = "") -> str:
+    """A message queued: the `250` was sent. Every value a client chose is logsafe'd (a space
+    or control character in a quoted local part becomes `_`), so no field can be forged.
+
+    `tls` is the protocol version (`TLSv1.3`) or `no`; `msgid` the Message-ID header without
+    brackets (left out when the message has none); `filters` the SMTP-level verdicts, e.g.
+    `virus:clean,spam:2.1/10` (left out when no filter ran at SMTP time)."""
+    rcpts = ",".join(f"<{logsafe(r)}>" for r in recipients)
+    line = (f"accepted qid={qid} size={size} from=<{logsafe(sender)}> to={rcpts} ip={ip} "
             f"protocol={protocol}")
     if user:
-        line += f" user={user}"
+        line += f" user={logsafe(user)}"
     if bare_lf or bare_cr:
         line += f" bare_lf={bare_lf} bare_cr={bare_cr}"
+    line += f" tls={tls or 'no'} helo={logsafe(helo) if helo else '-'}"
+    if msgid:
+        line += f" msgid=<{logsafe(msgid)}>"
+    if filters:
+        line += f" filters={filters}"
     return line
 
 

@@ -446,7 +446,7 @@ class AuthThrottle:
         self._failures.move_to_end(ip)
         while len(self._failures) > AUTH_FAILURE_MAX_ADDRESSES:
             self._failures.popitem(last=False)
-        return min(AUTH_FAILURE_DELAY * 2 ** (count - 1), AUTH_FAILURE_DELAY_MAX)
+        return float(min(AUTH_FAILURE_DELAY * 2 ** (count - 1), AUTH_FAILURE_DELAY_MAX))
 
     def record_success(self, ip: str) -> None:
         self._failures.pop(ip, None)
@@ -567,10 +567,6 @@ def queue_failure_reply(cause: BaseException | None) -> R.Reply:
 def filter_error_reply() -> R.Reply:
     """A filter failure delays mail, never loses or passes it."""
     return R.FILTER_ERROR
-
-
-def filter_verdict_reply(code: int, status: str, text: str) -> R.Reply:
-    return R.custom(code, status, text, "SMTP_FILTER")
 
 
 def srs_candidate(policy: Policy, path: Path) -> bool:

@@ -146,6 +146,17 @@ AUTH_CHECK_GROUP = _r(452, "4.5.3", "{address}: please send to this recipient in
 
 MAILBOX_FULL = _r(552, "5.2.2", "{address}: mailbox is full")
 
+# The SMTP-level filters' verdicts at the end of DATA (filters/policy.py decides which).
+# Permanent: the same message would be refused again; the sender's MTA bounces it.
+VIRUS_FOUND = _r(554, "5.7.1", "message refused: virus {signature} found")
+# Temporary: clamd is down or slow. The sender keeps the message and retries, so turning
+# virus scanning on can delay mail but never lose it (the guide's warning, made safe).
+VIRUS_SCANNER_UNAVAILABLE = _r(451, "4.7.1", "virus scanner unavailable, try again later")
+# Permanent: bigger than clamd accepts in one stream; retrying cannot help. Only reachable
+# when clamd's StreamMaxLength is below the message size setting (filters/clamd.py).
+VIRUS_TOO_BIG_TO_SCAN = _r(552, "5.3.4", "message too big to be scanned for viruses")
+SPAM_REFUSED = _r(550, "5.7.1", "message refused: judged to be spam (score {score:.1f})")
+
 
 def _name_all() -> None:
     """Give every reply in the table its own name (used as the rule name in logs)."""
@@ -156,10 +167,6 @@ def _name_all() -> None:
 
 _name_all()
 
-
-def custom(code: int, status: str, text: str, name: str) -> Reply:
-    """A reply decided elsewhere (e.g. the SMTP-level filters return code, status and text)."""
-    return Reply(code, status, text, name)
 
 # Outbound rate limits (issue 19): 451 4.7.1, as Postfix's policy services answer a sender
 # over its rate (the client keeps the message and tries again later).

@@ -34,7 +34,7 @@ from .workers import LogPipe, Parent, worker_count
 try:  # libuv's event loop: less CPU per connection and per command (pyproject installs it)
     import uvloop
 except ImportError:  # the service runs on asyncio's own loop without it
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 # Listen on every address unless the (proposed) setting `smtp.listen_address` names one;
 # None makes asyncio bind all IPv4 and IPv6 addresses.

@@ -11,6 +11,7 @@ import asyncio
 
 from ..queue import Envelope, MessageWriter, Queue, QueueError
 from . import policy as P
+from .msgid import HeaderScan
 
 
 class Incoming:
@@ -26,10 +27,12 @@ class Incoming:
         self.size = 0  # octets the client sent, stored or not
         self.failure: QueueError | None = None
         self.oversize = False
+        self.header = HeaderScan()  # the header block, for the Message-ID of the log line
 
     def write(self, data: bytes) -> None:
         """Store octets; after a failure or past the size limit, only count them."""
         self.size += len(data)
+        self.header.feed(data)
         if self.failure is not None or self.oversize:
             return
         if P.size_exceeded(self.policy, self.size):

@@ -101,6 +101,12 @@ class Wire(asyncio.Protocol):
         return str(info[0]), int(info[1])
 
     @property
+    def tls_version(self) -> str:
+        """The TLS protocol of the connection (`TLSv1.3`), or "" in clear text."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        return (ssl_object.version() or "") if ssl_object is not None else ""
+
+    @property
     def lost(self) -> bool:
         return self._lost
 
@@ -147,7 +153,7 @@ class Wire(asyncio.Protocol):
                                    ssl_handshake_timeout=timeout)
         if new is None:
             raise ConnectionError("TLS handshake did not complete")
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
 
     def close(self) -> None:
         self._stop_timer()

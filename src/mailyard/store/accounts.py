@@ -29,7 +29,12 @@ class AccountError(ValueError):
 
 # RFC 5322 atext without "/" (a local part names a directory under mail/<domain>/).
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
+# A domain's owner is a unix user name as Debian's useradd takes one by default
+# (NAME_REGEX without the trailing "$" of machine accounts), at most 32 characters (its limit).
 _OWNER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+MAX_OWNER_LENGTH = 32
+OWNER_ALLOWED = (f"a unix user name: a lower-case letter or _, then lower-case letters, digits, "
+                 f"_ or -, at most {MAX_OWNER_LENGTH} characters; empty for none")
 
 
 def mail_key(address: str) -> str | None:
@@ -72,8 +77,7 @@ def add_domain(home: Home, name: str, owner: str = "") -> str:
     name = name.strip().lower().rstrip(".")
     if not is_hostname(name):
         raise AccountError(f"{name!r} is not a domain name (letters, digits, hyphens, dots)")
-    if owner and not _OWNER.match(owner):
-        raise AccountError(f"owner {owner!r} is not a unix user name")
+    check_owner(owner)
     algorithms = dkim_algorithms(load_settings(home)["dkim.algorithms"])
     with session_scope(home.db_url) as s:
         if s.scalar(select(Domain).where(Domain.name == name)):
@@ -181,13 +185,15 @@ def set_password(home: Home, address: str, password: str) -> None:
 # The largest mailbox quota, in MB (10 TB): far above any disk of a mail node, low enough that
 # Dovecot's quota rule (bytes, 64-bit) never overflows.
 MAX_QUOTA_MB = 10_000_000
+QUOTA_ALLOWED = f"a whole number of megabytes from 0 (no limit) to {MAX_QUOTA_MB}"
 
 
 def check_quota(quota_mb: int) -> int:
+    """A mailbox quota as given, or AccountError with the value and what is allowed; the one
+    check of the CLI, the API and the panel."""
     if not isinstance(quota_mb, int) or isinstance(quota_mb, bool) or \
             not 0 <= quota_mb <= MAX_QUOTA_MB:
-        raise AccountError(f"quota {quota_mb!r} MB: a whole number of megabytes from 0 (no "
-                           f"limit) to {MAX_QUOTA_MB}")
+        raise AccountError(f"quota {quota_mb!r} MB: {QUOTA_ALLOWED}")
     return quota_mb
 
 
@@ -260,7 +266,7 @@ def check_mailbox_password(home: Home, address: str, password: str) -> bool:
     with read_scope(home) as s:
         stored = s.scalar(select(Mailbox.password_hash).where(
             Mailbox.address == key, Mailbox.active.is_(True)))
-    return bool(stored) and verify_password(stored, password)
+    return stored is not None and stored != "" and verify_password(stored, password)
 
 
 # ---- aliases and forwards -----------------------------------------------------------------------
@@ -302,14 +308,30 @@ def update_alias(home: Home, source: str, targets: list[str], keep_copy: bool = 
         alias.keep_copy = keep_copy
 
 
+def check_owner(owner: str) -> str:
+    """A domain owner as given, or AccountError saying what is allowed ("" is no owner)."""
+    if not isinstance(owner, str) or (owner and not _OWNER.match(owner)):
+        raise AccountError(f"owner {owner!r} is not a unix user name; allowed: {OWNER_ALLOWED}")
+    return owner
+
+
 def set_domain_owner(home: Home, name: str, owner: str) -> None:
-    if owner and not _OWNER.match(owner):
-        raise AccountError(f"owner {owner!r} is not a unix user name")
+    set_domain(home, name, owner=owner)
+
+
+def set_domain(home: Home, name: str, *, owner: str | None = None) -> dict[str, object]:
+    """Change a domain's owner (None: leave it); the domain as list_domains shows it.
+    (Domains have no active state: a domain stops receiving when it is removed.)"""
+    if owner is not None:
+        check_owner(owner)
+    key = name.strip().lower().rstrip(".")
     with session_scope(home.db_url) as s:
-        domain = s.scalar(select(Domain).where(Domain.name == name.strip().lower()))
+        domain = s.scalar(select(Domain).where(Domain.name == key))
         if domain is None:
             raise AccountError(f"no domain {name}")
-        domain.owner = owner
+        if owner is not None:
+            domain.owner = owner
+    return next(d for d in list_domains(home) if d["name"] == key)
 
 
 def set_mailbox_active(home: Home, address: str, active: bool) -> None:
@@ -377,7 +399,7 @@ def add_admin(home: Home, username: str, password: str) -> None:
 def check_admin_password(home: Home, username: str, password: str) -> bool:
     with read_scope(home) as s:
         stored = s.scalar(select(Admin.password_hash).where(Admin.username == username))
-    return bool(stored) and verify_password(stored, password)
+    return stored is not None and stored != "" and verify_password(stored, password)
 
 
 def count_admins(home: Home) -> int:

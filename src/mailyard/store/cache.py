@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -58,7 +58,7 @@ log = logging.getLogger("mailyard.store")
 CACHE_NAME = "cache.sqlite"
 # The tables mail needs when the store is away, parents before children (foreign keys).
 CACHED_MODELS = (Domain, Mailbox, Alias, SettingRow, SpamPreference, Admin)
-CACHED_TABLES = tuple(m.__table__ for m in CACHED_MODELS)  # type: ignore[attr-defined]
+CACHED_TABLES: tuple[Table, ...] = tuple(cast(Table, m.__table__) for m in CACHED_MODELS)
 # After the store failed, read from the cache for this many seconds before trying it again:
 # short enough to notice its return at once, long enough that a dead store is not hammered.
 STORE_RETRY_SECONDS = 5.0
@@ -276,7 +276,9 @@ def _digest(rows: dict[str, list[dict[str, Any]]]) -> str:
 
 def _stored_digest(conn: Any) -> str | None:
     try:
-        return conn.execute(text("SELECT value FROM cache_meta WHERE name = 'digest'")).scalar()
+        digest: str | None = conn.execute(
+            text("SELECT value FROM cache_meta WHERE name = 'digest'")).scalar()
+        return digest
     except DBAPIError:
         return None  # a new file, or one from before digests
 

@@ -31,4 +31,7 @@ def secret(home: Home, name: str) -> bytes:
     except IntegrityError:  # another process made it meanwhile: theirs is the one
         pass
     with session_scope(home.db_url) as s:
-        return bytes.fromhex(s.scalar(select(NodeSecret.value).where(NodeSecret.name == name)))
+        value = s.scalar(select(NodeSecret.value).where(NodeSecret.name == name))
+    if value is None:  # made above or by another process: cannot be missing unless deleted
+        raise RuntimeError(f"node secret {name} vanished from the store")
+    return bytes.fromhex(value)

@@ -1,0 +1,62 @@
+"""The delivery trail in the panel: `GET /api/v1/trail?q=…&since=…` and the Trail page.
+
+Both read the node's logs through trail_logs.py, as `mailyard trail` does; the page shows
+the same records as the JSON (the template formats them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from ..trail import Trail, TrailError, query_of, show_time, since_of
+from ..trail_logs import trail
+from . import pages
+from .problems import Refused, errors
+from .security import Caller, home_of
+
+router = APIRouter(prefix="/trail", tags=["trail"])
+page_router = APIRouter(include_in_schema=False)
+
+# The most messages (and refusals) one answer carries, newest kept: an address busy for a
+# month has thousands; the API may ask for up to MAX_LIMIT, the page shows DEFAULT_LIMIT.
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 5000
+
+
+def _find(request: Request, q: str, since: str) -> Trail:
+    """The trail of `q` (since `since`, when given); Refused names the bad field."""
+    try:
+        query = query_of(q)
+    except TrailError as exc:
+        raise Refused("q", q, str(exc)) from None
+    try:
+        start = since_of(since) if since else None
+    except TrailError as exc:
+        raise Refused("since", since, str(exc)) from None
+    return trail(home_of(request).log_dir, query, start)
+
+
+@router.get("", responses=errors())
+def trail_api(request: Request, _who: Caller, q: str, since: str = "",
+              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+              ) -> dict[str, Any]:
+    """What the logs say of the mail of an address, a Message-ID or a queue id (`q`): each
+    message's acceptance, delivery attempts, Maildir file or bounce, and the refusals at SMTP
+    time. `since`: a period back from now (`3 days`), a local date or epoch seconds."""
+    return _find(request, q, since).to_json(limit)
+
+
+@page_router.get("/trail")
+def trail_page(request: Request, session: pages.SignedIn, q: str = "",
+               since: str = "") -> Response:
+    found, problem = None, ""
+    if q.strip():
+        try:
+            found = _find(request, q, since).to_json(DEFAULT_LIMIT)
+        except Refused as exc:
+            problem = exc.reason
+    base = pages._base(request, session, "trail", "Delivery Trail")
+    return pages.render("trail.html", 422 if problem else 200, **base, q=q, since=since,
+                        found=found, problem=problem, show_time=show_time)
