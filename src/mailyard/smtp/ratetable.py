@@ -157,8 +157,9 @@ class RateTable:
                 quietest, quiet_since = at, last
         if not claim:
             return None
-        at = reusable if reusable is not None else quietest
-        assert at is not None
+        taken = reusable if reusable is not None else quietest
+        assert taken is not None
+        at = taken
         name = key.encode("utf-8", "replace")[:NAME_BYTES]
         table[at:at + SLOT_SIZE] = bytes(SLOT_SIZE)
         _NAME.pack_into(table, at, digest, len(name), name)
@@ -294,8 +295,8 @@ def _write_refusal(table: mmap.mmap, at: int, now: float, found: RL.Verdict) -> 
 def _last_use(table: mmap.mmap, at: int) -> float:
     """When the slot was last counted in or refused (0: never)."""
     newest = max((b[0] for b in _read_buckets(table, at)), default=0)
-    return max(float(newest + RL.BUCKET_SECONDS) if newest else 0.0,
-               _OVER.unpack_from(table, at + _OVER_AT)[0])
+    refused = float(_OVER.unpack_from(table, at + _OVER_AT)[0])
+    return max(float(newest + RL.BUCKET_SECONDS) if newest else 0.0, refused)
 
 
 def on_over_limit(home: Home, key: str, found: RL.Verdict, limits: RL.Limits,
