@@ -39,7 +39,7 @@ def test_stats_and_list_with_filters(home: Home) -> None:
     remote = _inject(home, ["bob@far.test"])
     for qid in (local, both, remote):
         _split(home, qid)
-    assert admin.stats(home) == {"todo": 1, "local": 2, "remote": 2, "messages": 4}
+    assert admin.stats(home) == {"todo": 1, "local": 2, "remote": 2, "messages": 4, "held": 0}
     assert [m.id for m in admin.list_messages(home)] == [waiting, local, both, remote]
     assert [m.id for m in admin.list_messages(home, "local")] == [local, both]
     assert [m.id for m in admin.list_messages(home, "remote")] == [both, remote]

@@ -19,17 +19,22 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=queue_stats)
     p = q.add_parser("list", help="the messages in the queue")
     p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
-    p.add_argument("--from", dest="sender")
-    p.add_argument("--to", dest="recipient")
+    _add_filters(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=queue_list)
     p = q.add_parser("show", help="one message: envelope, state, failures, text")
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=queue_show)
-    p = q.add_parser("delete", help="remove one message from the queue")
-    p.add_argument("id")
-    p.set_defaults(func=queue_delete)
+    for action, text in ACTION_HELP.items():
+        p = q.add_parser(action, help=text)
+        p.add_argument("ids", nargs="*", metavar="ID", help="queue ids (see `queue list`)")
+        _add_filters(p)
+        if action == "hold":
+            p.add_argument("--reason", default=None,
+                           help="why the messages are held (shown in the queue and the send log)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=queue_action, queue_action=action)
     p = q.add_parser("purge", help="delete every message of a queue (not the same as process)")
     p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -48,6 +53,41 @@ def add_parsers(sub: Any) -> None:
     p = q.add_parser("reset", help="move a broken queue aside as queue.bad and start afresh")
     p.add_argument("--yes", action="store_true")
     p.set_defaults(func=queue_reset)
+
+
+# The actions on messages (queue.admin.ACTIONS) and what each does, for --help.
+ACTION_HELP = {
+    "hold": "keep messages from delivery until released (kept across restarts)",
+    "release": "lift the hold of messages; they are due at once",
+    "retry": "make messages due now instead of at their next retry time",
+    "bounce": "fail the recipients still to do now and send the sender a bounce (DSN)",
+    "delete": "remove messages from the queue without delivery or bounce",
+}
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sender", "--from", dest="sender", metavar="TEXT",
+                   help="the envelope sender contains TEXT (<> for bounces)")
+    p.add_argument("--recipient", "--to", dest="recipient", metavar="TEXT",
+                   help="some recipient contains TEXT")
+    p.add_argument("--domain", metavar="DOMAIN",
+                   help="the sender or some recipient is in DOMAIN (or below it)")
+    p.add_argument("--older-than", metavar="DURATION",
+                   help="in the queue at least this long: 90s, 30m, 12h, 3d, 1w")
+    p.add_argument("--state", choices=["pending", "deferred", "done", "failed"],
+                   help="some recipient is in this state")
+    p.add_argument("--held", action="store_const", const=True, default=None,
+                   help="only held messages")
+    p.add_argument("--not-held", dest="held", action="store_const", const=False,
+                   help="only messages that are not held")
+
+
+def _filter(args: argparse.Namespace) -> Any:
+    from ..queue import select  # as _admin: the queue is loaded for queue commands only
+
+    return _call(select.make_filter, sender=args.sender, recipient=args.recipient,
+                 domain=args.domain, older_than=args.older_than, state=args.state,
+                 held=args.held, which=getattr(args, "which", "all"))
 
 
 def _admin() -> Any:
@@ -80,14 +120,15 @@ def queue_stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(counts)
     else:
-        for name in ("remote", "local", "todo"):
+        for name in ("remote", "local", "todo", "held"):
             print(f"{name.capitalize():<7} {counts[name]}")
     return 0
 
 
 def queue_list(args: argparse.Namespace) -> int:
-    items = _call(_admin().list_messages, home_of(args), args.which, args.sender,
-                  args.recipient)
+    f = _filter(args)
+    items = _call(_admin().list_messages, home_of(args), f.which, f.sender, f.recipient,
+                  domain=f.domain, older_than=f.older_than, state=f.state, held=f.held)
     if args.json:
         print_json([m.to_dict() for m in items])
         return 0
@@ -97,7 +138,7 @@ def queue_list(args: argparse.Namespace) -> int:
     rows = [{"id": m.id, "date": m.date, "age": f"{m.age_seconds}s", "size": m.size,
              "from": m.sender or "<>",
              "to": ",".join(r.address for r in m.recipients if not r.done),
-             "status": m.status} for m in items]
+             "status": m.status + (" held" if m.held else "")} for m in items]
     print_table(rows, ["id", "date", "age", "size", "from", "to", "status"])
     return 0
 
@@ -111,18 +152,43 @@ def queue_show(args: argparse.Namespace) -> int:
     message = data.pop("message", "")
     for key, value in data.items():
         if key == "recipients":
-            value = ", ".join(f"{r['address']} ({r['channel']}{', done' if r['done'] else ''})"
-                              for r in value)
+            print("recipients:")
+            for r in value:
+                retry = f", next retry {r['next_retry']}" if r["next_retry"] else ""
+                reply = f"\n      last reply: {r['last_reply']}" if r["last_reply"] else ""
+                print(f"  {r['address']} ({r['channel']}): {r['state']}, "
+                      f"{r['attempts']} attempt(s){retry}{reply}")
+            continue
         print(f"{key}: {value}")
     print()
     print(message)
     return 0
 
 
-def queue_delete(args: argparse.Namespace) -> int:
-    result = _call(_admin().delete, home_of(args), args.id)
-    print(f"deleted {args.id}" + (f" ({result})" if result else ""))
-    return 0
+# What each action's report says was done.
+ACTION_DONE = {"hold": "held", "release": "released", "retry": "due now", "bounce": "bounced",
+               "delete": "deleted"}
+
+
+def queue_action(args: argparse.Namespace) -> int:
+    """hold, release, retry, bounce or delete the messages named or matched."""
+    action = args.queue_action
+    result = _call(_admin().act, home_of(args), action, args.ids, _filter(args),
+                   getattr(args, "reason", None))
+    if args.json:
+        print_json(result)
+    else:
+        how = {"service": "by the send service", "direct": "directly (send is not running)",
+               "none": ""}[result["via"]]
+        ids = " ".join(result["ids"])
+        print(f"{ACTION_DONE[action]}: {result['count']} message(s)"
+              + (f" {how}" if how else "") + (f": {ids}" if ids else ""))
+        if result["missing"]:
+            print(f"not in the queue: {' '.join(result['missing'])}", file=sys.stderr)
+        if not result["done"]:
+            print("the send service did not confirm in time; check `mailyard queue list`",
+                  file=sys.stderr)
+    return 0 if result["done"] else 1
 
 
 def queue_purge(args: argparse.Namespace) -> int:

@@ -25,11 +25,13 @@ from ..mailauth.forwarding import Forwarder
 from ..mailauth.mtasts import PolicyCache
 from ..mailauth.outbound import Signer
 from ..queue import Envelope, Queue, QueueError
+from ..queue import attempts as qattempts
 from ..queue import control as qcontrol
+from ..queue import holds as qholds
 from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
 from ..store.settings_store import load_settings
-from . import sendlog
+from . import queue_actions, sendlog
 from .bounce import (
     DOUBLE_BOUNCE_SENDER,
     bounce_sender,
@@ -86,6 +88,8 @@ class Message:
     next_try: dict[str, float] = field(default_factory=dict)
     deleted: bool = False
     purged: set[str] = field(default_factory=set)  # channels an administrator purged
+    held: bool = False  # held (queue/holds.py): no delivery starts
+    attempts: dict[str, dict[str, Any]] = field(default_factory=dict)  # queue/attempts.py
 
     @property
     def birth(self) -> float:
@@ -119,6 +123,8 @@ class Scheduler:
         self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
         self._signatures: dict[str, tuple[bytes, str]] = {}  # qid -> DKIM fields, domain
         self._dest_blocked = False  # ready remote work waits only for busy destinations
+        self.held: set[str] = set()  # queue ids held (queue/holds.py), read at start
+        self.bounce_on_adopt: set[str] = set()  # bounced by the administrator while in todo/
 
     # ---- settings -----------------------------------------------------------------------------
     def _apply_settings(self) -> None:
@@ -162,6 +168,7 @@ class Scheduler:
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         await asyncio.to_thread(self._clean)
+        self.held = await asyncio.to_thread(qholds.held_ids, self.queue)
         for qid in sorted(self.queue.ids("info"), key=int):
             if not self.queue.path("todo", qid).exists():
                 await self._load(qid)
@@ -253,9 +260,16 @@ class Scheduler:
             await asyncio.to_thread(qstate.remove_message, self.queue, qid)
             return
         self._adopt(stored)
+        m = self.messages.get(qid)
+        if m is not None:  # attempt counts go on across restarts
+            m.attempts = await asyncio.to_thread(qattempts.read, self.queue, qid)
 
     def _adopt(self, stored: qstate.StoredMessage) -> None:
         m = Message(stored.qid, stored.envelope, stored.recipients, stored.bounce_pending)
+        # (an id held once may be a new message now: the hold file decides, rarely looked at)
+        m.held = m.qid in self.held and qholds.is_held(self.queue, m.qid)
+        if not m.held:
+            self.held.discard(m.qid)
         now = time.time()
         for channel in CHANNELS:
             todo = [i for i, r in enumerate(m.recipients[channel]) if not r.done]
@@ -266,6 +280,8 @@ class Scheduler:
             if todo:
                 self._push(channel, now, m.qid)
         self.messages[m.qid] = m
+        if m.qid in self.bounce_on_adopt:
+            queue_actions.adopted_for_bounce(self, m)
         if not m.busy():
             self._spawn(self._complete(m))
 
@@ -351,7 +367,7 @@ class Scheduler:
                 continue
             while ready and self.active[channel] < self.limits[channel]:
                 m = self.messages.get(ready[0])
-                if m is None or m.deleted or not m.pending[channel]:
+                if m is None or m.deleted or m.held or not m.pending[channel]:
                     ready.popleft()
                     continue
                 index = m.pending[channel].popleft()
@@ -367,7 +383,7 @@ class Scheduler:
         while ready and self.active["remote"] < self.limits["remote"]:
             qid = ready.popleft()
             m = self.messages.get(qid)
-            if m is None or m.deleted or not m.pending["remote"]:
+            if m is None or m.deleted or m.held or not m.pending["remote"]:
                 continue
             pending = m.pending["remote"]
             held: list[int] = []
@@ -507,6 +523,8 @@ class Scheduler:
         else:
             m.deferred[channel].append(index)
             m.next_try[channel] = next_retry(m.birth, time.time(), channel, self.lifetime)
+            queue_actions.note_deferral(self, m, rcpt.address, result.diagnostic or result.text,
+                                        m.next_try[channel])
 
     def _keep_to_do(self, m: Message, channel: str, index: int, err: OSError) -> None:
         """The outcome could not be made durable (a full disk, an I/O error): the recipient
@@ -592,7 +610,10 @@ class Scheduler:
     # ---- administration requests ----------------------------------------------------------------
     async def _requests(self) -> None:
         for request in await asyncio.to_thread(qcontrol.take_requests, self.queue):
-            if request.action == "flush":
+            if request.arg == qcontrol.BATCH_ARG:  # hold, release, retry, bounce, delete
+                ids, reason = await asyncio.to_thread(qcontrol.read_batch, request)
+                await queue_actions.carry_out(self, request.action, ids, reason)
+            elif request.action == "flush":
                 self._flush = True
             elif request.action == "delete":
                 await self._delete(request.arg)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from ..queue import select as queue_select
 from . import optional, queue_view, rrd
 from .problems import Refused, errors
 from .security import Caller, home_of
@@ -107,8 +109,12 @@ class QueuedMessage(BaseModel):
 
 class RecipientView(BaseModel):
     address: str
-    channel: str
+    channel: str | None  # None once every recipient of its channel is done
     done: bool
+    state: Literal["pending", "deferred", "done", "failed"] = "pending"
+    attempts: int = 0
+    last_reply: str | None = None
+    next_retry: str | None = None  # ISO 8601
 
 
 class MessageDetail(BaseModel):
@@ -119,6 +125,8 @@ class MessageDetail(BaseModel):
     sender: str
     recipients: list[RecipientView]
     status: str
+    held: bool = False
+    hold_reason: str | None = None
     client_ip: str | None = None
     helo: str | None = None
     auth_user: str | None = None
@@ -227,3 +235,168 @@ def send_test(body: TestMessage, request: Request, _who: Caller) -> Queued:
         raise Refused("to", body.to, str(exc)) from None
     return Queued(queue_id=str(made["id"]), to=made["to"], sender=made["from"],
                   subject=made["subject"])
+
+
+# ---- the queue browser: filtered pages and actions on a selection -------------------------------
+
+RecipientState = Literal["pending", "deferred", "done", "failed"]
+QueueAction = Literal["hold", "release", "retry", "bounce", "delete"]
+# The most ids one action request names (the queue's own limit of a batch is far above).
+MAX_ACTION_IDS = 10_000
+
+
+class QueueFilter(BaseModel):
+    """Which messages: every criterion given must hold (see docs/queue.md)."""
+
+    sender: str | None = Field(None, max_length=320)
+    recipient: str | None = Field(None, max_length=320)
+    domain: str | None = Field(None, max_length=253)
+    older_than: str | None = Field(None, max_length=20, description="e.g. 90s, 30m, 12h, 3d, 1w")
+    state: RecipientState | None = None
+    held: bool | None = None
+    which: Literal["all", "local", "remote", "todo"] = "all"
+
+
+class BrowseItem(BaseModel):
+    id: str
+    date: str
+    age_seconds: int
+    age: str
+    size: int
+    sender: str
+    status: str
+    held: bool
+    hold_reason: str | None = None
+    client_ip: str | None = None
+    auth_user: str | None = None
+    recipients: list[RecipientView]
+
+
+class BrowsePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    messages: list[BrowseItem]
+
+
+class ActionRequest(BaseModel):
+    """An action on the messages named by `ids`, or picked by `filter`, or both (the ids the
+    filter keeps). The page's form sends the filter's fields as `filter.NAME`."""
+
+    action: QueueAction
+    ids: list[Annotated[str, Field(pattern=r"^[0-9]{1,20}$")]] = Field(
+        default_factory=list, max_length=MAX_ACTION_IDS)
+    filter: QueueFilter | None = None
+    reason: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_filter(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(isinstance(k, str) and k.startswith("filter.")
+                                          for k in data):
+            data = dict(data)
+            given = {k[7:]: v for k, v in data.items()
+                     if isinstance(k, str) and k.startswith("filter.") and v not in ("", None)}
+            for key in [k for k in data if isinstance(k, str) and k.startswith("filter.")]:
+                data.pop(key)
+            data.setdefault("filter", given)
+        return data
+
+
+class ActionOutcome(BaseModel):
+    action: str
+    ids: list[str]
+    count: int
+    missing: list[str]
+    via: str
+    done: bool
+
+
+def _make_filter(admin: Any, f: QueueFilter, field_prefix: str = "") -> Any:
+    try:
+        return queue_select.make_filter(sender=f.sender, recipient=f.recipient, domain=f.domain,
+                                  older_than=f.older_than, state=f.state, held=f.held,
+                                  which=f.which)
+    except admin.QueueError as exc:
+        raise Refused(f"{field_prefix}older_than", f.older_than, str(exc)) from None
+
+
+@router.get("/browse", response_model=BrowsePage, responses=errors(503))
+def browse(request: Request, _who: Caller, sender: str | None = Query(None, max_length=320),
+           recipient: str | None = Query(None, max_length=320),
+           domain: str | None = Query(None, max_length=253),
+           older_than: str | None = Query(None, max_length=20),
+           state: RecipientState | None = None, held: bool | None = None,
+           which: Literal["all", "local", "remote", "todo"] = "all",
+           offset: int = Query(0, ge=0, le=10_000_000),
+           limit: int = Query(queue_view.PAGE_SIZE, ge=1, le=500)) -> Any:
+    """One page of the queued messages the filter picks, oldest first, with each recipient's
+    state, attempts, last reply and next retry, and how many messages match in all."""
+    admin = _admin()
+    f = _make_filter(admin, QueueFilter(sender=sender, recipient=recipient, domain=domain,
+                                        older_than=older_than, state=state, held=held,
+                                        which=which))
+    return queue_view.browse(home_of(request), f, offset, limit)
+
+
+@router.post("/actions", response_model=ActionOutcome, responses=errors(404, 503))
+def actions(body: ActionRequest, request: Request, _who: Caller) -> Any:
+    """Hold, release, retry now, bounce now (a DSN to the sender) or delete the messages
+    named by `ids` and/or picked by `filter`; with neither, nothing is done (422)."""
+    admin = _admin()
+    f = _make_filter(admin, body.filter, "filter.") if body.filter is not None else None
+    if not body.ids and (f is None or f.empty()):
+        raise Refused("ids", body.ids, "name the messages: give queue ids or a filter "
+                      "(an action on the whole queue is a purge)")
+    try:
+        result = admin.act(home_of(request), body.action, body.ids, f, body.reason)
+    except admin.QueueError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return result
+
+
+# The filter fields of the Mail Queue page's address (and form), as the API names them.
+PAGE_FILTER_FIELDS = ("sender", "recipient", "domain", "older_than", "state", "held")
+
+
+def page_context(request: Request, which: str) -> dict[str, Any]:
+    """What the Mail Queue page's message list needs: the filter from the address, one page
+    of messages with their recipients' states, and the paging links' numbers. A refused
+    filter value is shown on the page, never answered with an error page."""
+    params = request.query_params
+    given = {k: params.get(k, "").strip()[:320] for k in PAGE_FILTER_FIELDS}
+    held = {"yes": True, "no": False}.get(given["held"])
+    state = given["state"] if given["state"] in ("pending", "deferred", "done", "failed") \
+        else None
+    try:
+        number = max(1, min(int(params.get("page", "1") or 1), 1_000_000))
+    except ValueError:
+        number = 1
+    context: dict[str, Any] = {"queue_filter": given, "filter_problem": "",
+                               "page_number": number, "page_count": 1, "match_total": 0,
+                               "messages": [], "filter_query": "", "filter_fields": {}}
+    if optional.load(queue_view.ADMIN) is None:
+        return context
+    admin = _admin()
+    try:
+        f = _make_filter(admin, QueueFilter.model_validate(dict(
+            sender=given["sender"] or None, recipient=given["recipient"] or None,
+            domain=given["domain"] or None, older_than=given["older_than"] or None,
+            state=state, held=held, which=queue_view.LIST_CHOICES[which])))
+    except Refused as exc:
+        context["filter_problem"] = exc.reason
+        return context
+    size = queue_view.PAGE_SIZE
+    found = queue_view.browse(home_of(request), f, (number - 1) * size, size)
+    kept = {k: v for k, v in given.items() if v} | {"which": which}
+    context.update(messages=found["messages"], match_total=found["total"],
+                   page_count=max(1, -(-found["total"] // size)), filter_query=urlencode(kept),
+                   filter_fields={f"filter.{k}": _form_value(v) for k, v in f.to_dict().items()
+                                  if k != "which" or v != "all"} if not f.empty() else {})
+    return context
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

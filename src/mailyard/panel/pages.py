@@ -228,7 +228,7 @@ def virus(request: Request, session: SignedIn) -> Response:
 @router.get("/queue")
 def queue(request: Request, session: SignedIn, period: str = "day",
           which: str = "remote+local") -> Response:
-    from .api_queue import message_rows
+    from .api_queue import page_context
 
     home = home_of(request)
     period = period if period in rrd.PERIODS else "day"
@@ -241,7 +241,7 @@ def queue(request: Request, session: SignedIn, period: str = "day",
     return render("queue.html", **_base(request, session, "queue", "Mail Queue"),
                   stats=queue_view.stats(home), activity=activity, period=period,
                   periods=list(rrd.PERIODS), which=which, admin_available=admin is not None,
-                  messages=message_rows(home, which) if admin else [])
+                  **page_context(request, which))
 
 
 @router.get("/accounts")

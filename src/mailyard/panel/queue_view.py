@@ -52,3 +52,29 @@ def messages(home: Home, which: str) -> list[dict[str, Any]]:
     """Messages of the chosen part of the queue, oldest first."""
     admin = optional.require(ADMIN)
     return [message_row(m) for m in admin.list_messages(home, LIST_CHOICES[which])]
+
+
+# ---- the queue browser (filters, paging, per-recipient states) ----------------------------------
+
+# Messages per page of the Mail Queue page unless the address asks for another number.
+PAGE_SIZE = 50
+
+
+def recipient_row(r: Any) -> dict[str, Any]:
+    return {"address": r.address, "channel": r.channel, "done": bool(r.done), "state": r.state,
+            "attempts": int(r.attempts), "last_reply": r.last_reply, "next_retry": r.next_retry}
+
+
+def browse_row(item: Any) -> dict[str, Any]:
+    """One message of a browser page: the list's row with each recipient's state."""
+    return message_row(item) | {
+        "recipients": [recipient_row(r) for r in item.recipients],
+        "held": bool(item.held), "hold_reason": item.hold_reason,
+        "client_ip": item.client_ip, "auth_user": item.auth_user}
+
+
+def browse(home: Home, f: Any, offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
+    """One page of the messages the filter (queue.select.Filter) picks, and how many match."""
+    admin = optional.require(ADMIN)
+    found: dict[str, Any] = admin.page(home, f, offset, limit)
+    return found | {"messages": [browse_row(m) for m in found["messages"]]}

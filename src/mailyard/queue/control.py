@@ -1,14 +1,19 @@
 """Who may change the queue: the send service's lock, and requests handed to the service.
 
 While `send` runs it alone changes queue files (it holds lock/sendmutex). Administration that
-changes the queue (delete, purge, process now) therefore either leaves a request file in
-lock/ and wakes the service, or, when no service holds the lock, takes the lock and works
-directly.
+changes the queue (delete, purge, process now, hold, release, retry, bounce) therefore either
+leaves a request file in lock/ and wakes the service, or, when no service holds the lock,
+takes the lock and works directly.
+
+A request's file name says what to do (`req.ACTION.ARG.PID.NANOSECONDS`); the actions on a
+selection of messages (BATCH_ACTIONS) have ARG `batch` and carry their queue ids and the
+hold's reason in the file, as JSON.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +25,12 @@ from .layout import Queue
 
 MUTEX = "lock/sendmutex"
 REQUEST_PREFIX = "req."
-ACTIONS = ("flush", "delete", "purge")
+ACTIONS = ("flush", "delete", "purge", "hold", "release", "retry", "bounce")
+# Actions that carry a selection of messages in the request file (see put_batch).
+BATCH_ACTIONS = ("hold", "release", "retry", "bounce", "delete")
+BATCH_ARG = "batch"
+# A batch request file larger than this is ignored (10,000 ids take about 100 kB).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class QueueLock:
@@ -74,17 +84,37 @@ class Request:
     arg: str
 
 
-def put_request(queue: Queue, action: str, arg: str = "-") -> Path:
+def put_request(queue: Queue, action: str, arg: str = "-", body: bytes = b"") -> Path:
     """Leave a request for the running service and wake it; returns the request's file."""
     if action not in ACTIONS:
         raise ValueError(f"unknown queue request {action!r}; known: {', '.join(ACTIONS)}")
     name = f"{REQUEST_PREFIX}{action}.{arg}.{os.getpid()}.{time.time_ns()}"
     path = queue.root / "lock" / name
     # written through a descriptor of lock/ (the mail owner's), never through a planted link
-    safefs.write_file(queue.root.parent, f"{queue.root.name}/lock/{name}", b"", mode=0o640,
+    safefs.write_file(queue.root.parent, f"{queue.root.name}/lock/{name}", body, mode=0o640,
                       owner=mail_owner() if running_as_root() else None, dir_mode=None)
     queue.trigger()
     return path
+
+
+def put_batch(queue: Queue, action: str, ids: list[str], reason: str = "") -> Path:
+    """Leave a request to apply `action` to the messages `ids` (their order is kept)."""
+    if action not in BATCH_ACTIONS:
+        raise ValueError(f"unknown batch request {action!r}; known: {', '.join(BATCH_ACTIONS)}")
+    body = json.dumps({"ids": [str(i) for i in ids], "reason": reason}).encode()
+    return put_request(queue, action, BATCH_ARG, body)
+
+
+def read_batch(request: Request) -> tuple[list[str], str]:
+    """The queue ids and reason of a batch request; ([], "") when the file is unusable."""
+    try:
+        with open(request.path, "rb") as f:
+            data = f.read(MAX_BATCH_BYTES + 1)
+        raw = json.loads(data) if len(data) <= MAX_BATCH_BYTES else {}
+        ids = [str(i) for i in raw.get("ids", []) if str(i).isdigit()]
+        return ids, str(raw.get("reason", ""))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return [], ""
 
 
 def take_requests(queue: Queue) -> list[Request]:

@@ -25,7 +25,10 @@ from .inject import MessageWriter
 #   remote/ remote recipients, same format
 #   bounce/ failure reports waiting to be sent back as a bounce
 #   lock/   the trigger FIFO
-STATE_DIRS: tuple[str, ...] = ("tmp", "mess", "todo", "info", "local", "remote", "bounce", "lock")
+#   hold/   messages held by the administrator (holds.py)
+#   attempts/ deferred deliveries' attempt counts and last replies (attempts.py)
+STATE_DIRS: tuple[str, ...] = ("tmp", "mess", "todo", "info", "local", "remote", "bounce", "lock",
+                               "hold", "attempts")
 TRIGGER = "lock/trigger"
 
 

@@ -254,7 +254,7 @@ def load_message(queue: Queue, qid: str) -> StoredMessage | None:
 
 def remove_message(queue: Queue, qid: str) -> None:
     """Remove every file of a message; mess/N last, so no file named N outlives inode N."""
-    for state in ("todo", "bounce", "local", "remote", "info"):
+    for state in ("todo", "bounce", "local", "remote", "info", "hold", "attempts"):
         _unlink(queue.file(state, qid))
     _unlink(queue.file("mess", qid))
 
@@ -286,7 +286,7 @@ def clean_orphans(queue: Queue, now: float | None = None) -> list[str]:
                 removed.append(f"mess/{qid}")
         except FileNotFoundError:
             continue
-    for state in ("local", "remote", "bounce"):
+    for state in ("local", "remote", "bounce", "hold", "attempts"):
         for qid in queue.ids(state):
             if qid not in live and not queue.path("mess", qid).exists():
                 queue.path(state, qid).unlink(missing_ok=True)
