@@ -49,7 +49,8 @@ OWN_LOG_DIR_MODE = 0o750
 # Bits no log file or directory keeps: group write, everything for other users.
 LOG_REMOVED_BITS = 0o027
 # Services that write their own logs (after dropping root) and the daily Bayes training.
-MAIL_OWNER_LOGS = ("smtp", "submission", "send", "spam-train")
+MAIL_OWNER_LOGS: tuple[str, ...] = ("smtp", "submission", "send", "spam-train")
+MAIL_OWNER_LOGS += ("sendmail",)  # issue 19: the sendmail service's own log
 
 
 def secure_home(home: Home) -> None:

@@ -84,7 +84,8 @@ def test_status_of_a_stopped_node_lists_every_service(cli_env):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert [r["name"] for r in rows] == ["smtp", "submission", "send", "pop3", "pop3s", "imap",
-                                         "imaps", "spamd", "clamd", "freshclam", "panel"]
+                                         "imaps", "spamd", "clamd", "freshclam", "panel",
+                                         "sendmail"]
     assert all(r["state"] == "STOPPED" and r["pid"] is None for r in rows)
     assert set(rows[0]) == {"name", "state", "pid", "uptime", "version"}
 

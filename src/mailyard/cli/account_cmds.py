@@ -44,7 +44,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quota-mb", type=int, help="megabytes, 0 for no limit")
     p.add_argument("--active", choices=["yes", "no"], help="no: mail to it is refused at RCPT "
                                                            "(550 5.2.1) and it cannot log in")
-    p.set_defaults(func=mailbox_set)
+    p.add_argument("--messages-per-hour", metavar="N|default",
+                   help="its own outbound limit: N messages per hour (0: none), or default "
+                        "(or -1) for the node's limits.messages_per_hour")
+    p.set_defaults(func=mailbox_set_with_rate)
     p = box.add_parser("passwd")
     p.add_argument("address")
     p.set_defaults(func=mailbox_passwd)
@@ -248,4 +251,34 @@ def admin_add(args: argparse.Namespace) -> int:
     home = home_of(args)
     _run(accounts.add_admin, home, args.username, read_password())
     print(f"admin {args.username} added")
+    return 0
+
+
+# ---- a mailbox's own outbound limit (issue 19, item 3) ------------------------------------------
+
+
+def messages_per_hour_value(text: str) -> int:
+    """The --messages-per-hour argument: N >= 0, or `default` / -1 (the node's limit)."""
+    word = text.strip().lower()
+    if word in ("default", str(accounts.CLEAR_RATE_LIMIT)):
+        return accounts.CLEAR_RATE_LIMIT
+    if not word.isdigit() or int(word) > accounts.MAX_MESSAGES_PER_HOUR:
+        raise CliError(f"--messages-per-hour {text!r}: allowed are a whole number from 0 (no "
+                       f"limit) to {accounts.MAX_MESSAGES_PER_HOUR}, or default (or -1) for "
+                       "the node's limits.messages_per_hour", 2)
+    return int(word)
+
+
+def mailbox_set_with_rate(args: argparse.Namespace) -> int:
+    """`mailbox set`, with --messages-per-hour besides the quota and the active state."""
+    if args.messages_per_hour is None:
+        return mailbox_set(args)
+    value = messages_per_hour_value(args.messages_per_hour)
+    home = home_of(args)
+    if args.quota_mb is not None or args.active is not None:
+        mailbox_set(args)
+    box = _run(accounts.set_mailbox, home, args.address, messages_per_hour=value)
+    own = _run(accounts.mailbox_rate_limit, home, box.address)
+    print(f"mailbox {box.address}: messages_per_hour="
+          f"{'default (limits.messages_per_hour)' if own is None else own or 'no limit'}")
     return 0

@@ -13,6 +13,7 @@ _GROUPS = [node_cmds, account_cmds, settings_cmds]
 _OPTIONAL_GROUPS = ["queue_cmds", "filter_cmds", "token_cmds", "install_cmds", "cluster_cmds",
                     "store_cmds", "dns_cmds", "tls_cmds"]
 _OPTIONAL_GROUPS.append("trail_cmds")  # mailyard trail: the delivery trail (issue 19)
+_OPTIONAL_GROUPS += ["limits_cmds"]  # issue 19: outbound rate limits
 
 
 def build_parser() -> argparse.ArgumentParser:

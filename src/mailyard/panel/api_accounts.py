@@ -54,6 +54,9 @@ class MailboxView(BaseModel):
     used_bytes: int | None = Field(None, description="bytes in use; null when not readable")
     percent: float | None = Field(None, description="of the quota; null without one")
     spam_action: str
+    messages_per_hour: int | None = Field(
+        None, description="its own outbound limit, messages per hour (0: none); null: the "
+                          "node's limits.messages_per_hour")
 
 
 class MailboxIn(BaseModel):
@@ -68,6 +71,10 @@ class MailboxChange(BaseModel):
     active: bool | None = Field(None, description="false: refused at RCPT, no login")
     password: str | None = Field(None, min_length=1, max_length=1024)
     spam_action: SpamAction | None = None
+    messages_per_hour: int | None = Field(
+        None, ge=0, le=accounts.MAX_MESSAGES_PER_HOUR,
+        description="its own outbound limit (0: none); null puts it back on the node's "
+                    "limits.messages_per_hour; absent: unchanged")
 
 
 class AliasView(BaseModel):
@@ -171,7 +178,9 @@ def remove_domain(name: str, request: Request, _who: Caller) -> None:
 def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) -> Any:
     home = home_of(request)
     uses = {u.address: u for u in usage.mailboxes(home, domain)}
-    return [_with_usage(m, uses.get(m.address)) for m in accounts.list_mailboxes(home, domain)]
+    rates = accounts.mailbox_rate_limits(home)
+    return [{**_with_usage(m, uses.get(m.address)), "messages_per_hour": rates.get(m.address)}
+            for m in accounts.list_mailboxes(home, domain)]
 
 
 @router.post("/mailboxes", response_model=MailboxView, status_code=201, responses=errors(422))
@@ -194,7 +203,7 @@ def get_mailbox(address: str, request: Request, _who: Caller) -> Any:
     box = accounts.get_mailbox(home_of(request), address)
     if box is None:
         raise HTTPException(404, f"no mailbox {address}")
-    return _with_usage(box, usage.mailbox(home_of(request), box.address))
+    return _with_rate(home_of(request), box)
 
 
 @router.patch("/mailboxes/{address}", response_model=MailboxView, responses=errors(404, 422))
@@ -218,9 +227,15 @@ def change_mailbox(address: str, body: MailboxChange, request: Request,
                       "(hidden)" if "password" in str(exc) else body.spam_action, exc) from None
     if body.quota_mb is not None or body.active is not None:  # last: already checked above
         accounts.set_mailbox(home, address, quota_mb=body.quota_mb, active=body.active)
+    if "messages_per_hour" in body.model_fields_set:  # null: back to the node's limit
+        value = body.messages_per_hour
+        found = accounts.get_mailbox(home, address)  # its stored spelling
+        assert found is not None
+        accounts.set_mailbox(home, found.address, messages_per_hour=accounts.CLEAR_RATE_LIMIT
+                             if value is None else value)
     box = accounts.get_mailbox(home, address)
     assert box is not None
-    return _with_usage(box, usage.mailbox(home, box.address))
+    return _with_rate(home, box)
 
 
 @router.delete("/mailboxes/{address}", status_code=204, responses=errors(404))
@@ -277,3 +292,12 @@ def remove_alias(source: str, request: Request, _who: Caller) -> None:
         accounts.remove_alias(home_of(request), source)
     except accounts.AccountError as exc:
         raise HTTPException(404, str(exc)) from None
+
+
+# ---- a mailbox's own outbound limit (issue 19, item 3) ------------------------------------------
+
+
+def _with_rate(home: Any, box: accounts.MailboxInfo) -> dict[str, Any]:
+    """The mailbox as the API shows it (its usage too), with its own messages-per-hour limit."""
+    return {**_with_usage(box, usage.mailbox(home, box.address)),
+            "messages_per_hour": accounts.mailbox_rate_limit(home, box.address)}

@@ -16,6 +16,7 @@ from ..settings.types import SettingError
 from . import (
     api_accounts,
     api_cluster,
+    api_limits,  # issue 19
     api_mailauth,
     api_queue,
     api_services,
@@ -49,6 +50,7 @@ def api_router() -> APIRouter:
                    api_cluster, api_mailauth):
         router.include_router(module.router)
     router.include_router(trail_router)  # the delivery trail (issue 19)
+    router.include_router(api_limits.router)  # issue 19: outbound rate limits
     return router
 
 

@@ -158,3 +158,11 @@ def fields_of(box: Box, values: dict[str, Any]) -> list[Field]:
 
 def every_page_key() -> set[str]:
     return {k for _title, boxes in PAGES.values() for box in boxes for k in box.keys}
+
+
+# ---- issue 19: the sendmail service (mail of local users: PHP, cron) on the MTA page ----------
+PAGES["mta"][1].append(
+    Box("sendmail", "Local Mail (sendmail)", service_keys("sendmail", "start_on_boot"),
+        services=(("sendmail", "sendmail Status"),),
+        note="Queues what web sites and other local users send with sendmail; see "
+             "docs/limits.md."))

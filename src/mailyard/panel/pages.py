@@ -21,6 +21,7 @@ from ..store import accounts
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
 from .api_accounts import account_usage
+from .problems import page_problems  # issue 19: senders over a rate limit
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
 from .throttle import BUSY_RETRY_SECONDS
@@ -172,7 +173,8 @@ def _base(request: Request, session: Session, page: str, title: str) -> dict[str
             "csrf": session.csrf, "csrf_field": CSRF_FIELD, "hostname": _hostname(request),
             "node": home_of(request).node_name,
             "store_away": "" if store.reachable else store.summary(),
-            "cascade_actions": store.reachable and _cascades_actions(request)}
+            "cascade_actions": store.reachable and _cascades_actions(request),
+            "problems": page_problems(home_of(request))}
 
 
 @router.get("/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import Request
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ..settings.types import SettingError
+from ..smtp.ratetable import RateTable
 
 
 class Problem(BaseModel):
@@ -97,3 +99,24 @@ async def store_away_handler(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse({"detail": text}, status_code=503)
     return PlainTextResponse(text, status_code=503)
+
+
+# ---- the problems list shown on every page (issue 19: senders over an outbound limit) -----------
+
+
+def page_problems(home: Any) -> list[str]:
+    """Warnings for the top of every page: each sender refused by an outbound rate limit in
+    the last hour (docs/limits.md). A counter file that cannot be read shows nothing."""
+    try:
+        with RateTable(home) as table:
+            _counts, over = table.report()
+    except OSError:
+        return []
+    out = []
+    for key, (when, rule, limit, _count) in sorted(over.items()):
+        what = "recipients" if rule == "recipients" else "messages"
+        scope = " for its whole domain" if rule == "domain" else ""
+        out.append(f"{key} passed its limit of {limit} {what} per hour{scope} at "
+                   f"{time.strftime('%H:%M', time.localtime(float(when)))} and is refused "
+                   "mail to other servers until its count falls (mailyard limits).")
+    return out

@@ -60,4 +60,9 @@ SERVICES: dict[str, ServiceSpec] = {s.name: s for s in (
                 description="ClamAV signature updates"),
     ServiceSpec("panel", "panel", ("panel",), "mailyard.panel.service:run",
                 "mailyard.panel.service:version", description="web panel and JSON API"),
+    # issue 19: sendmail for every local user, through a unix socket (smtp/sendmail_daemon.py)
+    ServiceSpec("sendmail", "sendmail", (), "mailyard.smtp.sendmail_daemon:run",
+                "mailyard.smtp.sendmail_daemon:version",
+                description="queues sendmail's mail for local users",
+                sockets=("mailyard.smtp.sendmail_daemon:socket_path",)),
 )}

@@ -12,7 +12,8 @@ from .catalog import SERVICES
 from .privileges import chown_path
 
 # Our programs that run as the mail owner once their ports are bound.
-OWN_UNPRIVILEGED = ("smtp", "submission", "send")
+OWN_UNPRIVILEGED: tuple[str, ...] = ("smtp", "submission", "send")
+OWN_UNPRIVILEGED += ("sendmail",)  # issue 19: drops root once its socket is bound
 
 # supervisord considers a program started once it has stayed up this long. Our services load
 # and bind their ports in about a second (more on a busy machine); a program that cannot bind

@@ -68,6 +68,7 @@ SPAM_LIST_RULE = ("example.com and @example.com mean every address at example.co
 SERVICE_NAMES: tuple[str, ...] = (
     "smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps",
     "spamd", "clamd", "freshclam", "panel",
+    "sendmail",  # issue 19: the socket through which every local user may send
 )
 
 # Authentication modes of the two SMTP servers (guide 4.1): AUTH x TLS.
@@ -558,3 +559,35 @@ def setting(key: str) -> Setting:
 
 def defaults() -> dict[str, Any]:
     return {key: s.default for key, s in REGISTRY.items()}
+
+
+# ---- Outbound rate limits (issue 19, item 3) ---------------------------------------------------
+# 300 an hour per sender: cPanel's default "max emails per hour" for a domain is 500, and
+# shared hosts commonly allow 100 to 500 per mailbox; 300 is well above what a person writes
+# and well below what a stolen password is used for. A mailbox's own limit overrides it
+# (`mailyard mailbox set ADDRESS --messages-per-hour N`).
+_add("limits.messages_per_hour", Int(0, 1_000_000, "messages"), 300, "Messages per Hour",
+     "How many messages to other servers one sender may hand in per hour: a logged-in mailbox, "
+     "a local user calling sendmail, or a relay-network address. Counted over the last hour, "
+     "sliding; past it the sender is told 451 4.7.1 and tries again later. Mail to this "
+     "node's own domains is not counted. 0: no limit.",
+     services=("smtp", "submission"), box="smtp_outbound")
+# A message to many people is one message: the recipient count catches a mailing-list blast
+# of few messages. 1000 is Postfix's smtpd_recipient_limit per message, here per hour.
+_add("limits.recipients_per_hour", Int(0, 10_000_000, "recipients"), 1000,
+     "Recipients per Hour",
+     "How many recipients at other servers one sender may address per hour, over all its "
+     "messages; the recipient past it is told 451 4.7.1. 0: no limit.",
+     services=("smtp", "submission"), box="smtp_outbound")
+# Every mailbox of a domain together: a hosting customer's whole domain, as cPanel counts.
+_add("limits.domain_messages_per_hour", Int(0, 10_000_000, "messages"), 1000,
+     "Messages per Domain per Hour",
+     "How many messages to other servers all the senders of one domain together may hand in "
+     "per hour (a mailbox counts for its own domain; sendmail and relay-network mail for the "
+     "sender address's domain when it is one of this node's). 0: no limit.",
+     services=("smtp", "submission"), box="smtp_outbound")
+_add("limits.hold_when_over", Bool(), False, "Hold Mail of Senders over a Limit",
+     "When a sender passes a limit, also hold the mail it has queued already, for an "
+     "administrator to review and release or delete (a stolen password sends fast). Off: the "
+     "sender is only refused until its count has fallen.",
+     services=("smtp", "submission"), box="smtp_outbound")

@@ -21,6 +21,7 @@ from ..queue import Envelope, QueueError
 from . import authchecks as A
 from . import loglines as L
 from . import policy as P
+from . import ratelimit as RL
 from .auth import Cancelled, Challenge, Credentials, Exchange, Malformed, start_exchange
 from .directory import LookupFailed
 from .events import (
@@ -44,6 +45,7 @@ from .events import (
     Vrfy,
 )
 from .protocol import ServerConnection, State
+from .ratetable import on_over_limit
 from .rbl import listing_zone
 from .received import received_header
 from .replies import Reply
@@ -79,6 +81,11 @@ class Conversation:
         self.spf: SpfResult | None = None
         self.auth_group: bool | None = None
         self.in_message = False
+        # Outbound rate limits of the transaction under way: who it counts for (found at the
+        # first remote recipient), the counts read then, and its remote recipients.
+        self.rate_sender: RL.Sender | None = None
+        self.rate_buckets: tuple[list[RL.Bucket], list[RL.Bucket]] = ([], [])
+        self.remote: set[str] = set()
         self.task: asyncio.Future[None] | None = None
         self._out = bytearray()
         self._closing = False
@@ -220,6 +227,7 @@ class Conversation:
                 self._reply(refusal, f"{path} user={session.auth_user}")
                 return
         self.spf, self.auth_group = None, None  # MAIL starts a transaction
+        self.rate_sender, self.remote = None, set()
         if path is not None and reply.positive and A.applies(
                 self.auth_policy, P.may_relay(policy, session), bool(session.auth_user)):
             try:
@@ -266,9 +274,80 @@ class Conversation:
             self.log(L.store_error(self.ip, exc))
             self._reply(P.lookup_error_reply("the recipient"), address)
             return
+        if reply.positive and not local:
+            refusal = await self._rate_check(address)
+            if refusal is not None:
+                self._reply(refusal, address)
+                return
         if self.spf is not None and reply.positive:
             self.auth_group = group
         self._reply(reply, address, accepted=checked)
+
+    # ---- outbound rate limits ------------------------------------------------------------------
+    async def _rate_check(self, address: str) -> Reply | None:
+        """At a remote recipient: the 451 when one more message (or recipient) of this
+        sender would pass a limit. The counts are read once per transaction (at its first
+        remote recipient); port 25 inbound mail never gets here with a sender to count."""
+        server, session = self.server, self.conn.session
+        kind = P.rate_limited_client(self.policy, session)
+        if not kind or not server.limits.any or address.lower() in self.remote:
+            return None
+        if self.rate_sender is None:
+            try:
+                self.rate_sender = await self._find_rate_sender(kind)
+                self.rate_buckets = server.rates().buckets(self.rate_sender)
+            except LookupFailed as exc:
+                self.log(L.store_error(self.ip, exc))
+                return P.lookup_error_reply("the sender's limits")
+            except OSError as exc:  # a broken counter file never stops the mail; it is logged
+                self.log(L.rate_table_error(self.ip, exc))
+                self.rate_sender = RL.Sender("")
+        if not self.rate_sender.key:
+            return None
+        found = RL.over_now(server.limits, self.rate_sender, *self.rate_buckets,
+                            now=time.time(), recipients_so_far=len(self.remote))
+        if found is not None:
+            self._over_limit(found)
+            return P.rate_limit_reply(found)
+        self.remote.add(address.lower())
+        return None
+
+    async def _find_rate_sender(self, kind: str) -> RL.Sender:
+        session, directory = self.conn.session, self.server.directory
+        if kind == "mailbox":
+            facts = await directory.recipient(session.auth_user)
+            override = facts.mailbox.messages_per_hour if facts.mailbox else None
+            return RL.mailbox_sender(session.auth_user, override)
+        domain = session.sender.domain.lower() if session.sender else ""
+        if domain and not await directory.is_local_domain(domain):
+            domain = ""
+        return RL.ip_sender(self.ip, domain)
+
+    def _over_limit(self, found: RL.Verdict) -> None:
+        try:
+            self.server.rates().note_refused(found)
+            on_over_limit(self.server.home, found.key, found, self.server.limits, self.log)
+        except OSError as exc:
+            self.log(L.rate_table_error(self.ip, exc))
+
+    def _charge(self) -> Reply | None:
+        """At the end of DATA, before the commit: count the message, or the 451 when it no
+        longer fits (another session of the sender took the last place meanwhile)."""
+        if self.rate_sender is None or not self.rate_sender.key or not self.remote:
+            return None
+        try:
+            found = self.server.rates().charge(self.server.limits, self.rate_sender,
+                                               len(self.remote))
+        except OSError as exc:
+            self.log(L.rate_table_error(self.ip, exc))
+            return None
+        if found is None:
+            return None
+        try:
+            on_over_limit(self.server.home, found.key, found, self.server.limits, self.log)
+        except OSError as exc:
+            self.log(L.rate_table_error(self.ip, exc))
+        return P.rate_limit_reply(found)
 
     async def _on_simple(self, event: Rset | Noop | Help | Vrfy) -> None:
         self._reply(P.simple_reply(event.verb))
@@ -414,6 +493,10 @@ class Conversation:
             if refusal is not None:
                 self._reply(refusal, f"from=<{sender}>")
                 return
+        refusal = self._charge()
+        if refusal is not None:
+            self._reply(refusal, f"from=<{sender}>")
+            return
         protocol = P.protocol_name(session)
         envelope = Envelope(sender=sender, recipients=recipients, client_ip=self.ip,
                             helo=session.helo, auth_user=session.auth_user or None,

@@ -117,3 +117,8 @@ def mail_auth_error(ip: str, exc: BaseException) -> str:
 
 def session_too_long(ip: str, lifetime: float) -> str:
     return f"too-long ip={ip} lifetime={lifetime:g}s"
+
+
+def rate_table_error(ip: str, exc: BaseException) -> str:
+    """The outbound rate counters could not be read or written: the mail goes on uncounted."""
+    return f"rate-table-error ip={ip} {type(exc).__name__}: {exc}"

@@ -23,6 +23,7 @@ from typing import Any
 from .. import quota
 from ..mailauth import srs
 from . import blacklist
+from . import ratelimit as RL
 from . import replies as R
 from .address import Path
 from .auth import MECHANISMS
@@ -629,3 +630,23 @@ def data_too_slow(policy: Policy, data_age: float, data_bytes: int) -> R.Reply |
     if data_bytes >= policy.min_data_rate * data_age:
         return None
     return R.DATA_TOO_SLOW.format(hostname=policy.hostname, rate=policy.min_data_rate)
+
+
+# ---- outbound rate limits (issue 19, item 3) -----------------------------------------------------
+
+
+def rate_limited_client(policy: Policy, session: Session) -> str:
+    """Who the session's outgoing mail is counted for: "mailbox" (logged in), "ip" (a relay
+    network's client that has not logged in) or "" (port 25 inbound: never counted)."""
+    if session.auth_user:
+        return "mailbox"
+    if in_networks(session.client_ip, policy.relay_networks):
+        return "ip"
+    return ""
+
+
+def rate_limit_reply(verdict: RL.Verdict) -> R.Reply:
+    """451 4.7.1 naming the key and the limit it passed."""
+    table = {RL.MESSAGES: R.RATE_LIMIT_MESSAGES, RL.RECIPIENTS: R.RATE_LIMIT_RECIPIENTS,
+             RL.DOMAIN: R.RATE_LIMIT_DOMAIN}
+    return table[verdict.rule].format(key=verdict.key, limit=verdict.limit)

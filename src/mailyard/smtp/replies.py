@@ -167,3 +167,13 @@ def _name_all() -> None:
 
 _name_all()
 
+
+# Outbound rate limits (issue 19): 451 4.7.1, as Postfix's policy services answer a sender
+# over its rate (the client keeps the message and tries again later).
+RATE_LIMIT_MESSAGES = _r(451, "4.7.1", "{key} is over its limit of {limit} messages per hour; "
+                                       "try again later")
+RATE_LIMIT_RECIPIENTS = _r(451, "4.7.1", "{key} is over its limit of {limit} recipients per "
+                                         "hour; try again later")
+RATE_LIMIT_DOMAIN = _r(451, "4.7.1", "{key} is over its limit of {limit} messages per hour "
+                                     "for the whole domain; try again later")
+_name_all()

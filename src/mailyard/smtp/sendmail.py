@@ -1,4 +1,8 @@
-"""`sendmail`: the local injector that cron, PHP's mail() and scripts call; writes the queue directly.
+"""`sendmail`: the local injector that cron, PHP's mail() and scripts call.
+
+Root and the mail owner queue the message in this process (`run`); every other user hands it
+to the node's sendmail service over HOME/run/sendmail.sock (`submit`; the service is
+`sendmail_daemon`), which knows the caller's uid from the kernel and applies its rate limit.
 
     sendmail [-t] [-i | -oi] [-f SENDER] [-F FULLNAME] [--home DIR] [--] [RECIPIENT ...]
 
@@ -11,16 +15,21 @@ went wrong otherwise (sysexits.h codes, as sendmail uses them). The node is the 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import pwd
 import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from ..home import Home, HomeError
+from ..queue import Envelope, Queue, QueueError
+from ..store.settings_store import load_settings
 from .address import AddressError, parse_mailbox
 from .policy import blacklist_match
 
@@ -213,33 +222,62 @@ def header_addresses(headers: Headers, names: tuple[bytes, ...]) -> list[str]:
 # ---- the program ------------------------------------------------------------------------------
 
 
-def _login() -> tuple[str, str]:
-    try:
-        entry = pwd.getpwuid(os.getuid())
-        return entry.pw_name, entry.pw_gecos.split(",")[0]
-    except KeyError:
-        return f"uid{os.getuid()}", ""
+@dataclass(frozen=True)
+class Caller:
+    """Who hands the message in: the calling process's user (the sendmail daemon learns it
+    from the socket, SO_PEERCRED; the direct path is the process itself)."""
+
+    uid: int
+    login: str
+    gecos: str
+
+    @classmethod
+    def of_uid(cls, uid: int) -> Caller:
+        try:
+            entry = pwd.getpwuid(uid)
+            return cls(uid, entry.pw_name, entry.pw_gecos.split(",")[0])
+        except KeyError:
+            return cls(uid, f"uid{uid}", "")
+
+
+# Called with (sender, recipients) once the whole message is written, before the commit: the
+# daemon's rate limit. It raises SendmailError to refuse the message.
+BeforeCommit = Callable[[str, list[str]], None]
 
 
 def run(argv: list[str], stdin: BinaryIO) -> str:
-    """Queue one message; returns its queue id or raises SendmailError."""
+    """Queue one message in this process (root and the mail owner); returns its queue id or
+    raises SendmailError."""
     opts = parse_args(argv)
-    from ..home import Home, HomeError
+    home = find_home(opts)
+    return inject(home, load_node_settings(home), opts, stdin, Caller.of_uid(os.getuid()))
 
+
+def home_root(opts: Options) -> str:
+    return opts.home or os.environ.get("MAILYARD_HOME") or DEFAULT_HOME
+
+
+def find_home(opts: Options) -> Home:
     try:
-        home = Home.find(opts.home or os.environ.get("MAILYARD_HOME") or DEFAULT_HOME)
+        return Home.find(home_root(opts))
     except HomeError as exc:
         raise SendmailError(f"sendmail: {exc}; nothing was sent", EX_TEMPFAIL) from None
-    try:
-        from ..store.settings_store import load_settings
 
-        settings = load_settings(home)
+
+def load_node_settings(home: Home) -> dict[str, Any]:
+    try:
+        return load_settings(home)
     except Exception as exc:
         raise SendmailError(f"sendmail: cannot read the node's settings ({home.db_url}): "
                             f"{type(exc).__name__}: {exc}; nothing was sent", EX_TEMPFAIL) from None
+
+
+def inject(home: Home, settings: dict[str, Any], opts: Options, stdin: BinaryIO,
+           caller: Caller, before_commit: BeforeCommit | None = None) -> str:
+    """Read the message from `stdin`, check it and queue it for `caller`; its queue id."""
     default_domain = str(settings["server.default_domain"])
     limit = int(settings["smtp.message_size_mb"]) * 1024 * 1024
-    login, gecos = _login()
+    login, gecos = caller.login, caller.gecos
     sender = qualify(opts.sender, default_domain) if opts.sender is not None \
         else f"{login}@{default_domain}"
 
@@ -265,7 +303,7 @@ def run(argv: list[str], stdin: BinaryIO) -> str:
                                 f"(outbound blacklist entry {hit}); nothing was sent", EX_NOPERM)
 
     nl = headers.newline
-    added = [f"Received: (mailyard-sendmail invoked by uid {os.getuid()}); "
+    added = [f"Received: (mailyard-sendmail invoked by uid {caller.uid}); "
              f"{email.utils.formatdate(localtime=True)}".encode() + nl]
     if not headers.named(b"from"):
         name = opts.full_name if opts.full_name is not None else gecos
@@ -277,8 +315,6 @@ def run(argv: list[str], stdin: BinaryIO) -> str:
     if not headers.named(b"message-id"):
         added.append(b"Message-ID: " + _message_id(default_domain).encode() + nl)
     kept = [h for h in headers.lines if h.split(b":", 1)[0].strip().lower() != b"bcc"]
-
-    from ..queue import Envelope, Queue, QueueError
 
     try:
         queue = Queue(home.queue_dir)
@@ -301,8 +337,10 @@ def run(argv: list[str], stdin: BinaryIO) -> str:
                 put(headers.first_body_line)
             for line in lines:
                 put(line)
+            if before_commit is not None:
+                before_commit(sender, recipients)
             return writer.commit(Envelope(sender=sender, recipients=recipients,
-                                          uid=os.getuid(), protocol="local"))
+                                          uid=caller.uid, protocol="local"))
     except QueueError as exc:
         raise SendmailError(f"sendmail: cannot queue the message: {exc}; nothing was sent",
                             EX_TEMPFAIL) from None
@@ -312,9 +350,75 @@ def _message_id(domain: str) -> str:
     return f"<{time.time_ns()}.{os.getpid()}.{socket.gethostname().split('.')[0]}@{domain}>"
 
 
-def main(argv: list[str] | None = None) -> None:
+# ---- every other user: through the sendmail service's socket ------------------------------------
+
+SOCKET_NAME = "run/sendmail.sock"  # below the home; the daemon's side is sendmail_daemon.py
+# Seconds to wait for the daemon's answer once the message is sent (it checks, syncs, counts).
+ANSWER_TIMEOUT = 120.0
+
+
+def direct(root: Path) -> bool:
+    """Whether this process queues the message itself: root, and the mail owner (the owner
+    of the queue); every other user goes through the sendmail service."""
+    uid = os.getuid()
+    if uid == 0:
+        return True
     try:
-        run(sys.argv[1:] if argv is None else argv, sys.stdin.buffer)
+        return os.stat(root / "queue").st_uid == uid
+    except OSError:
+        return False
+
+
+def submit(argv: list[str], stdin: BinaryIO) -> str:
+    """Hand the message to the sendmail service (protocol in sendmail_daemon's docstring);
+    its queue id, or SendmailError with the daemon's status and reason."""
+    opts = parse_args(argv)  # usage errors are told at once, without the daemon
+    path = Path(home_root(opts)) / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise SendmailError(f"sendmail: the node's sendmail service does not answer at "
+                                f"{path} ({exc.strerror or exc}); is it running (mailyard "
+                                "status)? nothing was sent", EX_TEMPFAIL) from None
+        try:
+            sock.sendall(json.dumps({"v": 1, "args": argv}).encode() + b"\n")
+            while chunk := stdin.read(_READ_SIZE):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon refused before the end: its answer says why
+        sock.settimeout(ANSWER_TIMEOUT)
+        answer = b""
+        try:
+            while not answer.endswith(b"\n") and len(answer) < 64 * 1024:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError as exc:
+            raise SendmailError(f"sendmail: no answer from the sendmail service ({exc}); the "
+                                "message may not have been sent", EX_TEMPFAIL) from None
+    finally:
+        sock.close()
+    status, _, text = answer.decode("utf-8", "replace").strip().partition(" ")
+    if not status.isdigit():
+        raise SendmailError("sendmail: the sendmail service ended the connection without an "
+                            "answer; nothing was sent", EX_TEMPFAIL)
+    if int(status) != 0:
+        raise SendmailError(text, int(status))
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        try:
+            root = Path(home_root(parse_args(args)))
+        except SendmailError:
+            root = Path(DEFAULT_HOME)  # the option error is told by the call below
+        (run if direct(root) else submit)(args, sys.stdin.buffer)
     except SendmailError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(exc.status)

@@ -18,8 +18,10 @@ from ..logs import LogDir
 from ..queue import Queue
 from . import authchecks as A
 from . import policy as P
+from . import ratelimit as RL
 from .conversation import TLS_HANDSHAKE_TIMEOUT, Conversation
 from .directory import Directory
+from .ratetable import RateTable
 from .shared import SharedState
 from .wire import Wire
 
@@ -88,12 +90,21 @@ class SmtpServer:
         self.conversations: set[Conversation] = set()
         self.listeners: list[asyncio.Server] = []
         self.stopping = False
+        self.limits = RL.Limits.from_settings(settings)
+        self._rates: RateTable | None = None
 
     def reload(self, policy: P.Policy, settings: dict[str, Any]) -> None:
         """New settings for new connections (sessions under way keep theirs)."""
         self.policy = policy
         self.settings = settings
         self.auth_policy = A.AuthPolicy.from_settings(settings, self.service)
+        self.limits = RL.Limits.from_settings(settings)
+
+    def rates(self) -> RateTable:
+        """The node's outbound rate counters, opened at first use (OSError when it cannot)."""
+        if self._rates is None:
+            self._rates = RateTable(self.home)
+        return self._rates
 
     # ---- the connection count ----------------------------------------------------------------
     def connection_opened(self, ip: str) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from ..services.tls import server_context
 from ..store.db import engine_for
 from ..store.settings_store import load_settings
 from .policy import Policy
+from .ratetable import prepare as prepare_rate_table
 from .server import SmtpServer, bind
 from .shared import SharedState
 from .workers import LogPipe, Parent, worker_count
@@ -112,6 +113,7 @@ def _run(home: Home, service: str) -> None:
     try:
         ports = _ports(home, service, settings, tls)
         sockets = _bind_all(settings, service, ports, log)
+        prepare_rate_table(home)  # HOME/var is root's: made for the mail owner before the drop
         drop_privileges()
         count = worker_count(int(settings["smtp.workers"]))
         shared = SharedState()

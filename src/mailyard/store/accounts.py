@@ -198,10 +198,15 @@ def check_quota(quota_mb: int) -> int:
 
 
 def set_mailbox(home: Home, address: str, *, quota_mb: int | None = None,
-                active: bool | None = None) -> MailboxInfo:
-    """Change a mailbox's quota or active state (None: leave it); the mailbox as it now is."""
+                active: bool | None = None,
+                messages_per_hour: int | None = None) -> MailboxInfo:
+    """Change a mailbox's quota or active state (None: leave it); the mailbox as it now is.
+    `messages_per_hour`: its own outbound limit (0: none), CLEAR_RATE_LIMIT: back to the
+    node's limits.messages_per_hour, None: leave it."""
     if quota_mb is not None:
         check_quota(quota_mb)
+    if messages_per_hour is not None:
+        check_messages_per_hour(messages_per_hour)
     with session_scope(home.db_url) as s:
         box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
         if box is None:
@@ -210,6 +215,9 @@ def set_mailbox(home: Home, address: str, *, quota_mb: int | None = None,
             box.quota_mb = quota_mb
         if active is not None:
             box.active = active
+        if messages_per_hour is not None:
+            box.messages_per_hour = (None if messages_per_hour == CLEAR_RATE_LIMIT
+                                     else messages_per_hour)
         return MailboxInfo(box.address, box.active, box.quota_mb, box.spam_action)
 
 
@@ -397,3 +405,35 @@ def check_admin_password(home: Home, username: str, password: str) -> bool:
 def count_admins(home: Home) -> int:
     with session_scope(home.db_url) as s:
         return int(s.scalar(select(func.count(Admin.id))) or 0)
+
+
+# ---- a mailbox's own outbound limit (issue 19, item 3) ------------------------------------------
+# `messages_per_hour` that puts a mailbox back on the node's limits.messages_per_hour.
+CLEAR_RATE_LIMIT = -1
+# As the setting limits.messages_per_hour allows.
+MAX_MESSAGES_PER_HOUR = 1_000_000
+
+
+def check_messages_per_hour(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or \
+            not (value == CLEAR_RATE_LIMIT or 0 <= value <= MAX_MESSAGES_PER_HOUR):
+        raise AccountError(f"messages per hour {value!r}: a whole number from 0 (no limit) to "
+                           f"{MAX_MESSAGES_PER_HOUR}, or {CLEAR_RATE_LIMIT} for the node's "
+                           "limits.messages_per_hour")
+    return value
+
+
+def mailbox_rate_limit(home: Home, address: str) -> int | None:
+    """A mailbox's own messages-per-hour limit (None: the node's); AccountError if none."""
+    key = mail_key(address)
+    with read_scope(home) as s:
+        box = s.scalar(select(Mailbox).where(Mailbox.address == key)) if key else None
+        if box is None:
+            raise AccountError(f"no mailbox {address}")
+        return box.messages_per_hour
+
+
+def mailbox_rate_limits(home: Home) -> dict[str, int | None]:
+    """Every mailbox's own messages-per-hour limit (None: the node's), in one query."""
+    with read_scope(home) as s:
+        return {a: r for a, r in s.execute(select(Mailbox.address, Mailbox.messages_per_hour))}

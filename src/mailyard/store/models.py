@@ -47,6 +47,8 @@ class Mailbox(Base):
     # Where mail marked as spam goes: spam_folder, inbox or discard (issue 6).
     spam_action: Mapped[str] = mapped_column(String(16), default="spam_folder", nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # Its own outbound limit, messages per hour (0: none); NULL: limits.messages_per_hour.
+    messages_per_hour: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
     domain: Mapped[Domain] = relationship(back_populates="mailboxes")
 

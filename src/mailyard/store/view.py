@@ -49,6 +49,7 @@ class MailboxFacts:
     address: str
     active: bool
     quota_mb: int  # 0 means no quota
+    messages_per_hour: int | None = None  # its own outbound limit; None: the node's
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,12 @@ def read_snapshot(home: Home) -> Snapshot:
     with read_scope(home) as s:
         for name, owner in s.execute(select(Domain.name, Domain.owner)):
             snap.domains[name.lower()] = owner or ""
-        for address, active, quota in s.execute(
-                select(Mailbox.address, Mailbox.active, Mailbox.quota_mb)):
+        for address, active, quota, rate in s.execute(
+                select(Mailbox.address, Mailbox.active, Mailbox.quota_mb,
+                       Mailbox.messages_per_hour)):
             key = address.lower()
-            snap.mailboxes[key] = MailboxFacts(key, bool(active), int(quota or 0))
+            snap.mailboxes[key] = MailboxFacts(key, bool(active), int(quota or 0),
+                                               None if rate is None else int(rate))
         for source, targets, keep in s.execute(
                 select(Alias.source, Alias.targets, Alias.keep_copy)):
             key = source.lower()

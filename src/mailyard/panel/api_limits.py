@@ -1,0 +1,44 @@
+"""API: the outbound rate limits, every sender's count of the last hour and the senders
+refused (the same report as `mailyard limits --json`; docs/limits.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from ..smtp.ratereport import as_json, report
+from .problems import errors
+from .security import Caller, home_of
+
+router = APIRouter(prefix="/limits", tags=["limits"])
+
+
+class LimitsView(BaseModel):
+    messages_per_hour: int
+    recipients_per_hour: int
+    domain_messages_per_hour: int
+    hold_when_over: bool
+
+
+class SenderView(BaseModel):
+    key: str
+    messages: int
+    recipients: int
+    messages_limit: int
+    recipients_limit: int
+    refused_rule: str
+    refused_at: float
+
+
+class LimitsReport(BaseModel):
+    limits: LimitsView
+    senders: list[SenderView]
+
+
+@router.get("", response_model=LimitsReport, responses=errors())
+def limits_report(request: Request, _who: Caller) -> Any:
+    """The node's limits (0: none) and each sender or domain counted or refused in the last
+    hour, those refused first."""
+    return as_json(*report(home_of(request)))
