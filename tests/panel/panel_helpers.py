@@ -72,15 +72,16 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"the panel at {url} did not answer within {timeout:.0f} s")
 
 
-def start_panel(home: Home) -> subprocess.Popen[bytes]:
-    """The panel alone, as supervisord would start it, in its own process group."""
+def start_panel(home: Home, url: str | None = None) -> subprocess.Popen[bytes]:
+    """The panel alone, as supervisord would start it, in its own process group (ready once
+    `url`, by default the panel's on 127.0.0.1, answers)."""
     log = home.log_dir / "panel-test.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(VENV_BIN / "python"), "-m", "mailyard.services.run", "panel", "--home",
              str(home.root)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, MAILYARD_HOME=str(home.root)))
-    wait_ready(panel_url(home), proc, log=log)
+    wait_ready(url or panel_url(home), proc, log=log)
     return proc
 
 

@@ -6,10 +6,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 from ..home import Home
-
-# The guide's panel listens on every address (administrators reach it from their desks);
-# firewalls decide who may. Tests reach it on 127.0.0.1.
-LISTEN_ADDRESS = "0.0.0.0"
+from ..store.settings_store import load_settings
 
 
 def version() -> str:
@@ -25,8 +22,10 @@ def run(home: Home) -> None:
 
     from .app import create_app
 
+    settings = load_settings(home)
     config = uvicorn.Config(
-        create_app(home), host=LISTEN_ADDRESS, port=home.port("panel"),
+        create_app(home), host=str(settings["panel.listen_address"]),
+        port=home.port("panel", settings),
         ssl_certfile=str(home.cert_file), ssl_keyfile=str(home.key_file),
         proxy_headers=False, server_header=False, log_level="info", access_log=True,
         timeout_graceful_shutdown=5,
