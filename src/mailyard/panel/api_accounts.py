@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..home import Home
+from ..services import helper
 from ..store import accounts
 from .problems import Refused, errors
 from .security import Caller, home_of
 
 router = APIRouter(tags=["accounts"])
+log = logging.getLogger("mailyard.panel.accounts")
 
 SpamAction = Literal["spam_folder", "inbox", "discard"]
 
@@ -71,6 +75,16 @@ def _missing(exc: accounts.AccountError) -> bool:
     return str(exc).startswith("no ")
 
 
+def make_maildir(home: Home, address: str) -> None:
+    """The Maildir is made by the root helper as the mail owner (mail/ is the mail owner's).
+    Without the helper the mailbox still works: delivery makes its Maildir with the first
+    message."""
+    try:
+        helper.call(home, "make-maildir", address=address)
+    except helper.HelperError as exc:
+        log.warning("the Maildir of %s is made at its first delivery: %s", address, exc)
+
+
 # ---- domains --------------------------------------------------------------------------------
 
 
@@ -113,10 +127,12 @@ def add_mailbox(body: MailboxIn, request: Request,
                 _who: Caller) -> Any:
     home = home_of(request)
     try:
-        address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb)
+        address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb,
+                                       make_maildir=False)
     except accounts.AccountError as exc:
         field = "password" if "password" in str(exc) else "address"
         raise _refuse(field, "(hidden)" if field == "password" else body.address, exc) from None
+    make_maildir(home, address)
     box = accounts.get_mailbox(home, address)
     assert box is not None
     return asdict(box)

@@ -21,6 +21,7 @@ from . import (
     api_services,
     api_settings,
     api_spam,
+    api_tls,
     api_virus,
     pages,
     problems,
@@ -46,6 +47,7 @@ def api_router() -> APIRouter:
     for module in (api_settings, api_services, api_queue, api_accounts, api_spam, api_virus,
                    api_cluster, api_mailauth):
         router.include_router(module.router)
+    router.include_router(api_tls.router)  # TLS certificates through the root helper
     return router
 
 
