@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..home import Home
+from ..queue import admin
+from ..settings.apply import apply_keys
 from ..settings.registry import REGISTRY
+from . import control
 from .catalog import SERVICES
+from .control import ServiceStatus
 
 SOCKET_NAME = "helper.sock"
 # A request is a few names, or a certificate chain with its key (a long chain of four RSA-4096
@@ -126,7 +130,8 @@ def _check_service(args: dict[str, Any]) -> dict[str, Any]:
         raise HelperRefused(f"service: no service named {name!r}; services are: "
                             f"{', '.join(SERVICES)}")
     if name in NOT_FROM_PANEL and action in ("stop", "restart"):
-        raise HelperRefused(f"service: {name} cannot be {action}ed from the panel; use "
+        done = {"stop": "stopped", "restart": "restarted"}[action]
+        raise HelperRefused(f"service: {name} cannot be {done} from the panel; use "
                             f"`mailyard service {action} {name}` on the node")
     return {"action": action, "name": name}
 
@@ -269,3 +274,43 @@ def call(home: Home, request: str, timeout: float = ANSWER_WAIT_SECONDS, **args:
         return answer.get("result")
     error = str(answer.get("error") or "failed")
     raise (HelperRefused if answer.get("refused") else HelperError)(error)
+
+
+# ---- through the helper when it answers, else here (code shared by root and the panel) --------
+# The cluster agent runs in the panel (as mailyard-panel) and its heartbeat also runs from the
+# CLI as root with no node up; these ask the helper when one answers and otherwise do the work
+# in this process, where an unprivileged caller simply lacks the rights (no fallback to root).
+
+
+def status_or_local(home: Home, with_versions: bool = False) -> list[ServiceStatus]:
+    try:
+        rows = call(home, "status", with_versions=with_versions)
+    except HelperUnavailable:
+        return control.status(home, with_versions=with_versions)
+    return [ServiceStatus(**row) for row in rows]
+
+
+def apply_or_local(home: Home, keys: list[str], unchanged: frozenset[str] = frozenset()
+                   ) -> tuple[list[str], list[str], list[str]]:
+    try:
+        done = call(home, "apply-settings", keys=keys, unchanged=sorted(unchanged))
+    except HelperUnavailable:
+        return apply_keys(home, keys, unchanged)
+    return list(done["reloaded"]), list(done["restarted"]), list(done["problems"])
+
+
+def service_or_local(home: Home, action: str, name: str) -> None:
+    """control.start/stop/restart/reload; ControlError (or HelperError) when it fails."""
+    try:
+        call(home, "service", action=action, name=name)
+    except HelperUnavailable:
+        getattr(control, action)(home, name)
+
+
+def queue_or_local(home: Home, action: str, which: str = "") -> Any:
+    """queue.admin.process / purge(which) as the mail owner; QueueError-like HelperRefused."""
+    args = {"which": which} if action == "purge" else {}
+    try:
+        return call(home, "queue", action=action, **args)
+    except HelperUnavailable:
+        return admin.purge(home, which) if action == "purge" else admin.process(home)
