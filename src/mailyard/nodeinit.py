@@ -56,6 +56,7 @@ LOG_REMOVED_BITS = 0o027
 # What the panel (as mailyard-panel) writes itself: the queue graphs' round-robin database.
 PANEL_STATE = "var/rrd"
 PANEL_STATE_MODE = 0o750
+MANAGER_TOKEN = "etc/cluster/manager-token"  # cluster.manager_token.token_path
 # Services that write their own logs (after dropping root) and the daily Bayes training.
 MAIL_OWNER_LOGS = ("smtp", "submission", "send", "spam-train")
 
@@ -100,6 +101,11 @@ def _panel_state(home: Home) -> None:
     uid, gid = panel_owner()
     safefs.mkdirs(home.root, PANEL_STATE, PANEL_STATE_MODE, (uid, gid))
     safefs.chown_tree(home.root, PANEL_STATE, uid, gid)
+    # the manager's node token, which the panel sends for cascaded actions (an older home's
+    # was root's alone); etc/ is root's
+    if (home.root / MANAGER_TOKEN).is_file():
+        safefs.chown(home.root, str(Path(MANAGER_TOKEN).parent), 0, gid, mode=0o750)
+        safefs.chmod_file(home.root, MANAGER_TOKEN, 0o640, (0, gid))
 
 
 def _store_owner() -> tuple[int, int] | None:
