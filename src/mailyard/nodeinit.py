@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import safefs
 from .home import CONFIG_MODE, CONFIG_NAME, Home
-from .services.privileges import MAIL_USER
+from .services.privileges import MAIL_USER, PANEL_USER, panel_owner
 from .services.tls import make_self_signed
 from .store.accounts import (
     add_admin,
@@ -29,25 +29,34 @@ from .store.settings_store import load_settings, set_many
 
 
 def give_store_to_mail_owner(home: Home) -> None:
-    """An SQLite store lives in HOME/db/, owned by the mail owner: the SMTP and send services
-    read it after dropping root, and SQLite needs to write its -wal/-shm files beside it.
-    Root's own writes keep that ownership (SQLite gives new -wal/-shm files the store's owner)."""
-    from .services.privileges import chown_tree
-
+    """An SQLite store lives in HOME/db/, a directory of root's that the group mailyard-store
+    (the mail owner and the panel) may write: the SMTP and send services and the panel read
+    and write the store without root, and SQLite needs to make its -wal/-shm files beside it.
+    The files are the mail owner's; root's own writes keep that ownership (SQLite gives new
+    -wal/-shm files the store's owner and mode), the setgid directory gives them its group."""
     if home.db_url.startswith("sqlite:///"):
-        chown_tree(Path(home.db_url[len("sqlite:///"):]).parent)
+        _private_store(Path(home.db_url[len("sqlite:///"):]).parent, _store_owner())
 
 
 # What holds secrets, and who may read it (issue 16, item 4). The store holds every password
-# hash and the panel's sessions; root and the mail owner (the services, sendmail) use it.
-STORE_DIR_MODE = 0o700
-STORE_FILE_MODE = 0o600
+# hash and the panel's sessions; root, the mail owner (the services, sendmail) and the panel
+# use it. As root: db/ root:mailyard-store 2770 (setgid, so every file made in it gets the
+# group), the files mailyard:mailyard-store 0660; nothing for other users. Run as one user,
+# that user's alone.
+STORE_DIR_MODE = 0o2770
+STORE_FILE_MODE = 0o660
+OWN_STORE_DIR_MODE = 0o700
+OWN_STORE_FILE_MODE = 0o600
 TLS_DIR_MODE = 0o700
 TLS_KEY_MODE = 0o600
 LOG_DIR_MODE = 0o755  # root's: the services' own directories below it are the mail owner's
 OWN_LOG_DIR_MODE = 0o750
 # Bits no log file or directory keeps: group write, everything for other users.
 LOG_REMOVED_BITS = 0o027
+# What the panel (as mailyard-panel) writes itself: the queue graphs' round-robin database.
+PANEL_STATE = "var/rrd"
+PANEL_STATE_MODE = 0o750
+MANAGER_TOKEN = "etc/cluster/manager-token"  # cluster.manager_token.token_path
 # Services that write their own logs (after dropping root) and the daily Bayes training.
 MAIL_OWNER_LOGS: tuple[str, ...] = ("smtp", "submission", "send", "spam-train")
 MAIL_OWNER_LOGS += ("sendmail",)  # issue 19: the sendmail service's own log
@@ -57,30 +66,58 @@ def secure_home(home: Home) -> None:
     """Give the home's secrets their modes and owners; run at init and before every `up`
     (so a home made by an older version is brought in line too).
 
-    mailyard.toml 0640 root:<mail group>, the SQLite store and its directory the mail
-    owner's alone (0600/0700), the TLS key root's alone (0600), log files 0640 in a log
-    directory root owns, with the services' own subdirectories given to the mail owner."""
+    mailyard.toml 0640 root:mailyard-store, the SQLite store's directory root:mailyard-store
+    2770 and its files 0660 (the mail owner's and the panel's, see STORE_DIR_MODE), the TLS
+    key root's alone (0600), log files 0640 in a log directory root owns, with the services'
+    own subdirectories given to the mail owner."""
     from .services.privileges import mail_owner, running_as_root
 
     root = running_as_root()
     owner = mail_owner() if root else None
     config = home.root / CONFIG_NAME
-    if root and owner is not None:
-        os.chown(config, 0, owner[1], follow_symlinks=False)
+    if root:
+        os.chown(config, 0, _store_owner()[1], follow_symlinks=False)  # type: ignore[index]
     os.chmod(config, CONFIG_MODE)  # in the home, which is root's: no one else's link
     # HOME/db holds the SQLite store, or on PostgreSQL the node's local cache of it
     places = {home.root / "db"}
     if home.db_url.startswith("sqlite:///"):
         places.add(Path(home.db_url[len("sqlite:///"):]).parent)
     for place in places:
-        _private_store(place, owner)
+        _private_store(place, _store_owner())
     os.chmod(home.tls_dir, TLS_DIR_MODE)
     if home.key_file.exists():
         safefs.chmod_file(home.root, "tls/key.pem", TLS_KEY_MODE, (0, 0) if root else None)
     _private_logs(home, owner)
+    _panel_state(home)
+
+
+
+
+def _panel_state(home: Home) -> None:
+    """var/rrd is the panel's (var/ is root's, so no one else can put a link in its place)."""
+    from .services.privileges import running_as_root
+
+    if not running_as_root():
+        return
+    uid, gid = panel_owner()
+    safefs.mkdirs(home.root, PANEL_STATE, PANEL_STATE_MODE, (uid, gid))
+    safefs.chown_tree(home.root, PANEL_STATE, uid, gid)
+    # the manager's node token, which the panel sends for cascaded actions (an older home's
+    # was root's alone); etc/ is root's
+    if (home.root / MANAGER_TOKEN).is_file():
+        safefs.chown(home.root, str(Path(MANAGER_TOKEN).parent), 0, gid, mode=0o750)
+        safefs.chmod_file(home.root, MANAGER_TOKEN, 0o640, (0, gid))
+
+
+def _store_owner() -> tuple[int, int] | None:
+    """(uid of the store's files, gid of the store group) as root; None when run as one user."""
+    from .services.privileges import mail_owner, running_as_root, store_gid
+
+    return (mail_owner()[0], store_gid()) if running_as_root() else None
 
 
 def _private_store(directory: Path, owner: tuple[int, int] | None) -> None:
+    """The store's directory and files: see STORE_DIR_MODE (`owner` is (file uid, group))."""
     if not directory.is_dir():
         return
     base, name = directory.parent, directory.name
@@ -91,12 +128,13 @@ def _private_store(directory: Path, owner: tuple[int, int] | None) -> None:
         finally:
             os.close(listing)
     if owner is not None:
-        safefs.chown(base, name, *owner, mode=STORE_DIR_MODE)
+        safefs.chown(base, name, 0, owner[1], mode=STORE_DIR_MODE)
     else:
-        os.chmod(directory, STORE_DIR_MODE)
+        os.chmod(directory, OWN_STORE_DIR_MODE)
+    file_mode = STORE_FILE_MODE if owner is not None else OWN_STORE_FILE_MODE
     for entry in names:
         if (directory / entry).is_file() and not (directory / entry).is_symlink():
-            safefs.chmod_file(base, f"{name}/{entry}", STORE_FILE_MODE, owner)
+            safefs.chmod_file(base, f"{name}/{entry}", file_mode, owner)
 
 
 def _private_logs(home: Home, owner: tuple[int, int] | None) -> None:
@@ -120,6 +158,7 @@ SERVICE_REACH: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("queue", "db", "mail", "log/smtp", "var/spamassassin")),
     ("clamd and freshclam", "clamav", ("var/clamav/tmp", "var/clamav/db", "log/clamav")),
     ("Dovecot's internal processes", "dovecot", ("run",)),
+    ("the panel", PANEL_USER, ("db", "run", PANEL_STATE)),
 )
 
 
@@ -137,10 +176,10 @@ def _blocked_directory(user: str, dirs: list[Path]) -> Path | None:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        if user != MAIL_USER:
+        if user not in (MAIL_USER, PANEL_USER):
             return None  # that daemon is not installed here: nothing of it will run
-        # init is about to create the mail owner, in no group of anyone else's: it will
-        # reach what the unprivileged `nobody` reaches
+        # init is about to create the mail owner and the panel's user, in no group of anyone
+        # else's: they will reach what the unprivileged `nobody` reaches
         entry = pwd.getpwnam(STAND_IN_USER)
     script = 'for d; do test -x "$d" || { printf %s "$d"; exit 1; }; done'
     try:

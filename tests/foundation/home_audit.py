@@ -12,15 +12,22 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.services.privileges import MAIL_USER
+from mailyard.services.privileges import MAIL_USER, PANEL_USER, STORE_GROUP
 
 # What holds a secret: the store URL (a PostgreSQL password), password hashes and sessions,
 # the TLS key, Dovecot's SQL settings, and logs (senders, recipients, client addresses).
 SECRET_PREFIXES = ("db/", "tls/key.pem", "log/")
-SECRET_NAMES = ("mailyard.toml",)
+SECRET_NAMES = ("mailyard.toml", "etc/cluster/manager-token")
 SECRET_SUFFIXES = ("-sql.conf.ext", ".sql.conf", "sql.conf.ext")
-# Groups a secret may be readable by: the mail owner's (the services after dropping root).
+# Groups a secret may be readable by: the mail owner's (the services after dropping root),
+# and the store's group (the mail owner and the panel) for mailyard.toml and the store.
 ALLOWED_GROUPS = {MAIL_USER, "clamav", "root"}
+STORE_SECRETS = ("db/", "mailyard.toml")
+# The one place a secret may be writable by its group: the store's files, by the store's group
+# (SQLite's readers write its -shm file; the panel, as mailyard-panel, writes its sessions).
+GROUP_WRITABLE = ("db/",)
+# The manager's node token: read by the panel (its group), which sends it to the other nodes.
+PANEL_SECRETS = ("etc/cluster/manager-token",)
 
 
 @dataclass(frozen=True)
@@ -74,8 +81,11 @@ def exposed(root: Path) -> list[str]:
             continue
         if entry.mode & stat.S_IROTH:
             problems.append(f"world-readable secret: {entry}")
-        if entry.mode & stat.S_IRGRP and entry.group not in ALLOWED_GROUPS:
+        store_file = entry.group == STORE_GROUP and entry.rel.startswith(STORE_SECRETS)
+        panel_file = entry.group == PANEL_USER and entry.rel in PANEL_SECRETS
+        if (entry.mode & stat.S_IRGRP and entry.group not in ALLOWED_GROUPS
+                and not (store_file or panel_file)):
             problems.append(f"secret readable by group {entry.group}: {entry}")
-        if entry.mode & stat.S_IWGRP:
+        if entry.mode & stat.S_IWGRP and not (store_file and entry.rel.startswith(GROUP_WRITABLE)):
             problems.append(f"secret writable by its group: {entry}")
     return problems

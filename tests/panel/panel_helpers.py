@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,15 @@ class PanelNode:
 
 
 def make_home(root: Path) -> Home:
-    """A fresh node home with the test admin and the domain example.test."""
+    """A fresh node home with the test admin and the domain example.test.
+
+    The panel drops root for mailyard-panel, which must reach the home: as root it is made
+    below /tmp (as tests/conftest.py's `home`) rather than in `root`, below pytest's 0700
+    directory, whose mode other pytest sessions set back; removed when the tests end."""
+    if os.geteuid() == 0:
+        root = Path(tempfile.mkdtemp(prefix="mailyard-panel-", dir="/tmp"))
+        os.chmod(root, 0o711)
+        atexit.register(shutil.rmtree, root, True)
     home, _ = init_home(root / "node", "mx.example.test", port_base=free_port_base())
     accounts.add_admin(home, ADMIN, ADMIN_PASSWORD)
     return home
@@ -72,19 +83,55 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"the panel at {url} did not answer within {timeout:.0f} s")
 
 
-def start_panel(home: Home) -> subprocess.Popen[bytes]:
-    """The panel alone, as supervisord would start it, in its own process group."""
+# The root helper started beside each panel (by the panel process's pid), stopped with it.
+_HELPERS: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def start_helper(home: Home) -> subprocess.Popen[bytes]:
+    """The panel's root helper, as supervisord would start it; ready once its socket is."""
+    from mailyard.services.helper import socket_path
+
+    log = home.log_dir / "helper-test.log"
+    path = socket_path(home)
+    if path.exists():
+        path.unlink()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-m", "mailyard.services.run", "helper", "--home",
+             str(home.root)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, MAILYARD_HOME=str(home.root)))
+    deadline = time.monotonic() + START_TIMEOUT
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"the helper did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def start_panel(home: Home, url: str | None = None) -> subprocess.Popen[bytes]:
+    """The panel, as supervisord would start it, in its own process group (ready once
+    `url`, by default the panel's on 127.0.0.1, answers), with its root helper beside it."""
+    helper = start_helper(home)
     log = home.log_dir / "panel-test.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(VENV_BIN / "python"), "-m", "mailyard.services.run", "panel", "--home",
              str(home.root)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env=dict(os.environ, MAILYARD_HOME=str(home.root)))
-    wait_ready(panel_url(home), proc, log=log)
+    _HELPERS[proc.pid] = helper
+    try:
+        wait_ready(url or panel_url(home), proc, log=log)
+    except RuntimeError:
+        stop_process(proc)
+        raise
     return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    helper = _HELPERS.pop(proc.pid, None)
+    if helper is not None:
+        stop_process(helper)
     if proc.poll() is not None:
         return
     try:

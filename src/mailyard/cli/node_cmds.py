@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import socket
@@ -183,8 +184,16 @@ def print_addresses(home: Home) -> None:
     print("ports:")
     for listener in STANDARD_PORTS:
         print(f"  {listener:<11} {home.port(listener, settings)}")
-    print(f"panel: https://{settings['server.hostname']}:{home.port('panel', settings)}/ "
-          f"(or https://127.0.0.1:{home.port('panel', settings)}/)")
+    port, listen = home.port("panel", settings), ipaddress.ip_address(
+        str(settings["panel.listen_address"]))
+    if listen.is_unspecified:
+        print(f"panel: https://{settings['server.hostname']}:{port}/ "
+              f"(or https://127.0.0.1:{port}/)")
+        return
+    where = f"[{listen}]" if listen.version == 6 else str(listen)
+    note = (" (this machine only; `mailyard settings set panel.listen_address 0.0.0.0` "
+            "opens it to the network)" if listen.is_loopback else "")
+    print(f"panel: https://{where}:{port}/{note}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -248,26 +248,28 @@ def targets(home: Home) -> list[Target]:
 
 def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
     """Do the action on this node, answering as the node's own API would (status, body)."""
-    from ..services import control
+    from ..services import control, helper
 
+    # through the root helper when it runs: this runs in the unprivileged panel too
     if action.kind.startswith("service."):
         try:
-            getattr(control, action.verb)(home, action.service)
-        except control.ControlError as exc:
+            helper.service_or_local(home, action.verb, action.service)
+        except (control.ControlError, helper.HelperError) as exc:
             return 409, {"detail": str(exc)}
-        states = {s.name: s.state for s in control.status(home, with_versions=False)}
+        states = {s.name: s.state for s in helper.status_or_local(home, with_versions=False)}
         return 200, {"name": action.service, "state": states[action.service]}
-    from ..queue import QueueError, admin
+    from ..queue import QueueError
 
     try:
         if action.kind == "queue.process":
-            result = admin.process(home)
+            result = helper.queue_or_local(home, "process")
             if not result.get("service_running", True):
                 return 409, {"detail": "the send service is not running, so nothing can "
                                        "process the queue"}
             return 200, {"result": result}
-        return 200, {"result": {which: admin.purge(home, which) for which in action.queues}}
-    except QueueError as exc:
+        return 200, {"result": {which: helper.queue_or_local(home, "purge", which)
+                                for which in action.queues}}
+    except (QueueError, helper.HelperError) as exc:
         return 409, {"detail": str(exc)}
 
 

@@ -5,9 +5,9 @@ cascaded change made on any node wakes it at once; it also checks for pending ch
 heartbeat, which covers a lost connection or a NOTIFY sent while it was away. On start it
 applies whatever was cascaded while the node was down.
 
-It runs inside the panel process: the panel already runs on every node, controls the services
-through supervisord's socket (which a reload needs) and keeps an event loop for its sampler. The
-send and SMTP services drop root and cannot reach that socket.
+It runs inside the panel process: the panel already runs on every node and keeps an event loop
+for its sampler. The panel runs as mailyard-panel, so what needs root (reading Dovecot's state,
+reloads) goes through the node's root helper (services/helper.py).
 """
 
 from __future__ import annotations
@@ -75,14 +75,14 @@ def run_once(home: Home) -> None:
 def _reload_dovecot(home: Home) -> None:
     """Re-render Dovecot's configuration and reload it (one Dovecot serves all four
     listeners), when it runs."""
-    from ..services import control
+    from ..services import helper
 
-    try:
-        running = {s.name for s in control.status(home, with_versions=False)
+    try:  # through the root helper when it runs (the agent runs in the unprivileged panel)
+        running = {s.name for s in helper.status_or_local(home, with_versions=False)
                    if s.state == "RUNNING"}
         for name in ("imap", "imaps", "pop3", "pop3s"):
             if name in running:
-                control.reload(home, name)
+                helper.service_or_local(home, "reload", name)
                 break
     except Exception as exc:
         log.warning("could not reload Dovecot: %s", exc)

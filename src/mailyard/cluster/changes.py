@@ -62,7 +62,7 @@ def apply_pending(home: Home) -> Applied:
 
     The values are already in the store (a cascade stores the cluster-wide value and drops the
     overrides), so applying means re-rendering and reloading what the keys affect."""
-    from ..settings.apply import bring_in_line
+    from ..services.helper import apply_or_local
     from ..settings.registry import REGISTRY
 
     changes = pending_changes(home)
@@ -74,7 +74,9 @@ def apply_pending(home: Home) -> Applied:
         if change.key in REGISTRY and change.key not in keys:
             keys.append(change.key)
     try:
-        result.reloaded, result.problems = bring_in_line(home, keys)
+        # through the root helper when it runs: the agent runs in the unprivileged panel
+        reloaded, restarted, result.problems = apply_or_local(home, keys)
+        result.reloaded = reloaded + restarted
     except Exception as exc:  # recorded as the reason; the node tries again on a later change
         result.problems = [f"{type(exc).__name__}: {exc}"]
     mark_applied(home, result.change_ids, result.problems)

@@ -2,7 +2,8 @@
 
 The token is an ordinary API token named `cluster-manager` (mailyard.panel.tokens): the shared
 store keeps only its sha256, so every node accepts it as soon as it is made. The token itself is
-kept in one file in the manager's home, readable only by its owner (root on a real node).
+kept in one file in the manager's home, root's and readable by the panel's group only
+(mailyard-panel, which sends it) on a real node.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
     from ..home import Home
 
 TOKEN_NAME = "cluster-manager"
+
+
+# Root's, readable by the panel's group: the panel (as mailyard-panel) sends it for the
+# cascaded actions; no one else may read it.
+TOKEN_DIR_MODE = 0o750
+TOKEN_MODE = 0o640
+
+
+def _panel_group() -> int | None:
+    """The panel's group as root (etc/ is root's, so no one else's link is followed), else
+    None (run as one user, the file stays that user's)."""
+    from ..services.privileges import panel_owner, running_as_root
+
+    return panel_owner()[1] if running_as_root() else None
 
 
 def token_path(home: Home) -> Path:
@@ -37,10 +52,16 @@ def renew(home: Home) -> Path:
         pass  # none yet
     token = create_token(home, TOKEN_NAME)
     path = token_path(home)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    path.parent.mkdir(mode=TOKEN_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path.parent, TOKEN_DIR_MODE)
+    group = _panel_group()
+    if group is not None:
+        os.chown(path.parent, 0, group, follow_symlinks=False)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, TOKEN_MODE)
+    if group is not None:
+        os.fchown(fd, 0, group)
+    os.fchmod(fd, TOKEN_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
         fh.flush()

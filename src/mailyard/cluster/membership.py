@@ -172,10 +172,10 @@ def report_status(home: Home) -> bool:
     """Write this node's heartbeat (version, each service's state, last_seen, its TLS
     certificate, which may have been replaced since the last one); False when the node is not
     a member of a cluster (nothing is written then)."""
-    from ..services import control
+    from ..services import helper
 
-    try:
-        states = {s.name: s.state for s in control.status(home, with_versions=False)}
+    try:  # through the root helper when it runs: the agent runs in the unprivileged panel
+        states = {s.name: s.state for s in helper.status_or_local(home, with_versions=False)}
     except Exception as exc:  # supervisord half-started or gone: say so rather than skip
         states = {"supervisor": f"unknown ({type(exc).__name__})"}
     with session_scope(home.db_url) as session:

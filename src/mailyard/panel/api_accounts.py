@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -10,11 +11,14 @@ from pydantic import BaseModel, Field
 
 from .. import usage
 from ..delivery.quota_warning import WARN_PERCENT
+from ..home import Home
+from ..services import helper
 from ..store import accounts
 from .problems import Refused, errors
 from .security import Caller, home_of
 
 router = APIRouter(tags=["accounts"])
+log = logging.getLogger("mailyard.panel.accounts")
 
 SpamAction = Literal["spam_folder", "inbox", "discard"]
 
@@ -123,6 +127,14 @@ def account_usage(home: Any) -> dict[str, Any]:
     return {"mailbox_usage": {u.address: u for u in uses},
             "domain_usage": {d.name: d for d in usage.domains(home, uses)},
             "warn_percent": WARN_PERCENT, "human_bytes": usage.human_bytes}
+def make_maildir(home: Home, address: str) -> None:
+    """The Maildir is made by the root helper as the mail owner (mail/ is the mail owner's).
+    Without the helper the mailbox still works: delivery makes its Maildir with the first
+    message."""
+    try:
+        helper.call(home, "make-maildir", address=address)
+    except helper.HelperError as exc:
+        log.warning("the Maildir of %s is made at its first delivery: %s", address, exc)
 
 
 # ---- domains --------------------------------------------------------------------------------
@@ -189,10 +201,12 @@ def add_mailbox(body: MailboxIn, request: Request,
     home = home_of(request)
     _check_quota(body.quota_mb)
     try:
-        address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb)
+        address = accounts.add_mailbox(home, body.address, body.password, body.quota_mb,
+                                       make_maildir=False)
     except accounts.AccountError as exc:
         field = "password" if "password" in str(exc) else "address"
         raise _refuse(field, "(hidden)" if field == "password" else body.address, exc) from None
+    make_maildir(home, address)
     box = accounts.get_mailbox(home, address)
     assert box is not None
     return asdict(box)

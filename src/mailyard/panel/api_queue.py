@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -52,10 +51,13 @@ class Activity(BaseModel):
     remote: SeriesSummary
 
 
-@router.get("/stats", response_model=QueueStats, responses=errors())
+@router.get("/stats", response_model=QueueStats, responses=errors(503))
 def stats(request: Request, _who: Caller) -> QueueStats:
     """Messages waiting in Todo, Local and Remote right now."""
-    return QueueStats(**queue_view.stats(home_of(request)))
+    try:
+        return QueueStats(**queue_view.stats(home_of(request)))
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.get("/activity", response_model=Activity, responses=errors(503))
@@ -169,18 +171,22 @@ def _queue_error(exc: Exception) -> HTTPException:
 def list_messages(request: Request, _who: Caller, which: Which = Which.remote_local) -> Any:
     """Messages in the queue (remote+local lists all of them), oldest first."""
     _admin()
-    return queue_view.messages(home_of(request), which.value)
+    try:
+        return queue_view.messages(home_of(request), which.value)
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.get("/messages/{qid}", response_model=MessageDetail, responses=errors(404, 503))
 def show_message(qid: str, request: Request, _who: Caller) -> Any:
     """One message: envelope, each recipient's state, failures so far, and its text."""
-    admin = _admin()
+    _admin()
     try:
-        detail = admin.show(home_of(request), qid)
-    except admin.QueueError as exc:
+        data = queue_view.show(home_of(request), qid)
+    except queue_view.QueueRefused as exc:
         raise HTTPException(404, str(exc)) from None
-    data = asdict(detail)
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
     data["sender"] = data["sender"] or "<>"
     return data
 
@@ -188,24 +194,26 @@ def show_message(qid: str, request: Request, _who: Caller) -> Any:
 @router.delete("/messages/{qid}", response_model=ActionResult, responses=errors(404, 503))
 def delete_message(qid: str, request: Request, _who: Caller) -> ActionResult:
     """Remove one message from the queue without delivering or bouncing it."""
-    admin = _admin()
+    _admin()
     try:
-        return ActionResult(result=admin.delete(home_of(request), qid))
-    except admin.QueueError as exc:
+        return ActionResult(result=queue_view.delete(home_of(request), qid))
+    except queue_view.QueueRefused as exc:
         raise HTTPException(404, str(exc)) from None
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.post("/purge", response_model=ActionResult, responses=errors(409, 503))
 def purge(body: PurgeRequest, request: Request, _who: Caller) -> ActionResult:
     """Delete every message of the selected queues (remote, local, todo or all) for good."""
-    admin = _admin()
+    _admin()
     home = home_of(request)
     chosen = ["all"] if "all" in body.queues else list(dict.fromkeys(body.queues))
     results: dict[str, Any] = {}
     try:
         for which in chosen:
-            results[which] = admin.purge(home, which)
-    except admin.QueueError as exc:
+            results[which] = queue_view.purge(home, which)
+    except (queue_view.QueueRefused, queue_view.QueueUnavailable) as exc:
         raise _queue_error(exc) from None
     return ActionResult(result=results)
 
@@ -213,10 +221,10 @@ def purge(body: PurgeRequest, request: Request, _who: Caller) -> ActionResult:
 @router.post("/process", response_model=ActionResult, responses=errors(409, 503))
 def process(request: Request, _who: Caller) -> ActionResult:
     """Tell the send service to try every waiting delivery now (Process Mail Queue)."""
-    admin = _admin()
+    _admin()
     try:
-        result = admin.process(home_of(request))
-    except admin.QueueError as exc:
+        result = queue_view.process(home_of(request))
+    except (queue_view.QueueRefused, queue_view.QueueUnavailable) as exc:
         raise _queue_error(exc) from None
     if not result.get("service_running", True):
         raise HTTPException(409, "the send service is not running, so nothing can process the "
@@ -228,11 +236,13 @@ def process(request: Request, _who: Caller) -> ActionResult:
              responses=errors(422, 503))
 def send_test(body: TestMessage, request: Request, _who: Caller) -> Queued:
     """Put a test message into the queue (Send A Test Message)."""
-    admin = _admin()
+    _admin()
     try:
-        made = admin.send_test(home_of(request), body.to, body.subject, body.body)
-    except admin.QueueError as exc:
+        made = queue_view.send_test(home_of(request), body.to, body.subject, body.body)
+    except queue_view.QueueRefused as exc:
         raise Refused("to", body.to, str(exc)) from None
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
     return Queued(queue_id=str(made["id"]), to=made["to"], sender=made["from"],
                   subject=made["subject"])
 

@@ -7,7 +7,9 @@ from enum import Enum, StrEnum
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from ..services import control
+from ..home import Home
+from ..services import control, helper
+from ..services.catalog import SERVICES
 from ..settings.registry import SERVICE_NAMES
 from ..store.settings_store import load_settings
 from .problems import errors
@@ -35,6 +37,19 @@ class ServiceView(BaseModel):
     auto_restart: bool
 
 
+def statuses(home: Home, with_versions: bool = True) -> list[control.ServiceStatus]:
+    """Every service's state, as the root helper reads it (Dovecot's master pid file is
+    root's); every service STOPPED when the node, and with it the helper, is not running."""
+    try:
+        rows = helper.call(home, "status", with_versions=with_versions)
+    except helper.HelperUnavailable:
+        return [control.ServiceStatus(name, "STOPPED", None, 0, "",
+                                      SERVICES[name].description) for name in SERVICE_NAMES]
+    except helper.HelperError as exc:
+        raise HTTPException(503, str(exc)) from None
+    return [control.ServiceStatus(**row) for row in rows]
+
+
 def service_views(request: Request, with_versions: bool = True) -> list[ServiceView]:
     home = home_of(request)
     settings = load_settings(home)
@@ -42,7 +57,7 @@ def service_views(request: Request, with_versions: bool = True) -> list[ServiceV
                         version=s.version, description=s.description,
                         start_on_boot=bool(settings[f"service.{s.name}.start_on_boot"]),
                         auto_restart=bool(settings[f"service.{s.name}.auto_restart"]))
-            for s in control.status(home, with_versions=with_versions)]
+            for s in statuses(home, with_versions=with_versions)]
 
 
 @router.get("", response_model=list[ServiceView], responses=errors())
@@ -65,8 +80,8 @@ def act(name: ServiceName, action: Action, request: Request,
         raise HTTPException(409, "the panel cannot stop or restart itself; use "
                             f"`mailyard service {action.value} panel` on the node")
     home = home_of(request)
-    try:
-        getattr(control, action.value)(home, name.value)
-    except control.ControlError as exc:
+    try:  # as root, by the helper: Dovecot's hooks and the daemons' configs are root's
+        helper.call(home, "service", action=action.value, name=name.value)
+    except helper.HelperError as exc:
         raise HTTPException(409, str(exc)) from None
     return next(v for v in service_views(request, with_versions=False) if v.name == name.value)

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..home import Home
+from ..services import helper
 from ..settings.apply import change_settings
 from ..settings.registry import REGISTRY, Setting
 from ..settings.types import Choice, Lines, SettingError
@@ -99,6 +101,19 @@ def check_shape(spec: Setting, value: Any) -> None:
     raise SettingError(spec.key, value, spec.type.describe())
 
 
+def apply_through_helper(home: Home, keys: list[str],
+                         unchanged: frozenset[str]) -> tuple[list[str], list[str], list[str]]:
+    """settings.apply.apply_keys, done by the root helper: the panel may not render the
+    daemons' configs or signal their processes itself. The values are stored either way."""
+    try:
+        done = helper.call(home, "apply-settings", keys=keys, unchanged=sorted(unchanged))
+    except helper.HelperUnavailable:
+        return [], [], ["the node is not running: the new values take effect when it starts"]
+    except helper.HelperError as exc:
+        return [], [], [f"helper: {exc}"]
+    return list(done["reloaded"]), list(done["restarted"]), list(done["problems"])
+
+
 def apply_change(request: Request, values: dict[str, Any], cascade: bool,
                  split: bool = False) -> ChangeView:
     """The one way the pages and the API change settings: this node's value, or with `cascade`
@@ -115,9 +130,11 @@ def apply_change(request: Request, values: dict[str, Any], cascade: bool,
             REGISTRY[key].parse(value)
     results = []
     if shared:
-        results.append(change_settings(home, shared, cascade=True))
+        results.append(change_settings(home, shared, cascade=True,
+                                       applier=apply_through_helper))
     if own or not values:
-        results.append(change_settings(home, own, cascade=False))
+        results.append(change_settings(home, own, cascade=False,
+                                       applier=apply_through_helper))
     nodes = [home.node_name]
     if shared:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
         from ..cluster.membership import list_nodes

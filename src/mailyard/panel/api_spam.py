@@ -3,12 +3,14 @@ edit, delete and bulk delete, through mailyard.filters.prefs, which validates th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..services import helper
 from . import optional
 from .problems import Refused, errors
 from .security import Caller, home_of
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/spam", tags=["spam"])
 PREFS = "mailyard.filters.prefs"
+log = logging.getLogger("mailyard.panel.spam")
 
 
 class Preference(BaseModel):
@@ -65,6 +68,16 @@ def preference_examples() -> dict[str, str]:
     return {name: a.example for name, a in sorted(prefs.ALLOWED.items())} if prefs else {}
 
 
+def render_spamd(home: Home, global_changed: bool) -> None:
+    """spamd's files are rendered by the root helper (site config in root's etc/, user_prefs
+    of the mail owner's); the preference is stored either way and rendered at spamd's next
+    start when the helper does not answer."""
+    try:
+        helper.call(home, "spam-render", global_changed=global_changed)
+    except helper.HelperError as exc:
+        log.warning("spam preferences are rendered when spamd next starts: %s", exc)
+
+
 def _refusal(exc: Exception, body: PreferenceIn) -> Refused:
     """PreferenceError says in words what was wrong; pick the field it is about."""
     text = str(exc)
@@ -94,9 +107,11 @@ def add_preference(body: PreferenceIn, request: Request,
                    _who: Caller) -> Any:
     prefs = optional.require(PREFS)
     try:
-        made = prefs.add_preference(home_of(request), body.scope, body.preference, body.value)
+        made = prefs.add_preference(home_of(request), body.scope, body.preference, body.value,
+                                    render=False)
     except prefs.PreferenceError as exc:
         raise _refusal(exc, body) from None
+    render_spamd(home_of(request), _row(made)["scope"] == "global")
     return _row(made)
 
 
@@ -105,12 +120,15 @@ def edit_preference(pref_id: int, body: PreferenceIn, request: Request,
                     _who: Caller) -> Any:
     prefs = optional.require(PREFS)
     home = home_of(request)
-    if pref_id not in {r["id"] for r in preference_rows(home)}:
+    rows = {r["id"]: r for r in preference_rows(home)}
+    if pref_id not in rows:
         raise HTTPException(404, f"no preference with id {pref_id}")
     try:
-        changed = prefs.edit_preference(home, pref_id, body.value, body.preference, body.scope)
+        changed = prefs.edit_preference(home, pref_id, body.value, body.preference, body.scope,
+                                        render=False)
     except prefs.PreferenceError as exc:
         raise _refusal(exc, body) from None
+    render_spamd(home, "global" in (rows[pref_id]["scope"], _row(changed)["scope"]))
     return _row(changed)
 
 
@@ -121,7 +139,9 @@ def delete_preference(pref_id: int, request: Request,
     home = home_of(request)
     if pref_id not in {r["id"] for r in preference_rows(home)}:
         raise HTTPException(404, f"no preference with id {pref_id}")
-    prefs.delete_preference(home, pref_id)
+    was_global = next(r for r in preference_rows(home) if r["id"] == pref_id)["scope"] == "global"
+    prefs.delete_preference(home, pref_id, render=False)
+    render_spamd(home, was_global)
 
 
 class Deleted(BaseModel):
@@ -134,8 +154,10 @@ def delete_preferences(body: PreferenceIds, request: Request,
     """Delete several preferences at once (the table's "With Selected: Delete")."""
     prefs = optional.require(PREFS)
     home = home_of(request)
-    present = {r["id"] for r in preference_rows(home)}
+    present = {r["id"]: r for r in preference_rows(home)}
     gone = [i for i in dict.fromkeys(body.ids) if i in present]
     for pref_id in gone:
-        prefs.delete_preference(home, pref_id)
+        prefs.delete_preference(home, pref_id, render=False)
+    if gone:
+        render_spamd(home, any(present[i]["scope"] == "global" for i in gone))
     return Deleted(deleted=gone)

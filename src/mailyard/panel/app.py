@@ -22,6 +22,7 @@ from . import (
     api_services,
     api_settings,
     api_spam,
+    api_tls,
     api_virus,
     pages,
     problems,
@@ -51,6 +52,7 @@ def api_router() -> APIRouter:
         router.include_router(module.router)
     router.include_router(trail_router)  # the delivery trail (issue 19)
     router.include_router(api_limits.router)  # issue 19: outbound rate limits
+    router.include_router(api_tls.router)  # TLS certificates through the root helper
     return router
 
 

@@ -16,11 +16,13 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
-from ..services import certificates, control
+from ..services import control
 from ..store import accounts
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
 from .api_accounts import account_usage
+from .api_services import statuses
+from .api_tls import installed_certificates
 from .problems import page_problems  # issue 19: senders over a rate limit
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
@@ -151,7 +153,7 @@ def signout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Respon
 
 
 def _statuses(request: Request) -> dict[str, control.ServiceStatus]:
-    return {s.name: s for s in control.status(home_of(request))}
+    return {s.name: s for s in statuses(home_of(request))}
 
 
 def _cascades_actions(request: Request) -> bool:
@@ -238,8 +240,12 @@ def queue(request: Request, session: SignedIn, period: str = "day",
     except rrd.RrdError:
         activity = None
     admin = optional.load(queue_view.ADMIN)
+    try:  # the queue is read by the root helper as the mail owner (queue_view)
+        counts = queue_view.stats(home)
+    except (queue_view.QueueRefused, queue_view.QueueUnavailable):
+        counts = {"todo": 0, "local": 0, "remote": 0}
     return render("queue.html", **_base(request, session, "queue", "Mail Queue"),
-                  stats=queue_view.stats(home), activity=activity, period=period,
+                  stats=counts, activity=activity, period=period,
                   periods=list(rrd.PERIODS), which=which, admin_available=admin is not None,
                   **page_context(request, which))
 
@@ -263,7 +269,7 @@ def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Respo
     domains = [str(d["name"]) for d in accounts.list_domains(home)]
     context["domains"] = [api_mailauth.records_view(request, d) for d in domains]
     context["checked"] = (api_mailauth.check_view(request, check) if check in domains else None)
-    context["certificates"] = certificates.installed(home.tls_dir)
+    context["certificates"] = installed_certificates(home)
     return render("mailauth.html", **context)
 
 
@@ -299,8 +305,8 @@ def queue_message(qid: str, request: Request, session: SignedIn) -> Response:
         problem = "Queue administration is not available on this node."
     else:
         try:
-            detail = admin.show(home_of(request), qid)
-        except admin.QueueError as exc:
+            detail = queue_view.show(home_of(request), qid)
+        except (queue_view.QueueRefused, queue_view.QueueUnavailable) as exc:
             problem = str(exc)
     return render("message.html", 200 if detail else 404,
                   **_base(request, session, "queue", "Mail Queue"), detail=detail,

@@ -1,10 +1,17 @@
-"""The queue as the panel sees it: counts always; list, purge and the rest through queue.admin."""
+"""The queue as the panel sees it: counts, the list, one message, and the changes (delete,
+purge, process, a test message), all through queue.admin.
+
+The queue is the mail owner's and the panel runs as mailyard-panel, so every one of these is
+done by the root helper in a child that is the mail owner (services/helper.py, request
+`queue`); changes reach a running send service as its request files (queue/control.py).
+"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ..queue import Queue
+from ..services import helper
 from . import optional
 
 if TYPE_CHECKING:
@@ -13,14 +20,48 @@ if TYPE_CHECKING:
 ADMIN = "mailyard.queue.admin"
 
 
+class QueueRefused(ValueError):
+    """No such message, no such queue, a bad test address: the caller's mistake."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The helper did not do it (the node is not running, or the work failed)."""
+
+
+def ask(home: Home, action: str, **args: Any) -> Any:
+    """One queue request to the root helper (carried out as the mail owner)."""
+    try:
+        return helper.call(home, "queue", action=action, **args)
+    except helper.HelperRefused as exc:
+        raise QueueRefused(str(exc)) from None
+    except helper.HelperError as exc:
+        raise QueueUnavailable(str(exc)) from None
+
+
 def stats(home: Home) -> dict[str, int]:
-    """Messages in Todo, Local and Remote (the queue's own counts when admin is absent)."""
-    admin = optional.load(ADMIN)
-    if admin is not None and hasattr(admin, "stats"):
-        counts = admin.stats(home)
-    else:
-        counts = Queue(home.queue_dir).counts()
+    """Messages in Todo, Local and Remote."""
+    counts = ask(home, "stats")
     return {name: int(counts.get(name, 0)) for name in ("todo", "local", "remote")}
+
+
+def show(home: Home, qid: str) -> dict[str, Any]:
+    return dict(ask(home, "show", id=qid))
+
+
+def delete(home: Home, qid: str) -> dict[str, Any]:
+    return dict(ask(home, "delete", id=qid))
+
+
+def purge(home: Home, which: str) -> dict[str, Any]:
+    return dict(ask(home, "purge", which=which))
+
+
+def process(home: Home) -> dict[str, Any]:
+    return dict(ask(home, "process"))
+
+
+def send_test(home: Home, to: str, subject: str, body: str) -> dict[str, Any]:
+    return dict(ask(home, "test-message", to=to, subject=subject, body=body))
 
 
 # The page's "Queue:" menu and what each choice lists (queue.admin's own names).
@@ -50,8 +91,8 @@ def message_row(item: Any) -> dict[str, Any]:
 
 def messages(home: Home, which: str) -> list[dict[str, Any]]:
     """Messages of the chosen part of the queue, oldest first."""
-    admin = optional.require(ADMIN)
-    return [message_row(m) for m in admin.list_messages(home, LIST_CHOICES[which])]
+    optional.require(ADMIN)
+    return [message_row(SimpleNamespace(**m)) for m in ask(home, "list", which=LIST_CHOICES[which])]
 
 
 # ---- the queue browser (filters, paging, per-recipient states) ----------------------------------

@@ -24,6 +24,9 @@ class ServiceSpec:
     description: str = ""
     # "module:function(home) -> Path": unix sockets it must be listening on (spamd, clamd)
     sockets: tuple[str, ...] = ()
+    # Part of the node's machinery, not a service of the guide: no settings of its own (always
+    # started with the supervisor, restarted when it stops), not in `mailyard status`.
+    internal: bool = False
 
 
 SERVICES: dict[str, ServiceSpec] = {s.name: s for s in (
@@ -65,4 +68,10 @@ SERVICES: dict[str, ServiceSpec] = {s.name: s for s in (
                 "mailyard.smtp.sendmail_daemon:version",
                 description="queues sendmail's mail for local users",
                 sockets=("mailyard.smtp.sendmail_daemon:socket_path",)),
+    # The panel runs unprivileged and asks this root helper for the few things that need root
+    # (services/helper.py lists them); it listens on a unix socket only the panel reaches.
+    ServiceSpec("helper", "helper", (), "mailyard.services.helper_main:run",
+                "mailyard.services.helper_main:version", internal=True,
+                description="the panel's root helper",
+                sockets=("mailyard.services.helper:socket_path",)),
 )}

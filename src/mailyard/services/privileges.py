@@ -2,7 +2,9 @@
 
 Started as root (a real server), the node's own network services bind their ports and then run
 as the unprivileged system user `mailyard`, which owns queue/, mail/ and log/; Dovecot's mail
-processes use the same uid. Started as an ordinary user, everything runs as that user.
+processes use the same uid. The panel runs as `mailyard-panel`; both are in the group
+`mailyard-store`, which may open the store. Started as an ordinary user, everything runs as
+that user.
 """
 
 from __future__ import annotations
@@ -16,22 +18,64 @@ from pathlib import Path
 from .. import safefs
 
 MAIL_USER = "mailyard"
+# The panel's own user (issue 16, item 9): the web panel reads the network, so it never keeps
+# root; what it cannot do itself it asks of the root helper (services/helper.py).
+PANEL_USER = "mailyard-panel"
+# The group that may open the store (db/ and mailyard.toml): the mail owner and the panel.
+STORE_GROUP = "mailyard-store"
 
 
 def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-def ensure_mail_user() -> None:
-    """Create the system user `mailyard` if we are root and it is missing."""
-    if not running_as_root():
-        return
+def _ensure_user(name: str) -> None:
     try:
-        pwd.getpwnam(MAIL_USER)
+        pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/nonexistent",
-                        "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_USER],
+                        "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
+
+
+def ensure_mail_user() -> None:
+    """Create the system users `mailyard` and `mailyard-panel` and the group `mailyard-store`
+    holding both, if we are root and they are missing."""
+    global _users_made
+    if not running_as_root() or _users_made:
+        return
+    _ensure_user(MAIL_USER)
+    _ensure_user(PANEL_USER)
+    try:
+        members = grp.getgrnam(STORE_GROUP).gr_mem
+    except KeyError:
+        subprocess.run(["groupadd", "--system", STORE_GROUP], check=True, capture_output=True)
+        members = []
+    for user in (MAIL_USER, PANEL_USER):
+        if user not in members:
+            subprocess.run(["usermod", "--append", "--groups", STORE_GROUP, user],
+                           check=True, capture_output=True)
+    _users_made = True
+
+
+_users_made = False  # checked once per process: mail_owner() is on the queue's hot path
+
+
+def store_gid() -> int:
+    """The group that opens the store: `mailyard-store` as root, else our own group."""
+    if running_as_root():
+        ensure_mail_user()
+        return grp.getgrnam(STORE_GROUP).gr_gid
+    return os.getgid()
+
+
+def panel_owner() -> tuple[int, int]:
+    """(uid, gid) the panel runs as: `mailyard-panel` as root, else ourselves."""
+    if running_as_root():
+        ensure_mail_user()
+        entry = pwd.getpwnam(PANEL_USER)
+        return entry.pw_uid, entry.pw_gid
+    return os.getuid(), os.getgid()
 
 
 def mail_owner() -> tuple[int, int]:
@@ -87,12 +131,15 @@ def preload_before_drop() -> None:
             continue  # an optional part (the filters) or a module this version lacks
 
 
-def drop_privileges() -> None:
-    """Become the mail owner for good (call after binding privileged ports)."""
+def drop_privileges(user: str = MAIL_USER) -> None:
+    """Become `user` (the mail owner unless named) for good, with its groups (call after
+    binding privileged ports)."""
     if not running_as_root():
         return
     preload_before_drop()
-    uid, gid = mail_owner()
-    os.setgroups([g.gr_gid for g in grp.getgrall() if MAIL_USER in g.gr_mem] or [gid])
+    ensure_mail_user()
+    entry = pwd.getpwnam(user)
+    uid, gid = entry.pw_uid, entry.pw_gid
+    os.setgroups([g.gr_gid for g in grp.getgrall() if user in g.gr_mem] or [gid])
     os.setgid(gid)
     os.setuid(uid)

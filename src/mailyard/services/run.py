@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = load_settings(home)
     # Dovecot limits its own processes (vsz_limit per service); the others get softlimit here.
-    if spec.program == spec.name:
+    if spec.program == spec.name and not spec.internal:
         limit = int(settings[f"service.{spec.name}.memory_limit_mb"])
         apply_memory_limit(limit)
         print(f"mailyard: starting {spec.name}, memory limit "

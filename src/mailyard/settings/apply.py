@@ -11,6 +11,7 @@ single node both end the same way: the node uses the new value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 NOTIFY_CHANNEL = "mailyard_settings"
 # The setting whose change touches the filesystem as well as the services (see check_mail_root).
 MAIL_ROOT = "mail.root"
+
+
+# apply_keys' signature: (home, keys, unchanged) -> (reloaded, restarted, problems)
+Applier = Callable[["Home", list[str], frozenset[str]], tuple[list[str], list[str], list[str]]]
 
 
 @dataclass
@@ -188,11 +193,12 @@ def _values_read_at_start(home: Home, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
-                    cascade: bool = False) -> ChangeResult:
+                    cascade: bool = False, applier: Applier | None = None) -> ChangeResult:
     """Validate all values (SettingError names the first bad one; nothing is stored then),
     store them in one transaction (for this node, or with `cascade` for every node), and
     reload the running services they affect on this node. Other nodes re-apply a cascaded
-    change themselves (mailyard.cluster.agent)."""
+    change themselves (mailyard.cluster.agent). `applier` does the reloading in
+    `apply_keys`' place (the unprivileged panel hands it to the root helper)."""
     for key in values:
         setting(key)  # unknown keys are refused before anything else
     if cascade:
@@ -204,8 +210,8 @@ def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
     result = ChangeResult(values=typed, cascade=cascade, change_ids=change_ids)
     if apply:
         unchanged = frozenset(k for k, old in before.items() if typed.get(k) == old)
-        result.reloaded, result.restarted, result.problems = apply_keys(home, list(typed),
-                                                                        unchanged)
+        result.reloaded, result.restarted, result.problems = (applier or apply_keys)(
+            home, list(typed), unchanged)
     if change_ids:
         from ..cluster.changes import mark_applied
 

@@ -550,6 +550,18 @@ _add("send.mta_sts", Bool(), True, "Honour MTA-STS",
      "policy takes precedence.", services=("send",), box="smtp_outbound")
 
 
+# ---- The panel's listener (issue 16, item 9) ---------------------------------------------------
+# Loopback by default: the panel holds the keys to the whole node, and a new node should not
+# offer its sign-in form to the internet before its administrator has decided who may reach it.
+# Not on a page: changing it from the panel could leave the person who changed it locked out.
+_add("panel.listen_address", IPAddress(allow_empty=False), "127.0.0.1", "Panel Listen Address",
+     "The address the web panel and its JSON API listen on. 127.0.0.1 (the default) keeps "
+     "them on this machine, to be reached through an SSH tunnel or a proxy; 0.0.0.0 (or ::) "
+     "opens them on every address, as the guide's panel does, and then a firewall should "
+     "decide who may connect. Nodes of a cluster call each other's API, so there it must be "
+     "an address the other nodes reach. A change restarts the panel.",
+     services=("panel",), cascade=False, at_start=True, cli_only=True)
+
 def setting(key: str) -> Setting:
     try:
         return REGISTRY[key]

@@ -141,7 +141,10 @@ def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
 # ---- mailboxes ----------------------------------------------------------------------------------
 
 
-def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0) -> str:
+def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0,
+                make_maildir: bool = True) -> str:
+    """Store a mailbox and (unless `make_maildir` is false: the unprivileged panel has the
+    root helper make it as the mail owner) create its Maildir; returns the address."""
     local, domain_name = split_address(address)
     check_quota(quota_mb)
     try:
@@ -160,7 +163,8 @@ def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0) -> s
             raise AccountError(f"{full} is an alias; remove the alias first")
         s.add(Mailbox(domain=domain, local_part=local, address=full, password_hash=hashed,
                       quota_mb=quota_mb))
-    _make_maildir(home, full)
+    if make_maildir:
+        _make_maildir(home, full)
     return full
 
 

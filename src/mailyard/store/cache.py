@@ -283,12 +283,24 @@ def _stored_digest(conn: Any) -> str | None:
         return None  # a new file, or one from before digests
 
 
-def _give_to_mail_owner(home: Home, path: Path) -> None:
-    """The SMTP and send services read the cache after dropping root."""
-    from ..services.privileges import chown_path
+# HOME/db and its files as nodeinit.secure_home leaves them (STORE_DIR_MODE, STORE_FILE_MODE
+# there): the SMTP and send services and the panel read the cache after dropping root.
+CACHE_DIR_MODE = 0o2770
+CACHE_FILE_MODE = 0o660
 
-    chown_path(path.parent)
-    chown_path(path)
+
+def _give_to_mail_owner(home: Home, path: Path) -> None:
+    """The cache file is the mail owner's, in the store's group; HOME/db is root's, 2770
+    root:mailyard-store (changed without following a link: HOME is root's)."""
+    from .. import safefs  # a primitive, loaded here as the privileges below are
+    from ..services.privileges import mail_owner, running_as_root, store_gid
+
+    if not running_as_root():
+        return
+    gid = store_gid()
+    safefs.chown(path.parent.parent, path.parent.name, 0, gid, mode=CACHE_DIR_MODE)
+    safefs.chmod_file(path.parent.parent, f"{path.parent.name}/{path.name}", CACHE_FILE_MODE,
+                      (mail_owner()[0], gid))
 
 
 def cache_info(home: Home) -> CacheInfo | None:

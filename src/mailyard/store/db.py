@@ -58,6 +58,14 @@ def dispose_all() -> None:
     _ENGINES.clear()
 
 
+def forget_engines_after_fork() -> None:
+    """In a forked child: drop the parent's engines without closing their connections, which
+    stay the parent's (SQLAlchemy's advice for os.fork); the child opens its own."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """One transaction: committed when the block ends normally, rolled back otherwise."""
