@@ -13,11 +13,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import json
+import traceback
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 from tests.conftest import VENV_BIN, free_port_base
 
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
+from mailyard.services.privileges import drop_privileges, running_as_root
 from mailyard.store import accounts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,3 +206,30 @@ def give_store_to_mail_owner(home: Home) -> None:
     os.chown(home.root, uid, gid)
     for path in home.root.glob("store.sqlite*"):
         os.chown(path, uid, gid)
+
+
+def as_mail_owner(work: Callable[[], Any]) -> Any:
+    """work() in a child that has become the mail owner, as the node's services write the
+    queue (the panel's helper reads it as the mail owner: files made by root would be
+    unreadable to it). Its result must be JSON data."""
+    if not running_as_root():
+        return work()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(read_end)
+            drop_privileges()
+            os.write(write_end, json.dumps(work()).encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the work as the mail owner failed (see the output above)"
+    return json.loads(data)

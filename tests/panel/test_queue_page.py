@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from panel_helpers import ADMIN, ADMIN_PASSWORD, PanelNode, screenshot
+from panel_helpers import ADMIN, ADMIN_PASSWORD, PanelNode, as_mail_owner, screenshot
 from playwright.sync_api import Browser, Page, expect
 
 from mailyard.queue import Envelope, Queue, attempts, holds
@@ -20,14 +20,17 @@ expect.set_options(timeout=WAIT_MS)
 
 
 def _queue(panel: PanelNode, sender: str, rcpts: list[str], split: bool = False) -> str:
-    q = Queue(panel.home.queue_dir)
-    with q.open_message() as w:
-        w.write(f"From: {sender}\nSubject: queued\n\nhello\n".encode())
-        qid = w.commit(Envelope(sender=sender, recipients=rcpts, client_ip="192.0.2.9",
-                                auth_user="webuser@shop.test"))
-    if split:
-        qstate.split_todo(q, [(qid, qstate.read_todo(q, qid))], lambda r: False)
-    return qid
+    """A message queued as the mail owner (as the SMTP service queues it)."""
+    def work() -> str:
+        q = Queue(panel.home.queue_dir)
+        with q.open_message() as w:
+            w.write(f"From: {sender}\nSubject: queued\n\nhello\n".encode())
+            qid = w.commit(Envelope(sender=sender, recipients=rcpts, client_ip="192.0.2.9",
+                                    auth_user="webuser@shop.test"))
+        if split:
+            qstate.split_todo(q, [(qid, qstate.read_todo(q, qid))], lambda r: False)
+        return str(qid)
+    return str(as_mail_owner(work))
 
 
 @pytest.fixture
@@ -59,8 +62,8 @@ def test_api_pages_filters_and_acts_on_ids_or_a_filter(panel: PanelNode,
     spam = [_queue(panel, "spammer@shop.test", [f"v{i}@far.test"]) for i in range(3)]
     good = _queue(panel, "ann@shop.test", ["bob@far.test"], split=True)
     q = Queue(panel.home.queue_dir)
-    attempts.write(q, good, {"bob@far.test": {"attempts": 1, "last_reply": "451 later",
-                                              "next_retry": time.time() + 300}})
+    as_mail_owner(lambda: attempts.write(q, good, {"bob@far.test": {
+        "attempts": 1, "last_reply": "451 later", "next_retry": time.time() + 300}}))
     with panel.api() as api:
         page = api.get("/api/v1/queue/browse", params={"limit": 2}).json()
         assert page["total"] == 4 and [m["id"] for m in page["messages"]] == spam[:2]

@@ -346,7 +346,12 @@ def browse(request: Request, _who: Caller, sender: str | None = Query(None, max_
     f = _make_filter(admin, QueueFilter(sender=sender, recipient=recipient, domain=domain,
                                         older_than=older_than, state=state, held=held,
                                         which=which))
-    return queue_view.browse(home_of(request), f, offset, limit)
+    try:
+        return queue_view.browse(home_of(request), f, offset, limit)
+    except queue_view.QueueRefused as exc:
+        raise Refused("query", {"offset": offset, "limit": limit}, str(exc)) from None
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.post("/actions", response_model=ActionOutcome, responses=errors(404, 503))
@@ -359,10 +364,11 @@ def actions(body: ActionRequest, request: Request, _who: Caller) -> Any:
         raise Refused("ids", body.ids, "name the messages: give queue ids or a filter "
                       "(an action on the whole queue is a purge)")
     try:
-        result = admin.act(home_of(request), body.action, body.ids, f, body.reason)
-    except admin.QueueError as exc:
+        return queue_view.act(home_of(request), body.action, body.ids, f, body.reason)
+    except queue_view.QueueRefused as exc:
         raise HTTPException(404, str(exc)) from None
-    return result
+    except queue_view.QueueUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 # The filter fields of the Mail Queue page's address (and form), as the API names them.
@@ -397,7 +403,11 @@ def page_context(request: Request, which: str) -> dict[str, Any]:
         context["filter_problem"] = exc.reason
         return context
     size = queue_view.PAGE_SIZE
-    found = queue_view.browse(home_of(request), f, (number - 1) * size, size)
+    try:
+        found = queue_view.browse(home_of(request), f, (number - 1) * size, size)
+    except (queue_view.QueueRefused, queue_view.QueueUnavailable) as exc:
+        context["filter_problem"] = str(exc)
+        return context
     kept = {k: v for k, v in given.items() if v} | {"which": which}
     context.update(messages=found["messages"], match_total=found["total"],
                    page_count=max(1, -(-found["total"] // size)), filter_query=urlencode(kept),

@@ -114,8 +114,23 @@ def browse_row(item: Any) -> dict[str, Any]:
         "client_ip": item.client_ip, "auth_user": item.auth_user}
 
 
+def _namespace(m: dict[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(**m | {"recipients": [SimpleNamespace(**r) for r in m["recipients"]]})
+
+
 def browse(home: Home, f: Any, offset: int = 0, limit: int = PAGE_SIZE) -> dict[str, Any]:
-    """One page of the messages the filter (queue.select.Filter) picks, and how many match."""
-    admin = optional.require(ADMIN)
-    found: dict[str, Any] = admin.page(home, f, offset, limit)
-    return found | {"messages": [browse_row(m) for m in found["messages"]]}
+    """One page of the messages the filter (queue.select.Filter) picks, and how many match.
+    Read by the helper's mail owner worker, which keeps the queue listing's cache between
+    pages (queue/listing.py)."""
+    optional.require(ADMIN)
+    found: dict[str, Any] = dict(ask(home, "browse", filter=f.to_dict(), offset=offset,
+                                     limit=limit))
+    return found | {"messages": [browse_row(_namespace(m)) for m in found["messages"]]}
+
+
+def act(home: Home, action: str, ids: list[str], f: Any, reason: str | None) -> dict[str, Any]:
+    """Hold, release, retry, bounce or delete the messages named by `ids` and/or picked by
+    the filter `f` (None: ids only), as queue.admin.act does; QueueRefused when the helper
+    refuses (e.g. nothing named)."""
+    return dict(ask(home, "act", operation=action, ids=list(ids),
+                    filter=None if f is None else f.to_dict(), reason=reason))

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..home import Home
-from ..queue import admin
+from ..queue import admin, holds
+from ..queue import select as queue_select
 from ..settings.apply import apply_keys
 from ..settings.registry import REGISTRY
 from . import control
@@ -46,7 +47,8 @@ REQUEST_READ_SECONDS = 10.0
 ANSWER_WAIT_SECONDS = 180.0
 
 SERVICE_ACTIONS = ("start", "stop", "restart", "reload")
-QUEUE_ACTIONS = ("delete", "purge", "process", "test-message", "list", "show", "stats")
+QUEUE_ACTIONS = ("delete", "purge", "process", "test-message", "list", "show", "stats",
+                 "browse", "act")
 QUEUE_CHOICES = ("remote", "local", "todo", "all")
 # Programs the helper will not stop or restart for the panel: the panel itself (it would cut
 # off the request that asked) and the helper (nothing could start it again from the panel).
@@ -136,12 +138,12 @@ def _check_service(args: dict[str, Any]) -> dict[str, Any]:
     return {"action": action, "name": name}
 
 
-def _check_address(args: dict[str, Any]) -> dict[str, Any]:
-    _only(args, "make-maildir", ("address",))
-    address = _text(args, "make-maildir", "address", MAX_ADDRESS_LENGTH).strip().lower()
+def _check_address(args: dict[str, Any], request: str = "make-maildir") -> dict[str, Any]:
+    _only(args, request, ("address",))
+    address = _text(args, request, "address", MAX_ADDRESS_LENGTH).strip().lower()
     local, at, domain = address.rpartition("@")
     if not at or not local or "/" in address or not _DOMAIN.fullmatch(domain):
-        raise HelperRefused(f"make-maildir: {address!r} is not a mailbox address "
+        raise HelperRefused(f"{request}: {address!r} is not a mailbox address "
                             "(local@domain)")
     return {"address": address}
 
@@ -151,6 +153,10 @@ def _check_queue(args: dict[str, Any]) -> dict[str, Any]:
     if action not in QUEUE_ACTIONS:
         raise HelperRefused(f"queue: unknown action {action!r}; allowed: "
                             f"{', '.join(QUEUE_ACTIONS)}")
+    if action == "browse":
+        return _check_browse(args)
+    if action == "act":
+        return _check_act(args)
     if action in ("delete", "show"):
         _only(args, "queue", ("action", "id"))
         qid = _text(args, "queue", "id", 20)
@@ -204,6 +210,127 @@ def _check_none(args: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+# ---- the queue browser, the trail, usage and the rate counters (read as the mail owner) ------
+
+# The most ids one `act` names: the API's own bound of an action request (panel/api_queue.py).
+MAX_ACTION_IDS = 10_000
+# The furthest a page of the browser may start: the Mail Queue page's last page (1,000,000
+# pages of 50) and the API's bound of `offset` (10,000,000) are both below.
+MAX_BROWSE_OFFSET = 100_000_000
+# A filter's older_than, in seconds: the longest duration queue.select parses (nine digits
+# of weeks), so that whatever the panel accepted is accepted here too.
+MAX_OLDER_THAN_SECONDS = 999_999_999 * queue_select.DURATION_UNITS["w"]
+FILTER_FIELDS = ("sender", "recipient", "domain", "older_than", "state", "held", "which")
+# The trail: the query is an address, a Message-ID or a queue id (mailyard.trail's bound);
+# the most messages one answer carries (panel/api_trail.py's MAX_LIMIT).
+MAX_TRAIL_QUERY = 320
+MAX_TRAIL_LIMIT = 5000
+LIMITS_PARTS = ("report", "over")
+
+
+def _int(args: dict[str, Any], request: str, name: str, low: int, high: int,
+         default: int | None = None) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise HelperRefused(f"{request}: argument {name!r} must be a whole number from {low} "
+                            f"to {high}")
+    return value
+
+
+def _choice(value: object, request: str, name: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise HelperRefused(f"{request}: {name} {str(value)[:40]!r} is not allowed; allowed: "
+                            f"{', '.join(allowed)}")
+    return value
+
+
+def _queue_filter(value: object) -> dict[str, Any]:
+    """A browser filter as queue.select.make_filter takes it (older_than in seconds)."""
+    if not isinstance(value, dict):
+        raise HelperRefused("queue: argument 'filter' must be an object of "
+                            f"{', '.join(FILTER_FIELDS)}")
+    _only(value, "queue filter", FILTER_FIELDS)
+    out: dict[str, Any] = {}
+    for name in ("sender", "recipient", "domain"):
+        if value.get(name) is not None:
+            out[name] = _text(value, "queue filter", name, queue_select.MAX_FILTER_TEXT)
+    if value.get("older_than") is not None:
+        out["older_than"] = _int(value, "queue filter", "older_than", 0,
+                                 MAX_OLDER_THAN_SECONDS)
+    if value.get("state") is not None:
+        out["state"] = _choice(value["state"], "queue filter", "state",
+                               queue_select.RECIPIENT_STATES)
+    if value.get("held") is not None:
+        if not isinstance(value["held"], bool):
+            raise HelperRefused("queue filter: argument 'held' must be true or false")
+        out["held"] = value["held"]
+    out["which"] = _choice(value.get("which", "all"), "queue filter", "which",
+                           queue_select.WHICH_CHOICES)
+    return out
+
+
+def _queue_ids(args: dict[str, Any]) -> list[str]:
+    ids = args.get("ids", [])
+    if not isinstance(ids, list) or len(ids) > MAX_ACTION_IDS:
+        raise HelperRefused(f"queue: argument 'ids' must be a list of at most {MAX_ACTION_IDS} "
+                            "queue ids")
+    for qid in ids:
+        if not isinstance(qid, str) or not _QUEUE_ID.fullmatch(qid):
+            raise HelperRefused(f"queue: {str(qid)[:40]!r} is not a queue id (digits only)")
+    return list(dict.fromkeys(ids))
+
+
+def _check_browse(args: dict[str, Any]) -> dict[str, Any]:
+    _only(args, "queue", ("action", "filter", "offset", "limit"))
+    return {"action": "browse", "filter": _queue_filter(args.get("filter", {})),
+            "offset": _int(args, "queue", "offset", 0, MAX_BROWSE_OFFSET, 0),
+            "limit": _int(args, "queue", "limit", 1, admin.MAX_PAGE, admin.MAX_PAGE)}
+
+
+def _check_act(args: dict[str, Any]) -> dict[str, Any]:
+    _only(args, "queue", ("action", "operation", "ids", "filter", "reason"))
+    operation = _choice(args.get("operation"), "queue", "operation", admin.ACTIONS)
+    ids = _queue_ids(args)
+    f = None if args.get("filter") is None else _queue_filter(args["filter"])
+    if not ids and (f is None or queue_select.make_filter(**f).empty()):
+        raise HelperRefused("queue: act names no message: give ids or a filter")
+    reason = _text(args, "queue", "reason", holds.MAX_REASON_LENGTH, required=False) \
+        if args.get("reason") is not None else None
+    return {"action": "act", "operation": operation, "ids": ids, "filter": f,
+            "reason": reason}
+
+
+def _check_trail(args: dict[str, Any]) -> dict[str, Any]:
+    _only(args, "trail", ("q", "since", "limit"))
+    q = _text(args, "trail", "q", MAX_TRAIL_QUERY)
+    since = args.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)
+                              or not 0 <= since < 2**40):
+        raise HelperRefused("trail: argument 'since' must be seconds since the epoch")
+    return {"q": q, "since": None if since is None else float(since),
+            "limit": _int(args, "trail", "limit", 1, MAX_TRAIL_LIMIT)}
+
+
+def _check_usage(args: dict[str, Any]) -> dict[str, Any]:
+    _only(args, "usage", ("address", "domain"))
+    out: dict[str, Any] = {"address": None, "domain": None}
+    if args.get("address") is not None:
+        out["address"] = _check_address({"address": args["address"]}, "usage")["address"]
+    if args.get("domain") is not None:
+        domain = _text(args, "usage", "domain", 253).strip().lower()
+        if not _DOMAIN.fullmatch(domain):
+            raise HelperRefused(f"usage: {domain!r} is not a domain name")
+        out["domain"] = domain
+    if out["address"] and out["domain"]:
+        raise HelperRefused("usage: give an address or a domain, not both")
+    return out
+
+
+def _check_limits(args: dict[str, Any]) -> dict[str, Any]:
+    _only(args, "limits", ("part",))
+    return {"part": _choice(args.get("part", "report"), "limits", "part", LIMITS_PARTS)}
+
+
 # The whole list of what the helper does (each carried out in services/helper_main.py).
 REQUESTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "apply-settings": _check_apply,
@@ -214,6 +341,9 @@ REQUESTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "tls-list": _check_none,
     "spam-render": _check_spam_render,
     "status": _check_status,
+    "trail": _check_trail,
+    "usage": _check_usage,
+    "limits": _check_limits,
 }
 
 

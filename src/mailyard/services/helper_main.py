@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -28,6 +29,7 @@ from typing import Any
 from ..home import Home
 from ..mailboxes import ensure_maildir
 from ..queue import admin as queue_admin
+from ..queue import select as queue_select
 from ..queue.errors import QueueError
 from ..settings.apply import apply_keys
 from ..store import accounts
@@ -72,41 +74,21 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _as_mail_owner(home: Home, work: Any, *args: Any) -> Any:
-    """Run work(home, *args) in a child that is the mail owner (as root), and return its
-    result; its exception's text becomes a HelperError-like answer (RuntimeError here)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            os.close(read_end)
-            forget_engines_after_fork()
-            drop_privileges()
-            try:
-                answer = {"ok": True, "result": _plain(work(home, *args))}
-            except (QueueError, accounts.AccountError) as exc:
-                # the caller's mistake (no such message, a bad address): a refusal
-                refused = not getattr(exc, "temporary", False)
-                answer = {"ok": False, "error": str(exc), "refused": refused}
-            except (OSError, ValueError) as exc:
-                answer = {"ok": False, "error": str(exc)}
-            data = json.dumps(answer).encode()
-            with os.fdopen(write_end, "wb") as out:
-                out.write(data)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read(MAX_CHILD_ANSWER_BYTES + 1)
-    os.waitpid(pid, 0)
+def _work_answer(home: Home, work: Callable[..., Any], args: tuple[Any, ...]) -> dict[str, Any]:
+    """work(home, *args) as an answer (in a process that is the mail owner already)."""
     try:
-        answer = json.loads(data) if data else {}
-    except ValueError:
-        answer = {}
+        return {"ok": True, "result": _plain(work(home, *args))}
+    except HelperRefused as exc:
+        return {"ok": False, "error": str(exc), "refused": True}
+    except (QueueError, accounts.AccountError) as exc:
+        # the caller's mistake (no such message, a bad address): a refusal
+        refused = not getattr(exc, "temporary", False)
+        return {"ok": False, "error": str(exc), "refused": refused}
+    except (OSError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+def _result(answer: dict[str, Any]) -> Any:
     if not answer:
         raise RuntimeError("the work as the mail owner failed; see the helper's log")
     if not answer.get("ok"):
@@ -115,8 +97,92 @@ def _as_mail_owner(home: Home, work: Any, *args: Any) -> Any:
     return answer["result"]
 
 
-def _make_maildir(home: Home, address: str) -> dict[str, Any]:
-    return {"maildir": str(ensure_maildir(home, address))}
+class MailOwnerWorker:
+    """One long-lived child that has become the mail owner and does the reading work of the
+    queue browser, the trail, usage and the rate counters, one request at a time.
+
+    Long-lived so that what it learns stays: queue/listing.py keeps each message's envelope
+    summary in its process, and a child forked per request would throw that away each time
+    (every page of the browser would read every envelope again). The parent (root) never
+    reads the mail owner's files itself. Requests go down a socket pair as JSON lines; a
+    worker that died is started again at the next request."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.pid = 0
+        self.sock: socket.socket | None = None
+        self.reader: Any = None
+
+    def start(self, inherited: list[socket.socket]) -> None:
+        """Fork the worker; `inherited` are the parent's sockets the child must close (the
+        listening socket, a caller's connection: kept open, a caller would never see the
+        end of its answer)."""
+        self.stop()
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                parent_end.close()
+                for other in inherited:
+                    other.close()
+                forget_engines_after_fork()
+                drop_privileges()
+                self._serve(child_end)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        child_end.close()
+        self.pid, self.sock = pid, parent_end
+        self.reader = parent_end.makefile("rb")
+
+    def _serve(self, conn: socket.socket) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        lines = conn.makefile("rb")
+        while True:
+            line = lines.readline(MAX_REQUEST_BYTES + 1)
+            if not line:
+                return  # the helper has gone
+            name, args = json.loads(line)
+            work = MAIL_OWNER_WORK[name]
+            conn.sendall(json.dumps(_work_answer(self.home, work, (args,))).encode() + b"\n")
+
+    def stop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.reader.close()
+            self.sock = self.reader = None
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                os.waitpid(self.pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+            self.pid = 0
+
+    def ask(self, name: str, args: dict[str, Any], inherited: list[socket.socket]) -> Any:
+        if self.sock is None:
+            self.start(inherited)
+        assert self.sock is not None
+        try:
+            self.sock.sendall(json.dumps([name, args]).encode() + b"\n")
+            line = self.reader.readline(MAX_CHILD_ANSWER_BYTES + 1)
+        except OSError:
+            line = b""
+        try:
+            answer = json.loads(line) if line.endswith(b"\n") else {}
+        except ValueError:
+            answer = {}
+        if not answer:  # died, or said something else: a fresh one next time
+            _log(f"the mail owner's worker ended during {name}; starting another")
+            self.stop()
+        return _result(answer)
+
+
+def _make_maildir(home: Home, args: dict[str, Any]) -> dict[str, Any]:
+    return {"maildir": str(ensure_maildir(home, args["address"]))}
 
 
 def _queue_work(home: Home, args: dict[str, Any]) -> Any:
@@ -133,7 +199,62 @@ def _queue_work(home: Home, args: dict[str, Any]) -> Any:
         return [_plain(m) for m in queue_admin.list_messages(home, args["which"])]
     if action == "show":
         return _plain(queue_admin.show(home, args["id"]))
+    if action == "browse":
+        f = queue_select.make_filter(**args["filter"])
+        return _plain(queue_admin.page(home, f, args["offset"], args["limit"]))
+    if action == "act":
+        f = None if args["filter"] is None else queue_select.make_filter(**args["filter"])
+        return queue_admin.act(home, args["operation"], args["ids"], f, args["reason"])
     return queue_admin.stats(home)
+
+
+# The trail, usage and the rate counters belong to layers above this one (the log tools, the
+# accounts' usage, smtp): reached by name, as the catalog reaches the services it starts.
+TRAIL_QUERY = "mailyard.trail:query_of"
+TRAIL_FIND = "mailyard.trail_logs:trail"
+USAGE_MAILBOXES = "mailyard.usage:mailboxes"
+USAGE_MAILBOX = "mailyard.usage:mailbox"
+LIMITS_REPORT = "mailyard.smtp.ratereport:report"
+LIMITS_JSON = "mailyard.smtp.ratereport:as_json"
+RATE_TABLE = "mailyard.smtp.ratetable:RateTable"
+
+
+def _trail(home: Home, args: dict[str, Any]) -> dict[str, Any]:
+    """What the logs say of q (logs are 0640, readable by the mail owner's group)."""
+    try:
+        query = load(TRAIL_QUERY)(args["q"])
+    except ValueError as exc:  # TrailError: not an address, Message-ID or queue id
+        raise HelperRefused(f"trail: {exc}") from None
+    found = load(TRAIL_FIND)(home.log_dir, query, args["since"])
+    result: dict[str, Any] = found.to_json(args["limit"])
+    return result
+
+
+def _usage(home: Home, args: dict[str, Any]) -> Any:
+    """Each mailbox's use of its quota (of one domain), or one mailbox's (None: no such)."""
+    if args["address"] is not None:
+        return load(USAGE_MAILBOX)(home, args["address"])
+    return load(USAGE_MAILBOXES)(home, args["domain"])
+
+
+def _limits(home: Home, args: dict[str, Any]) -> Any:
+    """The rate report (as `mailyard limits --json`), or the refusals of the last hour as
+    [key, when, rule, limit, count] for the panel's warnings."""
+    if args["part"] == "report":
+        return load(LIMITS_JSON)(*load(LIMITS_REPORT)(home))
+    with load(RATE_TABLE)(home) as table:
+        _counts, over = table.report()
+    return [[key, *row] for key, row in sorted(over.items())]
+
+
+# What the mail owner's worker does, by request name.
+MAIL_OWNER_WORK: dict[str, Callable[[Home, dict[str, Any]], Any]] = {
+    "make-maildir": _make_maildir,
+    "queue": _queue_work,
+    "trail": _trail,
+    "usage": _usage,
+    "limits": _limits,
+}
 
 
 def _service(home: Home, action: str, name: str) -> dict[str, Any]:
@@ -170,6 +291,19 @@ def _spam_render(home: Home, global_changed: bool) -> dict[str, Any]:
     return {"reloaded": reloaded}
 
 
+# The worker of the running helper, and the sockets its child must not keep (set by `run`).
+_WORKER: MailOwnerWorker | None = None
+_INHERITED: list[socket.socket] = []
+
+
+def as_mail_owner(home: Home, name: str, args: dict[str, Any]) -> Any:
+    """MAIL_OWNER_WORK[name](home, args) in the mail owner's worker."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = MailOwnerWorker(home)
+    return _WORKER.ask(name, args, _INHERITED)
+
+
 def carry_out(home: Home, name: str, args: dict[str, Any]) -> Any:
     """Do one checked request (see services/helper.py for the list)."""
     if name == "apply-settings":
@@ -181,9 +315,9 @@ def carry_out(home: Home, name: str, args: dict[str, Any]) -> Any:
     if name == "make-maildir":
         if accounts.get_mailbox(home, args["address"]) is None:
             raise HelperRefused(f"make-maildir: no mailbox {args['address']} in the store")
-        return _as_mail_owner(home, _make_maildir, args["address"])
-    if name == "queue":
-        return _as_mail_owner(home, _queue_work, args)
+        return as_mail_owner(home, name, args)
+    if name in MAIL_OWNER_WORK:
+        return as_mail_owner(home, name, args)
     if name == "tls-install":
         return _tls_install(home, args)
     if name == "status":  # Dovecot's state is read from its master's pid file, root's
@@ -278,18 +412,26 @@ def listen(home: Home) -> socket.socket:
 def run(home: Home) -> None:
     """Serve until SIGTERM."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    global _WORKER
     sock = listen(home)
     allowed = _allowed_uids()
+    _INHERITED[:] = [sock]
+    _WORKER = MailOwnerWorker(home)
+    _WORKER.start(_INHERITED)
     _log(f"listening on {socket_path(home)}")
     try:
         while True:
             conn, _ = sock.accept()
+            _INHERITED.append(conn)
             with conn:
                 try:
                     serve_one(home, conn, allowed)
                 except OSError as exc:
                     _log(f"connection lost: {exc}")
+                finally:
+                    _INHERITED.remove(conn)
     finally:
+        _WORKER.stop()
         sock.close()
 
 
