@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -10,12 +11,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
-
-import json
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
