@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from panel_helpers import ADMIN, ADMIN_PASSWORD, PanelNode, screenshot
+from panel_helpers import ADMIN, ADMIN_PASSWORD, PanelNode, as_mail_owner, screenshot
 from playwright.sync_api import Browser, Page, expect
 
 from mailyard.delivery import sendlog as S
+from mailyard.home import Home
 from mailyard.logs import LogDir
 from mailyard.smtp import loglines as L
 from mailyard.smtp import replies
@@ -21,14 +22,8 @@ WAIT_MS = 60_000
 FILE = "1764000000.M5P6Q7.mx,S=321"
 
 
-@pytest.fixture(scope="module")
-def logged(panel: PanelNode) -> PanelNode:
-    """ann@example.test with one message delivered and one refused recipient in the logs."""
-    home = panel.home
-    if "example.test" not in accounts.local_domains(home):
-        accounts.add_domain(home, "example.test")
-    accounts.add_mailbox(home, "ann@example.test", "ann password")
-    dispose_all()
+def _write_logs(home: Home) -> None:
+    """The lines as the services write them, as the mail owner (log files are 0640)."""
     smtp, send = LogDir(home.log_dir / "smtp"), LogDir(home.log_dir / "send")
     try:
         smtp.write(L.session(L.reject("192.0.2.9", replies.NO_SUCH_USER, "nosuch@example.test",
@@ -45,6 +40,17 @@ def logged(panel: PanelNode) -> PanelNode:
     finally:
         smtp.close()
         send.close()
+
+
+@pytest.fixture(scope="module")
+def logged(panel: PanelNode) -> PanelNode:
+    """ann@example.test with one message delivered and one refused recipient in the logs."""
+    home = panel.home
+    if "example.test" not in accounts.local_domains(home):
+        accounts.add_domain(home, "example.test")
+    accounts.add_mailbox(home, "ann@example.test", "ann password")
+    dispose_all()
+    as_mail_owner(lambda: _write_logs(home))
     return panel
 
 

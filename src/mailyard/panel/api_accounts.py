@@ -14,6 +14,7 @@ from ..delivery.quota_warning import WARN_PERCENT
 from ..home import Home
 from ..services import helper
 from ..store import accounts
+from . import usage_view
 from .problems import Refused, errors
 from .security import Caller, home_of
 
@@ -123,9 +124,9 @@ def _check_quota(quota_mb: int) -> None:
 def account_usage(home: Any) -> dict[str, Any]:
     """What the Accounts page shows of usage: per mailbox and per domain, the threshold of the
     warning, and how sizes are written."""
-    uses = usage.mailboxes(home)
+    uses = usage_view.mailboxes(home)
     return {"mailbox_usage": {u.address: u for u in uses},
-            "domain_usage": {d.name: d for d in usage.domains(home, uses)},
+            "domain_usage": {d.name: d for d in usage_view.domains(home, uses)},
             "warn_percent": WARN_PERCENT, "human_bytes": usage.human_bytes}
 def make_maildir(home: Home, address: str) -> None:
     """The Maildir is made by the root helper as the mail owner (mail/ is the mail owner's).
@@ -171,7 +172,7 @@ def change_domain(name: str, body: DomainChange, request: Request, _who: Caller)
 @router.get("/usage/domains", response_model=list[DomainUsageView], responses=errors())
 def domain_usage(request: Request, _who: Caller) -> Any:
     """Per domain: its mailboxes, their bytes in use and their quotas added up."""
-    return [asdict(d) for d in usage.domains(home_of(request))]
+    return [asdict(d) for d in usage_view.domains(home_of(request))]
 
 
 @router.delete("/domains/{name}", status_code=204, responses=errors(404))
@@ -189,7 +190,7 @@ def remove_domain(name: str, request: Request, _who: Caller) -> None:
 @router.get("/mailboxes", response_model=list[MailboxView], responses=errors())
 def list_mailboxes(request: Request, _who: Caller, domain: str | None = None) -> Any:
     home = home_of(request)
-    uses = {u.address: u for u in usage.mailboxes(home, domain)}
+    uses = {u.address: u for u in usage_view.mailboxes(home, domain)}
     rates = accounts.mailbox_rate_limits(home)
     return [{**_with_usage(m, uses.get(m.address)), "messages_per_hour": rates.get(m.address)}
             for m in accounts.list_mailboxes(home, domain)]
@@ -313,5 +314,5 @@ def remove_alias(source: str, request: Request, _who: Caller) -> None:
 
 def _with_rate(home: Any, box: accounts.MailboxInfo) -> dict[str, Any]:
     """The mailbox as the API shows it (its usage too), with its own messages-per-hour limit."""
-    return {**_with_usage(box, usage.mailbox(home, box.address)),
+    return {**_with_usage(box, usage_view.mailbox(home, box.address)),
             "messages_per_hour": accounts.mailbox_rate_limit(home, box.address)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from ..smtp.ratereport import as_json, report
+from . import limits_view
 from .problems import errors
 from .security import Caller, home_of
 
@@ -37,8 +37,11 @@ class LimitsReport(BaseModel):
     senders: list[SenderView]
 
 
-@router.get("", response_model=LimitsReport, responses=errors())
+@router.get("", response_model=LimitsReport, responses=errors(503))
 def limits_report(request: Request, _who: Caller) -> Any:
     """The node's limits (0: none) and each sender or domain counted or refused in the last
     hour, those refused first."""
-    return as_json(*report(home_of(request)))
+    try:
+        return limits_view.limits_report(home_of(request))
+    except limits_view.LimitsUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None

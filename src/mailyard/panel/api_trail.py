@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from ..trail import Trail, TrailError, query_of, show_time, since_of
-from ..trail_logs import trail
-from . import pages
+from ..trail import TrailError, query_of, show_time, since_of
+from . import pages, trail_view
 from .problems import Refused, errors
 from .security import Caller, home_of
 
@@ -25,8 +24,9 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 5000
 
 
-def _find(request: Request, q: str, since: str) -> Trail:
-    """The trail of `q` (since `since`, when given); Refused names the bad field."""
+def _find(request: Request, q: str, since: str, limit: int) -> dict[str, Any]:
+    """The trail of `q` (since `since`, when given) as JSON, read by the helper; Refused
+    names the bad field."""
     try:
         query = query_of(q)
     except TrailError as exc:
@@ -35,17 +35,20 @@ def _find(request: Request, q: str, since: str) -> Trail:
         start = since_of(since) if since else None
     except TrailError as exc:
         raise Refused("since", since, str(exc)) from None
-    return trail(home_of(request).log_dir, query, start)
+    return trail_view.find(home_of(request), q.strip(), query, start, limit)
 
 
-@router.get("", responses=errors())
+@router.get("", responses=errors(503))
 def trail_api(request: Request, _who: Caller, q: str, since: str = "",
               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
               ) -> dict[str, Any]:
     """What the logs say of the mail of an address, a Message-ID or a queue id (`q`): each
     message's acceptance, delivery attempts, Maildir file or bounce, and the refusals at SMTP
     time. `since`: a period back from now (`3 days`), a local date or epoch seconds."""
-    return _find(request, q, since).to_json(limit)
+    try:
+        return _find(request, q, since, limit)
+    except trail_view.TrailUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @page_router.get("/trail")
@@ -54,9 +57,11 @@ def trail_page(request: Request, session: pages.SignedIn, q: str = "",
     found, problem = None, ""
     if q.strip():
         try:
-            found = _find(request, q, since).to_json(DEFAULT_LIMIT)
+            found = _find(request, q, since, DEFAULT_LIMIT)
         except Refused as exc:
             problem = exc.reason
+        except trail_view.TrailUnavailable as exc:
+            problem = f"the logs could not be read: {exc}"
     base = pages._base(request, session, "trail", "Delivery Trail")
     return pages.render("trail.html", 422 if problem else 200, **base, q=q, since=since,
                         found=found, problem=problem, show_time=show_time)

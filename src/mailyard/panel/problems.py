@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ..settings.types import SettingError
-from ..smtp.ratetable import RateTable
+from . import limits_view
 
 
 class Problem(BaseModel):
@@ -108,12 +108,11 @@ def page_problems(home: Any) -> list[str]:
     """Warnings for the top of every page: each sender refused by an outbound rate limit in
     the last hour (docs/limits.md). A counter file that cannot be read shows nothing."""
     try:
-        with RateTable(home) as table:
-            _counts, over = table.report()
-    except OSError:
+        over = limits_view.refusals(home)
+    except (OSError, limits_view.LimitsUnavailable):
         return []
     out = []
-    for key, (when, rule, limit, _count) in sorted(over.items()):
+    for key, when, rule, limit, _count in over:
         what = "recipients" if rule == "recipients" else "messages"
         scope = " for its whole domain" if rule == "domain" else ""
         out.append(f"{key} passed its limit of {limit} {what} per hour{scope} at "

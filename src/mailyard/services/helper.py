@@ -225,6 +225,9 @@ FILTER_FIELDS = ("sender", "recipient", "domain", "older_than", "state", "held",
 # the most messages one answer carries (panel/api_trail.py's MAX_LIMIT).
 MAX_TRAIL_QUERY = 320
 MAX_TRAIL_LIMIT = 5000
+# A trail's `since` in seconds from the epoch: any real date (2**40 s is 34,000 years); NaN and
+# infinities (which Python's JSON reads) fail the comparison.
+MAX_EPOCH_SECONDS = 2**40
 LIMITS_PARTS = ("report", "over")
 
 
@@ -305,7 +308,7 @@ def _check_trail(args: dict[str, Any]) -> dict[str, Any]:
     q = _text(args, "trail", "q", MAX_TRAIL_QUERY)
     since = args.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)
-                              or not 0 <= since < 2**40):
+                              or not -MAX_EPOCH_SECONDS < since < MAX_EPOCH_SECONDS):
         raise HelperRefused("trail: argument 'since' must be seconds since the epoch")
     return {"q": q, "since": None if since is None else float(since),
             "limit": _int(args, "trail", "limit", 1, MAX_TRAIL_LIMIT)}
