@@ -182,6 +182,58 @@ def test_installing_a_tls_certificate(node: Node, tmp_path: Path) -> None:
     assert refused.status_code == 422 and "nothing installed" in refused.json()["reason"]
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _worker(node: Node) -> int:
+    """The helper's one child that has become the mail owner (its long-lived worker)."""
+    owner = pwd.getpwnam(MAIL_USER).pw_uid
+    helper_pid = int(control.rpc(node.home).supervisor.getProcessInfo("helper")["pid"])
+    found = [c for c in _children(helper_pid) if _ids(c, "Uid") == [owner] * 4]
+    assert len(found) == 1, f"the helper's children: {_children(helper_pid)}"
+    return found[0]
+
+
+def test_the_browser_trail_usage_and_limits_are_read_by_the_mail_owners_worker(
+        node: Node) -> None:
+    """What mailyard-panel cannot read (the queue, the logs, the Maildirs, var/limits) the
+    helper's worker reads as the mail owner, and the same worker serves every request."""
+    queue = Queue(node.home.queue_dir)
+    with queue.open_message() as w:
+        w.write(b"Subject: browsed\n\nbody\n")
+        qid = w.commit(Envelope(sender="browse@example.net", recipients=["c@far.test"]))
+    with node.api() as api:
+        made = api.post("/api/v1/mailboxes", json={"address": "used@example.test",
+                                                   "password": "a long password here"})
+        assert made.status_code == 201, made.text
+        worker = _worker(node)
+
+        def listed() -> bool:
+            page = api.get("/api/v1/queue/browse", params={"sender": "browse@"})
+            assert page.status_code == 200, page.text
+            return [m["id"] for m in page.json()["messages"]] == [qid]
+        _wait(listed, "the browser does not list the message")
+
+        def trailed() -> bool:  # send's log (0640, the mail owner's group) names it
+            found = api.get("/api/v1/trail", params={"q": qid})
+            assert found.status_code == 200, found.text
+            return bool(found.json()["messages"])
+        _wait(trailed, "the trail does not show the message from the send log")
+        held = api.post("/api/v1/queue/actions", json={"action": "hold", "ids": [qid],
+                                                       "reason": "look at it"})
+        assert held.status_code == 200, held.text
+        assert held.json()["ids"] == [qid] and held.json()["done"] is True
+        page = api.get("/api/v1/queue/browse", params={"held": True}).json()
+        assert [(m["id"], m["hold_reason"]) for m in page["messages"]] == [(qid, "look at it")]
+        box = api.get("/api/v1/mailboxes/used@example.test").json()
+        assert box["used_bytes"] == 0, box  # read, and empty (null: not readable)
+        limits = api.get("/api/v1/limits")
+        assert limits.status_code == 200, limits.text
+        api.post("/api/v1/queue/actions", json={"action": "delete", "ids": [qid]})
+    assert _worker(node) == worker  # one worker for all of it: its listing cache stays
+
+
 # ---- the helper's list, and who reaches the sockets ---------------------------------------------
 
 def _ask(home: Home, raw: bytes) -> dict[str, object]:
