@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from ..home import Home
 
 
+# What a page waits for its warnings: the helper does one request at a time, and a warning is
+# not worth holding every page while it restarts a slow service (clamd takes 20 s or more).
+WARNINGS_WAIT_SECONDS = 5.0
+
+
 class LimitsUnavailable(RuntimeError):
     """The helper could not read the counters; the text says why."""
 
@@ -35,7 +40,7 @@ def refusals(home: Home) -> list[tuple[str, float, str, int, int]]:
     """The keys refused in the last hour: (key, when, rule, limit, count), by key.
     LimitsUnavailable (or OSError without a helper) when the counters cannot be read."""
     try:
-        rows = helper.call(home, "limits", part="over")
+        rows = helper.call(home, "limits", timeout=WARNINGS_WAIT_SECONDS, part="over")
     except helper.HelperUnavailable:
         with RateTable(home) as table:
             _counts, over = table.report()
