@@ -9,7 +9,10 @@ A filter keeps a message when every criterion given holds:
 * `older_than`: the message has been in the queue at least that many seconds;
 * `state`: some recipient is in that state (pending, deferred, done, failed);
 * `held`: the message is held (True) or not (False);
-* `which`: the message has deliveries to do in that part of the queue (local, remote, todo).
+* `which`: the message has deliveries to do in that part of the queue (local, remote, todo);
+* `auth_user`, `uid`, `client_ip`: who queued it, as its envelope says (the SMTP AUTH user,
+  compared case-insensitively; the local user of sendmail; the client's address), exactly.
+  These pick one sender's mail (limits.hold_when_over holds it with them).
 """
 
 from __future__ import annotations
@@ -40,12 +43,16 @@ class Filter:
     state: str | None = None
     held: bool | None = None
     which: str = "all"
+    auth_user: str | None = None
+    uid: int | None = None
+    client_ip: str | None = None
 
     def empty(self) -> bool:
         """True when the filter picks every message (an action then needs ids)."""
         return (self.sender is None and self.recipient is None and self.domain is None
                 and self.older_than is None and self.state is None and self.held is None
-                and self.which == "all")
+                and self.which == "all" and self.auth_user is None and self.uid is None
+                and self.client_ip is None)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -63,9 +70,11 @@ def parse_duration(text: str, *, flag: str = "--older-than") -> int:
 def make_filter(*, sender: str | None = None, recipient: str | None = None,
                 domain: str | None = None, older_than: str | int | None = None,
                 state: str | None = None, held: bool | None = None,
-                which: str | None = None) -> Filter:
+                which: str | None = None, auth_user: str | None = None,
+                uid: int | None = None, client_ip: str | None = None) -> Filter:
     """A checked Filter from the values a person gave; QueueError naming the bad one."""
-    for name, value in (("sender", sender), ("recipient", recipient), ("domain", domain)):
+    for name, value in (("sender", sender), ("recipient", recipient), ("domain", domain),
+                        ("auth_user", auth_user), ("client_ip", client_ip)):
         if value is not None and len(value) > MAX_FILTER_TEXT:
             raise QueueError(f"{name}: {len(value)} characters; at most {MAX_FILTER_TEXT} are "
                              "allowed", temporary=False)
@@ -81,8 +90,13 @@ def make_filter(*, sender: str | None = None, recipient: str | None = None,
     if seconds is not None and seconds < 0:
         raise QueueError(f"older_than: {seconds} is negative; give a duration of 0 or more",
                          temporary=False)
+    if uid is not None and (isinstance(uid, bool) or not isinstance(uid, int) or uid < 0):
+        raise QueueError(f"uid: {uid!r} is not a user id; give a whole number of 0 or more",
+                         temporary=False)
     domain = domain.strip().lower().lstrip("@").rstrip(".") if domain else None
-    return Filter(sender or None, recipient or None, domain or None, seconds, state, held, which)
+    return Filter(sender or None, recipient or None, domain or None, seconds, state, held, which,
+                  auth_user.strip().lower() if auth_user else None, uid,
+                  client_ip.strip() if client_ip else None)
 
 
 def _domain_of(address: str) -> str:
@@ -114,6 +128,12 @@ def matches_envelope(item: Any, f: Filter, now: float) -> bool:
     if f.held is not None and item.held != f.held:
         return False
     if f.which != "all" and f.which not in item.channels:
+        return False
+    if f.auth_user is not None and (item.auth_user or "").lower() != f.auth_user:
+        return False
+    if f.uid is not None and item.uid != f.uid:
+        return False
+    if f.client_ip is not None and item.client_ip != f.client_ip:
         return False
     return True
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .. import safefs
 from ..services.privileges import mail_owner, running_as_root
 from . import ratelimit as RL
+from .rate_hold import hold_in_background
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -303,7 +304,8 @@ def on_over_limit(home: Home, key: str, found: RL.Verdict, limits: RL.Limits,
                   log: Callable[[str], None]) -> None:
     """What happens when a key is over a limit, in one place: a log line naming the rule,
     and, with limits.hold_when_over, the key added to HOME/var/limits/over (one key a line)
-    for the queue to hold that sender's queued mail for review."""
+    for the queue to hold that sender's queued mail for review: the first time a key is
+    recorded, its queued mail is held (smtp/rate_hold.py)."""
     log(rate_limit_line(found))
     if not limits.hold_when_over:
         return
@@ -311,10 +313,13 @@ def on_over_limit(home: Home, key: str, found: RL.Verdict, limits: RL.Limits,
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         known = os.pread(fd, MAX_FILE_BYTES, 0).decode("utf-8", "replace").splitlines()
-        if key not in known:
+        new = key not in known
+        if new:
             os.pwrite(fd, (key + "\n").encode(), os.fstat(fd).st_size)
     finally:
         os.close(fd)
+    if new:
+        hold_in_background(home, key, log)
 
 
 def rate_limit_line(found: RL.Verdict) -> str:
