@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -195,6 +196,13 @@ def _worker(node: Node) -> int:
     return found[0]
 
 
+def _ended(pid: int) -> bool:
+    try:
+        return "\tZ" in Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1][:4]
+    except FileNotFoundError:
+        return True
+
+
 def test_the_browser_trail_usage_and_limits_are_read_by_the_mail_owners_worker(
         node: Node) -> None:
     """What mailyard-panel cannot read (the queue, the logs, the Maildirs, var/limits) the
@@ -232,6 +240,12 @@ def test_the_browser_trail_usage_and_limits_are_read_by_the_mail_owners_worker(
         assert limits.status_code == 200, limits.text
         api.post("/api/v1/queue/actions", json={"action": "delete", "ids": [qid]})
     assert _worker(node) == worker  # one worker for all of it: its listing cache stays
+    os.kill(worker, signal.SIGKILL)  # a worker that dies is replaced at the next request
+    _wait(lambda: _ended(worker), "the killed worker did not end")
+    with node.api() as api:
+        page = api.get("/api/v1/queue/browse")
+        assert page.status_code == 200, page.text
+    assert _worker(node) != worker
 
 
 # ---- the helper's list, and who reaches the sockets ---------------------------------------------

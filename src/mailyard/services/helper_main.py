@@ -37,6 +37,7 @@ from ..store.db import forget_engines_after_fork
 from ..store.settings_store import load_settings
 from . import certificates, control
 from .helper import (
+    ANSWER_WAIT_SECONDS,
     MAX_REQUEST_BYTES,
     REQUEST_READ_SECONDS,
     HelperRefused,
@@ -135,6 +136,7 @@ class MailOwnerWorker:
             finally:
                 os._exit(code)
         child_end.close()
+        parent_end.settimeout(ANSWER_WAIT_SECONDS)  # a worker that hangs is replaced
         self.pid, self.sock = pid, parent_end
         self.reader = parent_end.makefile("rb")
 
@@ -146,8 +148,12 @@ class MailOwnerWorker:
             if not line:
                 return  # the helper has gone
             name, args = json.loads(line)
-            work = MAIL_OWNER_WORK[name]
-            conn.sendall(json.dumps(_work_answer(self.home, work, (args,))).encode() + b"\n")
+            try:
+                answer = _work_answer(self.home, MAIL_OWNER_WORK[name], (args,))
+            except Exception as exc:  # a bug of one request: say so, keep the worker's cache
+                traceback.print_exc()
+                answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+            conn.sendall(json.dumps(answer).encode() + b"\n")
 
     def stop(self) -> None:
         if self.sock is not None:
@@ -162,8 +168,18 @@ class MailOwnerWorker:
                 pass
             self.pid = 0
 
+    def _gone(self) -> bool:
+        """Whether the worker has ended (it is reaped then)."""
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] == self.pid
+        except ChildProcessError:
+            return True
+
     def ask(self, name: str, args: dict[str, Any], inherited: list[socket.socket]) -> Any:
-        if self.sock is None:
+        if self.sock is None or self._gone():
+            if self.sock is not None:
+                _log("the mail owner's worker had ended; starting another")
+                self.pid = 0
             self.start(inherited)
         assert self.sock is not None
         try:
