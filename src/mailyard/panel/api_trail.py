@@ -1,7 +1,8 @@
 """The delivery trail in the panel: `GET /api/v1/trail?q=…&since=…` and the Trail page.
 
-Both read the node's logs through trail_logs.py, as `mailyard trail` does; the page shows
-the same records as the JSON (the template formats them)."""
+Both read the node's logs with trail_logs.py, as `mailyard trail` does, in the root helper's
+mail owner worker (panel/trail_view.py: the logs are not the panel's to read); the page
+shows the same records as the JSON (the template formats them)."""
 
 from __future__ import annotations
 
