@@ -233,7 +233,7 @@ LIMITS_PARTS = ("report", "over")
 
 def _int(args: dict[str, Any], request: str, name: str, low: int, high: int,
          default: int | None = None) -> int:
-    value = args.get(name, default)
+    value: object = args.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise HelperRefused(f"{request}: argument {name!r} must be a whole number from {low} "
                             f"to {high}")

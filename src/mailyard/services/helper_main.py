@@ -216,11 +216,11 @@ def _queue_work(home: Home, args: dict[str, Any]) -> Any:
     if action == "show":
         return _plain(queue_admin.show(home, args["id"]))
     if action == "browse":
-        f = queue_select.make_filter(**args["filter"])
-        return _plain(queue_admin.page(home, f, args["offset"], args["limit"]))
+        return _plain(queue_admin.page(home, queue_select.make_filter(**args["filter"]),
+                                       args["offset"], args["limit"]))
     if action == "act":
-        f = None if args["filter"] is None else queue_select.make_filter(**args["filter"])
-        return queue_admin.act(home, args["operation"], args["ids"], f, args["reason"])
+        chosen = None if args["filter"] is None else queue_select.make_filter(**args["filter"])
+        return queue_admin.act(home, args["operation"], args["ids"], chosen, args["reason"])
     return queue_admin.stats(home)
 
 
