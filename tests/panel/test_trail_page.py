@@ -79,6 +79,10 @@ def test_the_api_gives_the_trail_and_refuses_a_bad_query(logged: PanelNode) -> N
         assert bad.status_code == 422 and bad.json()["field"] == "q"
         bad = api.get("/api/v1/trail", params={"q": "4242", "since": "3 moons"})
         assert bad.status_code == 422 and bad.json()["field"] == "since"
+        # the helper's own check of the text (no NUL) is a refusal of q too, not a failure
+        bad = api.get("/api/v1/trail", params={"q": "a\x00b@example.test"})
+        assert bad.status_code == 422 and bad.json()["field"] == "q", bad.text
+        assert "NUL" in bad.json()["reason"]
     with logged.client() as anonymous:
         assert anonymous.get("/api/v1/trail", params={"q": "4242"}).status_code == 401
 

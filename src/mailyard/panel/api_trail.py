@@ -36,7 +36,10 @@ def _find(request: Request, q: str, since: str, limit: int) -> dict[str, Any]:
         start = since_of(since) if since else None
     except TrailError as exc:
         raise Refused("since", since, str(exc)) from None
-    return trail_view.find(home_of(request), q.strip(), query, start, limit)
+    try:
+        return trail_view.find(home_of(request), q.strip(), query, start, limit)
+    except trail_view.TrailRefused as exc:
+        raise Refused("q", q, str(exc)) from None
 
 
 @router.get("", responses=errors(503))

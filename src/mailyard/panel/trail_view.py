@@ -18,6 +18,11 @@ class TrailUnavailable(RuntimeError):
     """The helper could not read the logs; the text says why."""
 
 
+class TrailRefused(ValueError):
+    """The helper refused the query (e.g. a control character the trail's own check let
+    through); the text says why."""
+
+
 def find(home: Home, text: str, query: Query, since: float | None, limit: int
          ) -> dict[str, Any]:
     """The trail of `text` (already checked: `query` is what it parses to) as JSON, the
@@ -26,6 +31,8 @@ def find(home: Home, text: str, query: Query, since: float | None, limit: int
         found: dict[str, Any] = helper.call(home, "trail", q=text, since=since, limit=limit)
     except helper.HelperUnavailable:
         return trail(home.log_dir, query, since).to_json(limit)
+    except helper.HelperRefused as exc:
+        raise TrailRefused(str(exc)) from None
     except helper.HelperError as exc:
         raise TrailUnavailable(str(exc)) from None
     return found
