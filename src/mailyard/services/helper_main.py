@@ -233,6 +233,8 @@ USAGE_MAILBOX = "mailyard.usage:mailbox"
 LIMITS_REPORT = "mailyard.smtp.ratereport:report"
 LIMITS_JSON = "mailyard.smtp.ratereport:as_json"
 RATE_TABLE = "mailyard.smtp.ratetable:RateTable"
+RATES_PREPARE = "mailyard.smtp.ratetable:prepare"
+RATES_DIR = "mailyard.smtp.ratetable:LIMITS_DIR"
 
 
 def _trail(home: Home, args: dict[str, Any]) -> dict[str, Any]:
@@ -332,6 +334,10 @@ def carry_out(home: Home, name: str, args: dict[str, Any]) -> Any:
         if accounts.get_mailbox(home, args["address"]) is None:
             raise HelperRefused(f"make-maildir: no mailbox {args['address']} in the store")
         return as_mail_owner(home, name, args)
+    if name == "limits" and not (home.root / str(load(RATES_DIR))).is_dir():
+        # No service has counted yet; HOME/var is root's, so the directory is made here for
+        # the mail owner, as a sending service makes it before it drops root.
+        load(RATES_PREPARE)(home)
     if name in MAIL_OWNER_WORK:
         return as_mail_owner(home, name, args)
     if name == "tls-install":
