@@ -3,8 +3,10 @@
 Not a test. Fills a fresh node home's queue with N messages (10,000 by default) through the
 queue's own inject API (`Queue.open_message().commit()`, each message fsynced as for SMTP),
 splits nine in ten of them into the remote queue as the send service does, gives a quarter
-of those a deferred attempt record and holds one in twenty. Then it starts the panel alone
-and times, over HTTPS with a bearer token:
+of those a deferred attempt record and holds one in twenty (as the mail owner when run as
+root, as the services write the queue). Then it starts the panel with its root helper (as
+a node does: the panel asks the helper, whose long-lived worker reads the queue as the mail
+owner and keeps the listing's cache) and times, over HTTPS with a bearer token:
 
 * `GET /api/v1/queue/browse` (the page's data: the first 50 messages with each recipient's
   state), with no filter and with a filter (a domain; a recipient state);
@@ -40,6 +42,8 @@ from mailyard.nodeinit import init_home  # noqa: E402
 from mailyard.panel.tokens import create_token  # noqa: E402
 from mailyard.queue import Envelope, Queue, admin, attempts, holds, listing, select  # noqa: E402
 from mailyard.queue import state as qstate  # noqa: E402
+from mailyard.services.helper import SOCKET_NAME  # noqa: E402
+from mailyard.services.privileges import drop_privileges  # noqa: E402
 from mailyard.store.db import dispose_all  # noqa: E402
 
 DOMAINS = 50  # recipients spread over this many domains (d0.test … d49.test)
@@ -84,6 +88,40 @@ def timed(fn: Callable[[], object], repeat: int, deadline: float) -> tuple[float
     return cold, statistics.median(warm) if warm else float("nan")
 
 
+def fill_as_mail_owner(q: Queue, count: int) -> None:
+    """fill() in a child that has become the mail owner (run as root), so that the helper's
+    worker can read what it wrote, as on a node."""
+    if os.geteuid() != 0:
+        fill(q, count)
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            drop_privileges()
+            fill(q, count)
+            code = 0
+        finally:
+            os._exit(code)
+    if os.waitpid(pid, 0)[1] != 0:
+        raise SystemExit("filling the queue as the mail owner failed")
+
+
+def start_helper(home_root: Path, deadline: float) -> subprocess.Popen[bytes]:
+    """The panel's root helper, as supervisord starts it; ready once its socket is."""
+    log = open(home_root / "log" / "helper-bench.log", "wb")  # noqa: SIM115 (the child's)
+    proc = subprocess.Popen([sys.executable, "-m", "mailyard.services.run", "helper", "--home",
+                             str(home_root)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=dict(os.environ,
+                                                             MAILYARD_HOME=str(home_root)))
+    sock = home_root / "run" / SOCKET_NAME
+    while not sock.is_socket():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("the helper did not start")
+        time.sleep(0.1)
+    return proc
+
+
 def start_panel(home_root: Path) -> subprocess.Popen[bytes]:
     log = open(home_root / "log" / "panel-bench.log", "wb")  # noqa: SIM115 (the child's)
     return subprocess.Popen([sys.executable, "-m", "mailyard.services.run", "panel", "--home",
@@ -113,8 +151,10 @@ def main() -> None:
                              "another run; without it a temporary home is removed at the end")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
-    base = args.keep or Path(tempfile.mkdtemp(prefix="mailyard-queue-bench-"))
-    proc = None
+    base = args.keep or Path(tempfile.mkdtemp(prefix="mailyard-queue-bench-", dir="/tmp"))
+    if os.geteuid() == 0:
+        os.chmod(base, 0o711)  # the panel's user and the mail owner reach the home below
+    proc = helper = None
     try:
         port_base = 20000 + (os.getpid() % 400) * 100
         filled = (base / "node" / "mailyard.toml").exists()
@@ -122,7 +162,7 @@ def main() -> None:
         q = Queue(home.queue_dir)
         t = time.perf_counter()
         if not filled:
-            fill(q, args.messages)
+            fill_as_mail_owner(q, args.messages)
         print(f"{'filled' if not filled else 'reused'} a queue in {time.perf_counter() - t:.1f} s;"
               f" stats {admin.stats(home)}")
         rows: list[tuple[str, float, float]] = []
@@ -139,6 +179,7 @@ def main() -> None:
                                                 deadline)))
         token = create_token(home, f"bench-{os.getpid()}")
         dispose_all()
+        helper = start_helper(home.root, deadline)
         proc = start_panel(home.root)
         url = f"https://127.0.0.1:{home.port('panel')}"
         wait_ready(url, deadline)
@@ -165,9 +206,10 @@ def main() -> None:
         for name, cold, warm in rows:
             print(f"{name:<36}{cold:>10.1f}{warm:>10.1f}")
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+        for running in (proc, helper):
+            if running is not None:
+                os.killpg(running.pid, signal.SIGTERM)
+                running.wait(30)
         dispose_all()
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
