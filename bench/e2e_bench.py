@@ -336,12 +336,14 @@ def measure_queued(args: argparse.Namespace) -> Round:
 
 
 def start_profile(server: Mailyard, prefix: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy on mailyard's send and smtp processes, raw stacks into PREFIX-send.txt and
-    PREFIX-smtp.txt (summarise them with bench/README.md's one-liner)."""
+    """py-spy on mailyard's send and smtp processes (the smtp workers included), raw stacks of
+    the samples holding the GIL (Python's CPU) into PREFIX-send.txt and PREFIX-smtp.txt
+    (summarise them with bench/profile_summary.py)."""
     out = []
     for proc, name in zip(server.procs, ("send", "smtp"), strict=True):
         out.append(subprocess.Popen(
-            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+            ["py-spy", "record", "--nonblocking", "--gil", "--subprocesses", "--format", "raw",
+             "--rate", "200",
              "-o", f"{prefix}-{name}.txt", "-p", str(proc.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # let py-spy attach before the load starts
