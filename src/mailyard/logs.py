@@ -99,3 +99,19 @@ class LogDir:
         with self._lock:
             os.close(self._fd)
             os.close(self._dir_fd)
+
+    # ---- several lines in one write (the send log's buffer, delivery/sendlog.py) ----------
+    def encode(self, line: str) -> bytes:
+        """`line` as `write` writes it: stamped now, control characters made visible."""
+        clean = line if line.isprintable() else \
+            "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        return f"{tai64n()} {clean}\n".encode("utf-8", "replace")
+
+    def write_encoded(self, data: bytes) -> None:
+        """Append lines made by `encode` in one write; rotates as `write` does."""
+        with self._lock:
+            os.write(self._fd, data)
+            if self.fsync:
+                os.fsync(self._fd)
+            if os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()
