@@ -13,7 +13,7 @@ import pytest
 
 from mailyard.delivery import maildir
 from mailyard.delivery.batch import Batcher, each
-from mailyard.delivery.sendlog import SendLog
+from mailyard.delivery.sendlog import SendLog, logsafe
 from mailyard.fssync import FS_SYNC
 from mailyard.queue import Queue
 from mailyard.queue import state as qstate
@@ -157,3 +157,20 @@ def test_send_log_lines_stay_one_line(tmp_path: Path, line: str) -> None:
     log.write(line)
     log.close()
     assert (tmp_path / "send" / "current").read_text().count("\n") == 1
+
+
+def _logsafe_reference(text: str) -> str:
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
+                   for b in text.encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("text", ["user@bench.test", "a b", "100%", "tab\there", "é@x.test",
+                                  "line/\n", "", "~!", "\x7f", "\udcff", "did_1+0+0/"])
+def test_logsafe_fast_path_agrees_with_qmails_rule(text: str) -> None:
+    assert logsafe(text) == _logsafe_reference(text)
+
+
+def test_logsafe_agrees_on_every_single_character() -> None:
+    for code in list(range(0, 0x250)) + [0x2028, 0xFEFF, 0x1F600]:
+        text = f"a{chr(code)}b"
+        assert logsafe(text) == _logsafe_reference(text), hex(code)

@@ -24,6 +24,9 @@ from ..logs import LogDir
 
 def logsafe(text: str) -> str:
     """qmail-send's logsafe(): every byte outside ! to ~, and `%`, becomes `_`."""
+    # Most addresses and reports need no change: ASCII, printable (32 to 126), no space, no %.
+    if text.isascii() and text.isprintable() and " " not in text and "%" not in text:
+        return text
     return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
                    for b in text.encode("utf-8", "surrogateescape"))
 
