@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 
+from mailyard.address import parse_path_argument
 from mailyard.settings.registry import defaults
 from mailyard.smtp import policy as P
-from mailyard.smtp.address import parse_path_argument
 from mailyard.smtp.protocol import Session
 
 

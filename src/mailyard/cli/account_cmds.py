@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..store import accounts
+from ..store.models import SPAM_ACTIONS
 from .common import CliError, home_of, print_json, print_table, read_password
 
 
@@ -49,7 +50,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=mailbox_remove)
     p = box.add_parser("spam-action", help="where this mailbox's spam goes")
     p.add_argument("address")
-    p.add_argument("spam_action", choices=["spam_folder", "inbox", "discard"])
+    p.add_argument("spam_action", choices=SPAM_ACTIONS)
     p.set_defaults(func=mailbox_spam_action)
 
     ali = sub.add_parser("alias", help="aliases and forwards").add_subparsers(

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..queue.admin import LIST_CHOICES, PURGE_CHOICES
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 # The services that touch the queue; `queue reset` stops them around the move (guide 7.3.1).
@@ -18,7 +19,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=queue_stats)
     p = q.add_parser("list", help="the messages in the queue")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
+    p.add_argument("which", nargs="?", default="all", choices=LIST_CHOICES)
     p.add_argument("--from", dest="sender")
     p.add_argument("--to", dest="recipient")
     p.add_argument("--json", action="store_true")
@@ -31,7 +32,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("id")
     p.set_defaults(func=queue_delete)
     p = q.add_parser("purge", help="delete every message of a queue (not the same as process)")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
+    p.add_argument("which", nargs="?", default="all", choices=PURGE_CHOICES)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--cascade", action="store_true",
                    help="purge it on every node of the cluster (from the manager)")

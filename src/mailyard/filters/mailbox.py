@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import spamc
-from .policy import file_message
+from .policy import SPAM_ACTIONS, file_message
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def _spam_action(home: Home, address: str) -> str:
     from ..store.accounts import get_mailbox
 
     info = get_mailbox(home, address)
-    return info.spam_action if info is not None else "spam_folder"
+    return info.spam_action if info is not None else SPAM_ACTIONS[0]
 
 
 def _ensure_user_prefs(home: Home, address: str) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..store import models
+
 Reply = tuple[int, str, str]  # (SMTP code, enhanced status code, text)
 
 # What the SMTP service answers at the end of DATA when a filter refuses or cannot decide.
@@ -23,8 +25,8 @@ REPLIES: dict[str, Reply] = {
     "spam": (550, "5.7.1", "message refused: judged to be spam (score {score:.1f})"),
 }
 
-# Mailbox.spam_action values (the per-mailbox choice of guide 6.1).
-SPAM_ACTIONS: tuple[str, ...] = ("spam_folder", "inbox", "discard")
+# Mailbox.spam_action values (the per-mailbox choice of guide 6.1), declared with the model.
+SPAM_ACTIONS = models.SPAM_ACTIONS
 
 
 def virus_reply(signature: str) -> Reply:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from ..address import is_hostname
 from ..store.accounts import AccountError, mail_key, split_address
 from .spam_lists import ADDRESS_GLOB, SPAM_LIST_WORDS, SpamListError, spam_list_line
 
@@ -285,17 +286,13 @@ ALLOWED: dict[str, Allowed] = {
 
 # ---- scopes --------------------------------------------------------------------------------------
 
-_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
-                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
 def normalise_scope(scope: str) -> str:
     """`global`, `domain:NAME` or `mailbox:ADDRESS`, lowercased; PreferenceError otherwise."""
     text = scope.strip().lower()
     if text == "global":
         return text
     kind, _, target = text.partition(":")
-    if kind == "domain" and _DOMAIN.fullmatch(target):
+    if kind == "domain" and is_hostname(target):
         return f"domain:{target}"
     if kind == "mailbox":
         # The one address grammar: canonical (as SMTP and the store key it), and a mailbox

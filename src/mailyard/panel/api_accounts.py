@@ -9,12 +9,13 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from ..store import accounts
+from ..store.models import SPAM_ACTIONS
 from .problems import Refused, errors
 from .security import Caller, home_of
 
 router = APIRouter(tags=["accounts"])
 
-SpamAction = Literal["spam_folder", "inbox", "discard"]
+SpamAction = Literal[SPAM_ACTIONS]  # type: ignore[valid-type]  # the model's one list of choices
 
 
 class DomainView(BaseModel):

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from ..services import certificates, control
 from ..store import accounts
+from ..store.models import SPAM_ACTIONS
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
@@ -243,7 +244,7 @@ def queue(request: Request, session: SignedIn, period: str = "day",
 @router.get("/accounts")
 def accounts_page(request: Request, session: SignedIn) -> Response:
     home = home_of(request)
-    spam_actions = [("spam_folder", "Spam folder"), ("inbox", "Inbox"), ("discard", "Discard")]
+    spam_actions = [(a, a.replace("_", " ").capitalize()) for a in SPAM_ACTIONS]
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
                   aliases=accounts.list_aliases(home), spam_actions=spam_actions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..queue import Queue
+from ..queue.layout import QUEUES
 from . import optional
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def stats(home: Home) -> dict[str, int]:
         counts = admin.stats(home)
     else:
         counts = Queue(home.queue_dir).counts()
-    return {name: int(counts.get(name, 0)) for name in ("todo", "local", "remote")}
+    return {name: int(counts.get(name, 0)) for name in QUEUES}
 
 
 # The page's "Queue:" menu and what each choice lists (queue.admin's own names).

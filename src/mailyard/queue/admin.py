@@ -26,8 +26,8 @@ from .layout import Queue
 REQUEST_WAIT_SECONDS = 15.0
 # `show` returns at most this much of the message text (a queue can hold 2 GB messages).
 MAX_SHOW_BYTES = 64 * 1024
-PURGE_CHOICES = ("local", "remote", "todo", "all")
-LIST_CHOICES = ("all", "local", "remote", "todo")
+PURGE_CHOICES = (*qstate.CHANNELS, "todo", "all")
+LIST_CHOICES = ("all", *qstate.CHANNELS, "todo")
 
 
 @dataclass

@@ -25,6 +25,8 @@ from .inject import MessageWriter
 #   remote/ remote recipients, same format
 #   bounce/ failure reports waiting to be sent back as a bounce
 #   lock/   the trigger FIFO
+# The queues an administrator names and counts: Todo (before the split), Local and Remote.
+QUEUES: tuple[str, ...] = ("todo", "local", "remote")
 STATE_DIRS: tuple[str, ...] = ("tmp", "mess", "todo", "info", "local", "remote", "bounce", "lock")
 TRIGGER = "lock/trigger"
 
@@ -107,7 +109,7 @@ class Queue:
     # ---- counts ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Messages not yet preprocessed (todo), and with local or remote deliveries to do."""
-        return {state: _count(self.root / state) for state in ("todo", "local", "remote")}
+        return {state: _count(self.root / state) for state in QUEUES}
 
     def ids(self, state: str) -> list[str]:
         """Queue ids present in one state directory (numeric ids only)."""

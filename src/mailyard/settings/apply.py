@@ -147,12 +147,9 @@ def apply_keys(home: Home, keys: list[str], unchanged: frozenset[str] = frozense
     if MAIL_ROOT in keys:
         problems += _follow_mail_root(home)
     if "spam.bayes_imap_training" in keys:
-        try:
-            from ..mailboxes import ensure_all_maildirs  # type: ignore[attr-defined]
-        except ImportError:
-            ensure_all_maildirs = None
-        if ensure_all_maildirs is not None:
-            ensure_all_maildirs(home)
+        from ..store.accounts import ensure_all_maildirs
+
+        ensure_all_maildirs(home)
     from ..services import control
 
     if any(k.startswith("service.") for k in keys):

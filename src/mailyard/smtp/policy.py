@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import quota
+from ..address import Path
 from ..mailauth import srs
 from . import blacklist
 from . import replies as R
-from .address import Path
 from .auth import MECHANISMS
 from .lines import MAX_TEXT_LINE
 from .protocol import Session

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .address import AddressError, parse_mailbox
+from ..address import AddressError, parse_mailbox
 from .policy import blacklist_match
 
 DEFAULT_HOME = "/var/lib/mailyard"
