@@ -22,16 +22,13 @@ from sqlalchemy.exc import DBAPIError
 from ..settings.apply import NOTIFY_CHANNEL
 from ..store.cache import describe_error, mark_store_away, refresh_cache
 from .changes import apply_pending
-from .membership import report_status
+from .membership import HEARTBEAT_SECONDS, report_status
 
 if TYPE_CHECKING:
     from ..home import Home
 
 log = logging.getLogger("mailyard.cluster")
 
-# Seconds between status reports (and fallback checks for pending changes). `cluster nodes`
-# calls a node unreachable after three missed reports.
-HEARTBEAT_SECONDS = 15.0
 # Seconds before a lost LISTEN connection is tried again.
 RECONNECT_SECONDS = 5.0
 

@@ -27,6 +27,8 @@ TOKEN_LIFETIME = timedelta(hours=24)
 TOKEN_PREFIX = "myc1-"
 # A node that has not reported for this many heartbeats is shown as unreachable.
 STALE_HEARTBEATS = 3
+# Seconds between status reports (and fallback checks for pending changes) of a node's agent.
+HEARTBEAT_SECONDS = 15.0
 
 ROLES = ("manager", "member")
 
@@ -190,8 +192,6 @@ def report_status(home: Home) -> bool:
 
 def list_nodes(home: Home, heartbeat_seconds: float | None = None) -> list[dict[str, Any]]:
     """Every node of the cluster, manager first, with what it last reported."""
-    from .agent import HEARTBEAT_SECONDS
-
     stale_after = STALE_HEARTBEATS * (heartbeat_seconds or HEARTBEAT_SECONDS)
     now = _now()
     with session_scope(home.db_url) as session:

@@ -22,6 +22,7 @@ preferences take effect at once.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
@@ -31,7 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import safefs
-from .prefs import config_lines
+from ..services.privileges import mail_owner
+from ..store.accounts import list_mailboxes
+from ..store.settings_store import load_settings
+from .pref_rules import config_lines, list_preferences
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -214,8 +218,6 @@ def spamd_user() -> tuple[str, int, int]:
     write each mailbox's Bayes and auto-welcomelist files, and training through spamd
     writes them as the same user.
     """
-    from ..services.privileges import mail_owner
-
     uid, gid = mail_owner()
     return pwd.getpwuid(uid).pw_name, uid, gid
 
@@ -245,9 +247,6 @@ def _give(home: Home, path: Path, uid: int, gid: int) -> None:
 
 def render(home: Home, settings: dict[str, Any] | None = None) -> None:
     """Write spamd's site config and every mailbox's user_prefs from the store."""
-    from ..store.settings_store import load_settings
-    from .prefs import list_preferences
-
     if settings is None:
         settings = load_settings(home)
     prefs = list_preferences(home)
@@ -273,9 +272,6 @@ def render_site(home: Home, settings: dict[str, Any],
 
 def render_users(home: Home, prefs: list[Any] | None = None) -> None:
     """Every mailbox's user_prefs (files of the mail owner, like the rest of its state)."""
-    from ..store.accounts import list_mailboxes
-    from .prefs import list_preferences
-
     if prefs is None:
         prefs = list_preferences(home)
     _, uid, gid = spamd_user()
@@ -296,8 +292,6 @@ def render_mailbox_prefs(home: Home, address: str,
                          by_scope: dict[str, list[tuple[str, str]]] | None = None) -> Path:
     """Write one mailbox's user_prefs (call it when a mailbox is added); returns its path."""
     if by_scope is None:
-        from .prefs import list_preferences
-
         by_scope = {}
         for p in list_preferences(home):
             by_scope.setdefault(p.scope, []).append((p.preference, p.value))
@@ -349,8 +343,6 @@ def argv(home: Home, user: str, group: str | None) -> list[str]:
 
 def exec_argv(home: Home) -> list[str]:
     """Render the config and return spamd's command line (the supervisor execs it)."""
-    import grp
-
     render(home)
     home.run_dir.mkdir(parents=True, exist_ok=True)
     name, _, gid = spamd_user()
