@@ -26,8 +26,8 @@ from mailyard.mailboxes import (
     TRAINING_FOLDERS,
     ensure_maildir,
 )
+from mailyard.services.apply_settings import change_settings
 from mailyard.services.privileges import mail_owner
-from mailyard.settings.apply import change_settings
 from mailyard.store.accounts import add_mailbox, ensure_all_maildirs
 from mailyard.store.settings_store import set_setting
 

@@ -82,7 +82,7 @@ def settings_get(args: argparse.Namespace) -> int:
 
 
 def settings_set(args: argparse.Namespace) -> int:
-    from ..settings.apply import change_settings
+    from ..services.apply_settings import change_settings
 
     key = _key(args.key)
     if args.value == ["-"]:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
-from ..settings.apply import NOTIFY_CHANNEL
 from ..store.cache import describe_error, mark_store_away, refresh_cache
+from ..store.settings_store import NOTIFY_CHANNEL
 from .changes import apply_pending
 from .membership import HEARTBEAT_SECONDS, report_status
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from ..settings.apply import change_settings
+from ..services.apply_settings import change_settings
 from ..settings.registry import REGISTRY, Setting
 from ..settings.types import Choice, Lines, SettingError
 from ..store.settings_store import load_settings
@@ -102,7 +102,7 @@ def check_shape(spec: Setting, value: Any) -> None:
 def apply_change(request: Request, values: dict[str, Any], cascade: bool,
                  split: bool = False) -> ChangeView:
     """The one way the pages and the API change settings: this node's value, or with `cascade`
-    the cluster-wide one (settings.apply.change_settings). With `split` (a whole box sent with
+    the cluster-wide one (services.apply_settings.change_settings). With `split` (a whole box sent with
     "Cascade to nodes?"), the keys that may be cascaded are, and those that belong to one node
     are stored as this node's value; the answer says which were which."""
     for key, value in values.items():
