@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..services.control import ControlError
+from ..services.errors import ControlError
 from ..services.privileges import mail_owner, running_as_root
 from ..store.cache import cache_path, uses_cache
 from . import listeners, master

@@ -23,6 +23,7 @@ from ..settings.registry import SERVICE_NAMES
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES
+from .errors import ControlError
 from .readiness import serves, serves_unix
 from .run import load
 
@@ -38,10 +39,6 @@ _STATE_MAP = {
     "STOPPED": "STOPPED", "STOPPING": "STOPPED", "EXITED": "STOPPED",
     "FATAL": "FATAL", "UNKNOWN": "FATAL",
 }
-
-
-class ControlError(RuntimeError):
-    """A control action failed; the message says which service and why."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, text
 
+from ..home import register_settings_loader
 from ..settings.registry import REGISTRY, setting
 from .cache import read_scope
 from .db import session_scope
@@ -45,6 +46,9 @@ def load_settings(home: Home) -> dict[str, Any]:
         except ValueError:
             continue  # a value that no longer validates keeps the default
     return values
+
+
+register_settings_loader(load_settings)
 
 
 def write_settings(home: Home, values: dict[str, Any], scope: str
