@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..filters import training, virusdb
+from ..store.settings_store import load_settings
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 
@@ -40,8 +42,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def virus_info(args: argparse.Namespace) -> int:
-    from ..filters import virusdb
-
     home = home_of(args)
     rows = virusdb.definitions(home)
     if args.json:
@@ -53,9 +53,6 @@ def virus_info(args: argparse.Namespace) -> int:
 
 
 def spam_train(args: argparse.Namespace) -> int:
-    from ..filters import training
-    from ..store.settings_store import load_settings
-
     home = home_of(args)
     report = training.train(home)
     database = "global" if load_settings(home)["spam.bayes_global"] else "mailbox"

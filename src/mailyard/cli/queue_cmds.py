@@ -6,7 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..queue import QueueError, admin
 from ..queue.admin import LIST_CHOICES, PURGE_CHOICES
+from ..services import control
+from . import cascade
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 # The services that touch the queue; `queue reset` stops them around the move (guide 7.3.1).
@@ -52,14 +55,10 @@ def add_parsers(sub: Any) -> None:
 
 
 def _admin() -> Any:
-    from ..queue import admin
-
     return admin
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from ..queue import QueueError
-
     try:
         return fn(*args, **kwargs)
     except QueueError as exc:
@@ -128,8 +127,6 @@ def queue_delete(args: argparse.Namespace) -> int:
 
 def queue_purge(args: argparse.Namespace) -> int:
     if args.cascade:
-        from . import cascade
-
         _confirm(f"Delete every message in the {args.which} queue of every node of the "
                  "cluster?", args.yes)
         return cascade.run(args, "queue.purge", queues=(args.which,))
@@ -141,8 +138,6 @@ def queue_purge(args: argparse.Namespace) -> int:
 
 def queue_process(args: argparse.Namespace) -> int:
     if args.cascade:
-        from . import cascade
-
         return cascade.run(args, "queue.process")
     result = _call(_admin().process, home_of(args))
     print(f"queue processing requested: {result}")
@@ -156,8 +151,6 @@ def queue_send_test(args: argparse.Namespace) -> int:
 
 
 def queue_reset(args: argparse.Namespace) -> int:
-    from ..services import control
-
     home = home_of(args)
     _confirm("Move the whole queue aside as queue.bad and start an empty one?", args.yes)
     running: list[str] = []

@@ -23,11 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from sqlalchemy import select
 
+from ..queue import QueueError, admin
+from ..services import control
+from ..settings.registry import SERVICE_NAMES
 from ..store.db import session_scope
 from ..store.models import ClusterNode
-from .membership import ClusterError
+from . import manager_token
+from .membership import ClusterError, manager
+from .trust import TrustError, pinned_context
 
 if TYPE_CHECKING:
     import httpx
@@ -75,8 +81,6 @@ class Action:
     queues: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from ..settings.registry import SERVICE_NAMES
-
         if self.kind not in KINDS:
             raise ActionError("action", self.kind, f"choose one of {', '.join(KINDS)}")
         if self.kind.startswith("service."):
@@ -207,8 +211,6 @@ def judge(action: Action, status: int, payload: Any) -> tuple[str, str]:
 
 def unreachable_reason(exc: Exception) -> str:
     """What went wrong reaching a node, in words (connection, time limit or certificate)."""
-    import httpx
-
     text = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
         return ("its TLS certificate is not the one it recorded in the store (refused: "
@@ -226,8 +228,6 @@ def unreachable_reason(exc: Exception) -> str:
 
 def require_manager(home: Home) -> None:
     """Refuse (ClusterError) unless this node is its cluster's manager."""
-    from .membership import manager
-
     current = manager(home)
     if current is None:
         raise ClusterError("this node is not in a cluster: cascaded actions need `mailyard "
@@ -248,8 +248,6 @@ def targets(home: Home) -> list[Target]:
 
 def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
     """Do the action on this node, answering as the node's own API would (status, body)."""
-    from ..services import control
-
     if action.kind.startswith("service."):
         try:
             getattr(control, action.verb)(home, action.service)
@@ -257,7 +255,6 @@ def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
             return 409, {"detail": str(exc)}
         states = {s.name: s.state for s in control.status(home, with_versions=False)}
         return 200, {"name": action.service, "state": states[action.service]}
-    from ..queue import QueueError, admin
 
     try:
         if action.kind == "queue.process":
@@ -274,10 +271,6 @@ def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
 def call_node(target: Target, action: Action, token: str,
               client: Callable[..., httpx.Client] | None = None) -> NodeOutcome:
     """Ask one remote node's API to do the action; never raises."""
-    import httpx
-
-    from .trust import TrustError, pinned_context
-
     why = cannot_call(target)
     if why:
         return NodeOutcome(target.name, target.address, UNREACHABLE, why)
@@ -318,8 +311,6 @@ def run_everywhere(home: Home, action: Action, token: str | None = None) -> list
     """Run `action` on every node of the cluster (this one locally); one outcome per node.
 
     Only the manager cascades (ClusterError elsewhere, or without the node token)."""
-    from . import manager_token
-
     require_manager(home)
     token = token or manager_token.read(home)
     nodes = targets(home)

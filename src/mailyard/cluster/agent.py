@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
+from ..services import control
 from ..store.cache import describe_error, mark_store_away, refresh_cache
 from ..store.settings_store import NOTIFY_CHANNEL
 from .changes import apply_pending
@@ -72,8 +73,6 @@ def run_once(home: Home) -> None:
 def _reload_dovecot(home: Home) -> None:
     """Re-render Dovecot's configuration and reload it (one Dovecot serves all four
     listeners), when it runs."""
-    from ..services import control
-
     try:
         running = {s.name for s in control.status(home, with_versions=False)
                    if s.state == "RUNNING"}

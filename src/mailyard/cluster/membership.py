@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from .. import __version__
+from ..services import control
 from ..store.db import session_scope
 from ..store.models import ClusterNode, ClusterToken, SettingChange
+from ..store.settings_store import load_settings
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -54,15 +57,11 @@ def require_shared_store(home: Home) -> None:
 
 def default_address(home: Home) -> str:
     """The node's panel/API URL as other machines reach it: its hostname and panel port."""
-    from ..store.settings_store import load_settings
-
     settings = load_settings(home)
     return f"https://{settings['server.hostname']}:{home.port('panel', settings)}"
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -174,8 +173,6 @@ def report_status(home: Home) -> bool:
     """Write this node's heartbeat (version, each service's state, last_seen, its TLS
     certificate, which may have been replaced since the last one); False when the node is not
     a member of a cluster (nothing is written then)."""
-    from ..services import control
-
     try:
         states = {s.name: s.state for s in control.status(home, with_versions=False)}
     except Exception as exc:  # supervisord half-started or gone: say so rather than skip

@@ -18,8 +18,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..store.accounts import get_mailbox
 from . import spamc
 from .policy import SPAM_ACTIONS, file_message
+from .spamd import render_mailbox_prefs, user_dir
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
@@ -38,8 +40,6 @@ class MailboxVerdict:
 
 
 def _spam_action(home: Home, address: str) -> str:
-    from ..store.accounts import get_mailbox
-
     info = get_mailbox(home, address)
     return info.spam_action if info is not None else SPAM_ACTIONS[0]
 
@@ -47,8 +47,6 @@ def _spam_action(home: Home, address: str) -> str:
 def _ensure_user_prefs(home: Home, address: str) -> None:
     """A mailbox added since spamd's files were last rendered gets its user_prefs (with its
     domain's preferences) before its first scan; later changes re-render them all."""
-    from .spamd import render_mailbox_prefs, user_dir
-
     if (user_dir(home, address) / "user_prefs").exists():
         return
     try:

@@ -29,6 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import safefs
+from ..logs import LogDir
+from ..mailboxes import folder_dir
+from ..services.privileges import mail_owner, running_as_root
+from ..store.accounts import list_mailboxes
+from ..store.settings_store import load_settings
 from . import spamc
 from .spamd import socket_path as spamd_socket
 
@@ -104,8 +109,6 @@ def read_counters(home: Home, address: str, today: date) -> dict[str, int]:
 
 def _state_owner() -> tuple[int, int] | None:
     """Root (`mailyard spam train`) writes the mail owner's state as that owner's files."""
-    from ..services.privileges import mail_owner, running_as_root
-
     return mail_owner() if running_as_root() else None
 
 
@@ -180,8 +183,6 @@ def read_message(path: Path) -> bytes:
     """A message file's bytes, read without following a link. As root only a regular file
     of the mail owner's is read: whatever a link or a swapped directory leads to instead
     (a root-only file) is refused, so training never hands such a file to Bayes."""
-    from ..services.privileges import mail_owner, running_as_root
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -226,8 +227,6 @@ def purge(maildir: Path, messages: list[Path]) -> int:
 
 async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                         today: date) -> MailboxReport:
-    from ..mailboxes import folder_dir
-
     report = MailboxReport(address)
     maildir = home.maildir(address)
     limit = int(settings.get("spam.bayes_imap_limit", 50))
@@ -266,9 +265,6 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
 
 async def train_async(home: Home, today: date | None = None) -> TrainingReport:
     """Train every mailbox now (within today's limits); log and return the report."""
-    from ..store.accounts import list_mailboxes
-    from ..store.settings_store import load_settings
-
     settings = load_settings(home)
     today = today or date.today()
     report = TrainingReport(started=time.time())
@@ -304,9 +300,7 @@ async def train_async(home: Home, today: date | None = None) -> TrainingReport:
     return report
 
 
-def _open_log(home: Home):  # type: ignore[no-untyped-def]
-    from ..logs import LogDir
-
+def _open_log(home: Home) -> LogDir:
     return LogDir(home.service_log_dir("spam-train"))
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..services import certificates
+from ..store.cache import store_marked_away
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -244,8 +245,6 @@ def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str
     2.3.19's auth-worker crashes (signal 11) when PostgreSQL cannot be reached, and its pgsql
     pool holds each query up to 60 seconds while it reconnects, which a login cannot wait
     for."""
-    from ..store.cache import store_marked_away
-
     source = cache_sql_conf if store_marked_away(home) else sql_conf
     return ["passdb {", "  driver = sql", f"  args = {source}", "}",
             "userdb {", "  driver = sql", f"  args = {source}", "}"]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..cluster.membership import list_nodes
 from ..services.apply_settings import change_settings
 from ..settings.registry import REGISTRY, Setting
 from ..settings.types import Choice, Lines, SettingError
@@ -120,8 +121,6 @@ def apply_change(request: Request, values: dict[str, Any], cascade: bool,
         results.append(change_settings(home, own, cascade=False))
     nodes = [home.node_name]
     if shared:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
-        from ..cluster.membership import list_nodes
-
         nodes += [n["name"] for n in list_nodes(home) if n["name"] != home.node_name]
     merged: dict[str, Any] = {}
     for result in results:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
+import uvicorn
+
 from ..home import Home
+from .app import create_app
 
 # The guide's panel listens on every address (administrators reach it from their desks);
 # firewalls decide who may. Tests reach it on 127.0.0.1.
@@ -21,10 +24,6 @@ def version() -> str:
 
 def run(home: Home) -> None:
     """Serve until SIGTERM (uvicorn stops gracefully on it)."""
-    import uvicorn
-
-    from .app import create_app
-
     config = uvicorn.Config(
         create_app(home), host=LISTEN_ADDRESS, port=home.port("panel"),
         ssl_certfile=str(home.cert_file), ssl_keyfile=str(home.key_file),

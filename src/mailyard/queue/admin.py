@@ -16,6 +16,7 @@ from typing import Any
 
 from ..home import Home
 from ..services.privileges import chown_path
+from ..store.settings_store import load_settings
 from . import control
 from . import state as qstate
 from .envelope import Envelope
@@ -229,8 +230,6 @@ def process(home: Home) -> dict[str, Any]:
 def send_test(home: Home, to: str, subject: str = "", body: str = "") -> dict[str, Any]:
     """Queue a short test message to `to` (the guide's 7.2.3), from the double bounce
     address (the postmaster), so that a bounce of it reaches the administrator."""
-    from ..store.settings_store import load_settings
-
     to = to.strip()
     if "@" not in to or any(ch in to for ch in " \t\r\n<>"):
         raise QueueError(f"{to!r} is not an e-mail address (write user@domain)",

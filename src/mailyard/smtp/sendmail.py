@@ -224,6 +224,8 @@ def _login() -> tuple[str, str]:
 def run(argv: list[str], stdin: BinaryIO) -> str:
     """Queue one message; returns its queue id or raises SendmailError."""
     opts = parse_args(argv)
+    # Imported here, not at the top: sendmail starts once per message a script sends, and a
+    # refused argument is answered before the home, the store or the queue is loaded.
     from ..home import Home, HomeError
 
     try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from ..address import MAILBOX_LOCAL, is_hostname, lookup_key
+from ..home import Home as _Home
 from ..mailboxes import ensure_maildir
 from ..settings.registry import dkim_algorithms
 from .cache import read_scope
@@ -108,8 +109,6 @@ def local_domains(home: Home) -> set[str]:
     """The domains delivered here: every domain row, plus the node's hostname and default
     domain, which are local even without a row so that mail for them never leaves the node
     (and comes back: a loop)."""
-    from .settings_store import load_settings  # settings_store reads through the cache too
-
     settings = load_settings(home)
     with read_scope(home) as s:
         names = set(s.scalars(select(Domain.name)))
@@ -125,8 +124,6 @@ def domain_owners(home: Home) -> dict[str, str]:
 
 def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
     """Domains whose system owner is `owner` (the log tools' xuser)."""
-    from ..home import Home as _Home
-
     node = home if isinstance(home, _Home) else _Home.find(str(home))
     with read_scope(node) as s:
         return sorted(s.scalars(select(Domain.name).where(Domain.owner == owner)))

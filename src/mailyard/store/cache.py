@@ -47,6 +47,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from ..services.privileges import chown_path
 from .db import engine_for, session_scope
 from .models import Admin, Alias, Domain, Mailbox, SettingRow, SpamPreference
 
@@ -283,8 +284,6 @@ def _stored_digest(conn: Any) -> str | None:
 
 def _give_to_mail_owner(home: Home, path: Path) -> None:
     """The SMTP and send services read the cache after dropping root."""
-    from ..services.privileges import chown_path
-
     chown_path(path.parent)
     chown_path(path)
 
