@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..settings.registry import value
 from ..store.accounts import get_mailbox
 from . import spamc
 from .policy import SPAM_ACTIONS, file_message
@@ -59,11 +60,11 @@ async def scan_for_mailbox(home: Home, settings: dict[str, Any], address: str,
                            message: bytes) -> MailboxVerdict:
     """Scan `message` for the mailbox `address` with its own preferences and Bayes data."""
     unchanged = MailboxVerdict(message, "INBOX", False)
-    if not settings.get("spam.mailbox_scanning", True):
+    if not value(settings, "spam.mailbox_scanning"):
         return unchanged
     if len(message) > spamc.MAX_SCAN_BYTES:
         return unchanged
-    timeout = float(settings.get("spam.timeout", 30))
+    timeout = float(value(settings, "spam.timeout"))
     await asyncio.to_thread(_ensure_user_prefs, home, address)
     try:
         result = await spamc.process(spamd_socket(home), message, timeout,

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..settings.registry import value
 from . import clamscan, spamc
 from .clamd import socket_path as clamd_socket
 from .limits import stream_max_bytes
@@ -37,7 +38,7 @@ def _who(sender: str, recipients: list[str], client_ip: str) -> str:
 async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str = ""
                       ) -> Reply | None:
     """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable)."""
-    timeout = float(settings.get("virus.timeout", 60))
+    timeout = float(value(settings, "virus.timeout"))
     try:
         result = await clamscan.scan_file(clamd_socket(home), path, timeout,
                                           max_stream=stream_max_bytes(settings))
@@ -61,13 +62,13 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
         log.info("spam scan skipped: %d bytes is over %d %s", size, spamc.MAX_SCAN_BYTES, who)
         return None
     message = await asyncio.to_thread(path.read_bytes)
-    timeout = float(settings.get("spam.timeout", 30))
+    timeout = float(value(settings, "spam.timeout"))
     try:
         result = await spamc.check(spamd_socket(home), message, timeout)
     except spamc.SpamdUnavailable as exc:
         log.warning("spam scan unavailable, accepted unscanned: %s %s", exc, who)
         return None
-    reply = spam_reply(result.score, float(settings.get("spam.smtp_threshold", 10.0)))
+    reply = spam_reply(result.score, float(value(settings, "spam.smtp_threshold")))
     if reply is not None:
         log.info("spam refused: score %.1f %s", result.score, who)
     return reply
@@ -77,10 +78,10 @@ async def check_message(home: Home, settings: dict[str, Any], path: Path, sender
                         recipients: list[str], client_ip: str) -> tuple[int, str, str] | None:
     """The SMTP reply for a received message, or None to accept it."""
     who = _who(sender, recipients, client_ip)
-    if settings.get("virus.smtp_scanning", False):
+    if value(settings, "virus.smtp_scanning"):
         reply = await check_virus(home, settings, path, who)
         if reply is not None:
             return reply
-    if settings.get("spam.smtp_scanning", False):
+    if value(settings, "spam.smtp_scanning"):
         return await check_spam(home, settings, path, who)
     return None

@@ -32,6 +32,7 @@ from .. import safefs
 from ..logs import LogDir
 from ..mailboxes import folder_dir
 from ..services.privileges import mail_owner, running_as_root
+from ..settings.registry import value
 from ..store.accounts import list_mailboxes
 from ..store.settings_store import load_settings
 from . import spamc
@@ -229,7 +230,7 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                         today: date) -> MailboxReport:
     report = MailboxReport(address)
     maildir = home.maildir(address)
-    limit = int(settings.get("spam.bayes_imap_limit", 50))
+    limit = int(value(settings, "spam.bayes_imap_limit"))
     counts = read_counters(home, address, today)
     spamd_at = spamd_socket(home)
     try:
@@ -270,9 +271,9 @@ async def train_async(home: Home, today: date | None = None) -> TrainingReport:
     report = TrainingReport(started=time.time())
     log = _open_log(home)
     try:
-        if not settings.get("spam.bayes_imap_training", True):
+        if not value(settings, "spam.bayes_imap_training"):
             report.note = "Bayes IMAP training is off (spam.bayes_imap_training)"
-        elif not settings.get("spam.bayes", True):
+        elif not value(settings, "spam.bayes"):
             report.note = "Bayes is off (spam.bayes): nothing to train"
         with _exclusive(home) as mine:
             if not mine:

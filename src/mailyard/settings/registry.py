@@ -6,6 +6,7 @@ none of them restates a rule. Defaults follow the guide and qmail unless a comme
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -558,3 +559,11 @@ def setting(key: str) -> Setting:
 
 def defaults() -> dict[str, Any]:
     return {key: s.default for key, s in REGISTRY.items()}
+
+
+def value(settings: Mapping[str, Any], key: str) -> Any:
+    """The value of setting `key` in `settings` (as the store loads them), or its declared
+    default when `settings` lack it (a partial mapping), so that no call site restates a
+    default. An unknown key is refused with SettingError, as everywhere."""
+    spec = setting(key)
+    return settings[key] if key in settings else spec.default
