@@ -28,7 +28,8 @@ from .store.accounts import (
     split_address,
 )
 from .store.cache import refresh_cache
-from .store.db import migrate, session_scope
+from .store.db import session_scope
+from .store.migrate import migrate
 from .store.models import SettingRow
 from .store.settings_store import load_settings, set_many, set_setting
 
