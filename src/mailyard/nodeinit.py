@@ -29,7 +29,6 @@ from .store.accounts import (
 )
 from .store.cache import refresh_cache
 from .store.db import session_scope
-from .store.migrate import migrate
 from .store.models import SettingRow
 from .store.settings_store import load_settings, set_many, set_setting
 
@@ -220,6 +219,10 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
                 port_base=port_base, node_name=node_name)
     home.make_dirs()
     home.write_config()
+    # Alembic (with Mako and Pygments) only when a store is made or upgraded: the services
+    # import this module for its home checks and never migrate.
+    from .store.migrate import migrate
+
     migrate(home.db_url)
     with session_scope(home.db_url) as s:
         stored = s.get(SettingRow, {"key": "server.hostname", "node": ""})

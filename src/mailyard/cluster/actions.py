@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from sqlalchemy import select
 
 from ..queue import QueueError, admin
@@ -211,6 +210,8 @@ def judge(action: Action, status: int, payload: Any) -> tuple[str, str]:
 
 def unreachable_reason(exc: Exception) -> str:
     """What went wrong reaching a node, in words (connection, time limit or certificate)."""
+    import httpx  # only when a node is called: httpx loads rich, which the panel needs not
+
     text = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
         return ("its TLS certificate is not the one it recorded in the store (refused: "
@@ -271,6 +272,8 @@ def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
 def call_node(target: Target, action: Action, token: str,
               client: Callable[..., httpx.Client] | None = None) -> NodeOutcome:
     """Ask one remote node's API to do the action; never raises."""
+    import httpx  # only when a node is called: httpx loads rich, which the panel needs not
+
     why = cannot_call(target)
     if why:
         return NodeOutcome(target.name, target.address, UNREACHABLE, why)
