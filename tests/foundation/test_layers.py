@@ -60,8 +60,6 @@ PENDING: dict[tuple[str, str], str] = {
         "Dovecot's listeners reset: the service catalog should own per-service behaviour",
     ("mailyard.cluster.manager_token", "mailyard.panel.tokens"):
         "the token codec is the panel's; shared by both, it belongs in the store or services",
-    ("mailyard.mailauth.dnscheck", "mailyard.delivery.resolve"):
-        "the DNS resolver is delivery's; mailauth and delivery both need it below them",
 }
 
 

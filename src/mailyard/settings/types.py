@@ -405,3 +405,17 @@ def tls_policy_item(line: str) -> str:
         except ValueError:
             raise ItemError(f"{parts[0]!r} is not a domain, .domain or relay address") from None
     return f"{key} {level}"
+
+
+# The smtp.dns_resolver value as the DNS clients of smtp, delivery and mailauth use it (read
+# here, beside the IPAddress type that accepted it, so that no part imports another's).
+def parse_resolver_setting(spec: str) -> tuple[str, int] | None:
+    """("IP", port) of a smtp.dns_resolver value, None for the system's resolvers."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    address, at, port = spec.rpartition("@")
+    if not at:
+        address, port = spec, "53"
+    ipaddress.ip_address(address)  # ValueError names a bad address
+    return address, int(port)
