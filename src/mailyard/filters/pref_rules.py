@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ..address import is_hostname
+from ..spam_lists import ADDRESS_GLOB, SPAM_LIST_WORDS, SpamListError, spam_list_line
 from ..store.accounts import AccountError, mail_key, split_address
 from ..store.cache import read_scope
 from ..store.models import SpamPreference
-from .spam_lists import ADDRESS_GLOB, SPAM_LIST_WORDS, SpamListError, spam_list_line
 
 if TYPE_CHECKING:
     from ..home import Home

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..filters import spam_lists
-from ..smtp import blacklist
+from .. import blacklist, spam_lists
 from .types import (
     TLS_POLICY_LEVELS,
     Bool,

@@ -9,7 +9,8 @@ Layout (one job per module):
     protocol.py  the sans-io session state machine: bytes in, events out, replies in, bytes out
     auth.py      the SASL PLAIN and LOGIN exchanges (sans-io)
     policy.py    every accept/refuse decision as a plain function of settings, session, input
-    blacklist.py the MTA-level address blacklists (qmail badmailfrom entries, qregex patterns)
+    (mailyard.blacklist, a primitive the settings validate with, holds the MTA-level address
+    blacklists: qmail badmailfrom entries, qregex patterns)
     rbl.py       DNS blacklist lookups
     received.py  the Received header
     server.py    the thin asyncio driver that moves bytes between sockets, machine and queue

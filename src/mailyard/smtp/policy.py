@@ -20,10 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .. import quota
+from .. import blacklist, quota
 from ..address import Path
 from ..mailauth import srs
-from . import blacklist
 from . import replies as R
 from .auth import MECHANISMS
 from .lines import MAX_TEXT_LINE
@@ -220,7 +219,7 @@ def mode_refusal(policy: Policy, session: Session) -> R.Reply | None:
 
 
 def blacklist_match(patterns: tuple[str, ...], address: str) -> str | None:
-    """The first blacklist entry matching the address (rules in `smtp.blacklist`)."""
+    """The first blacklist entry matching the address (rules in `mailyard.blacklist`)."""
     return blacklist.first_match(patterns, address)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..address import ATEXT, LABEL, MAX_HOSTNAME, MAX_LOCAL_PART
+from .address import ATEXT, LABEL, MAX_HOSTNAME, MAX_LOCAL_PART
 
 
 class SpamListError(ValueError):
