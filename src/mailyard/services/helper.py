@@ -24,9 +24,9 @@ from typing import Any
 
 from ..home import Home
 from ..queue import admin
-from ..settings.apply import apply_keys
 from ..settings.registry import REGISTRY
 from . import control
+from .apply_settings import apply_keys
 from .catalog import SERVICES
 from .control import ServiceStatus
 

@@ -29,11 +29,11 @@ from ..home import Home
 from ..mailboxes import ensure_maildir
 from ..queue import admin as queue_admin
 from ..queue.errors import QueueError
-from ..settings.apply import apply_keys
 from ..store import accounts
 from ..store.db import forget_engines_after_fork
 from ..store.settings_store import load_settings
 from . import certificates, control
+from .apply_settings import apply_keys
 from .helper import (
     MAX_REQUEST_BYTES,
     REQUEST_READ_SECONDS,
@@ -116,7 +116,11 @@ def _as_mail_owner(home: Home, work: Any, *args: Any) -> Any:
 
 
 def _make_maildir(home: Home, address: str) -> dict[str, Any]:
-    return {"maildir": str(ensure_maildir(home, address))}
+    """With the settings read now, so that the long-running helper follows mail.root."""
+    settings = load_settings(home)
+    home.use_settings(settings)
+    return {"maildir": str(ensure_maildir(home, address,
+                                          bool(settings["spam.bayes_imap_training"])))}
 
 
 def _queue_work(home: Home, args: dict[str, Any]) -> Any:
