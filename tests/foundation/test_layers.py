@@ -10,9 +10,10 @@ bottom (README, code layout):
   1 settings     the registry and its types: no store access
   2 store        models, accounts, setting rows, the in-process view, the cache
   3 queue        the on-disk queue
-  4 services     catalog, supervision, TLS, control, applying settings, node set-up
+  4 services     catalog, supervision, TLS, control, applying settings, node set-up, and
+                 usage (a mailbox's use of its quota, from the store and the Maildir)
   5 parts        smtp, delivery, filters, mda, logtools, cluster, mailauth
-  6 top          panel, cli, the package's entry point
+  6 top          panel, cli, the delivery trail, the package's entry point
 
 A module may import its own layer or a lower one. A part may import another part only through
 that part's named interface (PART_INTERFACES). What is still wrong today is listed in PENDING,
@@ -34,7 +35,14 @@ PRIMITIVES = {"mailyard", "mailyard.durable", "mailyard.fssync", "mailyard.safef
               "mailyard.services.errors"}
 PARTS = ("smtp", "delivery", "filters", "mda", "logtools", "cluster", "mailauth")
 LAYERS = {"settings": 1, "store": 2, "queue": 3, "services": 4, "nodeinit": 4,
-          **{part: 5 for part in PARTS}, "panel": 6, "cli": 6, "__main__": 6}
+          # mailbox usage reads the store and the Maildirs: a service of its own, which local
+          # delivery (the 90 % warning), the panel and the CLI use
+          "usage": 4,
+          **{part: 5 for part in PARTS},
+          # the delivery trail reads the logs of smtp and send through the log tools: above
+          # the parts, beside the panel and the CLI that show it
+          "trail": 6, "trail_logs": 6,
+          "panel": 6, "cli": 6, "__main__": 6}
 
 # What a part offers the other parts. mailauth is a library of mail authentication that smtp
 # and delivery both use (the package is the interface); the filters offer the SMTP-level scan
@@ -42,6 +50,8 @@ LAYERS = {"settings": 1, "store": 2, "queue": 3, "services": 4, "nodeinit": 4,
 # IMAP folders to the send service.
 PART_INTERFACES: dict[str, set[str] | None] = {
     "mailauth": None,
+    # the one table of SMTP reply codes and texts: the filters' verdicts are entries of it
+    "smtp": {"mailyard.smtp", "mailyard.smtp.replies"},
     "filters": {"mailyard.filters.smtp_level", "mailyard.filters.policy",
                 "mailyard.filters.mailbox", "mailyard.filters.training"},
 }
