@@ -162,10 +162,11 @@ def run_load(port: int, new_dir: Path, messages: int, sessions: int, size: int,
 class Mailyard:
     name = "mailyard (smtp + send)"
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, local_concurrency: int = 0) -> None:
         self.base = base
         self.procs: list[subprocess.Popen[bytes]] = []
         self.home: Home | None = None
+        self.local_concurrency = local_concurrency  # 0: the node's default
 
     def start(self, queued: int = 0, size: int = 2000) -> tuple[int, Path]:
         """Start smtp and send; with `queued`, put that many messages in the queue first
@@ -174,6 +175,8 @@ class Mailyard:
         add_domain(home, "bench.test")
         add_mailbox(home, RECIPIENT, "benchmark password 1")
         set_setting(home, "spam.mailbox_scanning", False)
+        if self.local_concurrency:
+            set_setting(home, "send.local_concurrency", self.local_concurrency)
         dispose_all()
         uid, gid = mail_owner()
         os.chown(home.root, uid, gid)
@@ -282,7 +285,7 @@ class Postfix:
 def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> Round:
     base = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
     os.chmod(base, 0o755)
-    server = kind(base)
+    server = Mailyard(base, args.local_concurrency) if kind is Mailyard else kind(base)
     try:
         port, new_dir = server.start()
         profiler = None
@@ -307,7 +310,7 @@ def measure_queued(args: argparse.Namespace) -> Round:
     delivered in that time."""
     base = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
     os.chmod(base, 0o755)
-    server = Mailyard(base)
+    server = Mailyard(base, args.local_concurrency)
     try:
         _, new_dir = server.start(queued=args.messages, size=args.size)
         send = server.procs[0].pid
@@ -336,12 +339,14 @@ def measure_queued(args: argparse.Namespace) -> Round:
 
 
 def start_profile(server: Mailyard, prefix: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy on mailyard's send and smtp processes, raw stacks into PREFIX-send.txt and
-    PREFIX-smtp.txt (summarise them with bench/README.md's one-liner)."""
+    """py-spy on mailyard's send and smtp processes (the smtp workers included), raw stacks of
+    the samples holding the GIL (Python's CPU) into PREFIX-send.txt and PREFIX-smtp.txt
+    (summarise them with bench/profile_summary.py)."""
     out = []
     for proc, name in zip(server.procs, ("send", "smtp"), strict=True):
         out.append(subprocess.Popen(
-            ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200",
+            ["py-spy", "record", "--nonblocking", "--gil", "--subprocesses", "--format", "raw",
+             "--rate", "200",
              "-o", f"{prefix}-{name}.txt", "-p", str(proc.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # let py-spy attach before the load starts
@@ -359,6 +364,9 @@ def main() -> None:
     parser.add_argument("--queued", action="store_true",
                         help="send alone: deliver messages queued before it starts (its CPU "
                              "includes its start-up)")
+    parser.add_argument("--local-concurrency", type=int, default=0,
+                        help="mailyard's send.local_concurrency (default: the node's, 10; "
+                             "Postfix's virtual agent may run 20 deliveries to one domain)")
     parser.add_argument("--only", choices=("mailyard", "postfix"), default="",
                         help="measure one server only (for profiling; no ratio)")
     args = parser.parse_args()

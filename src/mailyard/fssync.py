@@ -26,7 +26,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -164,6 +164,18 @@ class FsSync:
         """Return once a syncfs of `directory`'s filesystem begun after this call succeeded."""
         self._rounds.run(lambda: self._filesystem(directory),
                          lambda state: self._syncfs(state.fd))
+
+    def sync_all(self, directories: Iterable[str | Path]) -> None:
+        """`sync` for several directories: one round per filesystem among them, not one per
+        directory (a batch of deliveries into many mailboxes of one disk costs one round)."""
+        seen: set[int] = set()
+        for directory in directories:
+            with self._rounds.cond:  # (the state tables are guarded by the rounds' lock)
+                state = self._filesystem(directory)
+            if id(state) in seen:
+                continue
+            seen.add(id(state))
+            self.sync(directory)
 
     def close(self) -> None:
         with self._rounds.cond:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,25 @@ DEFAULT_MAIL_DIR = "mail"
 
 class HomeError(RuntimeError):
     """The home is missing or not a mailyard home."""
+
+
+# A Home is paths and identity; it never imports the store. When a caller hands no settings
+# over (`mail_dir`, `port`), the Home reads them through the loader the store registers when it
+# is imported (store.settings_store registers load_settings), so this module imports nothing of
+# the layers above it. A list of at most one loader, so no `global` statement is needed.
+_SETTINGS_LOADER: list[Callable[[Home], Mapping[str, Any]]] = []
+
+
+def register_settings_loader(loader: Callable[[Home], Mapping[str, Any]]) -> None:
+    """Name how a Home loads its settings from the store (called by store.settings_store)."""
+    _SETTINGS_LOADER[:] = [loader]
+
+
+def _stored_settings(home: Home) -> Mapping[str, Any]:
+    if not _SETTINGS_LOADER:
+        raise HomeError("no settings were handed over and the store is not loaded in this "
+                        "process (import mailyard.store.settings_store first)")
+    return _SETTINGS_LOADER[0](home)
 
 
 @dataclass
@@ -128,9 +147,7 @@ class Home:
         applying a mail.root change), so a long-running process follows a change."""
         root = self._mail_root
         if root is None:
-            from .store.settings_store import load_settings
-
-            root = self.use_settings(load_settings(self))
+            root = self.use_settings(_stored_settings(self))
         return root
 
     def mail_root_in(self, settings: Mapping[str, Any]) -> Path:
@@ -179,15 +196,13 @@ class Home:
         return self.mail_dir / domain / local / "Maildir"
 
     # ---- ports --------------------------------------------------------------------------------
-    def port(self, listener: str, settings: dict[str, Any] | None = None) -> int:
+    def port(self, listener: str, settings: Mapping[str, Any] | None = None) -> int:
         """The port a listener uses on this node: its standard port (or setting) + port base."""
         standard = STANDARD_PORTS[listener]
         if listener in PORT_SETTINGS:
             key = PORT_SETTINGS[listener]
             if settings is None:
-                from .store.settings_store import load_settings
-
-                settings = load_settings(self)
+                settings = _stored_settings(self)
             standard = int(settings[key])
         return standard + self.port_base
 

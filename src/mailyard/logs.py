@@ -43,6 +43,9 @@ def logsafe(text: str) -> str:
 
     Every log of the node writes what a client chose (addresses, names) through it, so that
     a space, a control character or a quoted local part cannot forge a field or a line."""
+    # Most addresses and reports need no change: ASCII, printable (32 to 126), no space, no %.
+    if text.isascii() and text.isprintable() and " " not in text and "%" not in text:
+        return text
     return "".join(chr(b) if 33 <= b <= 126 and b != 0x25 else "_"
                    for b in text.encode("utf-8", "surrogateescape"))
 
@@ -116,3 +119,19 @@ class LogDir:
         with self._lock:
             os.close(self._fd)
             os.close(self._dir_fd)
+
+    # ---- several lines in one write (the send log's buffer, delivery/sendlog.py) ----------
+    def encode(self, line: str) -> bytes:
+        """`line` as `write` writes it: stamped now, control characters made visible."""
+        clean = line if line.isprintable() else \
+            "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        return f"{tai64n()} {clean}\n".encode("utf-8", "replace")
+
+    def write_encoded(self, data: bytes) -> None:
+        """Append lines made by `encode` in one write; rotates as `write` does."""
+        with self._lock:
+            os.write(self._fd, data)
+            if self.fsync:
+                os.fsync(self._fd)
+            if os.fstat(self._fd).st_size >= self.max_bytes:
+                self._rotate()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import safefs
+from .services.privileges import MAIL_USER, chown_path, mail_owner, running_as_root
 
 if TYPE_CHECKING:
     from .home import Home
@@ -53,8 +54,6 @@ class _Place:
     root trusts, never following a link the mail owner may have planted below it (safefs)."""
 
     def __init__(self, mail_root: Path) -> None:
-        from .services.privileges import mail_owner, running_as_root
-
         self.base = mail_root.parent
         self.owner = mail_owner() if running_as_root() else None
 
@@ -107,17 +106,11 @@ def _remove_if_empty(path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Path:
+def ensure_maildir(home: Home, address: str, training: bool) -> Path:
     """Create the mailbox's Maildir and folders and bring its subscriptions in line
-    (idempotent; safe on a mailbox in use). `training` defaults to the setting; when the
-    settings are loaded for it, the mail root is taken from them too, so that a long-running
-    process (the panel) creates mailboxes where mail.root says now."""
-    if training is None:
-        from .store.settings_store import load_settings
-
-        settings = load_settings(home)
-        home.use_settings(settings)
-        training = bool(settings["spam.bayes_imap_training"])
+    (idempotent; safe on a mailbox in use). `training` is setting spam.bayes_imap_training;
+    a caller that loads the settings for it hands them to `home.use_settings` too, so that a
+    long-running process (the panel) creates mailboxes where mail.root says now."""
     maildir = home.maildir(address)
     domain_dir = maildir.parent.parent
     place = _Place(home.mail_dir)
@@ -143,22 +136,6 @@ def ensure_maildir(home: Home, address: str, training: bool | None = None) -> Pa
     return maildir
 
 
-def ensure_all_maildirs(home: Home) -> int:
-    """ensure_maildir for every mailbox in the store, with the current training setting.
-    Called when spam.bayes_imap_training changes; returns how many mailboxes it visited."""
-    from .store.accounts import list_mailboxes
-    from .store.settings_store import load_settings
-
-    settings = load_settings(home)
-    home.use_settings(settings)
-    training = bool(settings["spam.bayes_imap_training"])
-    count = 0
-    for box in list_mailboxes(home):
-        ensure_maildir(home, box.address, training)
-        count += 1
-    return count
-
-
 # ---- the mail root ----------------------------------------------------------------------------
 
 # Mode of a mail root mailyard creates (like HOME/mail): Dovecot's and delivery's processes run
@@ -178,8 +155,6 @@ def _owner_can_write(path: Path) -> bool:
     """Whether the mail owner may create entries in `path` and reach it. As root the check is
     run as that user (`test -w -a -x`, i.e. access(2)), so ACLs, squashing NFS servers and
     every parent directory count as they will for delivery and Dovecot."""
-    from .services.privileges import MAIL_USER, mail_owner, running_as_root
-
     if not running_as_root():
         return os.access(path, os.W_OK | os.X_OK)
     uid, gid = mail_owner()
@@ -199,8 +174,6 @@ def prepare_mail_root(root: Path) -> None:
     open to all) and given to the mail owner. An existing one is never taken over: it must
     already be a directory the mail owner can write, since it may be a mount point or a tree
     that other nodes use as well."""
-    from .services.privileges import MAIL_USER, chown_path, running_as_root
-
     owner = f"the mail owner ({MAIL_USER})" if running_as_root() else "this node's user"
     if not root.exists():
         missing = [root, *(p for p in root.parents if not p.exists())]

@@ -8,12 +8,24 @@ import pwd
 import secrets
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 from . import safefs
 from .home import CONFIG_MODE, CONFIG_NAME, Home
-from .services.privileges import MAIL_USER, PANEL_USER, panel_owner
+from .mailboxes import MailRootError, prepare_mail_root
+from .services.privileges import (
+    MAIL_USER,
+    PANEL_USER,
+    chown_tree,
+    ensure_mail_user,
+    mail_owner,
+    panel_owner,
+    running_as_root,
+    store_gid,
+)
 from .services.tls import make_self_signed
+from .settings.registry import setting
 from .store.accounts import (
     add_admin,
     add_domain,
@@ -24,8 +36,10 @@ from .store.accounts import (
     is_local_domain,
     split_address,
 )
-from .store.db import migrate
-from .store.settings_store import load_settings, set_many
+from .store.cache import refresh_cache
+from .store.db import session_scope
+from .store.models import SettingRow
+from .store.settings_store import load_settings, set_many, set_setting
 
 
 def give_store_to_mail_owner(home: Home) -> None:
@@ -70,8 +84,6 @@ def secure_home(home: Home) -> None:
     2770 and its files 0660 (the mail owner's and the panel's, see STORE_DIR_MODE), the TLS
     key root's alone (0600), log files 0640 in a log directory root owns, with the services'
     own subdirectories given to the mail owner."""
-    from .services.privileges import mail_owner, running_as_root
-
     root = running_as_root()
     owner = mail_owner() if root else None
     config = home.root / CONFIG_NAME
@@ -95,8 +107,6 @@ def secure_home(home: Home) -> None:
 
 def _panel_state(home: Home) -> None:
     """var/rrd is the panel's (var/ is root's, so no one else can put a link in its place)."""
-    from .services.privileges import running_as_root
-
     if not running_as_root():
         return
     uid, gid = panel_owner()
@@ -111,8 +121,6 @@ def _panel_state(home: Home) -> None:
 
 def _store_owner() -> tuple[int, int] | None:
     """(uid of the store's files, gid of the store group) as root; None when run as one user."""
-    from .services.privileges import mail_owner, running_as_root, store_gid
-
     return (mail_owner()[0], store_gid()) if running_as_root() else None
 
 
@@ -202,8 +210,6 @@ def _existing_chain(path: Path) -> list[Path]:
 def reach_problems(root: Path) -> list[str]:
     """What a service user cannot reach in a home at `root` (made or still to be made), each
     with the path, the user and the fix; empty when not root (every service then runs as us)."""
-    from .services.privileges import running_as_root
-
     if not running_as_root():
         return []
     root = Path(root).absolute()
@@ -241,10 +247,6 @@ def prepare_own_mail_root(home: Home) -> None:
     makes sure it can use it: created when missing, else checked, never chowned wholesale,
     since other nodes' mail is in it. A problem is printed, not fatal: init must finish, and
     the root may be a filesystem that is mounted later."""
-    import sys
-
-    from .mailboxes import MailRootError, prepare_mail_root
-
     root = home.mail_dir
     if root == home.default_mail_dir:
         return
@@ -258,18 +260,17 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
               node_name: str = "node1") -> tuple[Home, str | None]:
     """Create (or complete) a home. Returns it and the first admin's password when one was
     made now (shown once, never stored in clear)."""
-    from .settings.registry import setting
-
     hostname = setting("server.hostname").parse(hostname)
     root = Path(root).absolute()
     home = Home(root=root, db_url=db_url or f"sqlite:///{root / 'db' / 'store.sqlite'}",
                 port_base=port_base, node_name=node_name)
     home.make_dirs()
     home.write_config()
-    migrate(home.db_url)
-    from .store.db import session_scope
-    from .store.models import SettingRow
+    # Alembic (with Mako and Pygments) only when a store is made or upgraded: the services
+    # import this module for its home checks and never migrate.
+    from .store.migrate import migrate
 
+    migrate(home.db_url)
     with session_scope(home.db_url) as s:
         stored = s.get(SettingRow, {"key": "server.hostname", "node": ""})
         cluster_hostname = stored.value if stored is not None else None
@@ -277,12 +278,9 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
         set_many(home, {"server.hostname": hostname, "server.default_domain": hostname})
     elif cluster_hostname != hostname:
         # Another node made this (shared) store: the hostname names this node alone.
-        from .store.settings_store import set_setting
-
         set_setting(home, "server.hostname", hostname, node_only=True)
     if not home.cert_file.exists() or not home.key_file.exists():
         make_self_signed(home.cert_file, home.key_file, hostname)
-    from .services.privileges import chown_tree, ensure_mail_user
 
     ensure_mail_user()
     for owned in (home.queue_dir, home.default_mail_dir):
@@ -293,7 +291,6 @@ def init_home(root: Path, hostname: str, port_base: int = 0, db_url: str | None 
     if count_admins(home) == 0:
         password = secrets.token_urlsafe(15)
         add_admin(home, "admin", password)
-    from .store.cache import refresh_cache
 
     refresh_cache(home)  # a node on a shared store has its local copy from the start
     secure_home(home)
@@ -308,8 +305,6 @@ def setup_postmaster(home: Home, address: str | None = None) -> tuple[str, bool]
     mailbox is created if neither it nor an alias of that name exists (with a random password
     nobody knows: set one with `mailyard mailbox passwd`). Settings server.postmaster and the
     double bounce address then name it. Returns the address and whether a mailbox was made."""
-    from .settings.registry import setting
-
     settings = load_settings(home)
     if address is None and settings["server.postmaster"]:
         return str(settings["server.postmaster"]), False  # set up before: keep it

@@ -32,8 +32,8 @@ from mailyard.nodeinit import init_home
 from mailyard.panel.tokens import create_token
 from mailyard.queue import Envelope, Queue
 from mailyard.services import control
+from mailyard.services.apply_settings import change_settings
 from mailyard.services.tls import make_self_signed
-from mailyard.settings.apply import change_settings
 
 MAILYARD = str(Path(sys.executable).parent / "mailyard")
 ALL_SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd",

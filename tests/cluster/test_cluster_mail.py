@@ -30,7 +30,7 @@ from mailyard.home import Home
 from mailyard.nodeinit import init_home
 from mailyard.queue import admin as queue_admin
 from mailyard.services import control
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.store.accounts import add_domain, add_mailbox
 
 ALL_SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd",

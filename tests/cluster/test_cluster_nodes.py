@@ -23,7 +23,7 @@ from mailyard.cluster.changes import changes_report, pending_changes
 from mailyard.cluster.membership import ClusterError, join, list_nodes
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.store.settings_store import load_settings
 
 MAILYARD = str(Path(sys.executable).parent / "mailyard")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.settings.types import SettingError
 from mailyard.store.db import session_scope
 from mailyard.store.models import SettingRow

@@ -18,7 +18,7 @@ from mailyard.home import Home
 from mailyard.mda.config import conf_path
 from mailyard.queue import admin as queue_admin
 from mailyard.services import control
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.store.accounts import add_domain, add_mailbox
 
 SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",

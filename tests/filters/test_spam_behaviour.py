@@ -16,7 +16,7 @@ from tests.filters.helpers import Spamd, message, reachable_home, run
 
 from mailyard.filters import prefs, spamc, spamd
 from mailyard.home import Home
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.store import accounts
 from mailyard.store.settings_store import load_settings
 

@@ -8,7 +8,7 @@ from tests.filters.helpers import Spamd, message, run
 
 from mailyard.filters import spamc, spamd
 from mailyard.home import Home
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.settings.registry import setting
 from mailyard.settings.types import SettingError
 

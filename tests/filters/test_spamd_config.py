@@ -11,7 +11,7 @@ import pytest
 
 from mailyard.filters import clamd, spamd
 from mailyard.home import Home
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 
 
 def lint(home: Home) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ import pytest
 
 from mailyard.home import Home
 from mailyard.mda.config import Identity, render_text
+from mailyard.services.apply_settings import bring_in_line, change_settings, store_values
 from mailyard.services.privileges import mail_owner
-from mailyard.settings.apply import bring_in_line, change_settings, store_values
 from mailyard.settings.registry import setting
 from mailyard.settings.types import SettingError
 from mailyard.store.accounts import add_domain, add_mailbox

@@ -9,7 +9,8 @@ import pytest
 from mailyard.nodeinit import init_home
 from mailyard.settings.types import SettingError
 from mailyard.store import accounts
-from mailyard.store.db import migrate, session_scope
+from mailyard.store.db import session_scope
+from mailyard.store.migrate import migrate
 from mailyard.store.models import Mailbox
 from mailyard.store.settings_store import load_settings, set_many, set_setting
 

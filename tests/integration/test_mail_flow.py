@@ -111,7 +111,7 @@ def _relay_answer(home) -> int:
 
 
 def test_no_open_relay_for_strangers(running_node):
-    from mailyard.settings.apply import change_settings
+    from mailyard.services.apply_settings import change_settings
 
     home = running_node
     assert _relay_answer(home) == 250  # 127.0.0.1 is a relay network by default

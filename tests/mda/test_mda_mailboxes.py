@@ -24,12 +24,11 @@ from mailyard.home import Home
 from mailyard.mailboxes import (
     STANDARD_FOLDERS,
     TRAINING_FOLDERS,
-    ensure_all_maildirs,
     ensure_maildir,
 )
+from mailyard.services.apply_settings import change_settings
 from mailyard.services.privileges import mail_owner
-from mailyard.settings.apply import change_settings
-from mailyard.store.accounts import add_mailbox
+from mailyard.store.accounts import add_mailbox, ensure_all_maildirs
 from mailyard.store.settings_store import set_setting
 
 ALICE = f"alice@{DOMAIN}"

@@ -26,12 +26,12 @@ from mda_support import (
 from mailyard import quota
 from mailyard.delivery.local import LocalContext, deliver_local, mailbox_scanner
 from mailyard.home import Home
-from mailyard.mailboxes import ensure_all_maildirs
 from mailyard.queue import Envelope, Queue
 from mailyard.services.privileges import mail_owner
 from mailyard.smtp import policy as P
 from mailyard.smtp.directory import Directory
 from mailyard.store import accounts
+from mailyard.store.accounts import ensure_all_maildirs
 from mailyard.store.settings_store import load_settings, set_setting
 
 MB = 1024 * 1024

@@ -21,7 +21,7 @@ from mda_support import (
 from mailyard.mda import master
 from mailyard.mda.config import conf_path, paths
 from mailyard.services import control
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.settings.registry import SERVICE_NAMES
 from mailyard.store.settings_store import set_many
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from panel_helpers import make_home, start_panel, stop_process
 
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.settings.registry import setting
 from mailyard.settings.types import SettingError
 from mailyard.store.db import dispose_all

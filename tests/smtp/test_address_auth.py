@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mailyard.smtp.address import AddressError, canonical, lookup_key, parse_path_argument
+from mailyard.address import AddressError, canonical, lookup_key, parse_path_argument
 from mailyard.smtp.auth import (
     Cancelled,
     Challenge,

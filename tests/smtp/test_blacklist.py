@@ -11,10 +11,10 @@ import smtplib
 import pytest
 from smtp_helpers import JOE, change, queue_entries
 
+from mailyard.blacklist import check_entry, first_match
 from mailyard.home import Home
 from mailyard.settings.registry import setting
 from mailyard.settings.types import SettingError
-from mailyard.smtp.blacklist import check_entry, first_match
 
 # The guide's example value for the inbound blacklist (4.5), as one line.
 GUIDE_VALUE = r".*\ @.*\ !.*@.*\..*.*%.*"

@@ -10,8 +10,20 @@ from mailyard.smtp.lines import (
     DotUnstuffer,
     LineReader,
     OverlongLine,
-    dot_stuff,
 )
+
+CRLF = b"\r\n"
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """The client's side of RFC 5321 4.5.2 over CRLF lines only, so that bare CR and LF reach
+    the unstuffer as they are (our delivery client's stuffer, delivery/smtp_reply.stuff_block,
+    also turns a bare LF into CRLF, which this test must not do)."""
+    if content and not content.endswith(CRLF):
+        content += CRLF
+    lines = content.split(CRLF)
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return CRLF.join(stuffed) + b".\r\n"
 
 
 def lines_of(reader: LineReader) -> list[bytes | OverlongLine]:

@@ -20,7 +20,7 @@ from tests.waiting import wait_for
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
 from mailyard.services import control
-from mailyard.settings.apply import change_settings
+from mailyard.services.apply_settings import change_settings
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import set_many
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import errno
 
-from mailyard.filters.policy import spam_reply, virus_reply, virus_too_big_reply, virus_unavailable_reply
+from mailyard.address import parse_path_argument
+from mailyard.filters.policy import (
+    spam_reply,
+    virus_reply,
+    virus_too_big_reply,
+    virus_unavailable_reply,
+)
 from mailyard.settings.registry import defaults
 from mailyard.smtp import policy as P
-from mailyard.smtp.address import parse_path_argument
 from mailyard.smtp.protocol import Session
 
 

@@ -165,7 +165,7 @@ def sendmail_as(user: str, home: Home, args: list[str], data: bytes) -> tuple[in
         status = EX_SOFTWARE
         try:
             os.close(read_err)
-            os.setgroups([])
+            os.initgroups(user, entry.pw_gid)  # as a login or cron gives them
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
             os.environ["MAILYARD_HOME"] = str(home.root)

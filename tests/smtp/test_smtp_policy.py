@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from mailyard.address import Path, parse_path_argument
 from mailyard.settings.registry import AUTH_MODES, defaults
 from mailyard.smtp import replies as R
-from mailyard.smtp.address import Path, parse_path_argument
 from mailyard.smtp.policy import (
     AUTH_FAILURE_DELAY,
     AUTH_FAILURE_DELAY_MAX,

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import usage
 from ..store import accounts
+from ..store.models import SPAM_ACTIONS
 from .common import CliError, home_of, print_json, print_table, read_password
 
 
@@ -64,7 +65,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=mailbox_usage)
     p = box.add_parser("spam-action", help="where this mailbox's spam goes")
     p.add_argument("address")
-    p.add_argument("spam_action", choices=["spam_folder", "inbox", "discard"])
+    p.add_argument("spam_action", choices=SPAM_ACTIONS)
     p.set_defaults(func=mailbox_spam_action)
 
     ali = sub.add_parser("alias", help="aliases and forwards").add_subparsers(

@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..cluster.actions import Action, ActionError, all_done, run_everywhere
+from ..cluster.membership import ClusterError
 from .common import EXIT_FAILURE, EXIT_USAGE, CliError, home_of
 
 
 def run(args: Any, kind: str, service: str = "", queues: tuple[str, ...] = ()) -> int:
     """Cascade from this node (the manager); exit status 1 unless every node is done."""
-    from ..cluster.actions import Action, ActionError, all_done, run_everywhere
-    from ..cluster.membership import ClusterError
-
     try:
         action = Action(kind, service, queues)
         outcomes = run_everywhere(home_of(args), action)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
 from typing import Any
 
+from ..cluster import manager_token
+from ..cluster.agent import run_agent, run_once
+from ..cluster.changes import changes_report
+from ..cluster.membership import ClusterError, init_manager, join, leave, list_nodes, make_token
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 
@@ -42,8 +48,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from ..cluster.membership import ClusterError
-
     try:
         return fn(*args, **kwargs)
     except ClusterError as exc:
@@ -51,9 +55,6 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def cluster_init(args: argparse.Namespace) -> int:
-    from ..cluster import manager_token
-    from ..cluster.membership import init_manager
-
     home = home_of(args)
     node = _call(init_manager, home, args.address)
     print(f"{node.name} is the cluster manager at {node.address}")
@@ -66,15 +67,11 @@ def cluster_init(args: argparse.Namespace) -> int:
 
 
 def cluster_token(args: argparse.Namespace) -> int:
-    from ..cluster.membership import make_token
-
     print(_call(make_token, home_of(args)))
     return 0
 
 
 def cluster_join(args: argparse.Namespace) -> int:
-    from ..cluster.membership import join
-
     node, warning = _call(join, home_of(args), args.manager_url, args.token, args.address)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -93,8 +90,6 @@ def _age(seconds: int | None) -> str:
 
 
 def cluster_nodes(args: argparse.Namespace) -> int:
-    from ..cluster.membership import list_nodes
-
     rows = list_nodes(home_of(args))
     if args.json:
         print_json(rows)
@@ -117,8 +112,6 @@ def cluster_nodes(args: argparse.Namespace) -> int:
 
 
 def cluster_changes(args: argparse.Namespace) -> int:
-    from ..cluster.changes import changes_report
-
     report = changes_report(home_of(args), args.limit)
     if args.json:
         print_json(report)
@@ -139,19 +132,12 @@ def cluster_changes(args: argparse.Namespace) -> int:
 
 
 def cluster_remove(args: argparse.Namespace) -> int:
-    from ..cluster.membership import leave
-
     _call(leave, home_of(args), args.name)
     print(f"{args.name} removed from the cluster")
     return 0
 
 
 def cluster_agent(args: argparse.Namespace) -> int:
-    import logging
-    import threading
-
-    from ..cluster.agent import run_agent, run_once
-
     home = home_of(args)
     if args.once:
         run_once(home)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..filters import prefs as spam_prefs
+from ..filters import training, virusdb
+from ..store.settings_store import load_settings
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 
@@ -40,8 +43,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def virus_info(args: argparse.Namespace) -> int:
-    from ..filters import virusdb
-
     home = home_of(args)
     rows = virusdb.definitions(home)
     if args.json:
@@ -53,9 +54,6 @@ def virus_info(args: argparse.Namespace) -> int:
 
 
 def spam_train(args: argparse.Namespace) -> int:
-    from ..filters import training
-    from ..store.settings_store import load_settings
-
     home = home_of(args)
     report = training.train(home)
     database = "global" if load_settings(home)["spam.bayes_global"] else "mailbox"
@@ -68,35 +66,28 @@ def spam_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefs() -> Any:
-    from ..filters import prefs
-
-    return prefs
-
-
 def _pcall(fn: Any, *a: Any, **kw: Any) -> Any:
-    prefs = _prefs()
     try:
         return fn(*a, **kw)
-    except prefs.PreferenceError as exc:
+    except spam_prefs.PreferenceError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def prefs_list(args: argparse.Namespace) -> int:
-    rows = [vars(p) for p in _pcall(_prefs().list_preferences, home_of(args), args.scope)]
+    rows = [vars(p) for p in _pcall(spam_prefs.list_preferences, home_of(args), args.scope)]
     print_json(rows) if args.json else print_table(rows, ["id", "scope", "preference", "value"])
     return 0
 
 
 def prefs_add(args: argparse.Namespace) -> int:
-    pref = _pcall(_prefs().add_preference, home_of(args), args.scope, args.preference,
+    pref = _pcall(spam_prefs.add_preference, home_of(args), args.scope, args.preference,
                   args.value)
     print(f"added #{pref.id}: {pref.preference} {pref.value} ({pref.scope})")
     return 0
 
 
 def prefs_edit(args: argparse.Namespace) -> int:
-    pref = _pcall(_prefs().edit_preference, home_of(args), args.id, args.value)
+    pref = _pcall(spam_prefs.edit_preference, home_of(args), args.id, args.value)
     print(f"#{pref.id}: {pref.preference} {pref.value} ({pref.scope})")
     return 0
 
@@ -104,6 +95,6 @@ def prefs_edit(args: argparse.Namespace) -> int:
 def prefs_delete(args: argparse.Namespace) -> int:
     home = home_of(args)
     for pref_id in args.ids:
-        _pcall(_prefs().delete_preference, home, pref_id)
+        _pcall(spam_prefs.delete_preference, home, pref_id)
     print(f"deleted {len(args.ids)} preference(s)")
     return 0

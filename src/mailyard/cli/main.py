@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ..home import HomeError
@@ -23,7 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in _GROUPS:
         group.add_parsers(sub)
-    import importlib
 
     for name in _OPTIONAL_GROUPS:
         try:

@@ -12,9 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..home import CONFIG_NAME, Home
-from ..services import certificates
+from ..cluster.membership import list_nodes
+from ..home import CONFIG_NAME, STANDARD_PORTS, Home
+from ..nodeinit import HomeUnreachable, check_reach, init_home, setup_postmaster
+from ..services import certificates, control
+from ..services.errors import ControlError
 from ..settings.registry import SERVICE_NAMES
+from ..settings.types import SettingError
+from ..store.accounts import AccountError
+from ..store.cache import store_health, uses_cache
+from ..store.settings_store import load_settings
+from . import cascade
 from .common import CliError, home_of, print_json, print_table
 
 
@@ -52,17 +60,11 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..nodeinit import init_home, setup_postmaster
-    from ..store.accounts import AccountError
-
     root = args.home or os.environ.get("MAILYARD_HOME")
     if not root:
         raise CliError("give the home with --home DIR or MAILYARD_HOME", 2)
     if not 0 <= args.port_base <= 60000:
         raise CliError(f"--port-base: {args.port_base} is not allowed; use 0 to 60000", 2)
-    from ..nodeinit import HomeUnreachable, check_reach
-    from ..settings.types import SettingError
-
     try:
         check_reach(Path(root))  # before anything is made: clamd would fail at `up`, late
     except HomeUnreachable as exc:
@@ -87,36 +89,28 @@ def _say_postmaster(address: str, made: bool) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ..services import control
-
     home = home_of(args)
     try:
         started = control.up(home, args.timeout)
-    except control.ControlError as exc:
+    except ControlError as exc:
         raise CliError(str(exc)) from None
     print("running: " + ", ".join(started))
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from ..services import control
-
     control.down(home_of(args))
     print("node stopped")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..services import control
-
     home = home_of(args)
     rows = [s.as_dict() for s in control.status(home)]
     if args.json:
         print_json([{k: r[k] for k in ("name", "state", "pid", "uptime", "version")}
                     for r in rows])
     else:
-        from ..store.cache import store_health, uses_cache
-
         if uses_cache(home):  # a shared store: say whether it answers (`mailyard store status`)
             health = store_health(home)
             print(health.summary())
@@ -143,8 +137,6 @@ def certificate_lines(home: Any) -> list[str]:
 
 def _cluster_line(home: Any) -> str:
     """One line on this node's cluster: its role and how each node last reported."""
-    from ..cluster.membership import list_nodes
-
     nodes = list_nodes(home)
     me = next((n for n in nodes if n["name"] == home.node_name), None)
     if me is None:
@@ -155,16 +147,12 @@ def _cluster_line(home: Any) -> str:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    from ..services import control
-
     if args.cascade:
-        from . import cascade
-
         return cascade.run(args, f"service.{args.action}", service=args.name)
     home = home_of(args)
     try:
         getattr(control, args.action)(home, args.name)
-    except control.ControlError as exc:
+    except ControlError as exc:
         raise CliError(str(exc)) from None
     state = {s.name: s.state for s in control.status(home, with_versions=False)}[args.name]
     print(f"{args.name}: {state}")
@@ -177,9 +165,6 @@ def _default_hostname() -> str:
 
 
 def print_addresses(home: Home) -> None:
-    from ..home import STANDARD_PORTS
-    from ..store.settings_store import load_settings
-
     settings = load_settings(home)
     print("ports:")
     for listener in STANDARD_PORTS:
@@ -197,9 +182,6 @@ def print_addresses(home: Home) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..nodeinit import HomeUnreachable, check_reach, init_home, setup_postmaster
-    from ..services import control
-
     root = Path(args.home or os.environ.get("MAILYARD_HOME") or "/var/lib/mailyard")
     if not (root / CONFIG_NAME).exists():
         try:
@@ -227,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             started = control.up(home)
             print("running: " + ", ".join(started))
-        except control.ControlError as exc:
+        except ControlError as exc:
             print(f"warning: {exc}", file=sys.stderr)
         print_addresses(home)
         print("Ctrl-C stops the node.")

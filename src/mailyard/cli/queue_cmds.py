@@ -6,6 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..queue import QueueError, admin
+from ..queue.admin import LIST_CHOICES, PURGE_CHOICES
+from ..services import control
+from . import cascade
 from .common import EXIT_USAGE, CliError, home_of, print_json, print_table
 
 # The services that touch the queue; `queue reset` stops them around the move (guide 7.3.1).
@@ -18,7 +22,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=queue_stats)
     p = q.add_parser("list", help="the messages in the queue")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
+    p.add_argument("which", nargs="?", default="all", choices=LIST_CHOICES)
     _add_filters(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=queue_list)
@@ -36,7 +40,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=queue_action, queue_action=action)
     p = q.add_parser("purge", help="delete every message of a queue (not the same as process)")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "local", "remote", "todo"])
+    p.add_argument("which", nargs="?", default="all", choices=PURGE_CHOICES)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--cascade", action="store_true",
                    help="purge it on every node of the cluster (from the manager)")
@@ -91,14 +95,10 @@ def _filter(args: argparse.Namespace) -> Any:
 
 
 def _admin() -> Any:
-    from ..queue import admin
-
     return admin
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from ..queue import QueueError
-
     try:
         return fn(*args, **kwargs)
     except QueueError as exc:
@@ -193,8 +193,6 @@ def queue_action(args: argparse.Namespace) -> int:
 
 def queue_purge(args: argparse.Namespace) -> int:
     if args.cascade:
-        from . import cascade
-
         _confirm(f"Delete every message in the {args.which} queue of every node of the "
                  "cluster?", args.yes)
         return cascade.run(args, "queue.purge", queues=(args.which,))
@@ -206,8 +204,6 @@ def queue_purge(args: argparse.Namespace) -> int:
 
 def queue_process(args: argparse.Namespace) -> int:
     if args.cascade:
-        from . import cascade
-
         return cascade.run(args, "queue.process")
     result = _call(_admin().process, home_of(args))
     print(f"queue processing requested: {result}")
@@ -221,8 +217,6 @@ def queue_send_test(args: argparse.Namespace) -> int:
 
 
 def queue_reset(args: argparse.Namespace) -> int:
-    from ..services import control
-
     home = home_of(args)
     _confirm("Move the whole queue aside as queue.bad and start an empty one?", args.yes)
     running: list[str] = []

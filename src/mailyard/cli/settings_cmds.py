@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..services.apply_settings import change_settings
 from ..settings.registry import REGISTRY
 from ..settings.types import SettingError
+from ..store.settings_store import load_settings
 from .common import EXIT_USAGE, CliError, home_of, print_json
 
 
@@ -46,8 +48,6 @@ def _show(value: Any) -> str:
 
 
 def settings_list(args: argparse.Namespace) -> int:
-    from ..store.settings_store import load_settings
-
     values = load_settings(home_of(args))
     keys = [k for k in REGISTRY if k.startswith(args.prefix)]
     if args.json:
@@ -68,8 +68,6 @@ def _key(key: str) -> str:
 
 
 def settings_get(args: argparse.Namespace) -> int:
-    from ..store.settings_store import load_settings
-
     key = _key(args.key)
     value = load_settings(home_of(args))[key]
     if args.json:
@@ -82,8 +80,6 @@ def settings_get(args: argparse.Namespace) -> int:
 
 
 def settings_set(args: argparse.Namespace) -> int:
-    from ..settings.apply import change_settings
-
     key = _key(args.key)
     if args.value == ["-"]:
         text: Any = sys.stdin.read()

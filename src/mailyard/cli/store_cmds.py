@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..store.cache import refresh_cache, store_health
 from .common import EXIT_FAILURE, CliError, home_of, print_json
 
 
@@ -21,8 +22,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def store_status(args: argparse.Namespace) -> int:
-    from ..store.cache import store_health
-
     health = store_health(home_of(args))
     if args.json:
         print_json(health.as_dict())
@@ -32,8 +31,6 @@ def store_status(args: argparse.Namespace) -> int:
 
 
 def store_refresh(args: argparse.Namespace) -> int:
-    from ..store.cache import refresh_cache
-
     home = home_of(args)
     try:
         info = refresh_cache(home)

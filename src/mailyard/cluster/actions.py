@@ -25,9 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from ..queue import QueueError
+from ..services import helper
+from ..services.errors import ControlError
+from ..settings.registry import SERVICE_NAMES
 from ..store.db import session_scope
 from ..store.models import ClusterNode
-from .membership import ClusterError
+from . import manager_token
+from .membership import ClusterError, manager
+from .trust import TrustError, pinned_context
 
 if TYPE_CHECKING:
     import httpx
@@ -75,8 +81,6 @@ class Action:
     queues: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from ..settings.registry import SERVICE_NAMES
-
         if self.kind not in KINDS:
             raise ActionError("action", self.kind, f"choose one of {', '.join(KINDS)}")
         if self.kind.startswith("service."):
@@ -207,7 +211,7 @@ def judge(action: Action, status: int, payload: Any) -> tuple[str, str]:
 
 def unreachable_reason(exc: Exception) -> str:
     """What went wrong reaching a node, in words (connection, time limit or certificate)."""
-    import httpx
+    import httpx  # only when a node is called: httpx loads rich, which the panel needs not
 
     text = str(exc) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc, ssl.SSLCertVerificationError):
@@ -226,8 +230,6 @@ def unreachable_reason(exc: Exception) -> str:
 
 def require_manager(home: Home) -> None:
     """Refuse (ClusterError) unless this node is its cluster's manager."""
-    from .membership import manager
-
     current = manager(home)
     if current is None:
         raise ClusterError("this node is not in a cluster: cascaded actions need `mailyard "
@@ -248,17 +250,14 @@ def targets(home: Home) -> list[Target]:
 
 def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
     """Do the action on this node, answering as the node's own API would (status, body)."""
-    from ..services import control, helper
-
     # through the root helper when it runs: this runs in the unprivileged panel too
     if action.kind.startswith("service."):
         try:
             helper.service_or_local(home, action.verb, action.service)
-        except (control.ControlError, helper.HelperError) as exc:
+        except (ControlError, helper.HelperError) as exc:
             return 409, {"detail": str(exc)}
         states = {s.name: s.state for s in helper.status_or_local(home, with_versions=False)}
         return 200, {"name": action.service, "state": states[action.service]}
-    from ..queue import QueueError
 
     try:
         if action.kind == "queue.process":
@@ -276,9 +275,7 @@ def run_local(home: Home, action: Action) -> tuple[int, dict[str, Any]]:
 def call_node(target: Target, action: Action, token: str,
               client: Callable[..., httpx.Client] | None = None) -> NodeOutcome:
     """Ask one remote node's API to do the action; never raises."""
-    import httpx
-
-    from .trust import TrustError, pinned_context
+    import httpx  # only when a node is called: httpx loads rich, which the panel needs not
 
     why = cannot_call(target)
     if why:
@@ -320,8 +317,6 @@ def run_everywhere(home: Home, action: Action, token: str | None = None) -> list
     """Run `action` on every node of the cluster (this one locally); one outcome per node.
 
     Only the manager cascades (ClusterError elsewhere, or without the node token)."""
-    from . import manager_token
-
     require_manager(home)
     token = token or manager_token.read(home)
     nodes = targets(home)

@@ -19,19 +19,17 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
-from ..settings.apply import NOTIFY_CHANNEL
+from ..services import helper
 from ..store.cache import describe_error, mark_store_away, refresh_cache
+from ..store.settings_store import NOTIFY_CHANNEL
 from .changes import apply_pending
-from .membership import report_status
+from .membership import HEARTBEAT_SECONDS, report_status
 
 if TYPE_CHECKING:
     from ..home import Home
 
 log = logging.getLogger("mailyard.cluster")
 
-# Seconds between status reports (and fallback checks for pending changes). `cluster nodes`
-# calls a node unreachable after three missed reports.
-HEARTBEAT_SECONDS = 15.0
 # Seconds before a lost LISTEN connection is tried again.
 RECONNECT_SECONDS = 5.0
 
@@ -75,8 +73,6 @@ def run_once(home: Home) -> None:
 def _reload_dovecot(home: Home) -> None:
     """Re-render Dovecot's configuration and reload it (one Dovecot serves all four
     listeners), when it runs."""
-    from ..services import helper
-
     try:  # through the root helper when it runs (the agent runs in the unprivileged panel)
         running = {s.name for s in helper.status_or_local(home, with_versions=False)
                    if s.state == "RUNNING"}

@@ -12,28 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from ..services.helper import apply_or_local
+from ..settings.registry import REGISTRY
 from ..store.db import session_scope
 from ..store.models import ClusterNode, SettingChange, SettingChangeMark
+from ..store.settings_store import mark_applied
 
 if TYPE_CHECKING:
     from ..home import Home
 
 # How many recent changes `mailyard cluster changes` shows unless told otherwise.
 RECENT_CHANGES = 20
-
-
-def mark_applied(home: Home, change_ids: list[int], problems: list[str]) -> None:
-    """Record this node's outcome for each change (a second mark replaces the first)."""
-    error = "; ".join(problems)
-    with session_scope(home.db_url) as session:
-        for change_id in change_ids:
-            mark = session.get(SettingChangeMark, {"node": home.node_name,
-                                                   "change_id": change_id})
-            if mark is None:
-                session.add(SettingChangeMark(node=home.node_name, change_id=change_id,
-                                              ok=not problems, error=error))
-            else:
-                mark.ok, mark.error = not problems, error
 
 
 def pending_changes(home: Home) -> list[SettingChange]:
@@ -62,9 +51,6 @@ def apply_pending(home: Home) -> Applied:
 
     The values are already in the store (a cascade stores the cluster-wide value and drops the
     overrides), so applying means re-rendering and reloading what the keys affect."""
-    from ..services.helper import apply_or_local
-    from ..settings.registry import REGISTRY
-
     changes = pending_changes(home)
     result = Applied(change_ids=[c.id for c in changes])
     if not changes:

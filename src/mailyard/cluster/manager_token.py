@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..durable import fsync_dir
+from ..panel.tokens import TokenError, create_token, revoke_token
 from .membership import ClusterError
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ def renew(home: Home) -> Path:
 
     The file is written beside its final name with mode 0600 and renamed over it, so a reader
     sees the old token or the new one, never half of one."""
-    from ..panel.tokens import TokenError, create_token, revoke_token
-
     try:
         revoke_token(home, TOKEN_NAME)
     except TokenError:

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from .. import __version__
+from ..services import helper
 from ..store.db import session_scope
 from ..store.models import ClusterNode, ClusterToken, SettingChange
+from ..store.settings_store import load_settings
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -27,6 +30,8 @@ TOKEN_LIFETIME = timedelta(hours=24)
 TOKEN_PREFIX = "myc1-"
 # A node that has not reported for this many heartbeats is shown as unreachable.
 STALE_HEARTBEATS = 3
+# Seconds between status reports (and fallback checks for pending changes) of a node's agent.
+HEARTBEAT_SECONDS = 15.0
 
 ROLES = ("manager", "member")
 
@@ -52,15 +57,11 @@ def require_shared_store(home: Home) -> None:
 
 def default_address(home: Home) -> str:
     """The node's panel/API URL as other machines reach it: its hostname and panel port."""
-    from ..store.settings_store import load_settings
-
     settings = load_settings(home)
     return f"https://{settings['server.hostname']}:{home.port('panel', settings)}"
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -172,8 +173,6 @@ def report_status(home: Home) -> bool:
     """Write this node's heartbeat (version, each service's state, last_seen, its TLS
     certificate, which may have been replaced since the last one); False when the node is not
     a member of a cluster (nothing is written then)."""
-    from ..services import helper
-
     try:  # through the root helper when it runs: the agent runs in the unprivileged panel
         states = {s.name: s.state for s in helper.status_or_local(home, with_versions=False)}
     except Exception as exc:  # supervisord half-started or gone: say so rather than skip
@@ -190,8 +189,6 @@ def report_status(home: Home) -> bool:
 
 def list_nodes(home: Home, heartbeat_seconds: float | None = None) -> list[dict[str, Any]]:
     """Every node of the cluster, manager first, with what it last reported."""
-    from .agent import HEARTBEAT_SECONDS
-
     stale_after = STALE_HEARTBEATS * (heartbeat_seconds or HEARTBEAT_SECONDS)
     now = _now()
     with session_scope(home.db_url) as session:

@@ -14,7 +14,7 @@ import errno
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,9 @@ from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.cache import answering_from_cache
 from . import quota_warning
+from .batch import Batcher
 from .lookup import Recipients
-from .maildir import deliver_to_folder
+from .maildir import deliver_many, deliver_to_folder
 from .result import Result, deferral, failure, success
 
 # More Delivered-To lines than this is a loop through addresses we cannot see (Postfix's
@@ -155,10 +156,17 @@ class LocalContext:
     scanner: Scanner
     forwarder: Forwarder | None = None  # SRS and ARC for what aliases send on
     recipients: Recipients | None = None  # the store's in-process view (made when None)
+    # Maildir writes of the deliveries under way, done together (batch.py; made when None)
+    writes: Batcher[_MaildirWrite, Path] | None = None
+    # Maildir folders seen complete (new/ and tmp/ there), so a delivery into one costs no
+    # stat; per context, so a reload (another mail.root) starts afresh. (address, folder) ->
+    folders: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.recipients is None:
             self.recipients = Recipients(self.home)
+        if self.writes is None:
+            self.writes = Batcher(_write_many)
 
 
 async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
@@ -236,7 +244,8 @@ async def _to_maildir(ctx: LocalContext, envelope: Envelope, address: str,
     if notes is not None and verdict.score is not None:
         notes.append(f"spam score {verdict.score:g}")
     try:
-        written = await asyncio.to_thread(_write, ctx, address, folder, verdict.message)
+        assert ctx.writes is not None
+        written = await ctx.writes.submit((ctx, address, folder, verdict.message))
         if notes is not None:  # the folder and file name (a `/` would end a report line)
             inbox = written.parent.parent == ctx.home.maildir(address)
             notes.append(f"maildir {'INBOX' if inbox else written.parent.parent.name} "
@@ -271,13 +280,57 @@ def _over_quota(ctx: LocalContext, envelope: Envelope, address: str, quota_mb: i
 
 
 def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> Path:
+    return deliver_to_folder(_target(ctx, address, folder), message)
+
+
+# (context, address, folder, message): one Maildir write of a batch
+_MaildirWrite = tuple[LocalContext, str, str, bytes]
+# Folders remembered at most per context (a node with more active mailboxes looks some up
+# again); one that has gone since is forgotten when a write into it fails, and made again.
+KNOWN_FOLDERS_MAX = 4096
+
+
+def _target(ctx: LocalContext, address: str, folder: str) -> Path:
+    """The folder a message for `address` goes to, made if the mailbox has no Maildir yet;
+    the mailbox's inbox when it has no such folder."""
+    key = (address, folder)
+    known = ctx.folders.get(key)
+    if known is not None:
+        return known
     maildir = ctx.home.maildir(address)
     target = folder_dir(maildir, folder)
     if not (target / "new").is_dir() or not (target / "tmp").is_dir():
         ensure_maildir(ctx.home, address, bool(ctx.settings.get("spam.bayes_imap_training")))
         if not (target / "new").is_dir():  # a folder the mailbox does not have
             target = maildir
-    return deliver_to_folder(target, message)
+    if len(ctx.folders) >= KNOWN_FOLDERS_MAX:
+        ctx.folders.clear()
+    ctx.folders[key] = target
+    return target
+
+
+def _write_many(items: list[_MaildirWrite]) -> list[Path | BaseException]:
+    """The Maildir writes of a batch (in a worker thread): each folder found, then every
+    message written with the batch's shared sync rounds (maildir.deliver_many)."""
+    answers: list[Path | BaseException] = [OSError("not written")] * len(items)
+    todo: list[tuple[int, Path, bytes]] = []
+    for i, (ctx, address, folder, message) in enumerate(items):
+        try:
+            todo.append((i, _target(ctx, address, folder), message))
+        except OSError as err:
+            answers[i] = err
+    results = deliver_many([(target, message) for _, target, message in todo])
+    for (i, _, _), result in zip(todo, results, strict=True):
+        if isinstance(result, FileNotFoundError):  # the folder went: look for it again, once
+            ctx, address, folder, message = items[i]
+            ctx.folders.pop((address, folder), None)
+            try:
+                answers[i] = _write(ctx, address, folder, message)
+            except OSError as err:
+                answers[i] = err
+        else:  # the file's path in new/, or the error that stopped it
+            answers[i] = result
+    return answers
 
 
 def _forward(queue: Queue, envelope: Envelope, address: str, message: bytes,

@@ -33,12 +33,23 @@ def _host_part() -> str:
     return socket.gethostname().replace("/", r"\057").replace(":", r"\072")
 
 
+_HOST: tuple[float, str] = (0.0, "")  # when the host part was read, and what it was
+# The host part is read again after this long (a renamed host shows in new names soon; the
+# name is only there to make file names unique across hosts, maildir(5)).
+HOST_PART_SECONDS = 60.0
+
+
 def unique_name(size: int) -> str:
     """A Maildir file name: time.M<usec>P<pid>Q<seq>.host,S=<size> (Dovecot reads S=)."""
+    global _HOST
     now = time.time()
     seconds = int(now)
     micros = int((now - seconds) * 1_000_000)
-    return f"{seconds}.M{micros}P{os.getpid()}Q{next(_sequence)}.{_host_part()},S={size}"
+    read_at, host = _HOST
+    if now - read_at > HOST_PART_SECONDS or now < read_at:
+        host = _host_part()
+        _HOST = (now, host)
+    return f"{seconds}.M{micros}P{os.getpid()}Q{next(_sequence)}.{host},S={size}"
 
 
 
@@ -73,6 +84,73 @@ def deliver_to_folder(folder: Path, message: bytes) -> Path:
         _unlink(tmp)
         raise
     return Path(final)
+
+
+def deliver_many(items: list[tuple[Path, bytes]]) -> list[Path | OSError]:
+    """`deliver_to_folder` for several messages at once, each answered on its own (its path
+    in new/, or the error that stopped it). Where syncfs rounds exist the steps go together:
+    every file written, one round per filesystem, every rename, one round begun after the
+    last rename; so a batch costs two rounds, and each answer still comes only after a sync
+    that began after its own rename."""
+    if not SYNC_ROUNDS:
+        out: list[Path | OSError] = []
+        for folder, message in items:
+            try:
+                out.append(deliver_to_folder(folder, message))
+            except OSError as err:
+                out.append(err)
+        return out
+    answers: list[Path | OSError | None] = [None] * len(items)
+    written: list[tuple[int, str, str]] = []  # index, tmp path, folder
+    for i, (folder, message) in enumerate(items):
+        base = os.fspath(folder)
+        tmp = f"{base}/tmp/{unique_name(len(message))}"
+        try:
+            _write_new(tmp, message)
+        except OSError as err:
+            answers[i] = err
+            continue
+        written.append((i, tmp, base))
+    try:
+        FS_SYNC.sync_all(f"{base}/tmp" for _, _, base in written)
+    except OSError as err:  # the data may not be on the disk: no name in new/ for any
+        for i, tmp, _ in written:
+            _unlink(tmp)
+            answers[i] = err
+        written = []
+    renamed: list[tuple[int, str, str]] = []
+    for i, tmp, base in written:
+        final = f"{base}/new/{tmp.rpartition('/')[2]}"
+        try:
+            os.rename(tmp, final)
+        except OSError as err:
+            _unlink(tmp)
+            answers[i] = err
+            continue
+        renamed.append((i, final, base))
+    try:
+        FS_SYNC.sync_all(f"{base}/new" for _, _, base in renamed)
+    except OSError as err:  # in new/, perhaps not durably: defer (a duplicate, never a loss)
+        for i, _, _ in renamed:
+            answers[i] = err
+        renamed = []
+    for i, final, _ in renamed:
+        answers[i] = Path(final)
+    return [a if a is not None else OSError("not delivered") for a in answers]
+
+
+def _write_new(path: str, message: bytes) -> None:
+    """Create `path` (never an existing file) holding `message`; nothing left on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(message)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        _unlink(path)
+        raise
+    os.close(fd)
 
 
 def _unlink(path: str) -> None:

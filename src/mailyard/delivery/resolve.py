@@ -16,6 +16,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from ..settings.types import parse_resolver_setting
+
 # How long one name may take to resolve, retries included (dnspython's default is 5 s, too
 # short for a slow upstream; qmail waits as long as the resolver library does, about 30 s).
 DNS_LIFETIME_SECONDS = 30.0
@@ -39,18 +41,6 @@ class MailHost:
     name: str
     addresses: tuple[str, ...]
     preference: int = 0  # the MX preference; 0 for a route's relay or a domain without MX
-
-
-def parse_resolver_setting(spec: str) -> tuple[str, int] | None:
-    """("IP", port) of a smtp.dns_resolver value, None for the system's resolvers."""
-    spec = spec.strip()
-    if not spec:
-        return None
-    address, at, port = spec.rpartition("@")
-    if not at:
-        address, port = spec, "53"
-    ipaddress.ip_address(address)  # ValueError names a bad address
-    return address, int(port)
 
 
 def make_resolver(spec: str) -> dns.asyncresolver.Resolver:

@@ -16,6 +16,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
 from ..store.settings_store import load_settings
 from . import queue_actions, sendlog
+from .batch import Batcher, each
 from .bounce import (
     DOUBLE_BOUNCE_SENDER,
     bounce_sender,
@@ -119,12 +121,19 @@ class Scheduler:
         self._flush = False
         self._reload = False
         self._look = True  # todo/ and requests to be listed at the next pass
+        self._splitting = False  # a split of todo/ is under way (_split)
         self._last_clean = 0.0
         self.dest_active: dict[str, int] = {}  # remote deliveries in flight per next hop
         self._signatures: dict[str, tuple[bytes, str]] = {}  # qid -> DKIM fields, domain
         self._dest_blocked = False  # ready remote work waits only for busy destinations
         self.held: set[str] = set()  # queue ids held (queue/holds.py), read at start
         self.bounce_on_adopt: set[str] = set()  # bounced by the administrator while in todo/
+        # The blocking steps of the deliveries under way, one thread job per batch (batch.py)
+        self._reads: Batcher[str, bytes] = Batcher(each(_read_file))
+        self._marks: Batcher[tuple[str, str, int], None] = Batcher(
+            partial(qstate.mark_done_many, self.queue))
+        self._removals: Batcher[str, None] = Batcher(
+            each(partial(qstate.remove_message, self.queue)))
 
     # ---- settings -----------------------------------------------------------------------------
     def _apply_settings(self) -> None:
@@ -185,18 +194,19 @@ class Scheduler:
                     self._apply_settings()
                     self._status()
             look, self._look = self._look, False  # a trigger from now on is seen next pass
+            if look and self._splitting:  # todo/ and the requests after the split under way
+                self._look, look = True, False
             if look:
                 await self._requests()
             if self._flush:
                 self._flush = False
                 self._make_all_due()
-            more = await self._take_todo() if look else False
+            if look:
+                self._splitting = True
+                self._spawn(self._split())
             self._dispatch()
             if time.time() - self._last_clean > CLEAN_INTERVAL_SECONDS:
                 await asyncio.to_thread(self._clean)
-            if more:
-                self._look = True
-                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), self._idle_seconds())
             except TimeoutError:
@@ -284,6 +294,17 @@ class Scheduler:
             queue_actions.adopted_for_bounce(self, m)
         if not m.busy():
             self._spawn(self._complete(m))
+
+    async def _split(self) -> None:
+        """_take_todo beside the loop: deliveries go on being dispatched while a split waits
+        for its sync rounds."""
+        try:
+            more = await self._take_todo()
+        finally:
+            self._splitting = False
+        if more:
+            self._look = True
+        self.wake.set()
 
     async def _take_todo(self) -> bool:
         """Split up to TODO_BATCH committed messages; True when more are waiting."""
@@ -448,6 +469,8 @@ class Scheduler:
         except Exception as err:
             results = [deferral(f"Internal error during delivery: {type(err).__name__}: "
                                 f"{err}. (#4.3.0)")] * len(indices)
+        finally:
+            self._release(channel, hop)
         try:
             for number, index, result in zip(numbers, indices, results, strict=True):
                 if result.kind == DEFERRAL and expired(m.birth, started, self.lifetime):
@@ -458,20 +481,26 @@ class Scheduler:
                 self.log.write(sendlog.delivery_result(number, result.kind, result.text))
                 await self._record(m, channel, index, result)
         finally:
-            m.in_flight[channel] -= len(indices)
-            self.active[channel] -= 1
-            if hop is not None:
-                left = self.dest_active.get(hop, 1) - 1
-                if left > 0:
-                    self.dest_active[hop] = left
-                else:
-                    self.dest_active.pop(hop, None)
+            m.in_flight[channel] -= len(indices)  # (kept until recorded: see _after)
             self._status()
         self._after(m, channel)
 
+    def _release(self, channel: str, hop: str | None) -> None:
+        """Free the slot of an attempt that is over, before its outcome is written (as
+        qmail-send frees a slot at the result, then marks it done), so the next delivery
+        starts while this one's done mark waits for its sync round."""
+        self.active[channel] -= 1
+        if hop is not None:
+            left = self.dest_active.get(hop, 1) - 1
+            if left > 0:
+                self.dest_active[hop] = left
+            else:
+                self.dest_active.pop(hop, None)
+        self.wake.set()
+
     async def _attempt(self, m: Message, channel: str, recipients: list[str]) -> list[Result]:
         if channel == "local":
-            data = await asyncio.to_thread(_read_file, self.queue.file("mess", m.qid))
+            data = await self._reads.submit(self.queue.file("mess", m.qid))
             return [await deliver_local(self.local_ctx, m.envelope, recipients[0], data)]
         mess = self.queue.path("mess", m.qid)
         signature, signed_for = await self._signature(m, mess)
@@ -512,8 +541,7 @@ class Scheduler:
                                             report)
                     m.bounce_pending = True
                 try:
-                    await asyncio.to_thread(qstate.mark_done, self.queue, channel, m.qid,
-                                            rcpt.offset)
+                    await self._marks.submit((channel, m.qid, rcpt.offset))
                 except FileNotFoundError:
                     pass  # the administrator purged this channel meanwhile
             except OSError as err:
@@ -567,7 +595,7 @@ class Scheduler:
                 await asyncio.sleep(0)
                 self._retry_bounce_later(m)
                 return
-        await asyncio.to_thread(qstate.remove_message, self.queue, m.qid)
+        await self._removals.submit(m.qid)
         self.messages.pop(m.qid, None)
         self.log.write(sendlog.end_msg(m.qid))
 

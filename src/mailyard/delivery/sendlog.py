@@ -15,6 +15,8 @@ Every line is built by a plain function here; `SendLog` only stamps and writes t
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 from ..logs import LogDir, logsafe  # logsafe: with the log primitives, shared with smtp
@@ -80,13 +82,44 @@ def alert(text: str) -> str:
 
 
 class SendLog:
-    """The send service's log directory (HOME/log/send)."""
+    """The send service's log directory (HOME/log/send).
+
+    Lines written on the event loop are stamped at once and kept until the loop's turn ends,
+    then written together with one system call (a delivery logs seven lines: one write and
+    one fstat each cost more than making them). The send log is not what makes mail durable
+    (the queue is), so the lines of the last turn may be lost to a crash, never to a clean
+    stop: `close` writes what is kept. Lines from other threads are written at once, after
+    what is kept, so they stay in order."""
 
     def __init__(self, path: Path) -> None:
         self._dir = LogDir(path)
+        self._lock = threading.Lock()
+        self._kept: list[bytes] = []
+        self._flush_due = False
 
     def write(self, line: str) -> None:
-        self._dir.write(line)
+        data = self._dir.encode(line)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # another thread: no loop turn to wait for
+            loop = None
+        with self._lock:
+            self._kept.append(data)
+            if loop is not None:
+                if not self._flush_due:
+                    self._flush_due = True
+                    loop.call_soon(self.flush)
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the lines kept so far."""
+        with self._lock:
+            kept, self._kept = self._kept, []
+            self._flush_due = False
+            if kept:
+                self._dir.write_encoded(b"".join(kept))
 
     def close(self) -> None:
+        self.flush()
         self._dir.close()

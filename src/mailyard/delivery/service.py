@@ -15,6 +15,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
+from ..filters.training import train_if_due_async
 from ..home import Home
 from ..queue import Queue
 from ..queue.control import QueueLock
@@ -61,8 +62,6 @@ TRAINING_CHECK_SECONDS = 60
 
 async def _daily_training(home: Home) -> None:
     """Learn the "Learn Spam"/"Learn Ham" folders once a day, alongside deliveries."""
-    from ..filters.training import train_if_due_async
-
     while True:
         try:
             await train_if_due_async(home)

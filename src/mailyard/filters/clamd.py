@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import safefs
+from ..services.privileges import mail_owner
+from ..store.settings_store import load_settings
 from .limits import max_file_bytes, max_scan_bytes, stream_max_bytes
 
 if TYPE_CHECKING:
@@ -136,8 +138,6 @@ def render_conf(home: Home, settings: dict[str, Any], user: str | None) -> str:
 
 def render(home: Home, settings: dict[str, Any] | None = None) -> Path:
     """Write clamd.conf and make the directories clamd needs; returns the config's path."""
-    from ..store.settings_store import load_settings
-
     if settings is None:
         settings = load_settings(home)
     ids = clamav_ids()
@@ -163,8 +163,6 @@ def render(home: Home, settings: dict[str, Any] | None = None) -> Path:
 
 def _socket_dir(home: Home, ids: tuple[int, int] | None) -> None:
     """run/clamav: clamav's, in the mail owner's group (HOME/run is root's: no link in it)."""
-    from ..services.privileges import mail_owner
-
     directory = socket_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
     if ids:

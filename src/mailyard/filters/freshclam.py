@@ -13,10 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .clamd import CLAMAV_USER, clamav_ids, conf_file, db_dir, log_dir
+from .clamd import CLAMAV_USER, clamav_ids, conf_file, db_dir, install_local_signatures, log_dir
+from .clamd import render as render_clamd
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -81,8 +83,6 @@ def render_conf(home: Home, owner: str | None) -> str:
 
 
 def render(home: Home) -> Path:
-    from .clamd import render as render_clamd
-
     render_clamd(home)  # the same database directory, made and owned the same way
     ids = clamav_ids()
     path = freshclam_conf(home)
@@ -133,10 +133,6 @@ def last_status(home: Home) -> dict[str, Any] | None:
 
 def run_once(home: Home, timeout: float = UPDATE_TIMEOUT_SECONDS) -> dict[str, Any]:
     """Run freshclam once, record and return the outcome (never raises for its failures)."""
-    import time
-
-    from .clamd import install_local_signatures
-
     started = time.time()
     try:
         proc = subprocess.run([FRESHCLAM, f"--config-file={freshclam_conf(home)}",

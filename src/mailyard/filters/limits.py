@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..settings.registry import value
+
 MB = 1024 * 1024
 # Headers our own hops add to a message (Received lines, spam markers) stay well under 1 MB;
 # the margin keeps a message exactly at the size limit scannable.
@@ -27,7 +29,7 @@ MIN_SCAN_SIZE_BYTES = 100 * MB
 
 def stream_max_bytes(settings: dict[str, Any]) -> int:
     """clamd's StreamMaxLength for this node: message size limit + margin, or clamd's maximum."""
-    size_mb = int(settings.get("smtp.message_size_mb", 20) or 0)
+    size_mb = int(value(settings, "smtp.message_size_mb") or 0)
     if size_mb <= 0:
         return CLAMD_MAX_BYTES
     return min(size_mb * MB + HEADER_MARGIN_BYTES, CLAMD_MAX_BYTES)

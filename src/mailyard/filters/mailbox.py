@@ -18,8 +18,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..settings.registry import value
+from ..store.accounts import get_mailbox
 from . import spamc
-from .policy import file_message
+from .policy import SPAM_ACTIONS, file_message
+from .spamd import render_mailbox_prefs, user_dir
 from .spamd import socket_path as spamd_socket
 
 if TYPE_CHECKING:
@@ -38,17 +41,13 @@ class MailboxVerdict:
 
 
 def _spam_action(home: Home, address: str) -> str:
-    from ..store.accounts import get_mailbox
-
     info = get_mailbox(home, address)
-    return info.spam_action if info is not None else "spam_folder"
+    return info.spam_action if info is not None else SPAM_ACTIONS[0]
 
 
 def _ensure_user_prefs(home: Home, address: str) -> None:
     """A mailbox added since spamd's files were last rendered gets its user_prefs (with its
     domain's preferences) before its first scan; later changes re-render them all."""
-    from .spamd import render_mailbox_prefs, user_dir
-
     if (user_dir(home, address) / "user_prefs").exists():
         return
     try:
@@ -61,11 +60,11 @@ async def scan_for_mailbox(home: Home, settings: dict[str, Any], address: str,
                            message: bytes) -> MailboxVerdict:
     """Scan `message` for the mailbox `address` with its own preferences and Bayes data."""
     unchanged = MailboxVerdict(message, "INBOX", False)
-    if not settings.get("spam.mailbox_scanning", True):
+    if not value(settings, "spam.mailbox_scanning"):
         return unchanged
     if len(message) > spamc.MAX_SCAN_BYTES:
         return unchanged
-    timeout = float(settings.get("spam.timeout", 30))
+    timeout = float(value(settings, "spam.timeout"))
     await asyncio.to_thread(_ensure_user_prefs, home, address)
     try:
         result = await spamc.process(spamd_socket(home), message, timeout,

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from ..smtp import replies as R
 from ..smtp.replies import Reply
+from ..store import models
 
-# Mailbox.spam_action values (the per-mailbox choice of guide 6.1).
-SPAM_ACTIONS: tuple[str, ...] = ("spam_folder", "inbox", "discard")
+# Mailbox.spam_action values (the per-mailbox choice of guide 6.1), declared with the model.
+SPAM_ACTIONS = models.SPAM_ACTIONS
 
 
 def virus_reply(signature: str) -> Reply:

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..settings.registry import value
 from ..smtp.replies import Reply
 from . import clamscan, spamc
 from .clamd import socket_path as clamd_socket
@@ -39,7 +40,7 @@ async def check_virus(home: Home, settings: dict[str, Any], path: Path, who: str
                       verdicts: list[str] | None = None) -> Reply | None:
     """ClamAV's part: None when clean, else the 5xx (infected, too big) or 4xx (unavailable).
     A clean result is added to `verdicts` (`virus:clean`) for the SMTP log's accepted line."""
-    timeout = float(settings.get("virus.timeout", 60))
+    timeout = float(value(settings, "virus.timeout"))
     try:
         result = await clamscan.scan_file(clamd_socket(home), path, timeout,
                                           max_stream=stream_max_bytes(settings))
@@ -67,7 +68,7 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
         log.info("spam scan skipped: %d bytes is over %d %s", size, spamc.MAX_SCAN_BYTES, who)
         return None
     message = await asyncio.to_thread(path.read_bytes)
-    timeout = float(settings.get("spam.timeout", 30))
+    timeout = float(value(settings, "spam.timeout"))
     try:
         result = await spamc.check(spamd_socket(home), message, timeout)
     except spamc.SpamdUnavailable as exc:
@@ -75,7 +76,7 @@ async def check_spam(home: Home, settings: dict[str, Any], path: Path, who: str 
         if verdicts is not None:
             verdicts.append("spam:unscanned")
         return None
-    threshold = float(settings.get("spam.smtp_threshold", 10.0))
+    threshold = float(value(settings, "spam.smtp_threshold"))
     reply = spam_reply(result.score, threshold)
     if reply is not None:
         log.info("spam refused: score %.1f %s", result.score, who)
@@ -90,10 +91,10 @@ async def check_message(home: Home, settings: dict[str, Any], path: Path, sender
     """The SMTP reply for a received message, or None to accept it (what each filter found
     is then in `verdicts`, when given)."""
     who = _who(sender, recipients, client_ip)
-    if settings.get("virus.smtp_scanning", False):
+    if value(settings, "virus.smtp_scanning"):
         reply = await check_virus(home, settings, path, who, verdicts)
         if reply is not None:
             return reply
-    if settings.get("spam.smtp_scanning", False):
+    if value(settings, "spam.smtp_scanning"):
         return await check_spam(home, settings, path, who, verdicts)
     return None

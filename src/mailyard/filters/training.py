@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import safefs
+from ..logs import LogDir
+from ..mailboxes import folder_dir
+from ..services.privileges import mail_owner, running_as_root
+from ..settings.registry import value
+from ..store.accounts import list_mailboxes
+from ..store.settings_store import load_settings
 from . import spamc
 from .spamd import socket_path as spamd_socket
 
@@ -104,8 +110,6 @@ def read_counters(home: Home, address: str, today: date) -> dict[str, int]:
 
 def _state_owner() -> tuple[int, int] | None:
     """Root (`mailyard spam train`) writes the mail owner's state as that owner's files."""
-    from ..services.privileges import mail_owner, running_as_root
-
     return mail_owner() if running_as_root() else None
 
 
@@ -181,8 +185,6 @@ def read_message(path: Path) -> bytes:
     """A message file's bytes, read without following a link. As root only a regular file
     of the mail owner's is read: whatever a link or a swapped directory leads to instead
     (a root-only file) is refused, so training never hands such a file to Bayes."""
-    from ..services.privileges import mail_owner, running_as_root
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -227,11 +229,9 @@ def purge(maildir: Path, messages: list[Path]) -> int:
 
 async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
                         today: date) -> MailboxReport:
-    from ..mailboxes import folder_dir
-
     report = MailboxReport(address)
     maildir = home.maildir(address)
-    limit = int(settings.get("spam.bayes_imap_limit", 50))
+    limit = int(value(settings, "spam.bayes_imap_limit"))
     counts = read_counters(home, address, today)
     spamd_at = spamd_socket(home)
     try:
@@ -267,17 +267,14 @@ async def train_mailbox(home: Home, settings: dict[str, Any], address: str,
 
 async def train_async(home: Home, today: date | None = None) -> TrainingReport:
     """Train every mailbox now (within today's limits); log and return the report."""
-    from ..store.accounts import list_mailboxes
-    from ..store.settings_store import load_settings
-
     settings = load_settings(home)
     today = today or date.today()
     report = TrainingReport(started=time.time())
     log = _open_log(home)
     try:
-        if not settings.get("spam.bayes_imap_training", True):
+        if not value(settings, "spam.bayes_imap_training"):
             report.note = "Bayes IMAP training is off (spam.bayes_imap_training)"
-        elif not settings.get("spam.bayes", True):
+        elif not value(settings, "spam.bayes"):
             report.note = "Bayes is off (spam.bayes): nothing to train"
         with _exclusive(home) as mine:
             if not mine:
@@ -305,9 +302,7 @@ async def train_async(home: Home, today: date | None = None) -> TrainingReport:
     return report
 
 
-def _open_log(home: Home):  # type: ignore[no-untyped-def]
-    from ..logs import LogDir
-
+def _open_log(home: Home) -> LogDir:
     return LogDir(home.service_log_dir("spam-train"))
 
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .clamd import LOCAL_DB_NAME, db_dir
+
 if TYPE_CHECKING:
     from ..home import Home
 
@@ -112,8 +114,6 @@ def _fmt(moment: datetime | None) -> str:
 
 def describe(path: Path) -> Definition:
     """One table row for one database file."""
-    from .clamd import LOCAL_DB_NAME
-
     if path.suffix in OFFICIAL_SUFFIXES:
         try:
             header = read_header(path)
@@ -136,8 +136,6 @@ def describe(path: Path) -> Definition:
 
 def definitions(home: Home) -> list[dict[str, Any]]:
     """The table of every database file in the node's database directory, official first."""
-    from .clamd import db_dir
-
     directory = db_dir(home)
     if not directory.is_dir():
         return []
@@ -159,7 +157,6 @@ def summary(home: Home) -> str:
     if official:
         total = sum(r["signatures"] for r in rows)
         return f"{total} signatures in {len(rows)} database files"
-    from .clamd import LOCAL_DB_NAME
 
     if any(r["file"] == LOCAL_DB_NAME for r in rows):
         return ("only the local EICAR test database is installed: scanning works but detects "

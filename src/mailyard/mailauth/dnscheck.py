@@ -15,7 +15,7 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
-from ..delivery.resolve import parse_resolver_setting
+from ..settings.types import parse_resolver_setting
 from .records import Record
 
 # Seconds one whole lookup may take (all retries): a check of one domain makes about ten.

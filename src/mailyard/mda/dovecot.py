@@ -19,9 +19,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..services.control import ControlError
+from ..services.errors import ControlError
 from ..services.privileges import mail_owner, running_as_root
 from ..store.cache import cache_path, uses_cache
+from ..store.settings_store import load_settings
 from . import listeners, master
 from .config import (
     DovecotConfigError,
@@ -131,8 +132,6 @@ def render(home: Home, settings: dict[str, Any] | None = None,
     running Dovecot never reloads a half-written or refused configuration. `ident` defaults to
     who we are (see `identity`)."""
     if settings is None:
-        from ..store.settings_store import load_settings
-
         settings = load_settings(home)
     p = paths(home)
     ident = ident or identity()
@@ -196,8 +195,6 @@ def master_running(home: Home) -> bool:
 
 
 def _listener_status(home: Home, service: str) -> str:
-    from ..store.settings_store import load_settings
-
     on = listeners.enabled(home, load_settings(home))[service]
     return RUNNING if on and master_running(home) else STOPPED
 
@@ -225,8 +222,6 @@ def _wait_listener(home: Home, service: str, settings: dict[str, Any], on: bool)
 
 
 def _switch(home: Home, service: str, on: bool) -> None:
-    from ..store.settings_store import load_settings
-
     listeners.set_enabled(home, service, on)
     settings = load_settings(home)
     if not master_running(home):
@@ -274,7 +269,5 @@ def control(home: Home, service: str, action: str) -> str:
                 _switch(home, service, False)
             _switch(home, service, True)
         elif master_running(home):  # reload
-            from ..store.settings_store import load_settings
-
             _reload(home, load_settings(home))
     return _listener_status(home, service)

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..settings.registry import value
+
 if TYPE_CHECKING:
     from ..home import Home
 
@@ -59,7 +61,7 @@ def _recorded(home: Home) -> dict[str, bool]:
 def enabled(home: Home, settings: dict[str, Any]) -> dict[str, bool]:
     """Every listener's on/off state: as recorded, else its start-on-boot setting."""
     recorded = _recorded(home)
-    return {name: recorded.get(name, bool(settings.get(f"service.{name}.start_on_boot", True)))
+    return {name: recorded.get(name, bool(value(settings, f"service.{name}.start_on_boot")))
             for name in LISTENERS}
 
 

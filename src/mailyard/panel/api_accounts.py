@@ -14,6 +14,7 @@ from ..delivery.quota_warning import WARN_PERCENT
 from ..home import Home
 from ..services import helper
 from ..store import accounts
+from ..store.models import SPAM_ACTIONS
 from . import usage_view
 from .problems import Refused, errors
 from .security import Caller, home_of
@@ -21,7 +22,7 @@ from .security import Caller, home_of
 router = APIRouter(tags=["accounts"])
 log = logging.getLogger("mailyard.panel.accounts")
 
-SpamAction = Literal["spam_folder", "inbox", "discard"]
+SpamAction = Literal[SPAM_ACTIONS]  # type: ignore[valid-type]  # the model's one list of choices
 
 
 class DomainView(BaseModel):

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ..cluster.membership import list_nodes
 from ..home import Home
 from ..services import helper
-from ..settings.apply import change_settings
+from ..services.apply_settings import change_settings
 from ..settings.registry import REGISTRY, Setting
 from ..settings.types import Choice, Lines, SettingError
 from ..store.settings_store import load_settings
@@ -103,7 +104,7 @@ def check_shape(spec: Setting, value: Any) -> None:
 
 def apply_through_helper(home: Home, keys: list[str],
                          unchanged: frozenset[str]) -> tuple[list[str], list[str], list[str]]:
-    """settings.apply.apply_keys, done by the root helper: the panel may not render the
+    """services.apply_settings.apply_keys, done by the root helper: the panel may not render the
     daemons' configs or signal their processes itself. The values are stored either way."""
     try:
         done = helper.call(home, "apply-settings", keys=keys, unchanged=sorted(unchanged))
@@ -117,7 +118,7 @@ def apply_through_helper(home: Home, keys: list[str],
 def apply_change(request: Request, values: dict[str, Any], cascade: bool,
                  split: bool = False) -> ChangeView:
     """The one way the pages and the API change settings: this node's value, or with `cascade`
-    the cluster-wide one (settings.apply.change_settings). With `split` (a whole box sent with
+    the cluster-wide one (services.apply_settings.change_settings). With `split` (a whole box sent with
     "Cascade to nodes?"), the keys that may be cascaded are, and those that belong to one node
     are stored as this node's value; the answer says which were which."""
     for key, value in values.items():
@@ -137,8 +138,6 @@ def apply_change(request: Request, values: dict[str, Any], cascade: bool,
                                        applier=apply_through_helper))
     nodes = [home.node_name]
     if shared:  # the other nodes apply it themselves (GET `mailyard cluster changes`)
-        from ..cluster.membership import list_nodes
-
         nodes += [n["name"] for n in list_nodes(home) if n["name"] != home.node_name]
     merged: dict[str, Any] = {}
     for result in results:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
+from ..cluster.agent import start_thread
 from ..home import Home
 from ..settings.types import SettingError
+from ..store.cache import StoreUnavailable
 from . import (
     api_accounts,
     api_cluster,
@@ -63,8 +67,6 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
         # The cluster agent (heartbeat, cascaded changes) runs here: see mailyard.cluster.agent.
         agent = None
         if sample and home.db_url.startswith(("postgresql", "postgres")):
-            from ..cluster.agent import start_thread
-
             agent = start_thread(home)
         try:
             yield
@@ -75,8 +77,6 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-    from importlib.metadata import version
 
     app = FastAPI(title="mailyard", version=version("mailyard"), description=API_DESCRIPTION,
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
@@ -89,10 +89,6 @@ def create_app(home: Home, *, sample: bool = True) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(SettingError, problems.setting_error_handler)
     app.add_exception_handler(problems.Refused, problems.refused_handler)
-    from sqlalchemy.exc import OperationalError
-
-    from ..store.cache import StoreUnavailable
-
     app.add_exception_handler(OperationalError, problems.store_away_handler)
     app.add_exception_handler(StoreUnavailable, problems.store_away_handler)
     app.include_router(api_router())

@@ -16,13 +16,21 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
+from ..cluster.changes import changes_report
+from ..cluster.membership import list_nodes, manager
 from ..services import control
+from ..settings.registry import SERVICE_NAMES
 from ..store import accounts
+from ..store.cache import recent_health
+from ..store.models import SPAM_ACTIONS
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd
 from .api_accounts import account_usage
+from .api_queue import page_context
 from .api_services import statuses
+from .api_spam import preference_examples, preference_rows
 from .api_tls import installed_certificates
+from .api_virus import definition_rows, freshclam_status
 from .problems import page_problems  # issue 19: senders over a rate limit
 from .security import CSRF_FIELD, home_of, same_origin, session_of, sessions_of
 from .sessions import COOKIE_NAME, SIGNIN_COOKIE_NAME, Session
@@ -159,15 +167,11 @@ def _statuses(request: Request) -> dict[str, control.ServiceStatus]:
 def _cascades_actions(request: Request) -> bool:
     """Whether this node is the manager of a cluster, which alone cascades actions: the pages
     offer "Cascade to nodes?" on service and queue actions only then."""
-    from ..cluster.membership import manager
-
     current = manager(home_of(request))
     return current is not None and current.name == home_of(request).node_name
 
 
 def _base(request: Request, session: Session, page: str, title: str) -> dict[str, Any]:
-    from ..store.cache import recent_health
-
     # A cluster's store may be away: the pages then show what the node works from (its local
     # cache) and offer no cascading, which needs the store.
     store = recent_health(home_of(request))
@@ -207,8 +211,6 @@ def mda(request: Request, session: SignedIn) -> Response:
 
 @router.get("/spam")
 def spam(request: Request, session: SignedIn) -> Response:
-    from .api_spam import preference_examples, preference_rows
-
     context = _boxes_page(request, session, "spam")
     prefs = optional.load("mailyard.filters.prefs")
     context["prefs_available"] = prefs is not None
@@ -219,8 +221,6 @@ def spam(request: Request, session: SignedIn) -> Response:
 
 @router.get("/virus")
 def virus(request: Request, session: SignedIn) -> Response:
-    from .api_virus import definition_rows, freshclam_status
-
     context = _boxes_page(request, session, "virus")
     context["definitions"] = definition_rows(home_of(request))
     context["freshclam"] = freshclam_status(home_of(request))
@@ -230,8 +230,6 @@ def virus(request: Request, session: SignedIn) -> Response:
 @router.get("/queue")
 def queue(request: Request, session: SignedIn, period: str = "day",
           which: str = "remote+local") -> Response:
-    from .api_queue import page_context
-
     home = home_of(request)
     period = period if period in rrd.PERIODS else "day"
     which = which if which in queue_view.LIST_CHOICES else "remote+local"
@@ -253,7 +251,7 @@ def queue(request: Request, session: SignedIn, period: str = "day",
 @router.get("/accounts")
 def accounts_page(request: Request, session: SignedIn) -> Response:
     home = home_of(request)
-    spam_actions = [("spam_folder", "Spam folder"), ("inbox", "Inbox"), ("discard", "Discard")]
+    spam_actions = [(a, a.replace("_", " ").capitalize()) for a in SPAM_ACTIONS]
     return render("accounts.html", **_base(request, session, "accounts", "Accounts"),
                   domains=accounts.list_domains(home), mailboxes=accounts.list_mailboxes(home),
                   aliases=accounts.list_aliases(home), spam_actions=spam_actions,
@@ -275,9 +273,6 @@ def mailauth_page(request: Request, session: SignedIn, check: str = "") -> Respo
 
 @router.get("/cluster")
 def cluster_page(request: Request, session: SignedIn) -> Response:
-    from ..cluster.changes import changes_report
-    from ..cluster.membership import list_nodes
-
     home = home_of(request)
     base = _base(request, session, "cluster", "Cluster")
     if base["store_away"]:  # the nodes and changes live only in the store
@@ -291,8 +286,6 @@ def cluster_page(request: Request, session: SignedIn) -> Response:
 
 def _reported_services(nodes: list[dict[str, Any]]) -> list[str]:
     """The services any node reported, in the usual order, then anything else they sent."""
-    from ..settings.registry import SERVICE_NAMES
-
     reported = {name for n in nodes for name in n["services"]}
     return [n for n in SERVICE_NAMES if n in reported] + sorted(reported - set(SERVICE_NAMES))
 

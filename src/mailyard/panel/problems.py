@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ..settings.types import SettingError
+from ..store.cache import StoreUnavailable, describe_error
 from . import limits_view
 
 
@@ -91,8 +92,6 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
 async def store_away_handler(request: Request, exc: Exception) -> Response:
     """The store did not answer (a cluster's PostgreSQL is away) and the local cache could not
     stand in, e.g. for a change: 503 and what happened, for the API and for the pages."""
-    from ..store.cache import StoreUnavailable, describe_error
-
     reason = str(exc) if isinstance(exc, StoreUnavailable) else describe_error(exc)
     text = (f"The store did not answer ({reason}); try again when it is back. Mail goes on "
             "meanwhile: a cluster node works from its local cache of the store.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from ..queue.layout import QUEUES
 from ..services import helper
 from . import optional
 
@@ -41,7 +42,7 @@ def ask(home: Home, action: str, **args: Any) -> Any:
 def stats(home: Home) -> dict[str, int]:
     """Messages in Todo, Local and Remote."""
     counts = ask(home, "stats")
-    return {name: int(counts.get(name, 0)) for name in ("todo", "local", "remote")}
+    return {name: int(counts.get(name, 0)) for name in QUEUES}
 
 
 def show(home: Home, qid: str) -> dict[str, Any]:

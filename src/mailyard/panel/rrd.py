@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..queue.layout import QUEUES
+
 if TYPE_CHECKING:
     from ..home import Home
 
@@ -23,7 +25,7 @@ RRDTOOL = shutil.which("rrdtool") or "/usr/bin/rrdtool"
 # (rrdtool's heartbeat) before that stretch counts as unknown.
 STEP_SECONDS = 60
 HEARTBEAT_SECONDS = 180
-SERIES: tuple[str, ...] = ("todo", "local", "remote")
+SERIES: tuple[str, ...] = QUEUES
 # Archives: per minute for a day, per 5 minutes for a week, per 30 minutes for a month, per
 # day for two years; each as AVERAGE and MAX so the graphs can show both.
 ARCHIVES: tuple[tuple[int, int], ...] = ((1, 1500), (5, 2100), (30, 1550), (1440, 800))

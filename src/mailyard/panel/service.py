@@ -13,15 +13,18 @@ import importlib
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
+import uvicorn
+
 from ..home import Home
 from ..services.privileges import PANEL_USER, drop_privileges
 from ..store.settings_store import load_settings
+from .app import create_app
 
 # Modules the panel imports lazily, loaded before root is dropped (see PRELOAD_BEFORE_DROP).
 PANEL_PRELOAD = (
     "mailyard.cluster.membership", "mailyard.cluster.changes", "mailyard.store.cache",
     "mailyard.panel.api_spam", "mailyard.panel.api_virus", "mailyard.panel.api_queue",
-    "mailyard.settings.apply", "mailyard.queue.admin", "mailyard.filters.prefs",
+    "mailyard.services.apply_settings", "mailyard.queue.admin", "mailyard.filters.prefs",
     "mailyard.filters.virusdb", "mailyard.filters.freshclam", "multipart", "python_multipart",
 )
 
@@ -44,10 +47,6 @@ def _preload() -> None:
 def run(home: Home) -> None:
     """Bind and load the TLS key as root, drop to mailyard-panel, serve until SIGTERM
     (uvicorn stops gracefully on it)."""
-    import uvicorn
-
-    from .app import create_app
-
     settings = load_settings(home)
     config = uvicorn.Config(
         create_app(home), host=str(settings["panel.listen_address"]),

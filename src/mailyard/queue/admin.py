@@ -16,6 +16,7 @@ from typing import Any
 
 from ..home import Home
 from ..services.privileges import chown_path
+from ..store.settings_store import load_settings
 from . import control, holds, listing, select
 from . import state as qstate
 from .envelope import Envelope
@@ -26,7 +27,7 @@ from .layout import Queue
 REQUEST_WAIT_SECONDS = 15.0
 # `show` returns at most this much of the message text (a queue can hold 2 GB messages).
 MAX_SHOW_BYTES = 64 * 1024
-PURGE_CHOICES = ("local", "remote", "todo", "all")
+PURGE_CHOICES = (*qstate.CHANNELS, "todo", "all")
 LIST_CHOICES = select.WHICH_CHOICES
 # Messages on one page of the API and the panel at most (the panel shows 50 by default).
 MAX_PAGE = 500
@@ -366,8 +367,6 @@ def _bounce_direct(q: Queue, qid: str) -> bool:
 def send_test(home: Home, to: str, subject: str = "", body: str = "") -> dict[str, Any]:
     """Queue a short test message to `to` (the guide's 7.2.3), from the double bounce
     address (the postmaster), so that a bounce of it reaches the administrator."""
-    from ..store.settings_store import load_settings
-
     to = to.strip()
     if "@" not in to or any(ch in to for ch in " \t\r\n<>"):
         raise QueueError(f"{to!r} is not an e-mail address (write user@domain)",

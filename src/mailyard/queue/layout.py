@@ -29,6 +29,8 @@ from .inject import MessageWriter
 #   attempts/ deferred deliveries' attempt counts and last replies (attempts.py)
 STATE_DIRS: tuple[str, ...] = ("tmp", "mess", "todo", "info", "local", "remote", "bounce", "lock",
                                "hold", "attempts")
+# The queues an administrator names and counts: Todo (before the split), Local and Remote.
+QUEUES: tuple[str, ...] = ("todo", "local", "remote")
 TRIGGER = "lock/trigger"
 
 
@@ -110,7 +112,7 @@ class Queue:
     # ---- counts ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Messages not yet preprocessed (todo), and with local or remote deliveries to do."""
-        return {state: _count(self.root / state) for state in ("todo", "local", "remote")}
+        return {state: _count(self.root / state) for state in QUEUES}
 
     def ids(self, state: str) -> list[str]:
         """Queue ids present in one state directory (numeric ids only)."""

@@ -304,3 +304,32 @@ def clean_orphans(queue: Queue, now: float | None = None) -> list[str]:
         except FileNotFoundError:
             continue
     return removed
+
+
+def mark_done_many(queue: Queue, marks: list[tuple[str, str, int]]) -> list[None | OSError]:
+    """`mark_done` for several recipients (channel, qid, offset), each answered on its own:
+    every mark written, then one sync round for all of them where syncfs rounds exist (an
+    fsync of each file elsewhere). A failed round fails every mark it covered: they stay to
+    do, and are written again (over a T or a D alike)."""
+    answers: list[None | OSError] = [None] * len(marks)
+    written: list[int] = []
+    for i, (channel, qid, offset) in enumerate(marks):
+        try:
+            fd = os.open(queue.file(channel, qid), os.O_WRONLY)
+            try:
+                os.pwrite(fd, DONE_MARK, offset)
+                if not SYNC_ROUNDS:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            answers[i] = err
+            continue
+        written.append(i)
+    if SYNC_ROUNDS and written:
+        try:
+            FS_SYNC.sync_all({queue.file(marks[i][0], "") for i in written})
+        except OSError as err:
+            for i in written:
+                answers[i] = err
+    return answers

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from ..settings.types import is_hostname
+from ..address import is_hostname
 
 # A certificate that ends within this many days is installed with a warning, and `status`
 # says so: ACME clients renew at 30 days left (Let's Encrypt's advice), so less is a sign

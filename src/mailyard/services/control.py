@@ -19,10 +19,14 @@ from typing import Any
 from supervisor.xmlrpc import SupervisorTransport
 
 from ..home import Home
+from ..mda.dovecot import reset_listeners
+from ..nodeinit import HomeUnreachable, check_reach, give_store_to_mail_owner, secure_home
 from ..settings.registry import SERVICE_NAMES
+from ..store.cache import mark_store_away, refresh_cache
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES
+from .errors import ControlError
 from .readiness import serves, serves_unix
 from .run import load
 
@@ -38,10 +42,6 @@ _STATE_MAP = {
     "STOPPED": "STOPPED", "STOPPING": "STOPPED", "EXITED": "STOPPED",
     "FATAL": "FATAL", "UNKNOWN": "FATAL",
 }
-
-
-class ControlError(RuntimeError):
-    """A control action failed; the message says which service and why."""
 
 
 @dataclass
@@ -75,8 +75,6 @@ def supervisor_running(home: Home) -> bool:
 
 def _prepare(home: Home) -> None:
     """Everything the services need before supervisord starts them."""
-    from ..nodeinit import HomeUnreachable, check_reach, give_store_to_mail_owner, secure_home
-
     try:
         check_reach(home.root)
     except HomeUnreachable as exc:
@@ -162,8 +160,6 @@ def wait_ready(home: Home, services: list[str], timeout: float = UP_TIMEOUT_SECO
 
 def up(home: Home, timeout: float = UP_TIMEOUT_SECONDS) -> list[str]:
     """Start the node (supervisord and every enabled service); wait until they serve."""
-    from ..mda.dovecot import reset_listeners
-
     reset_listeners(home)  # a fresh start follows start-on-boot, not last run's switches
     _refresh_cache(home)
     start_supervisor(home)
@@ -177,8 +173,6 @@ def up(home: Home, timeout: float = UP_TIMEOUT_SECONDS) -> list[str]:
 def _refresh_cache(home: Home) -> None:
     """Bring the local cache of a cluster's store up to date before the services start; a
     store that is away leaves the last copy, which the services then work from."""
-    from ..store.cache import mark_store_away, refresh_cache
-
     try:
         refresh_cache(home)
     except Exception as exc:

@@ -25,9 +25,9 @@ from typing import Any
 from ..home import Home
 from ..queue import admin, holds
 from ..queue import select as queue_select
-from ..settings.apply import apply_keys
 from ..settings.registry import REGISTRY
 from . import control
+from .apply_settings import apply_keys
 from .catalog import SERVICES
 from .control import ServiceStatus
 

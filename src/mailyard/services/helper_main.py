@@ -26,16 +26,17 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
+from .. import usage
 from ..home import Home
 from ..mailboxes import ensure_maildir
 from ..queue import admin as queue_admin
 from ..queue import select as queue_select
 from ..queue.errors import QueueError
-from ..settings.apply import apply_keys
 from ..store import accounts
 from ..store.db import forget_engines_after_fork
 from ..store.settings_store import load_settings
 from . import certificates, control
+from .apply_settings import apply_keys
 from .helper import (
     ANSWER_WAIT_SECONDS,
     MAX_REQUEST_BYTES,
@@ -198,7 +199,11 @@ class MailOwnerWorker:
 
 
 def _make_maildir(home: Home, args: dict[str, Any]) -> dict[str, Any]:
-    return {"maildir": str(ensure_maildir(home, args["address"]))}
+    """With the settings read now, so that the long-running helper follows mail.root."""
+    settings = load_settings(home)
+    home.use_settings(settings)
+    return {"maildir": str(ensure_maildir(home, args["address"],
+                                          bool(settings["spam.bayes_imap_training"])))}
 
 
 def _queue_work(home: Home, args: dict[str, Any]) -> Any:
@@ -224,12 +229,10 @@ def _queue_work(home: Home, args: dict[str, Any]) -> Any:
     return queue_admin.stats(home)
 
 
-# The trail, usage and the rate counters belong to layers above this one (the log tools, the
-# accounts' usage, smtp): reached by name, as the catalog reaches the services it starts.
+# The trail and the rate counters belong to layers above this one (the delivery trail at the
+# top, smtp among the parts): reached by name, as the catalog reaches the services it starts.
 TRAIL_QUERY = "mailyard.trail:query_of"
 TRAIL_FIND = "mailyard.trail_logs:trail"
-USAGE_MAILBOXES = "mailyard.usage:mailboxes"
-USAGE_MAILBOX = "mailyard.usage:mailbox"
 LIMITS_REPORT = "mailyard.smtp.ratereport:report"
 LIMITS_JSON = "mailyard.smtp.ratereport:as_json"
 RATE_TABLE = "mailyard.smtp.ratetable:RateTable"
@@ -251,8 +254,8 @@ def _trail(home: Home, args: dict[str, Any]) -> dict[str, Any]:
 def _usage(home: Home, args: dict[str, Any]) -> Any:
     """Each mailbox's use of its quota (of one domain), or one mailbox's (None: no such)."""
     if args["address"] is not None:
-        return load(USAGE_MAILBOX)(home, args["address"])
-    return load(USAGE_MAILBOXES)(home, args["domain"])
+        return usage.mailbox(home, args["address"])
+    return usage.mailboxes(home, args["domain"])
 
 
 def _limits(home: Home, args: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ that user.
 from __future__ import annotations
 
 import grp
+import importlib
 import os
 import pwd
 import subprocess
@@ -108,22 +109,20 @@ def chown_path(path: Path) -> None:
 # Modules that mailyard and its libraries import lazily, loaded before root is dropped: after
 # the drop, the interpreter's files and our own may be out of the mail owner's reach (a Python
 # under root's 0700 home, a checkout in a 0700 directory). One list for every process that
-# drops, so that a lazy import added to a shared path is covered once, here.
+# drops, so that a lazy import added to a shared path is covered once, here. Our own modules
+# are imported at the top of the modules that use them, so only the one optional part that
+# local delivery loads when present is named (tests/foundation/test_dropped_imports.py).
 PRELOAD_BEFORE_DROP = (
     "sqlite3", "ssl", "email.utils", "email.charset", "encodings.idna", "json",
     "concurrent.futures.thread", "sqlalchemy.dialects.sqlite.pysqlite",
     "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA", "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.CNAME",
     "dns.rdtypes.ANY.SOA", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "dns.rdtypes.ANY.NS",
     "dns.edns", "dns.flags", "dns.asyncquery", "dns._asyncio_backend",
-    "mailyard.store.settings_store", "mailyard.store.cache", "mailyard.store.accounts",
-    "mailyard.mailboxes", "mailyard.filters.mailbox", "mailyard.filters.spamd",
-    "mailyard.filters.policy", "mailyard.filters.training", "aiospamc",
+    "mailyard.filters.mailbox", "aiospamc",
 )
 
 
 def preload_before_drop() -> None:
-    import importlib
-
     for name in PRELOAD_BEFORE_DROP:
         try:
             importlib.import_module(name)

@@ -7,6 +7,8 @@ limit is applied here, before the real program starts, as daemontools' softlimit
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import importlib
 import os
 import resource
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..home import Home
+from ..store.settings_store import load_settings
 from .catalog import SERVICES
 
 
@@ -35,9 +38,6 @@ M_ARENA_MAX = -8  # mallopt() parameter number, <malloc.h>
 
 
 def _limit_malloc_arenas() -> None:
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS_UNDER_LIMIT)
@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
     if not specs:
         sys.exit(f"mailyard: no service program named {args.program!r}")
     spec = specs[0]
-    from ..store.settings_store import load_settings
 
     settings = load_settings(home)
     # Dovecot limits its own processes (vsz_limit per service); the others get softlimit here.

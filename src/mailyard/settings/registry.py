@@ -6,11 +6,11 @@ none of them restates a rule. Defaults follow the guide and qmail unless a comme
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..filters import spam_lists
-from ..smtp import blacklist
+from .. import blacklist, spam_lists
 from .types import (
     TLS_POLICY_LEVELS,
     Bool,
@@ -603,3 +603,11 @@ _add("limits.hold_when_over", Bool(), False, "Hold Mail of Senders over a Limit"
      "administrator to review and release or delete (a stolen password sends fast). Off: the "
      "sender is only refused until its count has fallen.",
      services=("smtp", "submission"), box="smtp_outbound")
+
+
+def value(settings: Mapping[str, Any], key: str) -> Any:
+    """The value of setting `key` in `settings` (as the store loads them), or its declared
+    default when `settings` lack it (a partial mapping), so that no call site restates a
+    default. An unknown key is refused with SettingError, as everywhere."""
+    spec = setting(key)
+    return settings[key] if key in settings else spec.default

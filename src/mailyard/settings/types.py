@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..address import ATEXT, MAX_LOCAL_PART, is_hostname
+
 
 class SettingError(ValueError):
     """A refused value: names the setting, the value given and what is allowed."""
@@ -25,15 +27,7 @@ class ItemError(ValueError):
 
 # Control characters never belong in a setting: they would end a config line or a log line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-    r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-_LOCALPART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
-
-
-def is_hostname(text: str) -> bool:
-    return bool(_HOSTNAME.match(text))
+_LOCALPART = re.compile(rf"[{ATEXT}.]{{1,{MAX_LOCAL_PART}}}")
 
 
 @dataclass(frozen=True)
@@ -363,7 +357,7 @@ def smtp_route_item(line: str) -> str:
 
 
 def local_part_or_address_item(line: str) -> str:
-    if not (_LOCALPART.match(line) or "@" in line):
+    if not (_LOCALPART.fullmatch(line) or "@" in line):
         raise ItemError(f"{line!r} is not a user name or address")
     return line.lower()
 
@@ -411,3 +405,17 @@ def tls_policy_item(line: str) -> str:
         except ValueError:
             raise ItemError(f"{parts[0]!r} is not a domain, .domain or relay address") from None
     return f"{key} {level}"
+
+
+# The smtp.dns_resolver value as the DNS clients of smtp, delivery and mailauth use it (read
+# here, beside the IPAddress type that accepted it, so that no part imports another's).
+def parse_resolver_setting(spec: str) -> tuple[str, int] | None:
+    """("IP", port) of a smtp.dns_resolver value, None for the system's resolvers."""
+    spec = spec.strip()
+    if not spec:
+        return None
+    address, at, port = spec.rpartition("@")
+    if not at:
+        address, port = spec, "53"
+    ipaddress.ip_address(address)  # ValueError names a bad address
+    return address, int(port)

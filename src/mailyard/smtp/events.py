@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .address import Path
+from ..address import Path
 from .lines import DataStats
 from .replies import Reply
 

@@ -178,12 +178,3 @@ class DotUnstuffer:
             self._line_start = True
         self._buf = bytearray(buf[i:])
         return bytes(out), None
-
-
-def dot_stuff(content: bytes) -> bytes:
-    """The client's side of RFC 5321 4.5.2, for tests and the benchmark: stuff and terminate."""
-    if content and not content.endswith(CRLF):
-        content += CRLF
-    lines = content.split(CRLF)
-    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
-    return CRLF.join(stuffed) + b".\r\n"

@@ -20,12 +20,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .. import quota
+from .. import blacklist, quota
+from ..address import Path
 from ..mailauth import srs
-from . import blacklist
 from . import ratelimit as RL
 from . import replies as R
-from .address import Path
 from .auth import MECHANISMS
 from .lines import MAX_TEXT_LINE
 from .protocol import Session
@@ -221,7 +220,7 @@ def mode_refusal(policy: Policy, session: Session) -> R.Reply | None:
 
 
 def blacklist_match(patterns: tuple[str, ...], address: str) -> str | None:
-    """The first blacklist entry matching the address (rules in `smtp.blacklist`)."""
+    """The first blacklist entry matching the address (rules in `mailyard.blacklist`)."""
     return blacklist.first_match(patterns, address)
 
 

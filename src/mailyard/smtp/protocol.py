@@ -19,8 +19,8 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..address import AddressError, Path, parse_path_argument
 from . import replies as R
-from .address import AddressError, Path, parse_path_argument
 from .events import (
     Auth,
     AuthResponse,

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..address import AddressError, parse_mailbox
 from ..home import Home, HomeError
 from ..queue import Envelope, Queue, QueueError
 from ..store.settings_store import load_settings
-from .address import AddressError, parse_mailbox
 from .policy import blacklist_match
 
 DEFAULT_HOME = "/var/lib/mailyard"

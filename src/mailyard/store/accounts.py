@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from ..address import MAILBOX_LOCAL, is_hostname, lookup_key
+from ..home import Home as _Home
+from ..mailboxes import ensure_maildir
 from ..settings.registry import dkim_algorithms
-from ..settings.types import is_hostname
-from ..smtp.address import lookup_key
 from .cache import read_scope
 from .db import session_scope
 from .dkim_keys import add_first_keys
-from .models import Admin, Alias, Domain, Mailbox
+from .models import SPAM_ACTIONS, Admin, Alias, Domain, Mailbox
 from .passwords import hash_password, verify_password
 from .settings_store import load_settings
 
@@ -27,8 +28,6 @@ class AccountError(ValueError):
     """A refused account change; the message says what and why."""
 
 
-# RFC 5322 atext without "/" (a local part names a directory under mail/<domain>/).
-_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
 # A domain's owner is a unix user name as Debian's useradd takes one by default
 # (NAME_REGEX without the trailing "$" of machine accounts), at most 32 characters (its limit).
 _OWNER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -48,7 +47,7 @@ def split_address(address: str) -> tuple[str, str]:
     """Lowercased (local part, domain) of a plain address, or AccountError."""
     text = address.strip().lower()
     local, at, domain = text.rpartition("@")
-    if not at or not local or not _LOCAL.match(local) or len(local) > 64:
+    if not at or not local or not MAILBOX_LOCAL.fullmatch(local) or len(local) > 64:
         raise AccountError(f"{address!r} is not an address of the form user@domain")
     if not is_hostname(domain):
         raise AccountError(f"{address!r}: {domain!r} is not a domain name")
@@ -114,8 +113,6 @@ def local_domains(home: Home) -> set[str]:
     """The domains delivered here: every domain row, plus the node's hostname and default
     domain, which are local even without a row so that mail for them never leaves the node
     (and comes back: a loop)."""
-    from .settings_store import load_settings  # settings_store reads through the cache too
-
     settings = load_settings(home)
     with read_scope(home) as s:
         names = set(s.scalars(select(Domain.name)))
@@ -131,8 +128,6 @@ def domain_owners(home: Home) -> dict[str, str]:
 
 def domains_owned_by(home: Home | Path, owner: str) -> list[str]:
     """Domains whose system owner is `owner` (the log tools' xuser)."""
-    from ..home import Home as _Home
-
     node = home if isinstance(home, _Home) else _Home.find(str(home))
     with read_scope(node) as s:
         return sorted(s.scalars(select(Domain.name).where(Domain.owner == owner)))
@@ -169,9 +164,11 @@ def add_mailbox(home: Home, address: str, password: str, quota_mb: int = 0,
 
 
 def _make_maildir(home: Home, address: str) -> None:
-    from ..mailboxes import ensure_maildir  # the mailbox layout shared with delivery and Dovecot
-
-    ensure_maildir(home, address)
+    """The mailbox on disk (the layout shared with delivery and Dovecot), with the settings
+    read now, so that a long-running process (the panel) follows mail.root."""
+    settings = load_settings(home)
+    home.use_settings(settings)
+    ensure_maildir(home, address, bool(settings["spam.bayes_imap_training"]))
 
 
 def set_password(home: Home, address: str, password: str) -> None:
@@ -226,8 +223,8 @@ def set_mailbox(home: Home, address: str, *, quota_mb: int | None = None,
 
 
 def set_spam_action(home: Home, address: str, action: str) -> None:
-    if action not in ("spam_folder", "inbox", "discard"):
-        raise AccountError(f"spam action {action!r} is not one of spam_folder, inbox, discard")
+    if action not in SPAM_ACTIONS:
+        raise AccountError(f"spam action {action!r} is not one of {', '.join(SPAM_ACTIONS)}")
     with session_scope(home.db_url) as s:
         box = s.scalar(select(Mailbox).where(Mailbox.address == address.strip().lower()))
         if box is None:
@@ -242,6 +239,19 @@ def list_mailboxes(home: Home, domain: str | None = None) -> list[MailboxInfo]:
             q = q.join(Domain).where(Domain.name == domain.lower())
         return [MailboxInfo(m.address, m.active, m.quota_mb, m.spam_action)
                 for m in s.scalars(q)]
+
+
+def ensure_all_maildirs(home: Home) -> int:
+    """ensure_maildir for every mailbox in the store, with the current training setting.
+    Called when spam.bayes_imap_training changes; returns how many mailboxes it visited."""
+    settings = load_settings(home)
+    home.use_settings(settings)
+    training = bool(settings["spam.bayes_imap_training"])
+    count = 0
+    for box in list_mailboxes(home):
+        ensure_maildir(home, box.address, training)
+        count += 1
+    return count
 
 
 def get_mailbox(home: Home, address: str) -> MailboxInfo | None:

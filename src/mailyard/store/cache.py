@@ -47,6 +47,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from .. import safefs
+from ..services.privileges import mail_owner, running_as_root, store_gid
 from .db import engine_for, session_scope
 from .models import Admin, Alias, Domain, Mailbox, SettingRow, SpamPreference
 
@@ -292,9 +294,6 @@ CACHE_FILE_MODE = 0o660
 def _give_to_mail_owner(home: Home, path: Path) -> None:
     """The cache file is the mail owner's, in the store's group; HOME/db is root's, 2770
     root:mailyard-store (changed without following a link: HOME is root's)."""
-    from .. import safefs  # a primitive, loaded here as the privileges below are
-    from ..services.privileges import mail_owner, running_as_root, store_gid
-
     if not running_as_root():
         return
     gid = store_gid()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -79,18 +76,3 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def alembic_config(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
-    return cfg
-
-
-def migrate(url: str) -> None:
-    """Bring the store's schema to the newest revision (idempotent)."""
-    cfg = alembic_config(url)
-    with engine_for(url).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Where a mailbox's spam goes (guide 6.1; issue 6): the one list of choices, the first the default.
+SPAM_ACTIONS: tuple[str, ...] = ("spam_folder", "inbox", "discard")
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -45,7 +48,7 @@ class Mailbox(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     quota_mb: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     # Where mail marked as spam goes: spam_folder, inbox or discard (issue 6).
-    spam_action: Mapped[str] = mapped_column(String(16), default="spam_folder", nullable=False)
+    spam_action: Mapped[str] = mapped_column(String(16), default=SPAM_ACTIONS[0], nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     # Its own outbound limit, messages per hour (0: none); NULL: limits.messages_per_hour.
     messages_per_hour: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)

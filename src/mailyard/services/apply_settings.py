@@ -1,7 +1,9 @@
 """Changing settings on a node: validate, store, then bring the running services in line.
 
 The CLI, the panel and the API all change settings through `change_settings`, so a change has
-the same effect wherever it is made.
+the same effect wherever it is made. It sits above the settings registry, the store (whose
+`write_settings` is the one writer of setting rows and change records) and service control;
+the cluster's agent calls `bring_in_line` for the changes other nodes cascade.
 
 Scope: a change made without `cascade` is this node's own value (an override in the store);
 with `cascade` it becomes the cluster-wide value, every node's override of it is dropped, and a
@@ -15,14 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .registry import REGISTRY, setting
-from .types import SettingError
+from ..mailboxes import MailRootError, prepare_mail_root
+from ..settings.registry import REGISTRY, setting
+from ..settings.types import SettingError
+from ..store.accounts import ensure_all_maildirs
+from ..store.settings_store import load_settings, mark_applied, write_settings
+from . import control
 
 if TYPE_CHECKING:
     from ..home import Home
-
-# The PostgreSQL channel on which a cascaded change is announced (payload: the change's id).
-NOTIFY_CHANNEL = "mailyard_settings"
 # The setting whose change touches the filesystem as well as the services (see check_mail_root).
 MAIL_ROOT = "mail.root"
 
@@ -68,40 +71,12 @@ def store_values(home: Home, values: dict[str, Any], cascade: bool) -> tuple[dic
     value, every node's override of the key is dropped, and a change row is written and
     announced (NOTIFY, delivered at commit) for the other nodes. Returns the typed values and
     the ids of the change rows."""
-    from sqlalchemy import delete, text
-
-    from ..store.db import session_scope
-    from ..store.models import SettingChange, SettingRow
-
-    typed = {key: setting(key).parse(value) for key, value in values.items()}
-    change_ids: list[int] = []
-    with session_scope(home.db_url) as session:
-        for key, val in typed.items():
-            formatted = REGISTRY[key].format(val)
-            node = "" if cascade else home.node_name
-            row = session.get(SettingRow, {"key": key, "node": node})
-            if row is None:
-                session.add(SettingRow(key=key, node=node, value=formatted))
-            else:
-                row.value = formatted
-            if cascade:
-                session.execute(delete(SettingRow).where(SettingRow.key == key,
-                                                         SettingRow.node != ""))
-                change = SettingChange(key=key, value=formatted, origin=home.node_name)
-                session.add(change)
-                session.flush()
-                change_ids.append(change.id)
-        if change_ids and session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                            {"channel": NOTIFY_CHANNEL, "payload": str(max(change_ids))})
-    return typed, change_ids
+    return write_settings(home, values, "cascade" if cascade else "node")
 
 
 def check_mail_root(home: Home, value: Any) -> None:
     """Refuse (SettingError) a mail.root this node cannot use; create it when it is missing.
     Done before a change is stored, on the node where it is made."""
-    from ..mailboxes import MailRootError, prepare_mail_root
-
     typed = setting(MAIL_ROOT).parse(value)
     try:
         prepare_mail_root(home.mail_root_in({MAIL_ROOT: typed}))
@@ -113,9 +88,6 @@ def _follow_mail_root(home: Home) -> list[str]:
     """After a mail.root change: this process's Home uses the new root, which is created if
     missing. Returns the problem when this node cannot use it (the value stays stored;
     deliveries are deferred, not lost, until it is fixed)."""
-    from ..mailboxes import MailRootError, prepare_mail_root
-    from ..store.settings_store import load_settings
-
     root = home.use_settings(load_settings(home))
     try:
         prepare_mail_root(root)
@@ -152,11 +124,7 @@ def apply_keys(home: Home, keys: list[str], unchanged: frozenset[str] = frozense
     if MAIL_ROOT in keys:
         problems += _follow_mail_root(home)
     if "spam.bayes_imap_training" in keys:
-        from ..mailboxes import ensure_all_maildirs
-
         ensure_all_maildirs(home)
-    from ..services import control
-
     if any(k.startswith("service.") for k in keys):
         try:
             control.apply_supervisor_settings(home)
@@ -186,8 +154,6 @@ def _values_read_at_start(home: Home, values: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in values if REGISTRY[k].at_start]
     if not keys:
         return {}
-    from ..store.settings_store import load_settings
-
     current = load_settings(home)
     return {k: current[k] for k in keys}
 
@@ -213,7 +179,5 @@ def change_settings(home: Home, values: dict[str, Any], apply: bool = True,
         result.reloaded, result.restarted, result.problems = (applier or apply_keys)(
             home, list(typed), unchanged)
     if change_ids:
-        from ..cluster.changes import mark_applied
-
         mark_applied(home, change_ids, result.problems if apply else [])
     return result

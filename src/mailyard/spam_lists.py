@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 
+from .address import ATEXT, LABEL, MAX_HOSTNAME, MAX_LOCAL_PART
+
 
 class SpamListError(ValueError):
     """An entry that is neither an address, a domain nor a SpamAssassin address glob."""
 
 
-ADDRESS_GLOB = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.?-]{1,64}@[A-Za-z0-9*?.-]{1,253}")
-# A domain written alone in a list: letters, digits, hyphens, at least one dot between labels.
-_LIST_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+# SpamAssassin's address globs: atext, dots and the wildcards ? and * (domain side).
+ADDRESS_GLOB = re.compile(rf"[{ATEXT}.?]{{1,{MAX_LOCAL_PART}}}@[A-Za-z0-9*?.-]{{1,{MAX_HOSTNAME}}}")
+# A domain written alone in a list: a host name with at least one dot between labels.
+_LIST_DOMAIN = re.compile(rf"(?=.{{1,{MAX_HOSTNAME}}}$){LABEL}(?:\.{LABEL})+")
 SPAM_LIST_WORDS = ("an address (user@example.com), a domain (example.com or @example.com), "
                    "a domain and its subdomains (.example.com or *.example.com), or a "
                    "SpamAssassin pattern such as *@example.com")

@@ -1,4 +1,8 @@
-"""The grammar of envelope paths and ESMTP parameters (RFC 5321 4.1.2, 4.1.3; RFC 5322 3.2.3).
+"""The one address grammar of mailyard: envelope paths, ESMTP parameters, host names and the
+pieces other modules build their checks from (RFC 5321 4.1.2, 4.1.3; RFC 5322 3.2.3).
+
+A leaf module (standard library only): the SMTP machine, the store, the settings types, the
+spam preferences and lists all import their patterns from here instead of writing their own.
 
 `parse_path_argument("<user@example.org> SIZE=100")` gives a `Path` and the parameters. The
 parser is strict about what could smuggle anything (controls, CR, LF, non-ASCII, lengths) and
@@ -19,13 +23,28 @@ MAX_DOMAIN = 255
 MAX_PATH = 256
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 3.2.3 atext, as a class body
+ATEXT = _ATEXT
+# The atext a mailbox's local part may use in the store: lower case (the store folds case)
+# and no "/" (a local part names a directory under mail/<domain>/).
+MAILBOX_ATEXT = r"a-z0-9!#$%&'*+=?^_`{|}~\-"
+MAILBOX_LOCAL = re.compile(rf"[{MAILBOX_ATEXT}]+(\.[{MAILBOX_ATEXT}]+)*")
+# One DNS label (RFC 1035 2.3.1, RFC 1123 2.1: 63 octets, letters, digits, inner hyphens) and a
+# host name of such labels (RFC 1035 2.3.4: 253 characters written without the final dot).
+LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+MAX_HOSTNAME = 253
+HOSTNAME = re.compile(rf"(?=.{{1,{MAX_HOSTNAME}}}$){LABEL}(?:\.{LABEL})*")
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*")
 # The same with "@" allowed, only to recognise `user@other@local` as a routing trick.
 _DOT_STRING_AT = re.compile(rf"[{_ATEXT}]+([.@][{_ATEXT}]+)*")
 _QUOTED = re.compile(r'"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_LABEL = re.compile(LABEL)
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _PARAM_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+")  # esmtp-value: no SP, no "="
+
+
+def is_hostname(text: str) -> bool:
+    """Whether text is a host name: dot-separated DNS labels, no final dot."""
+    return bool(HOSTNAME.fullmatch(text))
 
 
 class AddressError(ValueError):
