@@ -12,18 +12,24 @@ import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import expect
 from tests.conftest import VENV_BIN, free_port_base
 
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
+from mailyard.services import control
 from mailyard.services.privileges import drop_privileges, running_as_root
+from mailyard.settings.registry import SERVICE_NAMES
 from mailyard.store import accounts
+from mailyard.store.db import dispose_all
+from mailyard.store.settings_store import set_many
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "panel"
@@ -232,3 +238,44 @@ def as_mail_owner(work: Callable[[], Any]) -> Any:
     _, status = os.waitpid(pid, 0)
     assert status == 0, "the work as the mail owner failed (see the output above)"
     return json.loads(data)
+
+
+@contextmanager
+def supervised_node(prefix: str, services: Iterable[str],
+                    prepare: Callable[[Home], None] = lambda home: None) -> Iterator[Home]:
+    """A node home under /tmp, open to the services' own users (pytest's temporary root is
+    0700), prepared by `prepare`, with only `services` started by the real supervisor; stopped
+    and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(base, 0o711)
+    home = make_home(base)
+    prepare(home)
+    wanted = set(services)
+    set_many(home, {f"service.{name}.start_on_boot": name in wanted for name in SERVICE_NAMES})
+    dispose_all()
+    give_store_to_mail_owner(home)
+    try:
+        control.up(home, timeout=180)
+        yield home
+    finally:
+        control.down(home)
+        dispose_all()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def signed_in_tab(browser: Any, home: Home, path: str, wait_ms: int) -> Iterator[Any]:
+    """A Chromium tab signed in to the panel as the test administrator, on page `path`."""
+    context = browser.new_context(ignore_https_errors=True,
+                                  viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(wait_ms)
+    tab = context.new_page()
+    tab.goto(panel_url(home) + f"/signin?next={path}")
+    tab.fill("#username", ADMIN)
+    tab.fill("#password", ADMIN_PASSWORD)
+    tab.click("button[type=submit]")
+    expect(tab).to_have_url(panel_url(home) + path)
+    try:
+        yield tab
+    finally:
+        context.close()

@@ -7,32 +7,23 @@ the tests run in order and share one signed-in page."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from panel_helpers import (
-    ADMIN,
-    ADMIN_PASSWORD,
-    give_store_to_mail_owner,
-    make_home,
     panel_url,
     screenshot,
+    signed_in_tab,
+    supervised_node,
 )
 from playwright.sync_api import Browser, Page, expect
 
 from mailyard import quota
 from mailyard.home import Home
 from mailyard.panel.tokens import create_token
-from mailyard.services import control
 from mailyard.store import accounts
-from mailyard.store.db import dispose_all
-from mailyard.store.settings_store import set_many
 
 SERVICES = ("smtp", "panel")
 ALL = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",
@@ -46,12 +37,7 @@ BOB_BYTES = 1234
 expect.set_options(timeout=WAIT_MS)
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[Home]:
-    # under /tmp and open to the mail owner, which the smtp service runs as
-    base = Path(tempfile.mkdtemp(prefix="mailyard-accounts-", dir="/tmp"))
-    os.chmod(base, 0o711)
-    home = make_home(base)
+def _accounts(home: Home) -> None:
     accounts.add_domain(home, "example.test")
     accounts.add_mailbox(home, ANN, "ann password", quota_mb=10)
     accounts.add_mailbox(home, "bob@example.test", "bob password")
@@ -61,31 +47,18 @@ def node() -> Iterator[Home]:
     # bob has no quota and so no maildirsize: his message files are counted
     (home.maildir("bob@example.test") / "new" / f"1700000000.M1P1.test,S={BOB_BYTES}"
      ).write_bytes(b"x")
-    set_many(home, {f"service.{name}.start_on_boot": name in SERVICES for name in ALL})
-    dispose_all()
-    give_store_to_mail_owner(home)
-    try:
-        control.up(home, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Home]:
+    with supervised_node("mailyard-accounts-", SERVICES, _accounts) as home:
         yield home
-    finally:
-        control.down(home)
-        dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, node: Home) -> Iterator[Page]:
-    context = browser.new_context(ignore_https_errors=True,
-                                  viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    tab = context.new_page()
-    tab.goto(panel_url(node) + "/signin?next=/accounts")
-    tab.fill("#username", ADMIN)
-    tab.fill("#password", ADMIN_PASSWORD)
-    tab.click("button[type=submit]")
-    expect(tab).to_have_url(panel_url(node) + "/accounts")
-    yield tab
-    context.close()
+    with signed_in_tab(browser, node, "/accounts", WAIT_MS) as tab:
+        yield tab
 
 
 def rcpt(node: Home, address: str) -> tuple[int, str]:

@@ -4,31 +4,24 @@ node's own ports on the node and says which were which; a new port is served at 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from panel_helpers import (
-    ADMIN,
-    ADMIN_PASSWORD,
-    give_store_to_mail_owner,
-    make_home,
     panel_url,
     screenshot,
+    signed_in_tab,
+    supervised_node,
 )
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from tests.waiting import wait_for
 
 from mailyard.home import Home
-from mailyard.services import control
-from mailyard.store.db import dispose_all, session_scope
+from mailyard.store.db import session_scope
 from mailyard.store.models import SettingRow
-from mailyard.store.settings_store import load_settings, set_many
+from mailyard.store.settings_store import load_settings
 
 ALL = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",
        "freshclam", "panel")
@@ -50,35 +43,14 @@ def _free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Home]:
-    base = Path(tempfile.mkdtemp(prefix="mailyard-panel-alt-", dir="/tmp"))
-    os.chmod(base, 0o711)
-    home = make_home(base)
-    set_many(home, {f"service.{name}.start_on_boot": name in ("submission", "panel")
-                    for name in ALL})
-    dispose_all()
-    give_store_to_mail_owner(home)
-    try:
-        control.up(home, timeout=180)
+    with supervised_node("mailyard-panel-alt-", ("submission", "panel")) as home:
         yield home
-    finally:
-        control.down(home)
-        dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def page(browser: Browser, node: Home) -> Iterator[Page]:
-    context = browser.new_context(ignore_https_errors=True,
-                                  viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    tab = context.new_page()
-    tab.goto(panel_url(node) + "/mta")
-    tab.fill("#username", ADMIN)
-    tab.fill("#password", ADMIN_PASSWORD)
-    tab.click("button[type=submit]")
-    expect(tab).to_have_url(panel_url(node) + "/mta")
-    yield tab
-    context.close()
+    with signed_in_tab(browser, node, "/mta", WAIT_MS) as tab:
+        yield tab
 
 
 def answers(port: int) -> bool:

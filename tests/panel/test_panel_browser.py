@@ -10,35 +10,29 @@ Screenshots of every page land in test-artifacts/panel/.
 from __future__ import annotations
 
 import imaplib
-import os
 import poplib
 import re
-import shutil
 import smtplib
 import socket
-import tempfile
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from panel_helpers import (
     ADMIN,
     ADMIN_PASSWORD,
-    give_store_to_mail_owner,
-    make_home,
     panel_url,
     screenshot,
+    supervised_node,
 )
 from playwright.sync_api import Browser, Dialog, Page, expect
 from tests.waiting import wait_for
 
 from mailyard.home import Home
 from mailyard.queue import Envelope, Queue
-from mailyard.services import control, supervisor_conf
+from mailyard.services import supervisor_conf
 from mailyard.store import accounts
-from mailyard.store.db import dispose_all
-from mailyard.store.settings_store import load_settings, set_many
+from mailyard.store.settings_store import load_settings
 
 SERVICES = ("smtp", "submission", "send", "pop3", "pop3s", "imap", "imaps", "spamd", "clamd",
             "panel")
@@ -56,25 +50,16 @@ DIALOGS: list[str] = []
 ANSWER = {"confirm": True}
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[Home]:
-    # Under /tmp and open to other users: clamd, spamd and the mail owner run as their own
-    # users and must reach their directories (pytest's own temporary root is 0700).
-    base = Path(tempfile.mkdtemp(prefix="mailyard-panel-", dir="/tmp"))
-    os.chmod(base, 0o711)
-    home = make_home(base)
+def _ann(home: Home) -> None:
     accounts.add_domain(home, "example.test")
     accounts.add_mailbox(home, "ann@example.test", "ann password")
-    set_many(home, {f"service.{name}.start_on_boot": name in SERVICES for name in ALL})
-    dispose_all()
-    give_store_to_mail_owner(home)
-    try:
-        control.up(home, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Home]:
+    # clamd, spamd and the mail owner run as their own users and must reach their directories
+    with supervised_node("mailyard-panel-", SERVICES, _ann) as home:
         yield home
-    finally:
-        control.down(home)
-        dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
