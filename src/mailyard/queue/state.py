@@ -105,8 +105,9 @@ def parse_recipients(data: bytes) -> list[Recipient]:
     return out
 
 
-def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
-    """Overwrite one recipient's T with D and make it durable (one byte: atomic on disk)."""
+def _write_mark(queue: Queue, channel: str, qid: str, offset: int) -> None:
+    """One recipient's T overwritten with D (one byte: atomic on disk); fsynced here unless
+    the caller's sync round covers it."""
     fd = os.open(queue.file(channel, qid), os.O_WRONLY)
     try:
         os.pwrite(fd, DONE_MARK, offset)
@@ -114,6 +115,11 @@ def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def mark_done(queue: Queue, channel: str, qid: str, offset: int) -> None:
+    """Overwrite one recipient's T with D and make it durable (one byte: atomic on disk)."""
+    _write_mark(queue, channel, qid, offset)
     if SYNC_ROUNDS:
         FS_SYNC.sync(queue.file(channel, ""))
 
@@ -315,13 +321,7 @@ def mark_done_many(queue: Queue, marks: list[tuple[str, str, int]]) -> list[None
     written: list[int] = []
     for i, (channel, qid, offset) in enumerate(marks):
         try:
-            fd = os.open(queue.file(channel, qid), os.O_WRONLY)
-            try:
-                os.pwrite(fd, DONE_MARK, offset)
-                if not SYNC_ROUNDS:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_mark(queue, channel, qid, offset)
         except OSError as err:
             answers[i] = err
             continue
