@@ -30,6 +30,7 @@ from mailyard.cluster.membership import ClusterError
 from mailyard.cluster.trust import TrustError, leaf_certificate, pinned_context
 from mailyard.home import Home
 from mailyard.panel.tokens import verify_token
+from mailyard.services.privileges import panel_owner
 from mailyard.services.tls import make_self_signed
 
 # ---- actions and the request each makes ------------------------------------------------------
@@ -168,11 +169,14 @@ def test_no_certificate_no_context():
 # ---- the manager's node token ----------------------------------------------------------------
 
 
-def test_the_node_token_is_kept_for_its_owner_only_and_renewed_each_time(home: Home):
+def test_the_node_token_is_kept_for_root_and_the_panel_only_and_renewed_each_time(home: Home):
     path = manager_token.renew(home)
     first = manager_token.read(home)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    # root's, readable by the panel's group (the panel sends it), by no one else
+    assert stat.S_IMODE(os.stat(path).st_mode) == manager_token.TOKEN_MODE == 0o640
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == manager_token.TOKEN_DIR_MODE == 0o750
+    if os.geteuid() == 0:
+        assert (os.stat(path).st_uid, os.stat(path).st_gid) == (0, panel_owner()[1])
     assert verify_token(home, first) == manager_token.TOKEN_NAME
     manager_token.renew(home)
     second = manager_token.read(home)

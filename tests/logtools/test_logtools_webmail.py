@@ -30,7 +30,8 @@ from mailyard.logtools.cli import TOOLS
 from mailyard.nodeinit import init_home
 from mailyard.queue import Queue
 from mailyard.services.privileges import mail_owner, running_as_root
-from mailyard.smtp.sendmail import EX_SOFTWARE, SendmailError, run
+from mailyard.smtp.sendmail import EX_SOFTWARE, SendmailError, direct, run, submit
+from mailyard.smtp.sendmail_daemon import socket_path as sendmail_socket
 from mailyard.store.accounts import add_domain, add_mailbox
 from mailyard.store.db import dispose_all
 from mailyard.store.settings_store import load_settings, set_setting
@@ -96,7 +97,10 @@ def sendmail_as(user: str | None, home: Home, subject: str) -> None:
                 os.setgid(entry.pw_gid)
                 os.setuid(entry.pw_uid)
             os.environ["MAILYARD_HOME"] = str(home.root)
-            run([JOE], io.BytesIO(f"Subject: {subject}\n\nhello\n".encode()))
+            # as the sendmail command chooses: root and the mail owner queue directly, every
+            # other user through the node's sendmail service
+            (run if direct(home.root) else submit)(
+                [JOE], io.BytesIO(f"Subject: {subject}\n\nhello\n".encode()))
             status = 0
         except SendmailError as exc:
             os.write(2, f"{exc}\n".encode())
@@ -138,8 +142,26 @@ def senders_shown(out: str) -> list[str]:
     return [line.split()[3] for line in out.splitlines()]
 
 
+def start_sendmail_service(home: Home) -> subprocess.Popen[bytes]:
+    """The node's sendmail service (smtp/sendmail_daemon.py), through which every user but
+    root and the mail owner sends; ready once its socket is there."""
+    code = ("from mailyard.home import Home; from mailyard.smtp.sendmail_daemon import run; "
+            f"run(Home.find({str(home.root)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: sendmail_socket(home).exists() or proc.poll() is not None,
+               what="the sendmail service's socket")
+    assert proc.poll() is None, "the sendmail service did not start"
+    return proc
+
+
 def test_without_arguments_xwebmail_shows_what_www_data_sent_through_sendmail(node) -> None:
-    sendmail_as("www-data", node, "from the webmail")
+    service = start_sendmail_service(node)
+    try:
+        sendmail_as("www-data", node, "from the webmail")  # through the service's socket
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
     sendmail_as(None, node, "from cron")
     delivered(node, 2)
     uid = pwd.getpwnam("www-data").pw_uid

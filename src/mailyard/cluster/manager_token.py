@@ -43,7 +43,7 @@ def token_path(home: Home) -> Path:
 def renew(home: Home) -> Path:
     """Make a new `cluster-manager` token (revoking the old one) and store it; its path.
 
-    The file is written beside its final name with mode 0600 and renamed over it, so a reader
+    The file is written beside its final name with TOKEN_MODE and renamed over it, so a reader
     sees the old token or the new one, never half of one."""
     try:
         revoke_token(home, TOKEN_NAME)

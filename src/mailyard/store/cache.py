@@ -15,7 +15,7 @@ HOME/db/cache.sqlite, with the store's own table layout.
   reader writes the shared-memory file).
 - Dovecot cannot fall back per query (see mda/config.py), so the node switches it: whoever
   finds the store away (the agent's heartbeat, `mailyard up`) leaves the marker
-  HOME/run/store-away and reloads Dovecot, which then reads this cache; the first heartbeat
+  HOME/db/store-away and reloads Dovecot, which then reads this cache; the first heartbeat
   that reaches the store again removes the marker and reloads Dovecot back onto the store.
 - Read through `read_scope`: the store when it answers, else the cache. A store that failed is
   not asked again for STORE_RETRY_SECONDS, so a dead store costs one connection attempt every few
@@ -324,13 +324,19 @@ def cache_info(home: Home) -> CacheInfo | None:
 AWAY_MARKER = "store-away"
 
 
+def _away_marker(home: Home) -> Path:
+    """Beside the cache in HOME/db (root's, 2770 with the group mailyard-store): the panel,
+    which runs the cluster agent as mailyard-panel, may write it there; HOME/run is root's."""
+    return cache_path(home).parent / AWAY_MARKER
+
+
 def store_marked_away(home: Home) -> bool:
-    return uses_cache(home) and (home.run_dir / AWAY_MARKER).exists()
+    return uses_cache(home) and _away_marker(home).exists()
 
 
 def mark_store_away(home: Home, away: bool, reason: str = "") -> bool:
     """Leave or remove the marker; True when that changed anything."""
-    marker = home.run_dir / AWAY_MARKER
+    marker = _away_marker(home)
     if away == marker.exists():
         return False
     if away:
