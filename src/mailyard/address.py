@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # RFC 5321 4.5.3.1.1-3: local part 64 octets, domain 255 octets, path 256 octets with brackets.
@@ -179,21 +180,31 @@ def parse_domain(text: str) -> str:
     return text.lower()
 
 
-def _split_mailbox(text: str) -> tuple[str, str | None]:
-    """Split at the last @ that is not inside a quoted string."""
+def _unquoted(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(index, character) of each character of `text` from `start` that is outside a quoted
+    string (RFC 5321 4.1.2: a backslash inside quotes escapes the next character); raises
+    AddressError at the end when a quoted string is left open."""
     in_quotes = escaped = False
-    at = -1
-    for i, ch in enumerate(text):
+    for i in range(start, len(text)):
+        ch = text[i]
         if escaped:
             escaped = False
         elif ch == "\\" and in_quotes:
             escaped = True
         elif ch == '"':
             in_quotes = not in_quotes
-        elif ch == "@" and not in_quotes:
-            at = i
+        elif not in_quotes:
+            yield i, ch
     if in_quotes:
         raise AddressError("a quoted local part is not closed")
+
+
+def _split_mailbox(text: str) -> tuple[str, str | None]:
+    """Split at the last @ that is not inside a quoted string."""
+    at = -1
+    for i, ch in _unquoted(text):
+        if ch == "@":
+            at = i
     if at < 0:
         return text, None
     return text[:at], text[at + 1 :]
@@ -231,16 +242,12 @@ def parse_mailbox(text: str) -> Path:
 
 def _take_bracketed(arg: str) -> tuple[str, str]:
     """`<...>` at the start of arg (quotes respected): (inside, rest)."""
-    in_quotes = escaped = False
-    for i, ch in enumerate(arg[1:], start=1):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and in_quotes:
-            escaped = True
-        elif ch == '"':
-            in_quotes = not in_quotes
-        elif ch == ">" and not in_quotes:
-            return arg[1:i], arg[i + 1 :]
+    try:
+        for i, ch in _unquoted(arg, 1):
+            if ch == ">":
+                return arg[1:i], arg[i + 1 :]
+    except AddressError:
+        pass  # a quote left open hides the closing >
     raise AddressError("the path has no closing >")
 
 
