@@ -73,6 +73,17 @@ def test_each_crash_state_is_recovered_on_start(mail_home: Home,
     # 6. a committed envelope whose data is gone (the disk lost a rename) -> dropped, logged
     (q.root / "todo" / "999999003").write_bytes(env.to_bytes())
 
+    # 7. the SMTP services rename before their one sync round (docs/queue.md, "Group
+    # commit"), so a crash can leave names whose contents never reached the disk: an
+    # envelope that does not parse, and data that does not match the envelope's size and
+    # CRC-32 (here: as long, other octets). Neither was answered: removed, never delivered.
+    (q.root / "todo" / "999999004").write_bytes(b"\0" * 40)
+    (q.root / "mess" / "999999004").write_bytes(b"\0" * 40)
+    torn = inject(mail_home, ["ann@example.test"], subject="torn data")
+    data = (q.root / "mess" / torn).read_bytes()
+    assert qstate.read_todo(q, torn).crc32 is not None
+    (q.root / "mess" / torn).write_bytes(data.replace(b"torn data", b"TORN DATA"))
+
     chown_tree(q.root)  # as the send service would have left them
     send_service.start()
     ann_subjects = lambda: sorted(  # noqa: E731
@@ -94,6 +105,11 @@ def test_each_crash_state_is_recovered_on_start(mail_home: Home,
     assert sorted(os.listdir(q.root / "mess")) == ["999999002"]
     assert sorted(os.listdir(q.root / "tmp")) == ["4.5.6"]
     assert "warning: todo/999999003 has no message file; removed" in log
+    assert any(line.startswith("warning: envelope todo/999999004 is torn: ")
+               and line.endswith("; removed") for line in log), log
+    assert any(line.startswith(f"warning: mess/{torn} is {len(data)} octets with CRC-32 ")
+               for line in log), log
+    assert not any(f"msg {torn} " in line for line in log if "delivery" in line)
     assert "warning: removed leftover mess/999999001" in log
 
 

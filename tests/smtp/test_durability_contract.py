@@ -1,5 +1,8 @@
 """The durability contract, read from the system calls: a `250 … queued as N` reaches the
-client's socket only after that message's data, envelope and directory entries are on disk.
+client's socket only after that message's data, envelope and directory entries are on disk:
+after its last write to each file and after its renames, a sync covering them started, and
+returned, before the reply. (With syncfs that is one round after the renames; with fsync the
+files are synced before they are renamed, then the directories.)
 
 The smtp service runs under `strace -f` while several clear-text clients send at once (so
 group commit batches them); the trace is then checked message by message. The checker is
@@ -92,6 +95,7 @@ def contract_breaches(calls: list[Call], queue: str) -> tuple[list[str], int]:
     breaches: list[str] = []
     renames = [c for c in calls if c.name.startswith("rename") and c.result == "0"]
     syncs = [c for c in calls if c.name in SYNCS]
+    writes = [c for c in calls if c.name in ("write", "pwrite64", "writev") and c.result != "-1"]
     replies = [(c, q) for c in calls if c.name in ("sendto", "write", "writev", "sendmsg")
                and "TCP:" in c.args for s in c.strings for q in _QUEUED.findall(s)]
 
@@ -111,16 +115,21 @@ def contract_breaches(calls: list[Call], queue: str) -> tuple[list[str], int]:
             continue
         data_rename, env_rename = to_mess[-1], to_todo[-1]
         data_tmp, env_tmp = data_rename.strings[0], env_rename.strings[0]
-        if not synced(data_tmp, 0.0, data_rename.start):
-            breaches.append(f"{qid}: its data {data_tmp} was not fsynced before its rename")
-        if not synced(env_tmp, 0.0, env_rename.start):
-            breaches.append(f"{qid}: its envelope {env_tmp} was not fsynced before its rename")
         if not (data_rename.end <= sent and env_rename.end <= sent):
             breaches.append(f"{qid}: 250 sent before its renames returned")
+        for what, path, rename in (("data", data_tmp, data_rename),
+                                   ("envelope", env_tmp, env_rename)):
+            last = max((c.end for c in writes if c.fd_path == path and c.end <= rename.start),
+                       default=None)
+            if last is None:
+                breaches.append(f"{qid}: no write of its {what} {path} in the trace")
+            elif not synced(path, last, sent):
+                breaches.append(f"{qid}: its {what} {path} was not synced between its last "
+                                "write and the 250")
         if not synced(f"{queue}/mess", data_rename.end, sent):
-            breaches.append(f"{qid}: mess/ not fsynced between the rename and the 250")
+            breaches.append(f"{qid}: mess/ not synced between the rename and the 250")
         if not synced(f"{queue}/todo", env_rename.end, sent):
-            breaches.append(f"{qid}: todo/ not fsynced between the rename and the 250")
+            breaches.append(f"{qid}: todo/ not synced between the rename and the 250")
     return breaches, len(replies)
 
 
@@ -190,6 +199,8 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 Q = "/h/queue"
 GOOD = [
+    '10 0.900 write(7</h/queue/tmp/m1>, "From: a", 7) = 7 <0.000>',
+    '10 0.901 write(8</h/queue/tmp/5.envelope>, "{}", 2) = 2 <0.000>',
     '10 1.000 fsync(7</h/queue/tmp/m1>) = 0 <0.001>',
     '11 1.000 fsync(8</h/queue/tmp/5.envelope> <unfinished ...>',
     '11 1.003 <... fsync resumed>) = 0 <0.003>',
@@ -202,10 +213,11 @@ GOOD = [
 ]
 
 
-# The same with syncfs (the committer's default on Linux 5.8 and later): one call covers the
-# files before the renames, another the renames before the reply.
+# The same with syncfs (the committer's default on Linux 5.8 and later): one call, begun
+# after the writes and the renames, covers them all before the reply.
 GOOD_SYNCFS = [
-    '13 1.000 syncfs(11</h/queue/tmp>) = 0 <0.002>',
+    '10 0.900 write(7</h/queue/tmp/m1>, "From: a", 7) = 7 <0.000>',
+    '10 0.901 write(8</h/queue/tmp/5.envelope>, "{}", 2) = 2 <0.000>',
     '10 1.004 rename("/h/queue/tmp/m1", "/h/queue/mess/5") = 0 <0.000>',
     '10 1.005 rename("/h/queue/tmp/5.envelope", "/h/queue/todo/5") = 0 <0.000>',
     '13 1.006 syncfs(11</h/queue/tmp>) = 0 <0.002>',
@@ -221,16 +233,19 @@ def test_the_checker_accepts_a_trace_that_keeps_the_contract() -> None:
 
 @pytest.mark.parametrize("broken", [
     [line for line in GOOD if "/h/queue/todo>" not in line],  # todo/ never fsynced
-    [line for line in GOOD if "tmp/m1>" not in line],  # the data never fsynced
-    GOOD[:5] + [GOOD[7].replace("1.010", "1.0055")] + GOOD[5:7],  # 250 before the dir fsyncs
+    [line for line in GOOD if "fsync(7</h/queue/tmp/m1>" not in line],  # data never fsynced
+    GOOD[:7] + [GOOD[9].replace("1.010", "1.0055")] + GOOD[7:9],  # 250 before the dir fsyncs
     [line.replace(") = 0 <0.003>", ") = -1 EIO (Input/output error) <0.003>")
      for line in GOOD],  # the envelope's fsync failed
-    GOOD_SYNCFS[1:],  # renamed before any sync covered the files
-    GOOD_SYNCFS[:3] + GOOD_SYNCFS[4:],  # no sync between the renames and the 250
+    [line for line in GOOD_SYNCFS if "syncfs" not in line],  # no sync at all
     [line.replace("1.006 syncfs", "1.0045 syncfs") for line in GOOD_SYNCFS],  # sync before
     # the envelope's rename had returned
     [line.replace("1.006 syncfs(11</h/queue/tmp>) = 0", "1.006 syncfs(11</h/queue/tmp>) = -1 "
                   "EIO (Input/output error)") for line in GOOD_SYNCFS],  # the sync failed
+    GOOD_SYNCFS[:2] + ['10 1.003 syncfs(11</h/queue/tmp>) = 0 <0.000>'] + GOOD_SYNCFS[2:4]
+    + [GOOD_SYNCFS[-1]],  # the only sync was before the renames
+    [line.replace("10 1.000 fsync(7", "10 0.850 fsync(7") for line in GOOD],  # the data's
+    # fsync came before its last write
 ])
 def test_the_checker_finds_a_broken_contract(broken: list[str]) -> None:
     breaches, checked = contract_breaches(parse(broken), Q)

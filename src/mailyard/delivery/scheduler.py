@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from ..home import Home
 from ..mailauth.forwarding import Forwarder
 from ..mailauth.mtasts import PolicyCache
 from ..mailauth.outbound import Signer
-from ..queue import Envelope, Queue, QueueError
+from ..queue import Envelope, Queue, QueueError, TornMessage
 from ..queue import attempts as qattempts
 from ..queue import control as qcontrol
 from ..queue import holds as qholds
@@ -315,12 +314,12 @@ class Scheduler:
         items: list[tuple[str, Envelope]] = []
         batch = [qid for qid in batch if qid not in self.messages]  # (cannot happen; be safe)
         for qid, env in await asyncio.to_thread(qstate.read_todos, self.queue, batch):
+            if isinstance(env, TornMessage):  # a crash tore it before its 250: never sent
+                self.log.write(sendlog.warning(f"{str(env).removeprefix('queue: ')}; removed"))
+                await asyncio.to_thread(qstate.remove_message, self.queue, qid)
+                continue
             if isinstance(env, Exception):
                 self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {env}"))
-                continue
-            if not os.path.exists(self.queue.file("mess", qid)):
-                self.log.write(sendlog.warning(f"todo/{qid} has no message file; removed"))
-                await asyncio.to_thread(qstate.remove_message, self.queue, qid)
                 continue
             default_domain = str(self.settings["server.default_domain"])
             env.recipients = [r if "@" in r else f"{r}@{default_domain}"

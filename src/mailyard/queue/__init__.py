@@ -11,8 +11,8 @@ Leaving the `with` block without a commit removes everything written. See docs/q
 from __future__ import annotations
 
 from .envelope import Envelope
-from .errors import QueueError
+from .errors import QueueError, TornMessage
 from .inject import MessageWriter
 from .layout import Queue
 
-__all__ = ["Envelope", "MessageWriter", "Queue", "QueueError"]
+__all__ = ["Envelope", "MessageWriter", "Queue", "QueueError", "TornMessage"]

@@ -2,41 +2,39 @@
 
 A server hands each finished message to `GroupCommit.commit` and awaits its queue id. The
 committer works on the server's event loop; one thread of its own does the sync calls. A
-message goes through three steps:
+sync round is one call in that thread; the next group gathers while a round runs, so under
+load each round carries every message that finished during the previous one, and the cost
+per message falls as the load rises. What a round does, and how many a message waits for,
+depends on `method`:
 
-1. staged (on the loop, at once): the data flushed, `tmp/N.envelope` written
-   (`MessageWriter.stage`); nothing synced yet;
-2. published: once a sync round that started after it was staged has returned, its two
-   renames into mess/ and todo/ (`MessageWriter.publish`);
-3. answered: once a sync round that started after its renames has returned, its queue id.
+* `syncfs` (Linux 5.8 or later, the default there): one round. At once, on the loop, the
+  message is staged (data flushed, `tmp/N.envelope` written: `MessageWriter.stage`) and
+  published (renamed into mess/ and todo/: `MessageWriter.publish`); it gets its queue id
+  once a round that *started after its renames* has returned. That round is one `syncfs(2)`
+  of the queue's filesystem, which makes every file, inode and directory entry written
+  before the call durable, and reports any writeback error of the filesystem since the
+  descriptor it is called on was opened or last reported one. A crash before that round
+  returned may leave todo/N and mess/N named but their contents not (yet) written: the
+  envelope records the data's size and CRC-32, and send removes a todo/N that does not parse
+  or whose mess/N does not match it (`state.check_data`). No such message was answered.
+* `fsync` (elsewhere, and where syncfs would not report errors): two rounds, qmail's order.
+  The first fsyncs each staged message's data and envelope; then the message is renamed;
+  the second fsyncs mess/ and todo/ for every message renamed before it, and answers them.
+  A round serves both groups at once.
 
-A sync round is one call in the sync thread, and one round serves two groups at once: the
-messages staged before it started (their files) and the messages renamed before it started
-(their names). While a round runs, the next group gathers, so under load each round carries
-every message that finished during the previous one, and the cost per message falls as the
-load rises; a lone message takes two rounds, as a plain commit takes two rounds of fsyncs.
-
-What a round does (`method`):
-
-* `syncfs` (Linux 5.8 or later, the default there): one `syncfs(2)` of the queue's
-  filesystem, which makes every file, inode and directory entry written before the call
-  durable, and reports any writeback error of the filesystem since the descriptor it is
-  called on was opened or last reported one;
-* `fsync` (elsewhere, and where syncfs would not report errors): an fsync of each staged
-  message's data and envelope, then one fsync of mess/ and of todo/ for the renamed ones.
-
-The rules stay qmail's, per message: a queue id only once that message's data, envelope and
-directory entries are durable; its files are renamed only once they are durable themselves,
-so a crash leaves each message in one of the states of a single commit (docs/queue.md).
-A failure fails exactly what the round covered, with a temporary error:
+The rule stays qmail's, per message: a queue id only once that message's data, envelope and
+directory entries are durable (the suite checks it from an strace of the running service),
+and a crash leaves each message in a state recovery handles (docs/queue.md). A failure fails
+exactly what the round covered, with a temporary error:
 
 * fsync of a message's own file: that message alone (its descriptors closed, never fsynced
   again; its files removed);
 * fsync of a directory: every message renamed before it (they stay in the queue: a retry by
   the client is a duplicate, never a loss);
-* syncfs: every message the committer holds, and every message begun before it (its data
-  may have been written back, and failed, before the error was reported); the descriptor is
-  closed and a new one opened, so the error is never "retried away" on it.
+* syncfs: every message the committer holds (renamed: they stay, as above), and every
+  message begun before it (its data may have been written back, and failed, before the error
+  was reported); the descriptor is closed and a new one opened, so the error is never
+  "retried away" on it.
 """
 
 from __future__ import annotations
@@ -139,7 +137,11 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         qid = writer.stage(envelope, keep_open=self.method == FSYNC)  # QueueError: to caller
         entry = _Entry(writer, qid, loop.create_future())
-        self._staged.append(entry)
+        if self.method == SYNCFS:  # one round covers the files and the names together
+            writer.publish()  # QueueError: to the caller, the message removed
+            self._renamed.append(entry)
+        else:
+            self._staged.append(entry)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
         return await entry.future

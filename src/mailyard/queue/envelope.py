@@ -48,10 +48,14 @@ class Envelope:
     helo: str | None = None
     auth_user: str | None = None
     protocol: str = "ESMTP"
-    # Filled in by the queue at commit time.
+    # Filled in by the queue at commit time. `size` and `crc32` (zlib's CRC-32 of every
+    # octet of mess/N) let send tell a complete message from one a crash tore: the SMTP
+    # services rename a message into the queue before the round that makes it durable
+    # (docs/queue.md, "Group commit"). None in envelopes written before the field existed.
     time: float = 0.0
     qp: int = 0
     size: int = 0
+    crc32: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:

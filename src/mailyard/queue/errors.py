@@ -1,4 +1,4 @@
-"""The one exception the queue raises to its callers."""
+"""The exceptions the queue raises to its callers."""
 
 from __future__ import annotations
 
@@ -13,3 +13,10 @@ class QueueError(RuntimeError):
     def __init__(self, message: str, *, temporary: bool = True) -> None:
         super().__init__(message)
         self.temporary = temporary
+
+
+class TornMessage(QueueError):
+    """todo/N is not a whole committed message: its envelope does not parse, or mess/N is
+    missing or differs from the size and CRC-32 the envelope records. Only a crash before
+    the commit's sync round returned leaves one (the client was never answered), so the
+    message is removed, not delivered."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import zlib
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -114,6 +115,7 @@ class MessageWriter:
         self._tmp = queue.root / "tmp" / name
         self._buffer = bytearray()
         self.size = 0
+        self._crc = 0  # CRC-32 of every octet flushed to the file so far
         self.queue_id: str | None = None
         self._closed = False
         self._staged: str | None = None  # the queue id once `stage` has run
@@ -135,6 +137,7 @@ class MessageWriter:
             self._flush()
 
     def _flush(self) -> None:
+        self._crc = zlib.crc32(self._buffer, self._crc)
         view = memoryview(self._buffer)
         try:
             while view:
@@ -207,6 +210,7 @@ class MessageWriter:
         envelope.time = time.time()
         envelope.qp = os.getpid()
         envelope.size = self.size
+        envelope.crc32 = self._crc
         if envelope.uid is None:
             envelope.uid = os.getuid()
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..durable import fsync_dir
 from ..fssync import FS_SYNC, available
 from .envelope import Envelope
-from .errors import QueueError
+from .errors import QueueError, TornMessage
 from .layout import Queue
 
 CHANNELS: tuple[str, ...] = ("local", "remote")
@@ -33,6 +34,8 @@ MESS_ORPHAN_SECONDS = 3600
 # Threads that fsync the files of a split batch together (see _sync_all).
 SYNC_THREADS = 16
 _SYNC_POOL: ThreadPoolExecutor | None = None
+# Blocks in which `check_data` reads a message to check it against its envelope.
+CHECK_BLOCK = 256 * 1024
 # Splits and done marks are made durable by shared syncfs rounds (fssync.py) where the system
 # has them, else by an fsync of each file and directory.
 SYNC_ROUNDS = available()
@@ -167,22 +170,46 @@ def read_bounce_reports(queue: Queue, qid: str) -> list[BounceReport]:
 # ---- todo: splitting committed messages ----------------------------------------------------------
 
 def read_todos(queue: Queue, qids: list[str]) -> list[tuple[str, Envelope | Exception]]:
-    """The envelopes of several todo entries, or the error reading each."""
+    """The envelopes of several todo entries, each checked against its message file, or the
+    error reading each (TornMessage for a message a crash tore, which is to be removed)."""
     out: list[tuple[str, Envelope | Exception]] = []
     for qid in qids:
         try:
-            out.append((qid, read_todo(queue, qid)))
+            env = read_todo(queue, qid)
+            check_data(queue, qid, env)
+            out.append((qid, env))
         except (QueueError, OSError) as err:
             out.append((qid, err))
     return out
 
 
 def read_todo(queue: Queue, qid: str) -> Envelope:
+    """todo/N's envelope. An envelope that does not parse is TornMessage: every envelope is
+    whole when it is renamed into todo/, so only a crash before its sync round leaves one."""
     try:
         with open(queue.file("todo", qid), "rb") as f:
             return Envelope.from_bytes(f.read())
     except (ValueError, TypeError) as err:
-        raise QueueError(f"queue: envelope todo/{qid} is unreadable: {err}") from err
+        raise TornMessage(f"queue: envelope todo/{qid} is torn: {err}") from err
+
+
+def check_data(queue: Queue, qid: str, env: Envelope) -> None:
+    """TornMessage unless mess/N holds exactly the octets the envelope's size and CRC-32
+    describe. An envelope without a CRC (written before it was recorded) is taken as it is:
+    its injector made the data durable before the rename."""
+    if env.crc32 is None:
+        return
+    size, crc = 0, 0
+    try:
+        with open(queue.file("mess", qid), "rb", buffering=0) as f:
+            while block := f.read(CHECK_BLOCK):
+                size += len(block)
+                crc = zlib.crc32(block, crc)
+    except FileNotFoundError as err:
+        raise TornMessage(f"queue: todo/{qid} has no message file") from err
+    if size != env.size or crc != env.crc32:
+        raise TornMessage(f"queue: mess/{qid} is {size} octets with CRC-32 {crc:08x}, its "
+                          f"envelope says {env.size} and {env.crc32:08x}")
 
 
 def _sync_pool() -> ThreadPoolExecutor:
