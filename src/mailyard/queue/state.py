@@ -195,17 +195,17 @@ def read_todo(queue: Queue, qid: str) -> Envelope:
 
 def check_data(queue: Queue, qid: str, env: Envelope) -> None:
     """TornMessage unless mess/N holds exactly the octets the envelope's size and CRC-32
-    describe. An envelope without a CRC (written before it was recorded) is taken as it is:
-    its injector made the data durable before the rename."""
-    if env.crc32 is None:
-        return
+    describe. Of an envelope without a CRC (written before it was recorded) only the file's
+    presence is checked: its injector made the data durable before the rename."""
     size, crc = 0, 0
     try:
         with open(queue.file("mess", qid), "rb", buffering=0) as f:
+            if env.crc32 is None:
+                return
             while block := f.read(CHECK_BLOCK):
                 size += len(block)
                 crc = zlib.crc32(block, crc)
-    except FileNotFoundError as err:
+    except FileNotFoundError as err:  # the disk lost the data's rename (or never had it)
         raise TornMessage(f"queue: todo/{qid} has no message file") from err
     if size != env.size or crc != env.crc32:
         raise TornMessage(f"queue: mess/{qid} is {size} octets with CRC-32 {crc:08x}, its "
