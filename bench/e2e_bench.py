@@ -261,6 +261,9 @@ class Postfix:
             "virtual_uid_maps": f"static:{uid}",
             "virtual_gid_maps": f"static:{gid}",
             "virtual_minimum_uid": "100",
+            # Log to a file, as mailyard does (no syslog daemon here): postlogd writes it.
+            "maillog_file": str(d / "data" / "maillog"),
+            "maillog_file_prefixes": str(d / "data"),
         }
         (d / "vmailbox").write_text(f"{RECIPIENT} bench.test/user/Maildir/\n")
         subprocess.run(["postconf", "-c", str(d), "-e",

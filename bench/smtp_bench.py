@@ -243,6 +243,9 @@ class Postfix:
 
     def stop(self) -> None:
         stop(self.proc)
+        maillog = self.dir / "data" / "maillog"
+        if not maillog.exists() or maillog.stat().st_size == 0:  # it must log, as we do
+            raise RuntimeError(f"postfix wrote no log to {maillog}")
 
 
 class Sink:

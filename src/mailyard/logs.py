@@ -61,6 +61,11 @@ def parse_tai64n(stamp: str) -> float:
 LOG_FILE_MODE = 0o640
 
 
+def _visible(line: str) -> str:
+    """`line` with its control characters (a newline, say) shown as `?`."""
+    return "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+
+
 class LogDir:
     """An append-only multilog directory written by one process (thread-safe within it).
 
@@ -88,8 +93,7 @@ class LogDir:
     def write(self, line: str) -> None:
         """Append one line; newlines and control characters inside it are made visible."""
         # Almost every line is printable already: skip the per-character pass for those.
-        clean = line if line.isprintable() else \
-            "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        clean = line if line.isprintable() else _visible(line)
         data = f"{tai64n()} {clean}\n".encode("utf-8", "replace")
         with self._lock:
             os.write(self._fd, data)
@@ -123,9 +127,15 @@ class LogDir:
     # ---- several lines in one write (the send log's buffer, delivery/sendlog.py) ----------
     def encode(self, line: str) -> bytes:
         """`line` as `write` writes it: stamped now, control characters made visible."""
-        clean = line if line.isprintable() else \
-            "".join(ch if ch >= " " or ch == "\t" else "?" for ch in line)
+        clean = line if line.isprintable() else _visible(line)
         return f"{tai64n()} {clean}\n".encode("utf-8", "replace")
+
+    def encode_lines(self, lines: list[str]) -> bytes:
+        """`lines` as `write` would write each, with one stamp for all (they arrived at once)."""
+        stamp = tai64n()
+        return "".join(
+            f"{stamp} {line if line.isprintable() else _visible(line)}\n" for line in lines
+        ).encode("utf-8", "replace")
 
     def write_encoded(self, data: bytes) -> None:
         """Append lines made by `encode` in one write; rotates as `write` does."""

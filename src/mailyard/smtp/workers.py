@@ -5,9 +5,10 @@ The parent binds the ports (as root), drops privileges, makes the shared table
 listening sockets (the kernel hands each new connection to one of them) and runs its own event
 loop, queue committer and store view. The parent serves no client; it
 
-- owns the service log: workers send each line as one datagram over a socketpair and the
-  parent stamps and writes it, so there is one writer (rotation stays safe) and lines are in
-  the order the parent received them, which is time order (the log tools bisect on it);
+- owns the service log: workers send their lines over a socketpair, the lines of one turn
+  of their event loop in one datagram, and the parent stamps and writes them, so there is
+  one writer (rotation stays safe) and lines are in the order the parent received them,
+  which is time order (the log tools bisect on it);
 - passes SIGHUP to every worker and logs `reload service=…` once all of them have reloaded;
 - on SIGTERM logs `stopping`, passes it on, waits for every worker to finish (each gives a
   message under way its grace period) and logs `stopped` last;
@@ -20,6 +21,7 @@ answered 250 once durable, so nothing a client was told is lost.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
@@ -34,9 +36,11 @@ from collections.abc import Callable
 from ..logs import LogDir
 from .shared import MAX_WORKERS, SharedState
 
-# A datagram is one log line; longer lines are cut (a line of ours is far shorter; a filter's
-# message might not be).
+# Longer log lines are cut (a line of ours is far shorter; a filter's message might not be).
 MAX_LINE = 16 * 1024
+# A datagram carries the lines one turn of a worker's loop wrote, newline-separated, up to
+# this size (well under the socket's default send buffer of 208 KiB on Linux).
+MAX_DATAGRAM = 64 * 1024
 # Receive buffer of the parent's end: room for bursts of lines while it writes.
 LOG_SOCKET_BUFFER = 4 * 1024 * 1024
 # A worker that dies within this many seconds of its start is started again only after this
@@ -50,17 +54,48 @@ _PR_SET_PDEATHSIG = 1
 
 
 class LogPipe:
-    """A worker's log: each line goes to the parent as one datagram (the parent stamps it)."""
+    """A worker's log: the lines written during one turn of the worker's event loop go to the
+    parent together, as one datagram, at the end of the turn (the parent stamps them).
+
+    A busy worker writes three lines per message; one datagram per turn instead of one per
+    line saves most of the sends and, above all, most of the parent's wake-ups. A line is
+    stamped by the parent at most one turn after it was written. Lines written where no
+    event loop runs (start-up, another thread) are sent at once."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
 
     def write(self, line: str) -> None:
         data = line.encode("utf-8", "replace")[:MAX_LINE]
-        self._send(data)
+        if b"\n" in data:  # the separator of the datagram's lines (the parent shows it as ?)
+            data = data.replace(b"\n", b"?")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._send(data)
+            return
+        if self._size + len(data) >= MAX_DATAGRAM:
+            self.flush()
+        self._pending.append(data)
+        self._size += len(data) + 1
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send the lines held so far (at the end of the loop's turn, and before exiting)."""
+        self._scheduled = False
+        if self._pending:
+            data = b"\n".join(self._pending)
+            self._pending, self._size = [], 0
+            self._send(data)
 
     def reloaded(self, line: str) -> None:
         """Tell the parent this worker has reloaded (it logs once all of them have)."""
+        self.flush()  # the lines before it first
         self._send(_CONTROL + _RELOADED + line.encode("utf-8", "replace")[:MAX_LINE])
 
     def _send(self, data: bytes) -> None:
@@ -70,6 +105,7 @@ class LogPipe:
             pass  # the parent is gone: this worker is about to die with it
 
     def close(self) -> None:
+        self.flush()
         self._sock.close()
 
 
@@ -107,6 +143,7 @@ class Parent:
         self._flags: set[int] = set()
         self._stopping = False
         self._reloaded: list[str] = []
+        self._next_reap = 0.0  # when to look for ended workers without a SIGCHLD
         self._mine, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._mine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LOG_SOCKET_BUFFER)
         self._mine.setblocking(False)
@@ -117,6 +154,7 @@ class Parent:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
+            pipe = LogPipe(self._theirs)
             try:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
@@ -124,21 +162,23 @@ class Parent:
                 _die_with_parent(parent)
                 self._mine.close()
                 self.shared.worker = index
-                self._serve(index, LogPipe(self._theirs))
+                self._serve(index, pipe)
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
-                LogPipe(self._theirs).write(
-                    f"worker-error worker={index} "
-                    + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
+                pipe.write(f"worker-error worker={index} "
+                           + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
             finally:
+                pipe.flush()  # the last turn's lines
                 sys.stdout.flush()
                 os._exit(code)
         self.children[pid] = index
         self._started[index] = time.monotonic()
 
     def _reap(self) -> None:
+        self._flags.discard(signal.SIGCHLD)
+        self._next_reap = time.monotonic() + PARENT_TICK
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -173,7 +213,7 @@ class Parent:
         try:
             while True:
                 try:
-                    data = self._mine.recv(MAX_LINE + 64)
+                    data = self._mine.recv(MAX_DATAGRAM + MAX_LINE + 64)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as err:
@@ -186,7 +226,8 @@ class Parent:
                         lines = []
                     self._control(data[1:])
                 else:
-                    lines.append(self.log.encode(data.decode("utf-8", "replace")))
+                    lines.append(self.log.encode_lines(
+                        data.decode("utf-8", "replace").split("\n")))
         finally:
             if lines:
                 self.log.write_encoded(b"".join(lines))
@@ -233,14 +274,18 @@ class Parent:
             for index in range(self.count):
                 self._spawn(index)
             while True:
-                selector.select(PARENT_TICK)
-                try:
-                    while os.read(wake_r, 512):
+                ready = {key.fd for key, _ in selector.select(PARENT_TICK)}
+                if wake_r in ready:
+                    try:
+                        while os.read(wake_r, 512):
+                            pass
+                    except BlockingIOError:
                         pass
-                except BlockingIOError:
-                    pass
                 self._drain_log()
-                self._reap()
+                # Woken by a worker's lines, the parent has nothing else to do: waitpid only
+                # after a SIGCHLD, and once a tick in case one was missed.
+                if signal.SIGCHLD in self._flags or time.monotonic() >= self._next_reap:
+                    self._reap()
                 self._handle_flags()
                 self._respawn_due()
                 if self._stopping and not self.children:
