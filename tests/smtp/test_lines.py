@@ -241,3 +241,34 @@ def test_received_headers_are_counted_in_the_header_section_only() -> None:
     # A stuffed dot is not part of the content: ".Received:" counts as one.
     _, _, dotted = unstuff([b"..Received: x\r\nReceived: y\r\n\r\n.\r\n"])
     assert dotted.stats.received == 1
+
+
+class _LineByLine(DotUnstuffer):
+    """The unstuffer with its run-at-once path turned off: every line through the
+    line-by-line path, the reference the fast path must agree with."""
+
+    def _whole_lines(self, buf: bytearray, i: int, out: bytearray) -> int:
+        return i
+
+
+# Wire octets rich in what matters: dots at line starts, CRLF, bare CR and LF, Received.
+_wire_atoms = st.sampled_from([b".", b"..", b"\r\n", b"\r", b"\n", b"x", b"Received:",
+                               b"rEcEiVeD: y", b"\r\n.\r\n", b".\r", b" ", b"abc" * 20])
+
+
+@given(st.lists(_wire_atoms, max_size=60), st.lists(st.integers(0, 3000), max_size=10))
+@settings(max_examples=600, deadline=None)
+def test_the_fast_path_agrees_with_line_by_line_on_any_input_and_any_split(
+        atoms: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(atoms)
+    results = []
+    for kind in (DotUnstuffer, _LineByLine):
+        u = kind()
+        content, rest = b"", None
+        for piece in split_at(wire, cuts):
+            if u.done:
+                break
+            part, rest = u.feed(piece)
+            content += part
+        results.append((content, rest, u.done, u.stats))
+    assert results[0] == results[1]
