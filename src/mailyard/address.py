@@ -148,6 +148,8 @@ def lookup_key(address: str) -> str | None:
 
 
 def _check_ascii(text: str) -> None:
+    if text.isascii() and text.isprintable():  # 0x20-0x7E only: the usual case, in C
+        return
     for ch in text:
         if ch in "\r\n":
             raise AddressError("a CR or LF inside an address")
@@ -201,6 +203,9 @@ def _unquoted(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
 
 def _split_mailbox(text: str) -> tuple[str, str | None]:
     """Split at the last @ that is not inside a quoted string."""
+    if '"' not in text:  # nothing quoted: the last @ is the one
+        local, at_sign, domain = text.rpartition("@")
+        return (local, domain) if at_sign else (text, None)
     at = -1
     for i, ch in _unquoted(text):
         if ch == "@":
@@ -242,6 +247,11 @@ def parse_mailbox(text: str) -> Path:
 
 def _take_bracketed(arg: str) -> tuple[str, str]:
     """`<...>` at the start of arg (quotes respected): (inside, rest)."""
+    if '"' not in arg:  # nothing quoted: the first > closes it
+        end = arg.find(">", 1)
+        if end >= 0:
+            return arg[1:end], arg[end + 1 :]
+        raise AddressError("the path has no closing >")
     try:
         for i, ch in _unquoted(arg, 1):
             if ch == ">":

@@ -62,8 +62,8 @@ def sync_entries(root: Path) -> None:
 
 def _create(root: Path, name: str, mode: int) -> int:
     """A new file root/tmp/NAME open for writing."""
-    if not running_as_root():
-        return os.open(root / "tmp" / name, _NEW_FILE, mode)
+    if not running_as_root():  # (paths as text: Path objects cost per message here)
+        return os.open(f"{root}/tmp/{name}", _NEW_FILE, mode)
     tmp_dir = state_fd(root, "tmp")
     try:
         return os.open(name, _NEW_FILE, mode, dir_fd=tmp_dir)
@@ -74,7 +74,7 @@ def _create(root: Path, name: str, mode: int) -> int:
 def _rename_in(root: Path, name: str, state: str, qid: str) -> None:
     """root/tmp/NAME becomes root/STATE/QID."""
     if not running_as_root():
-        os.rename(root / "tmp" / name, root / state / qid)
+        os.rename(f"{root}/tmp/{name}", f"{root}/{state}/{qid}")
         return
     src, dst = state_fd(root, "tmp"), state_fd(root, state)
     try:
@@ -87,7 +87,7 @@ def _rename_in(root: Path, name: str, state: str, qid: str) -> None:
 def _remove(root: Path, state: str, name: str) -> None:
     try:
         if not running_as_root():
-            os.unlink(root / state / name)
+            os.unlink(f"{root}/{state}/{name}")
             return
         fd = state_fd(root, state)
         try:
@@ -112,7 +112,7 @@ class MessageWriter:
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         name = f"{os.getpid()}.{time.time_ns()}.{next(_sequence)}"
-        self._tmp = queue.root / "tmp" / name
+        self._name = name
         self._buffer = bytearray()
         self.size = 0
         self._crc = 0  # CRC-32 of every octet flushed to the file so far
@@ -124,7 +124,7 @@ class MessageWriter:
         try:
             self._fd = _create(queue.root, name, 0o640)
         except OSError as err:
-            raise _wrap(err, f"create a message file in {self._tmp.parent}") from err
+            raise _wrap(err, f"create a message file in {queue.root / 'tmp'}") from err
 
     # ---- streaming -----------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -155,7 +155,7 @@ class MessageWriter:
         """The file holding every byte written so far (for filters that scan it)."""
         if self._buffer and not self._closed:
             self._flush()
-        return self._tmp
+        return self.queue.root / "tmp" / self._name
 
     # ---- the end ------------------------------------------------------------------------------
     def commit(self, envelope: Envelope) -> str:
@@ -265,7 +265,7 @@ class MessageWriter:
         assert qid is not None and self._closed and self._env_name is not None
         root = self.queue.root
         try:
-            _rename_in(root, self._tmp.name, "mess", qid)
+            _rename_in(root, self._name, "mess", qid)
             _rename_in(root, self._env_name, "todo", qid)  # the commit point
         except OSError as err:
             self.abandon()
@@ -289,7 +289,7 @@ class MessageWriter:
             except OSError:
                 pass
         if self.queue_id is None:
-            _remove(self.queue.root, "tmp", self._tmp.name)
+            _remove(self.queue.root, "tmp", self._name)
 
     def __enter__(self) -> MessageWriter:
         return self

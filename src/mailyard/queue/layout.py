@@ -94,7 +94,8 @@ class Queue:
     def trigger(self) -> None:
         """Wake the send service, if it runs, to look at the queue now (never blocks)."""
         try:
-            fd = os.open(self.root / TRIGGER, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            fd = os.open(f"{self._root_text}/{TRIGGER}",
+                         os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except OSError as err:
             if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES, errno.ELOOP):
                 return  # nobody listening: send looks at the whole queue when it starts

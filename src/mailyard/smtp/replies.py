@@ -8,6 +8,7 @@ doubles as the rule name in the service log, so a rejection in the log says whic
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Reply:
         return self.text.split("\n") or [""]
 
     def __bytes__(self) -> bytes:
+        return self.wire
+
+    @cached_property
+    def wire(self) -> bytes:
+        """The reply as sent, made once per reply (most are constants of this table)."""
         parts = self.lines()
         out = []
         for i, line in enumerate(parts):
