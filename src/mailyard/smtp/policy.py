@@ -162,8 +162,15 @@ def connection_refused(policy: Policy, active: int) -> R.Reply | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)
+def _filled(reply: R.Reply, key: str, value: str) -> R.Reply:
+    """`reply` with its one placeholder filled: made once per value, not per session (the
+    greeting, HELO and QUIT replies of a policy are the same for every client)."""
+    return reply.format(**{key: value})
+
+
 def greeting(policy: Policy) -> R.Reply:
-    return R.GREETING.format(greeting=policy.greeting)
+    return _filled(R.GREETING, "greeting", policy.greeting)
 
 
 def offers_starttls(policy: Policy, session: Session) -> bool:
@@ -176,16 +183,22 @@ def offers_auth(policy: Policy, session: Session) -> bool:
 
 
 def helo_reply(policy: Policy) -> R.Reply:
-    return R.HELO_OK.format(hostname=policy.hostname)
+    return _filled(R.HELO_OK, "hostname", policy.hostname)
 
 
 def ehlo_reply(policy: Policy, session: Session) -> R.Reply:
-    lines = [policy.hostname, "PIPELINING"]
-    lines.append(f"SIZE {policy.size_limit}" if policy.size_limit else "SIZE")
+    return _ehlo(policy.hostname, policy.size_limit, offers_starttls(policy, session),
+                 offers_auth(policy, session))
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo(hostname: str, size_limit: int, starttls: bool, auth: bool) -> R.Reply:
+    lines = [hostname, "PIPELINING"]
+    lines.append(f"SIZE {size_limit}" if size_limit else "SIZE")
     lines += ["8BITMIME", "ENHANCEDSTATUSCODES"]
-    if offers_starttls(policy, session):
+    if starttls:
         lines.append("STARTTLS")
-    if offers_auth(policy, session):
+    if auth:
         lines.append("AUTH " + " ".join(MECHANISMS))
     return R.EHLO_OK.format(lines="\n".join(lines))
 
@@ -467,7 +480,7 @@ _SIMPLE_REPLIES: dict[str, R.Reply] = {
 
 
 def quit_reply(policy: Policy) -> R.Reply:
-    return R.CLOSING.format(hostname=policy.hostname)
+    return _filled(R.CLOSING, "hostname", policy.hostname)
 
 
 def timeout_reply(policy: Policy) -> R.Reply:

@@ -109,6 +109,8 @@ _SEQUENCE_HINTS: dict[tuple[State, type[Event]], str] = {
     (S.RCPT, StartTls): "STARTTLS is not allowed during a mail transaction",
 }
 
+# The octets a command line may hold: printable ASCII and tab (RFC 5321 4.1.1).
+_COMMAND_OCTETS = bytes(range(0x20, 0x7F)) + b"\t"
 _VERBS: dict[str, type[Event]] = {
     "HELO": Helo, "EHLO": Ehlo, "MAIL": MailFrom, "RCPT": RcptTo, "DATA": Data,
     "RSET": Rset, "NOOP": Noop, "QUIT": Quit, "VRFY": Vrfy, "HELP": Help,
@@ -232,7 +234,7 @@ class ServerConnection:
     def _command(self, line: bytes) -> Event:
         if b"\r" in line or b"\n" in line:
             return BadInput(R.BARE_CR_OR_LF, repr(line[:80]))
-        if any(b < 0x20 and b != 0x09 or b > 0x7E for b in line):
+        if line.translate(None, _COMMAND_OCTETS):  # something left: not printable ASCII or tab
             return BadInput(R.BAD_CHARACTERS, repr(line[:80]))
         text = line.decode("ascii")
         verb, _, arg = text.partition(" ")

@@ -7,8 +7,9 @@ is rebuilt, in one read of three tables, when the store has changed:
 
 - SQLite (one node): `PRAGMA data_version` on a connection of the view's own changes whenever
   another connection (any process) committed a change to the file. Checking it costs a few
-  microseconds, so every question checks it, and the view is never older than the store: a
-  mailbox created a second ago is found.
+  microseconds; a check holds for VERSION_RECHECK (5 ms), so the questions of one message
+  share it, and the view is never older than the store by more than that: a mailbox created
+  a second ago is found.
 - PostgreSQL (a cluster): the store does not announce account changes, so the view counts as
   current for POSITIVE_MAX_AGE seconds, and a "no" (no such domain, no such mailbox) older
   than NEGATIVE_MAX_AGE seconds is asked again (the view is rebuilt first). The rebuild reads
@@ -42,6 +43,11 @@ NEGATIVE_MAX_AGE = 1.0
 # disabled mailbox is noticed within this time. Postfix's proxymap caches nothing, its
 # address_verify cache keeps positives for days; we stay far below either kind of staleness.
 POSITIVE_MAX_AGE = 10.0
+# On SQLite, a check of `data_version` that found the view current holds for this long: the
+# recipient, quota and sender questions of one message come within it, so they share one
+# check (a query on the store's file) instead of making one each. A change is still seen
+# within this long, against the second that NEGATIVE_MAX_AGE allows elsewhere.
+VERSION_RECHECK = 0.005
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ class StoreView:
         self._snapshot: Snapshot | None = None
         self._seen_version: int | None = None
         self._built_at = 0.0
+        self._current_until = 0.0  # clock time until which the last version check holds
         self._lock = threading.Lock()
         self.rebuilds = 0  # how many times the tables were read (for tests and status)
 
@@ -185,7 +192,13 @@ class StoreView:
         if self._snapshot is None:
             return True
         if self._version is not None:
-            return self._version() != self._seen_version
+            now = self._clock()
+            if now < self._current_until:
+                return False
+            if self._version() != self._seen_version:
+                return True
+            self._current_until = now + VERSION_RECHECK
+            return False
         age = self._clock() - self._built_at
         return age > (NEGATIVE_MAX_AGE if negative else POSITIVE_MAX_AGE)
 
@@ -198,6 +211,7 @@ class StoreView:
             built_at = self._clock()
             snapshot = read_snapshot(self.home)
             self._snapshot, self._seen_version, self._built_at = snapshot, version, built_at
+            self._current_until = 0.0  # the next question checks the version again
             self.rebuilds += 1
             return snapshot
 
