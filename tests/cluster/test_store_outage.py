@@ -26,8 +26,10 @@ from tests.panel.panel_helpers import signin_form_token
 from mailyard.home import Home
 from mailyard.nodeinit import init_home
 from mailyard.services import control
-from mailyard.store import accounts, cache
-from mailyard.store.cache import StoreUnavailable, cache_info, read_scope, store_health
+from mailyard.store import accounts, cache, outage
+from mailyard.store.cache import cache_info, read_scope
+from mailyard.store.health import store_health
+from mailyard.store.outage import StoreUnavailable
 from mailyard.store.settings_store import load_settings, set_many, set_setting
 
 MAILYARD = str(Path(sys.executable).parent / "mailyard")
@@ -53,7 +55,7 @@ def homes_dir(request: pytest.FixtureRequest) -> Path:
 
 def _forget_outage(home: Home) -> None:
     """This test process remembers a dead store for a few seconds; start each phase afresh."""
-    cache._outages.pop(home.db_url, None)
+    outage._outages.pop(home.db_url, None)
 
 
 def test_reads_fall_back_to_the_cache_and_writes_are_refused(own_postgres, homes_dir):

@@ -8,7 +8,8 @@ bottom (README, code layout):
                  list entry grammars), quota, mailboxes, and the two leaf modules of
                  services/ that everything may use (privileges, errors)
   1 settings     the registry and its types: no store access
-  2 store        models, accounts, setting rows, the in-process view, the cache
+  2 store        models, accounts, setting rows, the in-process view, the cache (with the
+                 store's outages, the away marker and the store's health)
   3 queue        the on-disk queue
   4 services     catalog, supervision, TLS, control, applying settings, node set-up, and
                  usage (a mailbox's use of its quota, from the store and the Maildir)

@@ -20,7 +20,8 @@ from ..services.errors import ControlError
 from ..settings.registry import SERVICE_NAMES
 from ..settings.types import SettingError
 from ..store.accounts import AccountError
-from ..store.cache import store_health, uses_cache
+from ..store.cache import uses_cache
+from ..store.health import store_health
 from ..store.settings_store import load_settings
 from . import cascade
 from .common import CliError, home_of, print_json, print_table

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..store.cache import refresh_cache, store_health
+from ..store.cache import refresh_cache
+from ..store.health import store_health
 from .common import EXIT_FAILURE, CliError, home_of, print_json
 
 

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from ..services import helper
-from ..store.cache import describe_error, mark_store_away, refresh_cache
+from ..store.away import mark_store_away
+from ..store.cache import refresh_cache
+from ..store.outage import describe_error
 from ..store.settings_store import NOTIFY_CHANNEL
 from .changes import apply_pending
 from .membership import HEARTBEAT_SECONDS, report_status
@@ -45,7 +47,7 @@ def run_once(home: Home) -> None:
     are logged, not raised: the agent must outlive a store that is away.
 
     A heartbeat that cannot reach the store switches the node's Dovecot to the local cache
-    (store.cache.mark_store_away, then a reload); the first one that reaches it again is the
+    (store.away.mark_store_away, then a reload); the first one that reaches it again is the
     catch-up: the changes cascaded meanwhile are applied, the cache is refreshed, and Dovecot
     goes back to the store."""
     try:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..services import certificates
 from ..settings.registry import value
-from ..store.cache import store_marked_away
+from ..store.away import store_marked_away
 
 if TYPE_CHECKING:
     from ..home import Home
@@ -236,7 +236,8 @@ def _service_blocks(home: Home, settings: dict[str, Any], on: dict[str, bool],
 
 def _account_sources(home: Home, sql_conf: str, cache_sql_conf: str) -> list[str]:
     """passdb and userdb: the store, or on a cluster node whose store is away, the node's
-    local cache of it (mailyard.store.cache; the agent switches and reloads Dovecot).
+    local cache of it (mailyard.store.cache; the agent switches it with the marker of
+    mailyard.store.away and reloads Dovecot).
 
     One source at a time, not a chain of both: with pgsql and sqlite side by side Dovecot
     2.3.19's auth-worker crashes (signal 11) when PostgreSQL cannot be reached, and its pgsql

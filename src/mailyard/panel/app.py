@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from ..cluster.agent import start_thread
 from ..home import Home
 from ..settings.types import SettingError
-from ..store.cache import StoreUnavailable
+from ..store.outage import StoreUnavailable
 from . import (
     api_accounts,
     api_cluster,

@@ -21,7 +21,7 @@ from ..cluster.membership import list_nodes, manager
 from ..services import control
 from ..settings.registry import SERVICE_NAMES
 from ..store import accounts
-from ..store.cache import recent_health
+from ..store.health import recent_health
 from ..store.models import SPAM_ACTIONS
 from ..store.settings_store import load_settings
 from . import api_mailauth, boxes, optional, queue_view, rrd

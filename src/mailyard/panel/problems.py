@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from ..settings.types import SettingError
-from ..store.cache import StoreUnavailable, describe_error
+from ..store.outage import StoreUnavailable, describe_error
 from . import limits_view
 
 

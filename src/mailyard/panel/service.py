@@ -23,6 +23,7 @@ from .app import create_app
 # Modules the panel imports lazily, loaded before root is dropped (see PRELOAD_BEFORE_DROP).
 PANEL_PRELOAD = (
     "mailyard.cluster.membership", "mailyard.cluster.changes", "mailyard.store.cache",
+    "mailyard.store.outage", "mailyard.store.away", "mailyard.store.health",
     "mailyard.panel.api_spam", "mailyard.panel.api_virus", "mailyard.panel.api_queue",
     "mailyard.services.apply_settings", "mailyard.queue.admin", "mailyard.filters.prefs",
     "mailyard.filters.virusdb", "mailyard.filters.freshclam", "multipart", "python_multipart",

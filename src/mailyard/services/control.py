@@ -22,7 +22,8 @@ from ..home import Home
 from ..mda.dovecot import reset_listeners
 from ..nodeinit import HomeUnreachable, check_reach, give_store_to_mail_owner, secure_home
 from ..settings.registry import SERVICE_NAMES
-from ..store.cache import mark_store_away, refresh_cache
+from ..store.away import mark_store_away
+from ..store.cache import refresh_cache
 from ..store.settings_store import load_settings
 from . import supervisor_conf
 from .catalog import SERVICES

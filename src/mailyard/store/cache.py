@@ -7,7 +7,7 @@ domains, mailboxes, aliases, settings, spam preferences and admins, in one SQLit
 HOME/db/cache.sqlite, with the store's own table layout.
 
 - Kept in step by `refresh_cache`: the cluster agent calls it every heartbeat and after every
-  cascaded change, `mailyard up` calls it, and so does `mailyard cache refresh`. One refresh is
+  cascaded change, `mailyard up` calls it, and so does `mailyard store refresh-cache`. One refresh is
   one SQLite transaction (tables dropped, created and filled between BEGIN IMMEDIATE and
   COMMIT), so a reader sees the whole old copy or the whole new one, never a mix; when the
   rows are what the copy already holds (a fingerprint says so), only the time is updated.
@@ -15,26 +15,27 @@ HOME/db/cache.sqlite, with the store's own table layout.
   reader writes the shared-memory file).
 - Dovecot cannot fall back per query (see mda/config.py), so the node switches it: whoever
   finds the store away (the agent's heartbeat, `mailyard up`) leaves the marker
-  HOME/db/store-away and reloads Dovecot, which then reads this cache; the first heartbeat
-  that reaches the store again removes the marker and reloads Dovecot back onto the store.
+  HOME/db/store-away (store/away.py) and reloads Dovecot, which then reads this cache; the
+  first heartbeat that reaches the store again removes the marker and reloads Dovecot back
+  onto the store.
 - Read through `read_scope`: the store when it answers, else the cache. A store that failed is
-  not asked again for STORE_RETRY_SECONDS, so a dead store costs one connection attempt every few
-  seconds rather than one per SMTP command. Writes never fall back: a change made while the
-  store is away is refused with the store's error, and nothing is queued to be replayed.
+  not asked again for STORE_RETRY_SECONDS (store/outage.py remembers the failure), so a dead
+  store costs one connection attempt every few seconds rather than one per SMTP command.
+  Writes never fall back: a change made while the store is away is refused with the store's
+  error, and nothing is queued to be replayed.
 - A node on SQLite (a single node; the store is a local file) needs no cache: `read_scope` is
   then just the store's session.
 
 The copy is not a replica of PostgreSQL and takes no part in the cluster's consistency: when the
-store is back, reads go to it again and the next refresh overwrites the copy.
+store is back, reads go to it again and the next refresh overwrites the copy. What `mailyard
+status` and the panel say of the store and its cache is store/health.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,25 +52,17 @@ from .. import safefs
 from ..services.privileges import mail_owner, running_as_root, store_gid
 from .db import engine_for, session_scope
 from .models import Admin, Alias, Domain, Mailbox, SettingRow, SpamPreference
+from .outage import StoreUnavailable, mark_down, mark_up, outage_error, retry_later, seen_down
 
 if TYPE_CHECKING:
     from ..home import Home
-
-log = logging.getLogger("mailyard.store")
 
 CACHE_NAME = "cache.sqlite"
 # The tables mail needs when the store is away, parents before children (foreign keys).
 CACHED_MODELS = (Domain, Mailbox, Alias, SettingRow, SpamPreference, Admin)
 CACHED_TABLES: tuple[Table, ...] = tuple(cast(Table, m.__table__) for m in CACHED_MODELS)
-# After the store failed, read from the cache for this many seconds before trying it again:
-# short enough to notice its return at once, long enough that a dead store is not hammered.
-STORE_RETRY_SECONDS = 5.0
 # The cache is as private as the store: it holds password hashes.
 CACHE_MODE = 0o600
-
-
-class StoreUnavailable(RuntimeError):
-    """The store does not answer and this node has no cache to answer instead."""
 
 
 def uses_cache(home: Home) -> bool:
@@ -81,60 +74,11 @@ def cache_path(home: Home) -> Path:
     return home.root / "db" / CACHE_NAME
 
 
-# ---- the store's state, as this process last saw it ---------------------------------------------
-
-
-@dataclass
-class _Outage:
-    since: float  # wall clock
-    retry_at: float  # monotonic
-    error: str
-
-
-_outages: dict[str, _Outage] = {}
-_outage_lock = threading.Lock()
-
-
-def _mark_down(home: Home, exc: BaseException) -> None:
-    error = describe_error(exc)
-    with _outage_lock:
-        known = _outages.get(home.db_url)
-        if known is None:
-            log.warning("the store is unreachable (%s); answering from the local cache %s",
-                        error, cache_path(home))
-        _outages[home.db_url] = _Outage(known.since if known else time.time(),
-                                        time.monotonic() + STORE_RETRY_SECONDS, error)
-
-
-def _mark_up(home: Home) -> None:
-    with _outage_lock:
-        known = _outages.pop(home.db_url, None)
-    if known is not None:
-        log.warning("the store answers again after %.0f s; reading from it",
-                    time.time() - known.since)
-
-
-def _retry_later(home: Home) -> bool:
-    with _outage_lock:
-        known = _outages.get(home.db_url)
-        return known is not None and time.monotonic() < known.retry_at
-
-
 def answering_from_cache(home: Home) -> bool:
     """Whether this process last found the store away (its reads go to the cache). An address
     the cache does not know is then "try again later", never "no such user": the copy may be
     older than the mailbox."""
-    with _outage_lock:
-        return home.db_url in _outages
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming a store error: the driver's exception (not SQLAlchemy's wrapper) and
-    the first line of its message. Shared by the logs, `mailyard status`, the agent's marker
-    and the panel's 503."""
-    inner = getattr(exc, "orig", None) or exc
-    first = str(inner).strip().splitlines()
-    return f"{type(inner).__name__}: {first[0] if first else ''}".strip()
+    return seen_down(home)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -172,16 +116,16 @@ def _cache_engine(path: Path, *, writer: bool) -> Engine:
 
 def _open_primary(home: Home) -> Session | None:
     """A session on the store with its connection made, or None when the store is away."""
-    if _retry_later(home):
+    if retry_later(home):
         return None
     session = sessionmaker(engine_for(home.db_url), expire_on_commit=False)()
     try:
         session.connection()
     except DBAPIError as exc:
         session.close()
-        _mark_down(home, exc)
+        mark_down(home, exc, cache_path(home))
         return None
-    _mark_up(home)
+    mark_up(home)
     return session
 
 
@@ -207,10 +151,8 @@ def read_scope(home: Home) -> Iterator[Session]:
         return
     path = cache_path(home)
     if not path.is_file():
-        with _outage_lock:
-            error = _outages[home.db_url].error if home.db_url in _outages else "unreachable"
-        raise StoreUnavailable(f"the store is unreachable ({error}) and this node has no "
-                               f"local cache yet ({path})")
+        raise StoreUnavailable(f"the store is unreachable ({outage_error(home)}) and this node "
+                               f"has no local cache yet ({path})")
     session = sessionmaker(_cache_engine(path, writer=False), expire_on_commit=False)()
     try:
         yield session
@@ -317,102 +259,3 @@ def cache_info(home: Home) -> CacheInfo | None:
         return CacheInfo(path, None, 0, 0)  # being written for the first time, or damaged
     return CacheInfo(path, datetime.fromisoformat(at) if at else None, int(boxes or 0),
                      int(domains or 0))
-
-
-# ---- the marker that switches Dovecot to the cache ---------------------------------------------
-
-AWAY_MARKER = "store-away"
-
-
-def _away_marker(home: Home) -> Path:
-    """Beside the cache in HOME/db (root's, 2770 with the group mailyard-store): the panel,
-    which runs the cluster agent as mailyard-panel, may write it there; HOME/run is root's."""
-    return cache_path(home).parent / AWAY_MARKER
-
-
-def store_marked_away(home: Home) -> bool:
-    return uses_cache(home) and _away_marker(home).exists()
-
-
-def mark_store_away(home: Home, away: bool, reason: str = "") -> bool:
-    """Leave or remove the marker; True when that changed anything."""
-    marker = _away_marker(home)
-    if away == marker.exists():
-        return False
-    if away:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(AWAY_MARKER + ".tmp")
-        tmp.write_text(f"{datetime.now(UTC).isoformat()} {reason}\n")
-        os.replace(tmp, marker)
-    else:
-        marker.unlink(missing_ok=True)
-    return True
-
-
-# ---- the store's health, for `mailyard status` and the panel ------------------------------------
-
-
-@dataclass(frozen=True)
-class StoreHealth:
-    kind: str  # "sqlite" or "postgresql"
-    reachable: bool
-    error: str
-    cache: CacheInfo | None
-
-    def as_dict(self) -> dict[str, Any]:
-        cache = None
-        if self.cache is not None:
-            cache = {"path": str(self.cache.path), "mailboxes": self.cache.mailboxes,
-                     "domains": self.cache.domains,
-                     "refreshed_at": (self.cache.refreshed_at.isoformat()
-                                      if self.cache.refreshed_at else None)}
-        return {"kind": self.kind, "reachable": self.reachable, "error": self.error,
-                "cache": cache}
-
-    def summary(self) -> str:
-        """One line for people: is the store there, and if not what the node works from."""
-        if self.reachable:
-            return f"store: {self.kind}, reachable"
-        where = "no local cache: mail for accounts cannot be checked, senders are told to " \
-                "try again later"
-        if self.cache is not None and self.cache.refreshed_at is not None:
-            age = int((datetime.now(UTC) - self.cache.refreshed_at).total_seconds())
-            stamp = f"{self.cache.refreshed_at:%Y-%m-%d %H:%M:%S}"
-            where = (f"working from the local cache of {stamp} UTC ({_age(age)} old; "
-                     f"{self.cache.mailboxes} mailboxes, "
-                     f"{self.cache.domains} domains); changes are refused until it is back")
-        return f"store: {self.kind}, UNREACHABLE ({self.error}); {where}"
-
-
-def _age(seconds: int) -> str:
-    if seconds < 120:
-        return f"{max(0, seconds)} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h"
-
-
-def store_health(home: Home) -> StoreHealth:
-    """Ask the store now (one connection, bounded by the connect timeout)."""
-    kind = "postgresql" if uses_cache(home) else "sqlite"
-    try:
-        with engine_for(home.db_url).connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except DBAPIError as exc:
-        _mark_down(home, exc)
-        return StoreHealth(kind, False, describe_error(exc), cache_info(home))
-    _mark_up(home)
-    return StoreHealth(kind, True, "", cache_info(home))
-
-
-def recent_health(home: Home) -> StoreHealth:
-    """Like store_health, but a store this process saw fail moments ago is not asked again
-    until STORE_RETRY_SECONDS have passed (a page view must not wait for a dead store)."""
-    if not uses_cache(home):
-        return StoreHealth("sqlite", True, "", None)
-    if _retry_later(home):
-        with _outage_lock:
-            known = _outages.get(home.db_url)
-        return StoreHealth("postgresql", False, known.error if known else "unreachable",
-                           cache_info(home))
-    return store_health(home)
