@@ -1,5 +1,4 @@
-"""The bounce decision as plain functions: a result at the end of the queue lifetime, and
-whether a failed message's reports go to its sender, to the postmaster or nowhere."""
+"""The bounce decision as plain functions: the lifetime's end, and where failure reports go."""
 
 from __future__ import annotations
 
