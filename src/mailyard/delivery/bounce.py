@@ -1,8 +1,4 @@
-"""Bounce messages: RFC 3464 delivery status notifications for recipients that failed.
-
-A plain function of the failed message's envelope, its failure reports and its headers; the
-scheduler decides whether a bounce is sent, to whom, or discarded (docs/delivery.md).
-"""
+"""Bounces as plain functions: a failure's final result, whether and where a bounce goes, the DSN."""
 
 from __future__ import annotations
 
@@ -10,10 +6,14 @@ import email.utils
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from ..queue.state import BounceReport
 from .local import header_block, to_unix_lines
+from .result import DEFERRAL, FAILURE, Result
+from .retry import LIFETIME_TEXT, expired
 
 # qmail's envelope sender for a double bounce: a bounce of it is discarded, never sent.
 DOUBLE_BOUNCE_SENDER = "#@[]"
@@ -36,6 +36,53 @@ def is_returned_double_bounce(sender: str, original: bytes) -> bool:
     name = DOUBLE_BOUNCE_HEADER.lower().encode() + b":"
     return any(line.lower().startswith(name)
                for line in to_unix_lines(header_block(original)).split(b"\n"))
+
+
+def settle(result: Result, birth: float, attempt_started: float, lifetime: float) -> Result:
+    """The result to record for an attempt started at `attempt_started` of a message born at
+    `birth`: a deferral of an attempt started at or after the end of the queue lifetime is a
+    failure (status 4.4.7 for a temporary code, as qmail-send gives up); else `result`."""
+    if result.kind != DEFERRAL or not expired(birth, attempt_started, lifetime):
+        return result
+    code = result.enhanced_status()
+    return Result(FAILURE, result.text.rstrip("\n") + "\n" + LIFETIME_TEXT,
+                  status="4.4.7" if code.startswith("4") else code,
+                  remote_mta=result.remote_mta, diagnostic=result.diagnostic)
+
+
+class BounceKind(Enum):
+    """What becomes of the failure reports of a finished message (qmail-send's rules)."""
+
+    BOUNCE = "bounce"  # a message from a sender: the bounce goes to it, from <>
+    DOUBLE = "double"  # a bounce (from <>): the double bounce goes to the postmaster
+    DOUBLE_DISCARDED = "double discarded"  # a bounce, with double bounces turned off
+    TRIPLE_DISCARDED = "triple discarded"  # a double bounce, ours or one come back
+
+
+@dataclass(frozen=True)
+class BounceDecision:
+    """`kind`; for a bounce sent, its recipient and its envelope sender."""
+
+    kind: BounceKind
+    to_addr: str = ""
+    sender: str = ""
+
+    @property
+    def sends(self) -> bool:
+        return self.kind in (BounceKind.BOUNCE, BounceKind.DOUBLE)
+
+
+def decide_bounce(sender: str, original: bytes, settings: dict[str, Any]) -> BounceDecision:
+    """Whether the failure reports of a message from `sender` (its data `original`) go back
+    to the sender, to the postmaster as a double bounce, or nowhere (docs/delivery.md)."""
+    if sender == DOUBLE_BOUNCE_SENDER or is_returned_double_bounce(sender, original):
+        return BounceDecision(BounceKind.TRIPLE_DISCARDED)
+    if sender == "" and not settings["bounce.double_enabled"]:
+        return BounceDecision(BounceKind.DOUBLE_DISCARDED)
+    if sender == "":
+        return BounceDecision(BounceKind.DOUBLE, double_bounce_recipient(settings),
+                              DOUBLE_BOUNCE_SENDER)
+    return BounceDecision(BounceKind.BOUNCE, sender, "")
 
 
 def bounce_sender(settings: dict[str, Any]) -> str:

@@ -1,9 +1,10 @@
 """The administrator's actions on queued messages, as the running send service carries them
-out: hold, release, retry now, bounce now (delete is the scheduler's own `_delete`).
+out: hold, release, retry now, bounce now (delete is admin_requests.delete).
 
 The administration (queue/admin.py) leaves a batch request in the queue's lock/ directory;
-the scheduler's request handling calls `carry_out`, which changes the scheduler's state and
-the queue files and writes the send log's lines (parsed by logtools/parser.py):
+the scheduler's request handling (admin_requests.py) calls `carry_out`, which changes the
+scheduler's state and the queue files and writes the send log's lines (parsed by
+logtools/parser.py):
 
     hold msg N: REASON
     release msg N
@@ -59,11 +60,7 @@ def bounce_text(hostname: str) -> str:
 
 
 async def carry_out(s: Scheduler, action: str, ids: list[str], reason: str) -> None:
-    """Apply one batch request (hold, release, retry, bounce, delete) to the messages `ids`."""
-    if action == "delete":
-        for qid in ids:
-            await s._delete(qid)
-        return
+    """Apply one batch request (hold, release, retry, bounce) to the messages `ids`."""
     if action == "hold":
         for qid in ids:
             await _hold(s, qid, reason)

@@ -1,10 +1,14 @@
 """The send service's core: pick up committed messages, run deliveries, retry, bounce, log.
 
 One asyncio loop owns all in-memory state; file work that may block (fsync, the store) runs
-in threads. Per message and channel (local, remote) the recipients still to do are either
+in threads, which return what they did for the loop to apply and log (no thread changes the
+loop's state). Per message and channel (local, remote) the recipients still to do are either
 pending (due, waiting for a free slot), in flight, or deferred (waiting for the next retry
 time of that message and channel, qmail's schedule in retry.py). How each state on disk
-comes back after a crash is in docs/queue.md.
+comes back after a crash is in docs/queue.md. What a failure becomes (a deferral at the end
+of the lifetime, a bounce, a double bounce, nothing) is decided in bounce.py (the
+scheduler queues what it says); the administrator's requests are carried out in
+admin_requests.py.
 """
 
 from __future__ import annotations
@@ -26,25 +30,18 @@ from ..mailauth.mtasts import PolicyCache
 from ..mailauth.outbound import Signer
 from ..queue import Envelope, Queue, QueueError, TornMessage
 from ..queue import attempts as qattempts
-from ..queue import control as qcontrol
 from ..queue import holds as qholds
 from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
 from ..store.settings_store import load_settings
-from . import queue_actions, sendlog
+from . import admin_requests, queue_actions, sendlog
 from .batch import Batcher, each
-from .bounce import (
-    DOUBLE_BOUNCE_SENDER,
-    bounce_sender,
-    build_bounce,
-    double_bounce_recipient,
-    is_returned_double_bounce,
-)
+from .bounce import BounceDecision, BounceKind, bounce_sender, build_bounce, decide_bounce, settle
 from .local import LocalContext, deliver_local, mailbox_scanner
 from .lookup import Recipients
 from .remote import RemoteClient, RemoteSettings, next_hop
-from .result import DEFERRAL, FAILURE, SUCCESS, Result, deferral
-from .retry import LIFETIME_TEXT, expired, next_retry
+from .result import FAILURE, SUCCESS, Result, deferral
+from .retry import next_retry
 
 # Committed messages split per pass of the loop: bounds the time between two dispatches when
 # thousands arrive at once (qmail-send reads todo in a similar trickle).
@@ -175,7 +172,7 @@ class Scheduler:
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
-        await asyncio.to_thread(self._clean)
+        await self._clean()
         self.held = await asyncio.to_thread(qholds.held_ids, self.queue)
         for qid in sorted(self.queue.ids("info"), key=int):
             if not self.queue.path("todo", qid).exists():
@@ -195,8 +192,8 @@ class Scheduler:
             look, self._look = self._look, False  # a trigger from now on is seen next pass
             if look and self._splitting:  # todo/ and the requests after the split under way
                 self._look, look = True, False
-            if look:
-                await self._requests()
+            if look and await admin_requests.carry_out_requests(self):
+                self._flush = True
             if self._flush:
                 self._flush = False
                 self._make_all_due()
@@ -205,7 +202,7 @@ class Scheduler:
                 self._spawn(self._split())
             self._dispatch()
             if time.time() - self._last_clean > CLEAN_INTERVAL_SECONDS:
-                await asyncio.to_thread(self._clean)
+                await self._clean()
             try:
                 await asyncio.wait_for(self.wake.wait(), self._idle_seconds())
             except TimeoutError:
@@ -248,9 +245,9 @@ class Scheduler:
         self.recipients.close()
         self.log.write("status: exiting")
 
-    def _clean(self) -> None:
+    async def _clean(self) -> None:
         self._last_clean = time.time()
-        for what in qstate.clean_orphans(self.queue):
+        for what in await asyncio.to_thread(qstate.clean_orphans, self.queue):
             self.log.write(sendlog.warning(f"removed leftover {what}"))
 
     def _status(self) -> None:
@@ -471,12 +468,8 @@ class Scheduler:
         finally:
             self._release(channel, hop)
         try:
-            for number, index, result in zip(numbers, indices, results, strict=True):
-                if result.kind == DEFERRAL and expired(m.birth, started, self.lifetime):
-                    result = Result(FAILURE, result.text.rstrip("\n") + "\n" + LIFETIME_TEXT,
-                                    status=_expired_status(result),
-                                    remote_mta=result.remote_mta,
-                                    diagnostic=result.diagnostic)
+            for number, index, attempted in zip(numbers, indices, results, strict=True):
+                result = settle(attempted, m.birth, started, self.lifetime)
                 self.log.write(sendlog.delivery_result(number, result.kind, result.text))
                 await self._record(m, channel, index, result)
         finally:
@@ -586,7 +579,7 @@ class Scheduler:
         m.deleted = True  # nothing else may touch it from here
         if m.bounce_pending:
             try:
-                await asyncio.to_thread(self._bounce, m)
+                await self._bounce(m)
             except (OSError, QueueError) as err:
                 self.log.write(sendlog.warning(f"unable to send bounce for msg {m.qid}: {err};"
                                                " will try again"))
@@ -604,82 +597,21 @@ class Scheduler:
             await self._complete(m)
         self._spawn(later())
 
-    def _bounce(self, m: Message) -> None:
-        """Send (or discard) the bounce of a finished message, then drop bounce/N."""
-        reports = qstate.read_bounce_reports(self.queue, m.qid)
-        sender = m.envelope.sender
-        if reports:
-            original = self.queue.path("mess", m.qid).read_bytes()
-            if sender == DOUBLE_BOUNCE_SENDER or is_returned_double_bounce(sender, original):
+    async def _bounce(self, m: Message) -> None:
+        """Send (or discard) the bounce of a finished message, then drop bounce/N. The files
+        are read and written in threads; the log line and the message's state here."""
+        made = await asyncio.to_thread(_queue_bounce, self.queue, m.qid, m.envelope.sender,
+                                       m.birth, self.settings)
+        if made is not None:
+            decision, qp = made
+            if decision.kind is BounceKind.TRIPLE_DISCARDED:
                 self.log.write(sendlog.triple_bounce(m.qid))
-            elif sender == "" and not self.settings["bounce.double_enabled"]:
+            elif decision.kind is BounceKind.DOUBLE_DISCARDED:
                 self.log.write(sendlog.double_bounce_discarded(m.qid))
             else:
-                if sender == "":
-                    to_addr, new_sender = double_bounce_recipient(self.settings), \
-                        DOUBLE_BOUNCE_SENDER
-                else:
-                    to_addr, new_sender = sender, ""
-                body = build_bounce(hostname=str(self.settings["server.hostname"]),
-                                    from_addr=bounce_sender(self.settings), to_addr=to_addr,
-                                    reports=reports, original=original,
-                                    arrival=m.birth, qid=m.qid, double=sender == "")
-                env = Envelope(sender=new_sender, recipients=[to_addr], protocol="bounce",
-                               extra={"bounce_of": m.qid})
-                with self.queue.open_message() as w:
-                    w.write(body)
-                    w.commit(env)
-                self.log.write(sendlog.bounce_msg(m.qid, env.qp))
-        self.queue.path("bounce", m.qid).unlink(missing_ok=True)
-        fsync_dir(self.queue.root / "bounce")
+                self.log.write(sendlog.bounce_msg(m.qid, qp))
+        await asyncio.to_thread(_drop_bounce_reports, self.queue, m.qid)
         m.bounce_pending = False
-
-    # ---- administration requests ----------------------------------------------------------------
-    async def _requests(self) -> None:
-        for request in await asyncio.to_thread(qcontrol.take_requests, self.queue):
-            if request.arg == qcontrol.BATCH_ARG:  # hold, release, retry, bounce, delete
-                ids, reason = await asyncio.to_thread(qcontrol.read_batch, request)
-                await queue_actions.carry_out(self, request.action, ids, reason)
-            elif request.action == "flush":
-                self._flush = True
-            elif request.action == "delete":
-                await self._delete(request.arg)
-            elif request.action == "purge":
-                await self._purge(request.arg)
-            request.path.unlink(missing_ok=True)
-
-    async def _delete(self, qid: str) -> None:
-        m = self.messages.get(qid)
-        if m is not None:
-            m.deleted = True
-            self.messages.pop(qid, None)
-        if qid.isdigit():
-            await asyncio.to_thread(qstate.remove_message, self.queue, qid)
-            self.log.write(sendlog.warning(f"msg {qid} deleted by the administrator"))
-            self.log.write(sendlog.end_msg(qid))
-
-    async def _purge(self, which: str) -> None:
-        if which in ("todo", "all"):
-            for qid in self.queue.ids("todo"):
-                await self._delete(qid)
-        if which == "all":
-            for qid in list(self.messages):
-                await self._delete(qid)
-            return
-        if which in CHANNELS:
-            for m in list(self.messages.values()):
-                if m.deleted or not any(not r.done for r in m.recipients[which]):
-                    continue
-                for rcpt in m.recipients[which]:
-                    rcpt.done = True
-                m.purged.add(which)
-                m.pending[which].clear()
-                m.deferred[which].clear()
-                await asyncio.to_thread(qstate.finish_channel, self.queue, which, m.qid)
-                self.log.write(sendlog.warning(
-                    f"{which} deliveries of msg {m.qid} purged by the administrator"))
-                if not m.busy():
-                    self._spawn(self._complete(m))
 
 
 def _read_file(path: str) -> bytes:
@@ -687,6 +619,29 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
-def _expired_status(result: Result) -> str:
-    code = result.enhanced_status()
-    return "4.4.7" if code.startswith("4") else code
+def _queue_bounce(queue: Queue, qid: str, sender: str, arrival: float,
+                  settings: dict[str, Any]) -> tuple[BounceDecision, int] | None:
+    """Queue the bounce of message `qid` from `sender` as decide_bounce says (the queue's qp
+    of the bounce, 0 when it is discarded); None when the message has no failure reports."""
+    reports = qstate.read_bounce_reports(queue, qid)
+    if not reports:
+        return None
+    original = queue.path("mess", qid).read_bytes()
+    decision = decide_bounce(sender, original, settings)
+    if not decision.sends:
+        return decision, 0
+    body = build_bounce(hostname=str(settings["server.hostname"]),
+                        from_addr=bounce_sender(settings), to_addr=decision.to_addr,
+                        reports=reports, original=original, arrival=arrival, qid=qid,
+                        double=decision.kind is BounceKind.DOUBLE)
+    env = Envelope(sender=decision.sender, recipients=[decision.to_addr], protocol="bounce",
+                   extra={"bounce_of": qid})
+    with queue.open_message() as w:
+        w.write(body)
+        w.commit(env)
+    return decision, env.qp
+
+
+def _drop_bounce_reports(queue: Queue, qid: str) -> None:
+    queue.path("bounce", qid).unlink(missing_ok=True)
+    fsync_dir(queue.root / "bounce")
