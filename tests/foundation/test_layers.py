@@ -4,7 +4,7 @@ Every module is parsed (not imported); each `import` statement anywhere in it co
 function too, except those under `if TYPE_CHECKING:` (annotations only). The layers, from the
 bottom (README, code layout):
 
-  0 primitives   durable, fssync, safefs, logs, home, address (with the blacklist and spam
+  0 primitives   children, durable, fssync, safefs, logs, home, address (with the blacklist and spam
                  list entry grammars), quota, mailboxes, and the two leaf modules of
                  services/ that everything may use (privileges, errors)
   1 settings     the registry and its types: no store access
@@ -30,8 +30,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "mailyard"
 
-PRIMITIVES = {"mailyard", "mailyard.durable", "mailyard.fssync", "mailyard.safefs", "mailyard.logs",
-              "mailyard.home", "mailyard.address", "mailyard.blacklist", "mailyard.spam_lists",
+PRIMITIVES = {"mailyard", "mailyard.children", "mailyard.durable", "mailyard.fssync",
+              "mailyard.safefs", "mailyard.logs", "mailyard.home", "mailyard.address",
+              "mailyard.blacklist", "mailyard.spam_lists",
               "mailyard.quota", "mailyard.mailboxes", "mailyard.services.privileges",
               "mailyard.services.errors"}
 PARTS = ("smtp", "delivery", "filters", "mda", "logtools", "cluster", "mailauth")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import threading
+import signal
+import socket
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,18 +35,61 @@ def queue(tmp_path: Path, method: str) -> Queue:
     return q
 
 
+class FileEvent:
+    """An event both the test and the sync process (a forked child) see: a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def set(self) -> None:
+        self.path.touch()
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.path.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+
+class Counter:
+    """A count both processes add to: one octet appended per call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_bytes(b"")
+
+    def add(self) -> int:
+        with open(self.path, "ab") as f:
+            f.write(b".")
+        return self.value
+
+    @property
+    def value(self) -> int:
+        return self.path.stat().st_size
+
+
 class Gate:
     """Holds the first sync round at its start until the test opens it (a real sync runs
-    after): meanwhile the next messages gather."""
+    after): meanwhile the next messages gather. The syncfs rounds run in the committer's sync
+    process, so its state is in files."""
 
-    def __init__(self, real: Callable[..., Any]) -> None:
+    def __init__(self, real: Callable[..., Any], where: Path) -> None:
         self.real = real
-        self.entered = threading.Event()
-        self.open = threading.Event()
-        self.calls = 0
+        self.entered = FileEvent(where / "gate-entered")
+        self.open = FileEvent(where / "gate-open")
+        self._calls = Counter(where / "gate-calls")
+
+    @property
+    def calls(self) -> int:
+        return self._calls.value
 
     def __call__(self, *args: Any) -> Any:
-        self.calls += 1
+        self._calls.add()
         self.entered.set()
         self.open.wait(timeout=30)
         return self.real(*args)
@@ -55,12 +100,12 @@ def method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def gate_rounds(monkeypatch: pytest.MonkeyPatch, method: str) -> Gate:
+def gate_rounds(monkeypatch: pytest.MonkeyPatch, method: str, where: Path) -> Gate:
     if method == C.SYNCFS:
-        gate = Gate(C.syncfs)
+        gate = Gate(C.syncfs, where)
         monkeypatch.setattr(C, "syncfs", gate)
     else:
-        gate = Gate(C.GroupCommit._round)
+        gate = Gate(C.GroupCommit._round, where)
 
         def gated(self: C.GroupCommit, *args: Any) -> Any:
             return gate(self, *args)
@@ -72,7 +117,7 @@ def gate_rounds(monkeypatch: pytest.MonkeyPatch, method: str) -> Gate:
 def test_messages_finishing_during_a_round_are_committed_together(
         tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
     q = queue(tmp_path, method)
-    gate = gate_rounds(monkeypatch, method)
+    gate = gate_rounds(monkeypatch, method, tmp_path)
     count = 20
 
     async def main() -> list[str]:
@@ -107,7 +152,7 @@ def test_messages_finishing_during_a_round_are_committed_together(
 def test_with_fsync_no_message_is_renamed_before_a_round_covered_its_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     q = queue(tmp_path, C.FSYNC)
-    gate = gate_rounds(monkeypatch, C.FSYNC)
+    gate = gate_rounds(monkeypatch, C.FSYNC, tmp_path)
 
     async def main() -> str:
         w = q.open_message()
@@ -128,7 +173,7 @@ def test_with_fsync_no_message_is_renamed_before_a_round_covered_its_files(
 def test_a_message_whose_fsync_fails_fails_alone(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     q = queue(tmp_path, C.FSYNC)
-    gate = gate_rounds(monkeypatch, C.FSYNC)
+    gate = gate_rounds(monkeypatch, C.FSYNC, tmp_path)
 
     async def main() -> list[object]:
         first = q.open_message()
@@ -194,7 +239,7 @@ def test_with_syncfs_a_message_is_renamed_at_once_and_answered_after_the_round(
     """One round per message: the names are in the queue before the round that makes them
     and the files durable, and the envelope records what send checks a torn message by."""
     q = queue(tmp_path, C.SYNCFS)
-    gate = gate_rounds(monkeypatch, C.SYNCFS)
+    gate = gate_rounds(monkeypatch, C.SYNCFS, tmp_path)
     body = b"Subject: one round\r\n\r\nbody\r\n"
 
     async def main() -> str:
@@ -223,22 +268,25 @@ def test_with_syncfs_a_message_is_renamed_at_once_and_answered_after_the_round(
 def test_a_failed_syncfs_fails_everything_it_covered_and_uses_a_new_descriptor(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     q = queue(tmp_path, C.SYNCFS)
-    real = C.syncfs
-    calls: list[int] = []
-    second = threading.Event()
-    release = threading.Event()
+    real, real_open = C.syncfs, C.GroupCommit._open_queue_fd
+    calls, opens = Counter(tmp_path / "calls"), Counter(tmp_path / "opens")
+    second, release = FileEvent(tmp_path / "second"), FileEvent(tmp_path / "release")
 
     def failing(fd: int) -> None:  # the first round (the first message) fails
-        calls.append(fd)
-        if len(calls) == 1:
+        if calls.add() == 1:
             second.set()
             release.wait(timeout=30)
             raise OSError(errno.EIO, "Input/output error")
         real(fd)
 
-    monkeypatch.setattr(C, "syncfs", failing)
+    def counted_open(self: C.GroupCommit) -> int:
+        opens.add()
+        return real_open(self)
 
-    async def main() -> tuple[list[object], object, str, int | None]:
+    monkeypatch.setattr(C, "syncfs", failing)
+    monkeypatch.setattr(C.GroupCommit, "_open_queue_fd", counted_open)
+
+    async def main() -> tuple[list[object], object, str]:
         committer = q.committer
         begun = committer.generation  # a message begun before the failure
         late = q.open_message()
@@ -254,15 +302,14 @@ def test_a_failed_syncfs_fails_everything_it_covered_and_uses_a_new_descriptor(
         await asyncio.sleep(0)
         release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        fd_after_failure = committer._fd
         early = await asyncio.gather(committer.commit(late, envelope(3), begun),
                                      return_exceptions=True)
         fresh = q.open_message()
         fresh.write(b"after\r\n")
         qid = await committer.commit(fresh, envelope(4), committer.generation)
-        return results, early[0], qid, fd_after_failure
+        return results, early[0], qid
 
-    results, early, qid, fd_after_failure = asyncio.run(main())
+    results, early, qid = asyncio.run(main())
     q.committer.close()
     assert len(results) == 3
     assert all(isinstance(r, QueueError) and r.temporary for r in results)
@@ -271,8 +318,59 @@ def test_a_failed_syncfs_fails_everything_it_covered_and_uses_a_new_descriptor(
     # send's check removes one whose data was lost); the one begun early is gone
     assert len(os.listdir(q.root / "todo")) == 4 and qid in os.listdir(q.root / "todo")
     assert os.listdir(q.root / "tmp") == []
-    assert fd_after_failure is None  # closed at once; the next round opened a new one
-    assert len(calls) == 2
+    assert opens.value == 2  # the failure was never retried on the descriptor that had it
+    assert calls.value == 2
+
+
+def test_if_the_sync_process_dies_what_it_held_fails_for_now_and_a_new_one_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = queue(tmp_path, C.SYNCFS)
+    gate = gate_rounds(monkeypatch, C.SYNCFS, tmp_path)
+
+    async def main() -> tuple[object, str, int]:
+        committer = q.committer
+        w = q.open_message()
+        w.write(b"held\r\n")
+        task = asyncio.ensure_future(committer.commit(w, envelope(0)))
+        await asyncio.to_thread(gate.entered.wait, 30)
+        assert committer._sync is not None
+        dead = committer._sync.pid
+        os.kill(dead, signal.SIGKILL)
+        held = (await asyncio.gather(task, return_exceptions=True))[0]
+        gate.open.set()
+        fresh = q.open_message()
+        fresh.write(b"after\r\n")
+        qid = await committer.commit(fresh, envelope(1), committer.generation)
+        assert committer._sync is not None and committer._sync.pid != dead
+        return held, qid, dead
+
+    held, qid, dead = asyncio.run(main())
+    q.committer.close()
+    assert isinstance(held, QueueError) and held.temporary
+    # renamed before the round: kept, as after any failed round (send checks its data)
+    assert len(os.listdir(q.root / "todo")) == 2 and qid in os.listdir(q.root / "todo")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(dead, os.WNOHANG)  # collected: no zombie left
+
+
+def test_the_sync_process_holds_none_of_the_workers_sockets(tmp_path: Path) -> None:
+    """Forked from a server, it must not keep a client's connection open after the server
+    closed it (the client would never see the end)."""
+    q = queue(tmp_path, C.SYNCFS)
+    ours, client = socket.socketpair()
+
+    async def main() -> None:
+        w = q.open_message()
+        w.write(b"one\r\n")
+        await q.committer.commit(w, envelope(0))  # the sync process was forked for this
+
+    asyncio.run(main())
+    assert q.committer._sync is not None
+    ours.close()
+    client.settimeout(10)
+    assert client.recv(1) == b""  # the end of the connection reached the client
+    q.committer.close()
+    client.close()
 
 
 def test_a_lone_message_takes_one_round_with_syncfs_and_two_with_fsync(

@@ -1,11 +1,11 @@
 """Group commit: messages that finish at the same time share the rounds that make them durable.
 
 A server hands each finished message to `GroupCommit.commit` and awaits its queue id. The
-committer works on the server's event loop; one thread of its own does the sync calls. A
-sync round is one call in that thread; the next group gathers while a round runs, so under
-load each round carries every message that finished during the previous one, and the cost
-per message falls as the load rises. What a round does, and how many a message waits for,
-depends on `method`:
+committer works on the server's event loop; the sync calls are made by a helper of its own
+(with syncfs the `SyncProcess`, with fsync a thread). A sync round is one call there; the
+next group gathers while a round runs, so under load each round carries every message that
+finished during the previous one, and the cost per message falls as the load rises. What a
+round does, and how many a message waits for, depends on `method`:
 
 * `syncfs` (Linux 5.8 or later, the default there): one round. At once, on the loop, the
   message is staged (data flushed, `tmp/N.envelope` written: `MessageWriter.stage`) and
@@ -41,12 +41,16 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
+import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..children import die_with_parent
 from ..services.privileges import running_as_root
 from .envelope import Envelope
 from .errors import QueueError
@@ -91,6 +95,105 @@ def syncfs(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+class SyncProcess:
+    """A child process that calls syncfs(2) of the queue's filesystem when asked: one octet
+    down a pipe asks for a round, one octet back answers it (0: done, else the errno).
+
+    Why a process and not a thread: a thread of ours needs the GIL back after each call to
+    hand over its result, and under load the event loop holds it, so every round cost a
+    hand-off of the GIL both ways, a wake-up of the executor's thread and of the loop (most of
+    the 10 futex calls per message strace counted at 10 sessions). The child needs no GIL of
+    ours: the loop writes an octet and goes on, and reads the answer when its descriptor
+    becomes readable. The child is forked from the worker (it shares its memory until it
+    writes to it, so it adds little), dies with it (PR_SET_PDEATHSIG), and keeps its own
+    descriptor of the queue: syncfs reports a writeback error of the filesystem once per open
+    file description, so after a failure it opens a new one, never retrying on the old."""
+
+    def __init__(self, open_fd: Callable[[], int]) -> None:
+        parent = os.getpid()
+        ask_r, ask_w = os.pipe2(os.O_CLOEXEC)
+        answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the child: nothing but the rounds
+            code = 1
+            try:
+                _only_descriptors(ask_r, answer_w)  # the clients' sockets must close with us
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    # a stop of the service's group must not end a round under way: the child
+                    # ends when its worker closes the pipe, or dies with it
+                    signal.signal(sig, signal.SIG_IGN)
+                die_with_parent(parent)
+                _serve_rounds(open_fd, ask_r, answer_w)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(ask_r)
+        os.close(answer_w)
+        os.set_blocking(answer_r, False)
+        self.pid = pid
+        self._ask = ask_w
+        self.answers = answer_r  # readable when a round has ended
+        self.ended = False
+
+    def ask(self) -> None:
+        """Start a round (the answer comes on `answers`)."""
+        try:
+            os.write(self._ask, b"\1")
+        except OSError:
+            self.ended = True  # the child is gone: the answer is an end of file
+
+    def answer(self) -> int | None:
+        """The answer of the round that ended (0 or an errno), None if none is there yet;
+        raises EOFError when the child has ended."""
+        try:
+            data = os.read(self.answers, 1)
+        except BlockingIOError:
+            return None
+        if not data:
+            self.ended = True
+            raise EOFError
+        return data[0]
+
+    def close(self) -> None:
+        """End the child and collect it."""
+        for fd in (self._ask, self.answers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _only_descriptors(*keep: int) -> None:
+    """Close every descriptor but 0-2 and `keep` (the forked child must not hold the worker's
+    sockets open: a client would never see its connection end)."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _serve_rounds(open_fd: Callable[[], int], ask: int, answer: int) -> None:
+    """The sync process's loop: a syncfs per octet asked, until the asking side closes."""
+    fd = open_fd()
+    while True:
+        if not os.read(ask, 1):
+            return
+        try:
+            syncfs(fd)
+            code = 0
+        except OSError as err:
+            code = (err.errno or errno.EIO) & 0xFF or errno.EIO
+            os.close(fd)  # the error was reported on this description: never again on it
+            fd = open_fd()
+        os.write(answer, bytes([code]))
+
+
 @dataclass(eq=False)
 class _Entry:
     writer: MessageWriter
@@ -117,8 +220,9 @@ class GroupCommit:
         self._staged: list[_Entry] = []
         self._renamed: list[_Entry] = []
         self._task: asyncio.Task[None] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._fd: int | None = None  # the descriptor syncfs is called on
+        self._pool: ThreadPoolExecutor | None = None  # the fsync rounds' thread
+        self._sync: SyncProcess | None = None  # the syncfs rounds' process
+        self._answer: asyncio.Future[int] | None = None  # the syncfs round under way
         # Raised by every failed syncfs: a message begun before it may have lost data.
         self.generation = 0
         self.rounds = 0  # sync rounds so far (for tests and the benchmark)
@@ -147,8 +251,8 @@ class GroupCommit:
         return await entry.future
 
     def close(self) -> None:
-        """Stop the sync thread (every commit has been answered by then: the servers wait
-        for their sessions' commits before they stop)."""
+        """Stop the sync process or thread (every commit has been answered by then: the
+        servers wait for their sessions' commits before they stop)."""
         for entry in self._staged + self._renamed:
             entry.writer.abandon()
             entry.answer(QueueError("queue: the committer is stopping"))
@@ -156,9 +260,7 @@ class GroupCommit:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._stop_sync()
 
     # ---- the rounds ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -166,10 +268,14 @@ class GroupCommit:
         while self._staged or self._renamed:
             staged, self._staged = self._staged[:MAX_BATCH], self._staged[MAX_BATCH:]
             renamed, self._renamed = self._renamed[:MAX_BATCH], self._renamed[MAX_BATCH:]
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="queue-sync")
             try:
-                failed = await loop.run_in_executor(self._pool, self._round, staged, renamed)
+                if self.method == SYNCFS:
+                    failed = await self._syncfs_round()
+                else:
+                    if self._pool is None:
+                        self._pool = ThreadPoolExecutor(1, thread_name_prefix="queue-sync")
+                    failed = await loop.run_in_executor(self._pool, self._round, staged,
+                                                        renamed)
             except OSError as err:
                 self._syncfs_failed(err, staged, renamed)
                 continue
@@ -202,12 +308,47 @@ class GroupCommit:
                     except OSError:
                         pass  # send looks at the whole queue when it starts and every few min
 
+    async def _syncfs_round(self) -> dict[_Entry, QueueError]:
+        """One syncfs by the sync process, begun now; OSError if it failed (or the process
+        ended: it is started again for the next round)."""
+        loop = asyncio.get_running_loop()
+        if self._sync is None:
+            self._sync = SyncProcess(self._open_queue_fd)
+            loop.add_reader(self._sync.answers, self._on_answer)
+        self._answer = loop.create_future()
+        self._sync.ask()
+        if self._sync.ended:
+            self._stop_sync()
+            raise OSError(errno.EIO, "the queue's sync process ended")
+        code = await self._answer
+        if code:
+            raise OSError(code, os.strerror(code))
+        return {}
+
+    def _on_answer(self) -> None:
+        assert self._sync is not None
+        try:
+            code = self._sync.answer()
+        except EOFError:
+            self._stop_sync()
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_exception(OSError(errno.EIO, "the queue's sync process ended"))
+            return
+        if code is not None and self._answer is not None and not self._answer.done():
+            self._answer.set_result(code)
+
+    def _stop_sync(self) -> None:
+        if self._sync is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._sync.answers)
+            except RuntimeError:
+                pass  # no loop runs any more (the service is stopping)
+            self._sync.close()
+            self._sync = None
+
     def _round(self, staged: list[_Entry], renamed: list[_Entry]) -> dict[_Entry, QueueError]:
-        """In the sync thread: make the files of `staged` and the names of `renamed` durable;
-        the entries that failed (a failed syncfs raises OSError instead)."""
-        if self.method == SYNCFS:
-            syncfs(self._queue_fd())
-            return {}
+        """In the sync thread (fsync method): make the files of `staged` and the names of
+        `renamed` durable; the entries that failed."""
         failed: dict[_Entry, QueueError] = {}
         for entry in staged:
             try:
@@ -222,28 +363,23 @@ class GroupCommit:
                 failed.update((entry, error) for entry in renamed)
         return failed
 
-    def _queue_fd(self) -> int:
-        if self._fd is None:
-            root = self.queue.root
-            if running_as_root():  # reached without following a link the mail owner made
-                path_fd = state_fd(root, "tmp")
-                try:
-                    self._fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
-                                       dir_fd=path_fd)
-                finally:
-                    os.close(path_fd)
-            else:
-                self._fd = os.open(root / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        return self._fd
+    def _open_queue_fd(self) -> int:
+        """A new descriptor of the queue's tmp/ for syncfs (in the sync process)."""
+        root = self.queue.root
+        if running_as_root():  # reached without following a link the mail owner made
+            path_fd = state_fd(root, "tmp")
+            try:
+                return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                               dir_fd=path_fd)
+            finally:
+                os.close(path_fd)
+        return os.open(root / "tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def _syncfs_failed(self, err: OSError, staged: list[_Entry],
                        renamed: list[_Entry]) -> None:
-        """A round failed as a whole (a syncfs failed): every message held fails, and the
-        next round opens a new descriptor."""
+        """A round failed as a whole (a syncfs failed): every message held fails (the sync
+        process has opened a new descriptor for the next round)."""
         self.generation += 1
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         error = wrap_error(err, "make the message durable")
         for entry in renamed:  # renamed, maybe not durable: report, never remove
             entry.answer(error)

@@ -22,7 +22,6 @@ answered 250 once durable, so nothing a client was told is lost.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import selectors
@@ -33,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 
+from ..children import die_with_parent
 from ..logs import LogDir
 from .shared import MAX_WORKERS, SharedState
 
@@ -50,7 +50,6 @@ RESPAWN_DELAY = 1.0
 PARENT_TICK = 1.0
 _CONTROL = b"\0"  # first octet of a datagram that is a message to the parent, not a log line
 _RELOADED = b"reloaded "
-_PR_SET_PDEATHSIG = 1
 
 
 class LogPipe:
@@ -120,13 +119,6 @@ def worker_count(configured: int) -> int:
     return max(1, min(cpus, MAX_WORKERS))
 
 
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
 class Parent:
     """The parent of the workers of one service (see the module's docstring)."""
 
@@ -159,7 +151,7 @@ class Parent:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
-                _die_with_parent(parent)
+                die_with_parent(parent)
                 self._mine.close()
                 self.shared.worker = index
                 self._serve(index, pipe)
