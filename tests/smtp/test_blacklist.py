@@ -146,5 +146,5 @@ def test_the_running_smtp_server_refuses_what_qregex_refuses(node: Home, start) 
         s.mail("someone@remote.test")
         assert s.rcpt(JOE)[0] == 250
         assert s.data(b"Subject: kept\r\n\r\nnot blacklisted\r\n")[0] == 250
-    assert "rule=INBOUND_BLACKLIST value=<host!user@example.org>" in svc.log()
+    svc.wait_log("rule=INBOUND_BLACKLIST value=<host!user@example.org>")
     assert len(queue_entries(node)) == 1

@@ -105,6 +105,6 @@ def test_relay_network_clients_are_counted_by_address_inbound_mail_never(node: H
         s.rset()
         for _ in range(3):  # to a local mailbox: not outbound, not counted
             assert s.sendmail("someone@elsewhere.test", [JOE], MESSAGE) == {}
-    assert "rate-limit rule=messages key=ip:127.0.0.1" in svc.log()
+    svc.wait_log("rate-limit rule=messages key=ip:127.0.0.1")
     counts, _ = RateTable(node).report()
     assert counts == {"ip:127.0.0.1": (1, 1), "domain:example.org": (1, 1)}

@@ -104,7 +104,7 @@ def test_listed_client_is_refused_with_the_lists_name(node: Home, start, dns) ->
     trusted = RawClient(node.port("smtp"), source="127.0.0.1")
     assert trusted.code() == 220
     trusted.close()
-    assert "rule=RBL_LISTED value=127.0.0.2" in svc.log()
+    svc.wait_log("rule=RBL_LISTED value=127.0.0.2")
     assert not any(name.endswith("1.0.0.127.bl.test.") for name in resolver.asked)
 
 

@@ -74,7 +74,7 @@ def test_unknown_local_mailbox_is_refused(node: Home, start) -> None:  # type: i
         s.mail("a@remote.test")
         assert s.rcpt("nobody@example.org") == (
             550, b"5.1.1 <nobody@example.org>: no such mailbox here")
-    assert "rule=NO_SUCH_USER value=nobody@example.org reply=550 5.1.1" in svc.log()
+    svc.wait_log("rule=NO_SUCH_USER value=nobody@example.org reply=550 5.1.1")
     assert queue_entries(node) == []
 
 
@@ -95,8 +95,9 @@ def test_an_unauthenticated_client_cannot_relay(node: Home, start) -> None:  # t
         s.rset()
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             s.sendmail("a@remote.test", ["victim@elsewhere.test"], MESSAGE)
-    assert "rule=RELAY_DENIED value=victim@elsewhere.test" in svc.log()
-    assert svc.log().count("rule=RELAY_TRICK") == len(tricks)
+    svc.wait_log("rule=RELAY_DENIED value=victim@elsewhere.test")
+    wait_until(lambda: svc.log().count("rule=RELAY_TRICK") == len(tricks),
+               what="a log line for each trick")
     assert queue_entries(node) == []
 
 
@@ -185,9 +186,7 @@ def test_inbound_blacklist(node: Home, start) -> None:  # type: ignore[no-untype
         assert s.mail("boss@spammer.test")[0] == 553
         assert s.mail("ok@remote.test")[0] == 250
         assert s.rcpt("hated@example.org")[0] == 553
-    assert "rule=INBOUND_BLACKLIST value=<boss@spammer.test>" in svc.log()
-
-
+    svc.wait_log("rule=INBOUND_BLACKLIST value=<boss@spammer.test>")
 def test_outbound_blacklist_for_local_senders(node: Home, start) -> None:  # type: ignore[no-untyped-def]
     change(node, {"smtp.outbound_blacklist": "*@forbidden.test"})
     start("smtp")
@@ -239,9 +238,7 @@ def test_virus_scanning_without_clamd_defers_and_queues_nothing(node: Home, star
             s.sendmail("a@remote.test", [JOE], MESSAGE)
     assert err.value.smtp_code == 451  # the sender keeps the message and tries again
     assert leftovers(node) == []
-    assert "rule=VIRUS_SCANNER_UNAVAILABLE" in svc.log()
-
-
+    svc.wait_log("rule=VIRUS_SCANNER_UNAVAILABLE")
 def test_sigterm_tells_idle_clients_421_and_stops(node: Home, start) -> None:  # type: ignore[no-untyped-def]
     svc = start("smtp")
     c = RawClient(node.port("smtp"))
@@ -249,7 +246,7 @@ def test_sigterm_tells_idle_clients_421_and_stops(node: Home, start) -> None:  #
     svc.proc.send_signal(15)
     assert c.reply().startswith(b"421 4.3.2 mx.example.test shutting down")
     assert svc.proc.wait(timeout=30) == 0
-    assert "stopped service=smtp" in svc.log()
+    svc.wait_log("stopped service=smtp")
     c.close()
 
 

@@ -43,7 +43,7 @@ def test_workers_share_one_port_one_cap_and_one_log_in_time_order(node: Home, st
     svc = start("smtp")
     wait_until(lambda: svc.log().count("worker-start service=smtp") == 2, what="two workers")
     assert len(children(svc.proc.pid)) == 2
-    assert "workers=2" in svc.log()
+    svc.wait_log("workers=2")
     held = [RawClient(node.port("smtp")) for _ in range(3)]
     assert [c.code() for c in held] == [220, 220, 220]
     over = RawClient(node.port("smtp"))  # whichever worker takes it, the cap is the service's

@@ -144,6 +144,7 @@ def test_clear_text_sent_before_the_handshake_is_still_discarded(node: Home, sta
     reply = tls.reply()
     assert reply.startswith(b"503 "), reply  # no EHLO after TLS, and the clear MAIL is gone
     raw.close()
+    svc.wait_log("end ip=")  # every line of the session is in the log
     assert "evil@attacker.test" not in svc.log()
 
 

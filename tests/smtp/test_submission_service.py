@@ -36,9 +36,7 @@ def test_swaks_starttls_and_auth_on_submission(node: Home, start) -> None:  # ty
     assert envelope["auth_user"] == JOE and envelope["protocol"] == "ESMTPSA"
     assert envelope["recipients"] == ["friend@elsewhere.test"]
     assert b"with ESMTPSA" in data and b"via submission" in data
-    assert f"auth ip=127.0.0.1 user={JOE} mechanism=PLAIN" in svc.log()
-
-
+    svc.wait_log(f"auth ip=127.0.0.1 user={JOE} mechanism=PLAIN")
 def test_swaks_implicit_tls_and_auth_login_on_smtps(node: Home, start) -> None:  # type: ignore[no-untyped-def]
     start("submission")
     out = swaks("--server", f"127.0.0.1:{node.port('smtps')}", "--tls-on-connect",
@@ -84,11 +82,9 @@ def test_wrong_password_is_refused_and_slowed_down(node: Home, start) -> None:  
             with pytest.raises(smtplib.SMTPAuthenticationError) as err:
                 s.login(JOE, "wrong password")
             assert err.value.smtp_code == 535
-            assert f"failures={attempt} delay={2 ** (attempt - 1)}s" in svc.log()
+            svc.wait_log(f"failures={attempt} delay={2 ** (attempt - 1)}s")
         s.login(JOE, JOE_PASSWORD)  # the right one still works, and clears the count
-    assert "rule=AUTH_FAILED value=joe@example.org" in svc.log()
-
-
+    svc.wait_log("rule=AUTH_FAILED value=joe@example.org")
 def test_unknown_user_cannot_log_in(node: Home, start) -> None:  # type: ignore[no-untyped-def]
     start("submission")
     with smtplib.SMTP_SSL("127.0.0.1", node.port("smtps"), context=client_tls()) as s:

@@ -235,6 +235,12 @@ class GroupCommit:
         """The message's queue id once it is durable; QueueError if it could not be made so.
         `generation` is `self.generation` when the message was begun, if known: a message
         begun before a failed syncfs fails too."""
+        return await self.submit(writer, envelope, generation)
+
+    def submit(self, writer: MessageWriter, envelope: Envelope,
+               generation: int | None = None) -> asyncio.Future[str]:
+        """`commit` without a coroutine of its own: the future of the queue id (a failure to
+        stage or publish is raised at once). Cancelling the caller never cancels it."""
         if generation is not None and generation != self.generation:
             writer.abandon()
             raise QueueError("queue: a disk error was reported while the message came in")
@@ -248,7 +254,7 @@ class GroupCommit:
             self._staged.append(entry)
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
-        return await entry.future
+        return entry.future
 
     def close(self) -> None:
         """Stop the sync process or thread (every commit has been answered by then: the

@@ -49,8 +49,7 @@ class Incoming:
         id. A cancellation (shutdown) waits for the commit to end: the writer is never
         abandoned while its commit runs."""
         committer = self.queue.committer
-        return await _uncancellable(asyncio.ensure_future(committer.commit(self.writer, envelope,
-                                                                       self.generation)))
+        return await _uncancellable(committer.submit(self.writer, envelope, self.generation))
 
     def abandon(self) -> None:
         self.writer.abandon()
