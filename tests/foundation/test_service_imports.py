@@ -18,6 +18,9 @@ NOT_LOADED = {
     "mailyard.delivery.service": ["httpx._main", "rich", "pygments", "click",
                                   # reads DKIM keys and accounts, never makes a key
                                   "cryptography"],
+    # smtp and submission: TLS contexts at start need only ssl (cryptography reads the names
+    # of a hosted domain's own certificate, on a node that has one)
+    "mailyard.smtp.service": ["cryptography"],
 }
 
 CHILD = r"""

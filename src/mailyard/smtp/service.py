@@ -20,9 +20,8 @@ from typing import Any
 from .. import __version__
 from ..home import Home
 from ..logs import LogDir
-from ..services.certificates import sni_context
 from ..services.privileges import chown_path, drop_privileges
-from ..services.tls import server_context
+from ..services.server_tls import server_context, sni_context
 from ..store.db import engine_for
 from ..store.settings_store import load_settings
 from .policy import Policy
