@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mailyard.home import Home
-from mailyard.services.certificates import sni_context
-from mailyard.services.tls import server_context
+from mailyard.services.server_tls import server_context, sni_context
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from mailyard.mailauth.inbound import DkimResult, DmarcResult, SpfResult, Verdict
 from mailyard.settings.registry import defaults
 from mailyard.smtp import replies as R
@@ -71,3 +74,16 @@ def test_spf_fail_is_refused_only_when_the_administrator_asks() -> None:
                        SpfResult("softfail", "example.net", "mailfrom"), "192.0.2.1") is None
     assert spf_refusal(policy(**{"spf.refuse_fail": True}),
                        SpfResult("fail", "h.example.net", "helo"), "192.0.2.1") is None
+
+
+def test_the_public_suffix_list_is_read_for_the_checking_service_only() -> None:
+    """The submission service checks no mail and never holds the list (about 1.2 MiB); the
+    smtp service reads it at start, before dropping root; anything else at first use."""
+    code = ("import sys; from mailyard.mailauth import inbound; from mailyard.smtp import "
+            "authchecks; authchecks.prepare(sys.argv[1]); print(len(inbound._PSL), "
+            "inbound.organizational_domain('a.b.example.co.uk'), len(inbound._PSL))")
+    for service, before in (("submission", "0"), ("smtp", "1")):
+        done = subprocess.run([sys.executable, "-c", code, service], capture_output=True,
+                              text=True, timeout=60, cwd="/")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [before, "example.co.uk", "1"]

@@ -15,7 +15,7 @@ import ssl
 _PEM_CERTIFICATE = re.compile(
     r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
 
-# The same floor as the node's own servers (mailyard.services.tls.server_context).
+# The same floor as the node's own servers (mailyard.services.server_tls.server_context).
 MINIMUM_TLS = ssl.TLSVersion.TLSv1_2
 
 

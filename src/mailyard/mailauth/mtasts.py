@@ -23,7 +23,8 @@ from pathlib import Path
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
-import httpx
+
+from .http_client import httpx
 
 # RFC 8461 3.3: the policy body is at most 64 KB; RFC 8461 3.3 also asks senders to bound the
 # fetch (Postfix's postfix-mta-sts-resolver uses 10 s, as we do).

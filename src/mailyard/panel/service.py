@@ -27,6 +27,11 @@ PANEL_PRELOAD = (
     "mailyard.panel.api_spam", "mailyard.panel.api_virus", "mailyard.panel.api_queue",
     "mailyard.services.apply_settings", "mailyard.queue.admin", "mailyard.filters.prefs",
     "mailyard.filters.virusdb", "mailyard.filters.freshclam", "multipart", "python_multipart",
+    # a DKIM key made (store.dkim_keys.new_key_pair: a domain added, a rotation); loaded at
+    # the top by services.certificates today, named here so that it stays loaded
+    "cryptography.hazmat.primitives.serialization",
+    "cryptography.hazmat.primitives.asymmetric.rsa",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
 )
 
 

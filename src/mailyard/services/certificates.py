@@ -1,4 +1,5 @@
-"""Real certificates for the node and its hosted domains: checked, installed, chosen by SNI.
+"""Real certificates for the node and its hosted domains: checked and installed (the servers
+choose them by SNI: services/server_tls.py, where the paths under HOME/tls are defined).
 
 `mailyard tls install CERT KEY [--domain DOMAIN]` puts a certificate that others can verify in
 place of the self-signed one made at init (or beside it, for one hosted domain's name). It is
@@ -10,24 +11,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from ..address import is_hostname
+from .server_tls import CERT_NAME as CERT_NAME
+from .server_tls import DOMAINS_DIR as DOMAINS_DIR
+from .server_tls import KEY_NAME as KEY_NAME
+from .server_tls import cert_names
 
 # A certificate that ends within this many days is installed with a warning, and `status`
 # says so: ACME clients renew at 30 days left (Let's Encrypt's advice), so less is a sign
 # that renewal is failing.
 EXPIRY_WARNING_DAYS = 30
-# Where per-domain certificates live under HOME/tls/.
-DOMAINS_DIR = "domains"
-CERT_NAME, KEY_NAME = "cert.pem", "key.pem"
 
 
 class CertificateError(ValueError):
@@ -64,16 +64,6 @@ def load_key(pem: bytes) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed2
                             ed25519.Ed25519PrivateKey)):
         raise CertificateError("the key is neither RSA, ECDSA nor Ed25519")
     return key
-
-
-def cert_names(cert: x509.Certificate) -> list[str]:
-    """The DNS names a certificate is for: its SAN, or its CN when it has no SAN."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        return [n.lower() for n in san.value.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        return [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(
-            NameOID.COMMON_NAME)]
 
 
 def covers(pattern: str, name: str) -> bool:
@@ -183,34 +173,3 @@ def installed(tls_dir: Path, now: dt.datetime | None = None) -> list[Installed]:
                              leaf.not_valid_after_utc, days, leaf.issuer == leaf.subject,
                              warnings))
     return out
-
-
-# ---- choosing by SNI -------------------------------------------------------------------------
-
-def sni_context(base: ssl.SSLContext, tls_dir: Path) -> ssl.SSLContext:
-    """`base` (the node's certificate) answering each client that names a hosted domain
-    with that domain's certificate (RFC 6066 3), and every other client with the node's."""
-    contexts: dict[str, ssl.SSLContext] = {}
-    domains = tls_dir / DOMAINS_DIR
-    if domains.is_dir():
-        for where in sorted(domains.iterdir()):
-            if not (where / CERT_NAME).is_file():
-                continue
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = base.minimum_version
-            ctx.load_cert_chain(str(where / CERT_NAME), str(where / KEY_NAME))
-            for name in cert_names(load_chain((where / CERT_NAME).read_bytes())[0]):
-                contexts.setdefault(name, ctx)
-
-    def choose(sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
-               _ctx: ssl.SSLContext) -> None:
-        if not server_name:
-            return
-        name = server_name.lower()
-        chosen = contexts.get(name) or contexts.get("*." + name.partition(".")[2])
-        if chosen is not None:
-            sock.context = chosen
-
-    if contexts:
-        base.sni_callback = choose
-    return base

@@ -1,11 +1,10 @@
-"""The node's TLS material: a self-signed certificate made at init, and server contexts."""
+"""The node's self-signed certificate, made at init (the servers' contexts: server_tls.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import os
-import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -45,11 +44,3 @@ def make_self_signed(cert_file: Path, key_file: Path, hostname: str) -> None:
     cert_tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     os.replace(key_tmp, key_file)
     os.replace(cert_tmp, cert_file)
-
-
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """TLS 1.2+ server context with the node's certificate."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_file), str(key_file))
-    return ctx

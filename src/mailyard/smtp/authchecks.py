@@ -22,6 +22,7 @@ from ..mailauth.inbound import (
     check_spf,
     disposition,
     evaluate_dmarc,
+    load_public_suffixes,
     txt_lookup,
     use_resolver_for_spf,
 )
@@ -57,6 +58,14 @@ class AuthPolicy:
             refuse_spf_fail=bool(settings["spf.refuse_fail"]),
             hostname=str(settings["server.hostname"]),
             resolver=str(settings["smtp.dns_resolver"]))
+
+
+def prepare(service: str) -> None:
+    """What the checks read from the interpreter's files, read before the service drops root:
+    the public suffix list (DMARC), for the service that checks (whatever the setting says
+    now: a reload may turn the checks on)."""
+    if service == CHECKED_SERVICE:
+        load_public_suffixes()
 
 
 def applies(policy: AuthPolicy, relay_client: bool, authenticated: bool) -> bool:

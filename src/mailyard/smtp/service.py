@@ -20,11 +20,11 @@ from typing import Any
 from .. import __version__
 from ..home import Home
 from ..logs import LogDir
-from ..services.certificates import sni_context
 from ..services.privileges import chown_path, drop_privileges
-from ..services.tls import server_context
+from ..services.server_tls import server_context, sni_context
 from ..store.db import engine_for
 from ..store.settings_store import load_settings
+from .authchecks import prepare as prepare_auth_checks
 from .policy import Policy
 from .ratetable import prepare as prepare_rate_table
 from .server import SmtpServer, bind
@@ -110,6 +110,7 @@ def _run(home: Home, service: str) -> None:
     settings = load_settings(home)
     tls = _tls_context(home, log)  # before dropping root: the key is readable by root only
     _preload_filters(settings, log)
+    prepare_auth_checks(service)  # before the drop, as the filters' imports
     try:
         ports = _ports(home, service, settings, tls)
         sockets = _bind_all(settings, service, ports, log)

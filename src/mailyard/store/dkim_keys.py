@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -58,6 +56,12 @@ class SigningKey:
 
 def new_key_pair(algorithm: str) -> tuple[str, str]:
     """(private key PEM, public key base64 for the DNS p= tag) of a fresh key."""
+    # Only here, where a key is made (a domain added, a rotation: the panel and the CLI):
+    # the send and SMTP services read keys and accounts through this module and never make
+    # one, and cryptography costs each about 2 MiB (issue 20).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if algorithm == "rsa":
         private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = rsa.generate_private_key(
             public_exponent=65537, key_size=RSA_KEY_BITS)
