@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -202,12 +203,27 @@ class Mailyard:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         port = home.port("smtp")
         wait_port(port, self.procs[1], "mailyard smtp")
+        self._wait_workers(home)
         deadline = time.monotonic() + 60
         while not (home.service_log_dir("send") / "current").exists():
             if time.monotonic() > deadline or self.procs[0].poll() is not None:
                 raise RuntimeError("mailyard send did not start")
             time.sleep(0.05)
         return port, home.maildir(RECIPIENT) / "new"
+
+    def _wait_workers(self, home: Home) -> None:
+        """The port listens once the parent has bound it; the load starts once every SMTP
+        worker serves (their start-up is not the load's CPU), as in smtp_bench.py."""
+        log = home.service_log_dir("smtp") / "current"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            match = re.search(r" workers=(\d+)", text)
+            if match and (match.group(1) == "1" or
+                          text.count("worker-start ") >= int(match.group(1))):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("mailyard smtp: the workers did not start")
 
     def trees(self) -> list[int]:
         return [p.pid for p in self.procs]
@@ -285,6 +301,13 @@ class Postfix:
         stop(self.proc)
 
 
+# Every round's directories, removed only when the whole run has ended: on a filesystem without
+# a journal (these machines' ext4) the inode allocator skips inodes freed in the last minute,
+# so removing a round's files would make every file the next rounds create cost more
+# (bench/README.md, "Why mailyard's CPU per message rose from round to round").
+_BASES: list[Path] = []
+
+
 def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> Round:
     base = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
     os.chmod(base, 0o755)
@@ -304,7 +327,7 @@ def measure(kind: type[Mailyard] | type[Postfix], args: argparse.Namespace) -> R
     finally:
         server.stop()
         dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
+        _BASES.append(base)
 
 
 def measure_queued(args: argparse.Namespace) -> Round:
@@ -338,7 +361,7 @@ def measure_queued(args: argparse.Namespace) -> Round:
     finally:
         server.stop()
         dispose_all()
-        shutil.rmtree(base, ignore_errors=True)
+        _BASES.append(base)
 
 
 def start_profile(server: Mailyard, prefix: str) -> list[subprocess.Popen[bytes]]:
@@ -373,6 +396,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("mailyard", "postfix"), default="",
                         help="measure one server only (for profiling; no ratio)")
     args = parser.parse_args()
+    try:
+        run(args)
+    finally:
+        for base in _BASES:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> None:
     if os.geteuid() != 0:
         sys.exit("e2e_bench: run as root (Postfix's master needs it)")
     for tool in (SMTP_SOURCE, POSTFIX_MASTER):
