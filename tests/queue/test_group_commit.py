@@ -392,3 +392,36 @@ def test_a_lone_message_takes_one_round_with_syncfs_and_two_with_fsync(
 def test_an_unknown_method_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="syncfs or fsync"):
         C.GroupCommit(Queue(tmp_path / "queue"), "fdatasync-maybe")
+
+
+def test_the_trigger_stays_open_between_rounds_and_is_opened_again_after_send_left(
+        tmp_path: Path) -> None:
+    q = queue(tmp_path, C.SYNCFS)
+    fifo = str(q.root / "lock" / "trigger")
+
+    async def one(i: int) -> None:
+        w = q.open_message()
+        w.write(b"x\r\n")
+        await q.committer.commit(w, envelope(i))
+
+    async def main() -> None:
+        committer = q.committer
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # send, listening
+        await one(0)
+        kept = committer._trigger
+        await one(1)
+        assert kept is not None and committer._trigger == kept  # not opened again
+        assert os.read(reader, 16) == b"\0\0"  # one wake-up per round
+        os.close(reader)  # send stops
+        await one(2)  # the write finds no reader: the descriptor is dropped
+        assert committer._trigger is None
+        await one(3)  # nobody listens: nothing to open
+        assert committer._trigger is None
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # send is back
+        await one(4)
+        assert committer._trigger is not None and os.read(reader, 16) == b"\0"
+        os.close(reader)
+
+    asyncio.run(main())
+    q.committer.close()
+    assert q.committer._trigger is None

@@ -223,6 +223,7 @@ class GroupCommit:
         self._pool: ThreadPoolExecutor | None = None  # the fsync rounds' thread
         self._sync: SyncProcess | None = None  # the syncfs rounds' process
         self._answer: asyncio.Future[int] | None = None  # the syncfs round under way
+        self._trigger: int | None = None  # the queue's trigger, kept open for writing
         # Raised by every failed syncfs: a message begun before it may have lost data.
         self.generation = 0
         self.rounds = 0  # sync rounds so far (for tests and the benchmark)
@@ -267,6 +268,9 @@ class GroupCommit:
             self._pool.shutdown()
             self._pool = None
         self._stop_sync()
+        if self._trigger is not None:
+            os.close(self._trigger)
+            self._trigger = None
 
     # ---- the rounds ---------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -309,10 +313,20 @@ class GroupCommit:
                 self.batches += 1
                 self.messages += answered
                 if any(entry not in failed for entry in renamed):
-                    try:
-                        self.queue.trigger()
-                    except OSError:
-                        pass  # send looks at the whole queue when it starts and every few min
+                    self._wake_send()
+
+    def _wake_send(self) -> None:
+        """Pull the queue's trigger, on a descriptor kept open from round to round (an open,
+        an fstat and a close fewer per round); a broken one is opened again next time."""
+        try:
+            if self._trigger is None:
+                self._trigger = self.queue.open_trigger()
+            if self._trigger is not None:
+                self.queue.pull_trigger(self._trigger)
+        except OSError:  # send went away: send looks at the whole queue when it starts
+            if self._trigger is not None:
+                os.close(self._trigger)
+                self._trigger = None
 
     async def _syncfs_round(self) -> dict[_Entry, QueueError]:
         """One syncfs by the sync process, begun now; OSError if it failed (or the process

@@ -93,22 +93,42 @@ class Queue:
 
     def trigger(self) -> None:
         """Wake the send service, if it runs, to look at the queue now (never blocks)."""
+        fd = self.open_trigger()
+        if fd is None:
+            return
         try:
-            fd = os.open(f"{self._root_text}/{TRIGGER}",
-                         os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError as err:
-            if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES, errno.ELOOP):
-                return  # nobody listening: send looks at the whole queue when it starts
-            raise
-        try:
-            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-                return  # a file put in the FIFO's place: never written to
-            os.write(fd, b"\0")
-        except OSError as err:
-            if err.errno != errno.EAGAIN:  # a full pipe is already a pending wake-up
-                raise
+            self.pull_trigger(fd)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def pull_trigger(fd: int) -> None:
+        """Write the wake-up octet to a trigger opened by `open_trigger`; OSError (EPIPE)
+        when its reader has gone (the descriptor is then of no more use)."""
+        try:
+            os.write(fd, b"\0")
+        except BlockingIOError:
+            pass  # a full pipe is already a pending wake-up
+
+    def open_trigger(self) -> int | None:
+        """The trigger FIFO open for writing, or None when nobody listens (send not running)
+        or something else stands in its place."""
+        try:
+            fd = os.open(f"{self._root_text}/{TRIGGER}",
+                         os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            if err.errno in (errno.ENXIO, errno.ENOENT, errno.EACCES, errno.ELOOP):
+                return None  # nobody listening: send looks at the whole queue when it starts
+            raise
+        try:
+            is_fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        except OSError:
+            os.close(fd)
+            raise
+        if not is_fifo:  # a file put in the FIFO's place: never written to
+            os.close(fd)
+            return None
+        return fd
 
     # ---- counts ---------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
