@@ -24,6 +24,7 @@ from mda_support import (
     stop_dovecot,
     tls_context,
 )
+from tests.waiting import wait_until
 
 from mailyard.mda import dovecot, master
 from mailyard.mda.config import conf_path, paths
@@ -164,8 +165,9 @@ def test_exec_argv_refuses_a_second_dovecot_for_the_node(node):
         dovecot.exec_argv(node.home)
 
 
-def _session_process(master_pid: int, address: str) -> int:
-    """The mail process serving `address` (Dovecot shows the user in its process title)."""
+def _sessions(master_pid: int, address: str) -> set[int]:
+    """The mail processes serving `address` (Dovecot shows the user in its process title)."""
+    found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -175,8 +177,16 @@ def _session_process(master_pid: int, address: str) -> int:
         except OSError:
             continue
         if ppid == master_pid and f"[{address} " in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"no Dovecot process serves {address}")
+            found.add(int(entry.name))
+    return found
+
+
+def _new_session(master_pid: int, address: str, before: set[int]) -> int:
+    """The process of the session just logged in: one not in `before`, waited for (Dovecot
+    titles it a moment after the login's reply; an earlier session may still be ending)."""
+    new = wait_until(lambda: _sessions(master_pid, address) - before,
+                     what=f"the Dovecot process serving {address}")
+    return max(new)
 
 
 def _address_space_limit(pid: int) -> int:
@@ -197,22 +207,25 @@ def test_memory_limit_setting_reaches_new_processes_after_reload(node):
     pid = master.master_pid(paths(home).base_dir)
     assert pid is not None
 
+    before = _sessions(pid, memo)
     client = IMAPS(node.port("imaps"), tls_context(home))
     client.login(memo, PASSWORD)
     client.select()
-    assert _address_space_limit(_session_process(pid, memo)) == 300 * MB
+    assert _address_space_limit(_new_session(pid, memo, before)) == 300 * MB
     client.logout()
 
+    before = _sessions(pid, memo)
     pop = POP3(node.port("pop3"))
     pop.user(memo)
     pop.pass_(PASSWORD)
-    assert _address_space_limit(_session_process(pid, memo)) == 200 * MB
+    assert _address_space_limit(_new_session(pid, memo, before)) == 200 * MB
     pop.quit()
 
+    before = _sessions(pid, memo)
     plain = IMAP(node.port("imap"))  # imap kept its own limit (the default)
     plain.login(memo, PASSWORD)
     plain.select()
-    assert _address_space_limit(_session_process(pid, memo)) == 256 * MB
+    assert _address_space_limit(_new_session(pid, memo, before)) == 256 * MB
     plain.logout()
 
 
