@@ -143,6 +143,10 @@ class LogDir:
             f"{stamp} {line if line.isprintable() else _visible(line)}\n" for line in lines
         ).encode("utf-8", "replace")
 
+    def flush(self) -> None:
+        """Nothing to do: a LogDir writes each line at once (a worker's LogPipe holds a
+        turn's lines; the SMTP conversation flushes its log before every reply)."""
+
     def write_encoded(self, data: bytes) -> None:
         """Append lines made by `encode` in one write; rotates as `write` does."""
         with self._lock:

@@ -1,4 +1,4 @@
-"""A worker's log lines reach the parent one datagram per turn of the worker's event loop."""
+"""A worker's log lines reach the parent in batches: after LOG_HOLD, or at once on flush."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from mailyard.logs import LogDir
-from mailyard.smtp.workers import MAX_DATAGRAM, LogPipe
+from mailyard.smtp.workers import LOG_HOLD, MAX_DATAGRAM, LogPipe
 
 
 def _datagrams(sock: socket.socket) -> list[bytes]:
@@ -20,23 +20,24 @@ def _datagrams(sock: socket.socket) -> list[bytes]:
             return got
 
 
-def test_lines_of_one_turn_travel_together_and_outside_a_loop_at_once() -> None:
+def test_lines_wait_at_most_the_hold_or_a_flush_and_outside_a_loop_go_at_once() -> None:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     pipe = LogPipe(theirs)
 
-    async def two_turns() -> list[bytes]:
+    async def batches() -> list[bytes]:
         pipe.write("connect a")
         pipe.write("accepted b\nforged line")  # a newline would split it: shown as ?
-        pipe.write("end c")
-        assert _datagrams(mine) == []  # held until the turn ends
         await asyncio.sleep(0)
+        assert _datagrams(mine) == []  # held: several turns' lines go together
+        pipe.flush()  # as after an accepted message: at once
         first = _datagrams(mine)
-        pipe.write("next turn")
-        await asyncio.sleep(0)
+        pipe.write("end c")
+        pipe.write("next")
+        await asyncio.sleep(LOG_HOLD * 4)  # no flush: the hold ends it
         return first + _datagrams(mine)
 
-    got = asyncio.run(two_turns())
-    assert got == [b"connect a\naccepted b?forged line\nend c", b"next turn"]
+    got = asyncio.run(batches())
+    assert got == [b"connect a\naccepted b?forged line", b"end c\nnext"]
     pipe.write("no loop here")
     assert _datagrams(mine) == [b"no loop here"]
     mine.close()

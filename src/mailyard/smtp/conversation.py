@@ -512,6 +512,10 @@ class Conversation:
                             session.auth_user, stats.bare_lf, stats.bare_cr,
                             tls=self.wire.tls_version, helo=session.helo,
                             msgid=incoming.header.message_id, filters=",".join(verdicts)))
+        # The record of an accepted message goes to the log's writer before the client can
+        # see its 250 (the reply is only buffered so far); other lines may wait a moment in
+        # a worker (LogPipe).
+        self.server.log.flush()
 
     async def _authenticate(self, incoming: Incoming,
                             spf: SpfResult) -> tuple[Reply | None, dict[str, Any]]:

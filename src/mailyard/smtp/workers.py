@@ -5,9 +5,9 @@ The parent binds the ports (as root), drops privileges, makes the shared table
 listening sockets (the kernel hands each new connection to one of them) and runs its own event
 loop, queue committer and store view. The parent serves no client; it
 
-- owns the service log: workers send their lines over a socketpair, the lines of one turn
-  of their event loop in one datagram, and the parent stamps and writes them, so there is
-  one writer (rotation stays safe) and lines are in the order the parent received them,
+- owns the service log: workers send their lines over a socketpair, a few milliseconds'
+  worth in one datagram (`LogPipe`), and the parent stamps and writes them at once, so there
+  is one writer (rotation stays safe) and lines are in the order the parent received them,
   which is time order (the log tools bisect on it);
 - passes SIGHUP to every worker and logs `reload service=…` once all of them have reloaded;
 - on SIGTERM logs `stopping`, passes it on, waits for every worker to finish (each gives a
@@ -38,9 +38,13 @@ from .shared import MAX_WORKERS, SharedState
 
 # Longer log lines are cut (a line of ours is far shorter; a filter's message might not be).
 MAX_LINE = 16 * 1024
-# A datagram carries the lines one turn of a worker's loop wrote, newline-separated, up to
-# this size (well under the socket's default send buffer of 208 KiB on Linux).
+# A datagram carries a worker's lines, newline-separated, up to this size (well under the
+# socket's default send buffer of 208 KiB on Linux).
 MAX_DATAGRAM = 64 * 1024
+# Seconds a worker holds a log line at most before sending it to the parent, so that the
+# lines of several turns go together; a line is stamped at most this much after it was
+# written (multilog stamps on arrival too). An accepted message's line does not wait.
+LOG_HOLD = 0.005
 # Receive buffer of the parent's end: room for bursts of lines while it writes.
 LOG_SOCKET_BUFFER = 4 * 1024 * 1024
 # A worker that dies within this many seconds of its start is started again only after this
@@ -48,30 +52,28 @@ LOG_SOCKET_BUFFER = 4 * 1024 * 1024
 RESPAWN_DELAY = 1.0
 # How often the parent looks at its children when nothing else wakes it (seconds).
 PARENT_TICK = 1.0
-# After writing what its workers sent, the parent waits this long before it reads again, so
-# that under load one wake-up and one write carry the lines of many turns of every worker
-# instead of a few (multilog, by contrast, reads as lines come). A line is stamped at most
-# this much later than it was written, and the order stays the order of arrival. The
-# workers' lines wait in the socket's buffer (LOG_SOCKET_BUFFER) meanwhile.
-LOG_GATHER = 0.01
 _CONTROL = b"\0"  # first octet of a datagram that is a message to the parent, not a log line
 _RELOADED = b"reloaded "
 
 
 class LogPipe:
-    """A worker's log: the lines written during one turn of the worker's event loop go to the
-    parent together, as one datagram, at the end of the turn (the parent stamps them).
+    """A worker's log: its lines go to the parent (which stamps them) in batches, one
+    datagram each: a line waits at most LOG_HOLD, or until `flush`, which the conversation
+    calls when it has logged an accepted message, before the client can see its 250. So the
+    line of every answered message is in the parent's hands first (the parent writes what
+    it receives at once); a SIGKILL of the service can lose the other lines of its workers'
+    last LOG_HOLD (connections, ends, refusals), and what the parent had not yet written.
 
-    A busy worker writes three lines per message; one datagram per turn instead of one per
-    line saves most of the sends and, above all, most of the parent's wake-ups. A line is
-    stamped by the parent at most one turn after it was written. Lines written where no
-    event loop runs (start-up, another thread) are sent at once."""
+    A busy worker writes three lines per message; a datagram per message or fewer, instead
+    of one per line, saves sends and, above all, the parent's wake-ups (each costs it about
+    25 us). Lines written where no event loop runs (start-up, another thread) are sent at
+    once."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._pending: list[bytes] = []
         self._size = 0
-        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def write(self, line: str) -> None:
         data = line.encode("utf-8", "replace")[:MAX_LINE]
@@ -86,13 +88,15 @@ class LogPipe:
             self.flush()
         self._pending.append(data)
         self._size += len(data) + 1
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        if self._timer is None:
+            self._timer = loop.call_later(LOG_HOLD, self.flush)
 
     def flush(self) -> None:
-        """Send the lines held so far (at the end of the loop's turn, and before exiting)."""
-        self._scheduled = False
+        """Send the lines held so far (after LOG_HOLD, for an accepted message at once, and
+        before the worker exits)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._pending:
             data = b"\n".join(self._pending)
             self._pending, self._size = [], 0
@@ -203,23 +207,21 @@ class Parent:
                 self._spawn(index)
 
     # ---- the log -------------------------------------------------------------------------------
-    def _drain_log(self) -> bool:
+    def _drain_log(self) -> None:
         """Every line waiting from the workers, appended to the log in one write (one write
         and one fstat per wake-up instead of per line: the lines of a busy second arrive
-        together); whether there were any."""
+        together)."""
         lines: list[bytes] = []
-        got = False
         try:
             while True:
                 try:
                     data = self._mine.recv(MAX_DATAGRAM + MAX_LINE + 64)
                 except (BlockingIOError, InterruptedError):
-                    return got
+                    return
                 except OSError as err:
                     if err.errno == errno.EAGAIN:
-                        return got
+                        return
                     raise
-                got = True
                 if data.startswith(_CONTROL):
                     if lines:  # the lines before it first: the log stays in time order
                         self.log.write_encoded(b"".join(lines))
@@ -281,8 +283,7 @@ class Parent:
                             pass
                     except BlockingIOError:
                         pass
-                if self._drain_log() and not self._stopping:
-                    time.sleep(LOG_GATHER)  # let the next lines gather (see LOG_GATHER)
+                self._drain_log()
                 # Woken by a worker's lines, the parent has nothing else to do: waitpid only
                 # after a SIGCHLD, and once a tick in case one was missed.
                 if signal.SIGCHLD in self._flags or time.monotonic() >= self._next_reap:
