@@ -89,14 +89,16 @@ class LogPipe:
         self._pending.append(data)
         self._size += len(data) + 1
         if self._timer is None:
-            self._timer = loop.call_later(LOG_HOLD, self.flush)
+            self._timer = loop.call_later(LOG_HOLD, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
 
     def flush(self) -> None:
         """Send the lines held so far (after LOG_HOLD, for an accepted message at once, and
-        before the worker exits)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        before the worker exits). A timer already set stays: it finds less or nothing to
+        send, which costs less than cancelling it and setting another."""
         if self._pending:
             data = b"\n".join(self._pending)
             self._pending, self._size = [], 0
@@ -288,8 +290,10 @@ class Parent:
                 # after a SIGCHLD, and once a tick in case one was missed.
                 if signal.SIGCHLD in self._flags or time.monotonic() >= self._next_reap:
                     self._reap()
-                self._handle_flags()
-                self._respawn_due()
+                if self._flags:
+                    self._handle_flags()
+                if self._respawn_at:
+                    self._respawn_due()
                 if self._stopping and not self.children:
                     self._drain_log()
                     break
