@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import socket
@@ -39,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+
+from smtp_bench import wait_workers  # noqa: E402 (this folder: the script's own)
 
 from mailyard.home import Home  # noqa: E402
 from mailyard.nodeinit import init_home  # noqa: E402
@@ -203,27 +204,13 @@ class Mailyard:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         port = home.port("smtp")
         wait_port(port, self.procs[1], "mailyard smtp")
-        self._wait_workers(home)
+        wait_workers(home)
         deadline = time.monotonic() + 60
         while not (home.service_log_dir("send") / "current").exists():
             if time.monotonic() > deadline or self.procs[0].poll() is not None:
                 raise RuntimeError("mailyard send did not start")
             time.sleep(0.05)
         return port, home.maildir(RECIPIENT) / "new"
-
-    def _wait_workers(self, home: Home) -> None:
-        """The port listens once the parent has bound it; the load starts once every SMTP
-        worker serves (their start-up is not the load's CPU), as in smtp_bench.py."""
-        log = home.service_log_dir("smtp") / "current"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = log.read_text() if log.exists() else ""
-            match = re.search(r" workers=(\d+)", text)
-            if match and (match.group(1) == "1" or
-                          text.count("worker-start ") >= int(match.group(1))):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("mailyard smtp: the workers did not start")
 
     def trees(self) -> list[int]:
         return [p.pid for p in self.procs]

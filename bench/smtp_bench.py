@@ -153,6 +153,21 @@ def count_files(directory: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(directory))
 
 
+def wait_workers(home: Home) -> None:
+    """The port listens as soon as the smtp parent has bound it; a load starts once every
+    worker serves (their start-up is not the load's CPU). e2e_bench.py uses it too."""
+    log = home.service_log_dir("smtp") / "current"
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        match = re.search(r" workers=(\d+)", text)
+        if match and (match.group(1) == "1" or
+                      text.count("worker-start ") >= int(match.group(1))):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("mailyard smtp: the workers did not start")
+
+
 # ---- mailyard ----------------------------------------------------------------------------------
 
 
@@ -181,22 +196,8 @@ class Mailyard:
                                      stderr=subprocess.DEVNULL)
         port = home.port("smtp")
         wait_port(port, self.proc, "mailyard smtp")
-        self._wait_workers(home)
+        wait_workers(home)
         return port
-
-    def _wait_workers(self, home: Home) -> None:
-        """The port listens as soon as the parent has bound it; the load starts once every
-        worker serves (their start-up is not the load's CPU)."""
-        log = home.service_log_dir("smtp") / "current"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            text = log.read_text() if log.exists() else ""
-            match = re.search(r" workers=(\d+)", text)
-            if match and (match.group(1) == "1" or
-                          text.count("worker-start ") >= int(match.group(1))):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("mailyard smtp: the workers did not start")
 
     def queued(self) -> int:
         assert self.home is not None

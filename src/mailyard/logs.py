@@ -144,8 +144,8 @@ class LogDir:
         ).encode("utf-8", "replace")
 
     def flush(self) -> None:
-        """Nothing to do: a LogDir writes each line at once (a worker's LogPipe holds a
-        turn's lines; the SMTP conversation flushes its log before every reply)."""
+        """Nothing to do: a LogDir writes each line at once (a worker's LogPipe holds its
+        lines a moment; the SMTP conversation flushes after logging an accepted message)."""
 
     def write_encoded(self, data: bytes) -> None:
         """Append lines made by `encode` in one write; rotates as `write` does."""
