@@ -16,6 +16,11 @@ their files again. The descriptor used for a filesystem is opened once and kept,
 write-back error that happens between two rounds is reported by the next one (Linux reports
 syncfs errors since the descriptor was opened, 5.8 and later).
 
+A batch that needs rounds between its steps can be written once as `Steps`: a generator that
+yields the directories to sync before its next step (an OSError of the round is thrown into
+it) and returns its answers. `run_steps` drives it here, in the calling thread;
+`sync_process.LoopSync.run` drives it on an event loop.
+
 Where `syncfs` is missing (not Linux, or no libc symbol), `available()` is false and the
 callers fsync each file and directory as before.
 """
@@ -26,9 +31,14 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import TypeVar
+
+R = TypeVar("R")
+# A batch's steps: yields the directories whose filesystems must be synced before it goes on
+# (a failure comes back as the OSError raised at the yield), returns the batch's answers.
+Steps = Generator[list[str], None, R]
 
 _LIBC_NAME = ctypes.util.find_library("c")
 _libc = ctypes.CDLL(_LIBC_NAME, use_errno=True) if _LIBC_NAME else None
@@ -186,3 +196,19 @@ class FsSync:
 
 # One for the process: the queue's splits and done marks and the Maildir deliveries share it.
 FS_SYNC = FsSync()
+
+
+def run_steps(steps: Steps[R], sync: FsSync = FS_SYNC) -> R:
+    """Drive a batch's steps in this thread, each yield's directories synced by `sync`."""
+    try:
+        directories = next(steps)
+        while True:
+            try:
+                if directories:
+                    sync.sync_all(directories)
+            except OSError as err:
+                directories = steps.throw(err)
+            else:
+                directories = steps.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

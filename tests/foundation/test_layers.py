@@ -4,9 +4,10 @@ Every module is parsed (not imported); each `import` statement anywhere in it co
 function too, except those under `if TYPE_CHECKING:` (annotations only). The layers, from the
 bottom (README, code layout):
 
-  0 primitives   children, durable, fssync, safefs, logs, home, address (with the blacklist and spam
-                 list entry grammars), quota, mailboxes, and the two leaf modules of
-                 services/ that everything may use (privileges, errors)
+  0 primitives   children, durable, fssync, sync_process, safefs, logs, home, address
+                 (with the blacklist and spam list entry grammars), quota, mailboxes, and
+                 the two leaf modules of services/ that everything may use (privileges,
+                 errors)
   1 settings     the registry and its types: no store access
   2 store        models, accounts, setting rows, the in-process view, the cache (with the
                  store's outages, the away marker and the store's health)
@@ -31,6 +32,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = "mailyard"
 
 PRIMITIVES = {"mailyard", "mailyard.children", "mailyard.durable", "mailyard.fssync",
+              "mailyard.sync_process",
               "mailyard.safefs", "mailyard.logs", "mailyard.home", "mailyard.address",
               "mailyard.blacklist", "mailyard.spam_lists",
               "mailyard.quota", "mailyard.mailboxes", "mailyard.services.privileges",

@@ -9,6 +9,11 @@ previous batch is still in its thread (group commit, as the queue's commit does)
 them to one function that does them all in one thread job: so the function can do every
 item's first step, then one sync round for all, then every item's next step.
 
+Where a batch's blocking steps are only file work between sync rounds, `Batcher.steps` runs
+it on the event loop instead, written as `fssync.Steps`, with the rounds made by the
+service's sync process (sync_process.LoopSync): no thread at all, so no GIL hand-off (the
+profile in bench/README.md, "End-to-end": about 120 futex calls per message with threads).
+
 The batch function answers each item on its own (a value, or the exception for that item):
 one item's failure is never another's. An exception out of the whole function fails every
 item of that batch.
@@ -17,8 +22,11 @@ item of that batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from ..fssync import Steps
+from ..sync_process import LoopSync
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,12 +42,22 @@ class Batcher(Generic[T, R]):
 
     def __init__(self, function: Callable[[list[T]], Sequence[R | BaseException]],
                  max_batch: int = MAX_BATCH) -> None:
-        self._function = function
+        """Each batch is one call of `function` in a worker thread."""
+        self._run_batch: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]] = \
+            lambda items: asyncio.to_thread(function, items)
         self._max = max_batch
         self._items: list[tuple[T, asyncio.Future[R]]] = []
         self._busy = False  # a batch is gathering (this turn) or running in a thread
         self.batches = 0  # thread jobs run (for tests and the benchmark)
         self.items = 0  # items they did
+
+    @classmethod
+    def steps(cls, function: Callable[[list[T]], Steps[Sequence[R | BaseException]]],
+              sync: LoopSync, max_batch: int = MAX_BATCH) -> Batcher[T, R]:
+        """Each batch's steps run on the event loop, their rounds by `sync` (no thread)."""
+        batcher: Batcher[T, R] = cls(lambda items: [], max_batch)
+        batcher._run_batch = lambda items: sync.run(function(items))
+        return batcher
 
     async def submit(self, item: T) -> R:
         """The item's answer once its batch has run; the item's exception if it failed."""
@@ -57,8 +75,8 @@ class Batcher(Generic[T, R]):
 
     async def _run(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            answers: Sequence[R | BaseException] = await asyncio.to_thread(
-                self._function, [item for item, _ in taken])
+            answers: Sequence[R | BaseException] = await self._run_batch(
+                [item for item, _ in taken])
             if len(answers) != len(taken):
                 raise RuntimeError(f"a batch of {len(taken)} got {len(answers)} answers")
         except BaseException as exc:  # the whole job failed (or the loop is ending)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import quota
+from ..fssync import Steps, run_steps
 from ..home import Home
 from ..mailauth.forwarding import Forwarder
 from ..mailauth.srs import SrsError
@@ -27,10 +28,11 @@ from ..queue import Envelope, Queue, QueueError
 from ..queue.envelope import QUARANTINE as QUARANTINE_KEY
 from ..queue.envelope import TRACE_HEADERS as TRACE_KEY
 from ..store.cache import answering_from_cache
+from ..sync_process import LoopSync
 from . import quota_warning
 from .batch import Batcher
 from .lookup import Recipients
-from .maildir import deliver_many, deliver_to_folder
+from .maildir import SYNC_ROUNDS, deliver_many_steps
 from .result import Result, deferral, failure, success
 
 # More Delivered-To lines than this is a loop through addresses we cannot see (Postfix's
@@ -156,8 +158,10 @@ class LocalContext:
     scanner: Scanner
     forwarder: Forwarder | None = None  # SRS and ARC for what aliases send on
     recipients: Recipients | None = None  # the store's in-process view (made when None)
-    # Maildir writes of the deliveries under way, done together (batch.py; made when None)
+    # Maildir writes of the deliveries under way, done together (batch.py; made when None:
+    # on the event loop with `sync`'s rounds where syncfs rounds exist, else in a thread)
     writes: Batcher[_MaildirWrite, Path] | None = None
+    sync: LoopSync | None = None
     # Maildir folders seen complete (new/ and tmp/ there), so a delivery into one costs no
     # stat; per context, so a reload (another mail.root) starts afresh. (address, folder) ->
     folders: dict[tuple[str, str], Path] = field(default_factory=dict)
@@ -166,7 +170,10 @@ class LocalContext:
         if self.recipients is None:
             self.recipients = Recipients(self.home)
         if self.writes is None:
-            self.writes = Batcher(_write_many)
+            if self.sync is not None and SYNC_ROUNDS:
+                self.writes = Batcher.steps(_write_many_steps, self.sync)
+            else:
+                self.writes = Batcher(_write_many)
 
 
 async def deliver_local(ctx: LocalContext, envelope: Envelope, recipient: str,
@@ -279,10 +286,6 @@ def _over_quota(ctx: LocalContext, envelope: Envelope, address: str, quota_mb: i
     return failure(QUOTA_TEXT.format(status="5.2.2"), status="5.2.2")
 
 
-def _write(ctx: LocalContext, address: str, folder: str, message: bytes) -> Path:
-    return deliver_to_folder(_target(ctx, address, folder), message)
-
-
 # (context, address, folder, message): one Maildir write of a batch
 _MaildirWrite = tuple[LocalContext, str, str, bytes]
 # Folders remembered at most per context (a node with more active mailboxes looks some up
@@ -310,8 +313,14 @@ def _target(ctx: LocalContext, address: str, folder: str) -> Path:
 
 
 def _write_many(items: list[_MaildirWrite]) -> list[Path | BaseException]:
-    """The Maildir writes of a batch (in a worker thread): each folder found, then every
-    message written with the batch's shared sync rounds (maildir.deliver_many)."""
+    """The Maildir writes of a batch in this thread (`_write_many_steps` driven here)."""
+    return run_steps(_write_many_steps(items))
+
+
+def _write_many_steps(items: list[_MaildirWrite]) -> Steps[list[Path | BaseException]]:
+    """The Maildir writes of a batch: each folder found, then every message written with
+    the batch's shared sync rounds (maildir.deliver_many_steps); a folder gone meanwhile is
+    looked for again, once."""
     answers: list[Path | BaseException] = [OSError("not written")] * len(items)
     todo: list[tuple[int, Path, bytes]] = []
     for i, (ctx, address, folder, message) in enumerate(items):
@@ -319,17 +328,23 @@ def _write_many(items: list[_MaildirWrite]) -> list[Path | BaseException]:
             todo.append((i, _target(ctx, address, folder), message))
         except OSError as err:
             answers[i] = err
-    results = deliver_many([(target, message) for _, target, message in todo])
-    for (i, _, _), result in zip(todo, results, strict=True):
-        if isinstance(result, FileNotFoundError):  # the folder went: look for it again, once
-            ctx, address, folder, message = items[i]
-            ctx.folders.pop((address, folder), None)
-            try:
-                answers[i] = _write(ctx, address, folder, message)
-            except OSError as err:
-                answers[i] = err
-        else:  # the file's path in new/, or the error that stopped it
-            answers[i] = result
+    for attempt in range(2):
+        results = yield from deliver_many_steps([(target, message)
+                                                 for _, target, message in todo])
+        again: list[tuple[int, Path, bytes]] = []
+        for (i, _, message), result in zip(todo, results, strict=True):
+            if isinstance(result, FileNotFoundError) and attempt == 0:  # the folder went
+                ctx, address, folder, _ = items[i]
+                ctx.folders.pop((address, folder), None)
+                try:
+                    again.append((i, _target(ctx, address, folder), message))
+                except OSError as err:
+                    answers[i] = err
+            else:  # the file's path in new/, or the error that stopped it
+                answers[i] = result
+        if not again:
+            break
+        todo = again
     return answers
 
 

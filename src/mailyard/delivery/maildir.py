@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..fssync import FS_SYNC, available
+from ..fssync import FS_SYNC, Steps, available, run_steps
 from .groupsync import GroupSync
 
 _sequence = itertools.count()
@@ -92,6 +92,13 @@ def deliver_many(items: list[tuple[Path, bytes]]) -> list[Path | OSError]:
     every file written, one round per filesystem, every rename, one round begun after the
     last rename; so a batch costs two rounds, and each answer still comes only after a sync
     that began after its own rename."""
+    return run_steps(deliver_many_steps(items))
+
+
+def deliver_many_steps(items: list[tuple[Path, bytes]]) -> Steps[list[Path | OSError]]:
+    """`deliver_many` as steps (fssync.Steps), which the send service drives on its event
+    loop with its sync process making the rounds. Without syncfs rounds there are no steps:
+    each message is delivered with its own fsyncs, in the calling thread."""
     if not SYNC_ROUNDS:
         out: list[Path | OSError] = []
         for folder, message in items:
@@ -112,7 +119,7 @@ def deliver_many(items: list[tuple[Path, bytes]]) -> list[Path | OSError]:
             continue
         written.append((i, tmp, base))
     try:
-        FS_SYNC.sync_all(f"{base}/tmp" for _, _, base in written)
+        yield [f"{base}/tmp" for _, _, base in written]
     except OSError as err:  # the data may not be on the disk: no name in new/ for any
         for i, tmp, _ in written:
             _unlink(tmp)
@@ -129,7 +136,7 @@ def deliver_many(items: list[tuple[Path, bytes]]) -> list[Path | OSError]:
             continue
         renamed.append((i, final, base))
     try:
-        FS_SYNC.sync_all(f"{base}/new" for _, _, base in renamed)
+        yield [f"{base}/new" for _, _, base in renamed]
     except OSError as err:  # in new/, perhaps not durably: defer (a duplicate, never a loss)
         for i, _, _ in renamed:
             answers[i] = err

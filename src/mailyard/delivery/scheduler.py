@@ -34,6 +34,7 @@ from ..queue import holds as qholds
 from ..queue import state as qstate
 from ..queue.state import CHANNELS, BounceReport, Recipient
 from ..store.settings_store import load_settings
+from ..sync_process import LoopSync
 from . import admin_requests, queue_actions, sendlog
 from .batch import Batcher, each
 from .bounce import BounceDecision, BounceKind, bounce_sender, build_bounce, decide_bounce, settle
@@ -53,6 +54,11 @@ CLEAN_INTERVAL_SECONDS = 3600.0
 # On SIGTERM, deliveries in flight get this long to finish before they are abandoned; an
 # abandoned delivery is simply retried at the next start (supervisord waits 10 s by default).
 SHUTDOWN_GRACE_SECONDS = 8.0
+# A message up to this size is read (for a local delivery) and checked against its envelope
+# (when split) on the event loop, in a few tens of microseconds from the page cache; a larger
+# one in a thread, so that one big message does not hold up the loop (Postfix's default
+# message_size_limit is 10 MB; 256 KiB reads in well under a millisecond).
+READ_ON_LOOP_MAX = 256 * 1024
 # Seconds before a bounce that could not be queued (a full disk) is tried again.
 BOUNCE_RETRY_SECONDS = 60.0
 # Seconds before a delivery whose outcome could not be written (a full disk) is tried again;
@@ -105,6 +111,10 @@ class Scheduler:
         self.settings: dict[str, Any] = load_settings(home)
         self.tasks: set[asyncio.Task[None]] = set()
         self.recipients = Recipients(home)  # the store's in-process view, for every lookup
+        # The syncfs rounds of the splits, Maildir writes and done marks, made by a child
+        # process while the loop goes on (sync_process.py); where syncfs rounds exist, their
+        # file work is done on the loop, elsewhere one thread job per batch (batch.py).
+        self.sync = LoopSync()
         self._apply_settings()
         self.messages: dict[str, Message] = {}
         self.heap: dict[str, list[tuple[float, int, str]]] = {c: [] for c in CHANNELS}
@@ -124,12 +134,10 @@ class Scheduler:
         self._dest_blocked = False  # ready remote work waits only for busy destinations
         self.held: set[str] = set()  # queue ids held (queue/holds.py), read at start
         self.bounce_on_adopt: set[str] = set()  # bounced by the administrator while in todo/
-        # The blocking steps of the deliveries under way, one thread job per batch (batch.py)
-        self._reads: Batcher[str, bytes] = Batcher(each(_read_file))
-        self._marks: Batcher[tuple[str, str, int], None] = Batcher(
-            partial(qstate.mark_done_many, self.queue))
-        self._removals: Batcher[str, None] = Batcher(
-            each(partial(qstate.remove_message, self.queue)))
+        self._marks: Batcher[tuple[str, str, int], None] = \
+            Batcher.steps(partial(qstate.mark_done_many_steps, self.queue), self.sync) \
+            if qstate.SYNC_ROUNDS else Batcher(partial(qstate.mark_done_many, self.queue))
+        self._reads: Batcher[str, bytes] = Batcher(each(_read_file))  # (large messages)
 
     # ---- settings -----------------------------------------------------------------------------
     def _apply_settings(self) -> None:
@@ -148,7 +156,8 @@ class Scheduler:
         if old is not None:  # sessions opened under the old settings are not reused
             self._spawn(old.close())
         self.local_ctx = LocalContext(self.home, s, self.queue, mailbox_scanner(),
-                                      Forwarder(self.home, s), self.recipients)
+                                      Forwarder(self.home, s), self.recipients,
+                                      sync=self.sync)
         self.signer = Signer(self.home, bool(s["dkim.signing"]))
 
     def request_reload(self) -> None:
@@ -243,6 +252,7 @@ class Scheduler:
                 await asyncio.wait(still, timeout=2)
         await self.remote.close()
         self.recipients.close()
+        self.sync.close()
         self.log.write("status: exiting")
 
     async def _clean(self) -> None:
@@ -302,6 +312,18 @@ class Scheduler:
             self._look = True
         self.wake.set()
 
+    async def _read_todos(self, batch: list[str]) -> list[tuple[str, Envelope | Exception]]:
+        """qstate.read_todos on the loop (small files, no thread hop); the data of a large
+        message is checked in a thread (READ_ON_LOOP_MAX)."""
+        out = qstate.read_todos(self.queue, batch, check_max=READ_ON_LOOP_MAX)
+        for i, (qid, env) in enumerate(out):
+            if isinstance(env, Envelope) and env.size > READ_ON_LOOP_MAX:
+                try:
+                    await asyncio.to_thread(qstate.check_data, self.queue, qid, env)
+                except (QueueError, OSError) as err:
+                    out[i] = (qid, err)
+        return out
+
     async def _take_todo(self) -> bool:
         """Split up to TODO_BATCH committed messages; True when more are waiting."""
         ids = sorted(self.queue.ids("todo"), key=int)
@@ -310,10 +332,10 @@ class Scheduler:
         batch = ids[:TODO_BATCH]
         items: list[tuple[str, Envelope]] = []
         batch = [qid for qid in batch if qid not in self.messages]  # (cannot happen; be safe)
-        for qid, env in await asyncio.to_thread(qstate.read_todos, self.queue, batch):
+        for qid, env in await self._read_todos(batch):
             if isinstance(env, TornMessage):  # a crash tore it before its 250: never sent
                 self.log.write(sendlog.warning(f"{str(env).removeprefix('queue: ')}; removed"))
-                await asyncio.to_thread(qstate.remove_message, self.queue, qid)
+                qstate.remove_message(self.queue, qid)
                 continue
             if isinstance(env, Exception):
                 self.log.write(sendlog.warning(f"trouble reading todo/{qid}: {env}"))
@@ -335,7 +357,12 @@ class Scheduler:
             return rcpt.rpartition("@")[2].lower().rstrip(".") in domains
 
         try:
-            stored = await asyncio.to_thread(qstate.split_todo, self.queue, items, is_local)
+            if qstate.SYNC_ROUNDS:
+                stored = await self.sync.run(qstate.split_todo_steps(self.queue, items,
+                                                                     is_local))
+            else:
+                stored = await asyncio.to_thread(qstate.split_todo, self.queue, items,
+                                                 is_local)
         except OSError as err:
             self.log.write(sendlog.alert(f"unable to split todo messages: {err}; will retry"))
             await self._pause(TODO_RETRY_SECONDS)
@@ -492,7 +519,11 @@ class Scheduler:
 
     async def _attempt(self, m: Message, channel: str, recipients: list[str]) -> list[Result]:
         if channel == "local":
-            data = await self._reads.submit(self.queue.file("mess", m.qid))
+            path = self.queue.file("mess", m.qid)
+            if m.envelope.size <= READ_ON_LOOP_MAX:
+                data = _read_file(path)
+            else:
+                data = await self._reads.submit(path)
             return [await deliver_local(self.local_ctx, m.envelope, recipients[0], data)]
         mess = self.queue.path("mess", m.qid)
         signature, signed_for = await self._signature(m, mess)
@@ -568,9 +599,11 @@ class Scheduler:
         if not m.busy():
             self._spawn(self._complete(m))  # removes every file of the message at once
         elif all(r.done for r in m.recipients[channel]) and m.recipients[channel]:
-            # The other channel still works: drop this one's file now, off the event loop
-            # (an unlink waits for the file system's journal).
-            self._spawn(asyncio.to_thread(qstate.finish_channel, self.queue, channel, m.qid))
+            # The other channel still works: drop this one's file now
+            try:
+                qstate.finish_channel(self.queue, channel, m.qid)
+            except OSError as err:  # it comes back all done at worst
+                self.log.write(sendlog.warning(f"unable to remove {channel}/{m.qid}: {err}"))
 
     # ---- the end of a message -------------------------------------------------------------------
     async def _complete(self, m: Message) -> None:
@@ -587,7 +620,10 @@ class Scheduler:
                 await asyncio.sleep(0)
                 self._retry_bounce_later(m)
                 return
-        await self._removals.submit(m.qid)
+        try:
+            qstate.remove_message(self.queue, m.qid)  # (unlinks only: on the loop)
+        except OSError as err:  # what is left is removed as leftovers (clean_orphans)
+            self.log.write(sendlog.warning(f"unable to remove msg {m.qid}: {err}"))
         self.messages.pop(m.qid, None)
         self.log.write(sendlog.end_msg(m.qid))
 

@@ -43,15 +43,14 @@ import asyncio
 import ctypes
 import errno
 import os
-import signal
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..children import die_with_parent
+from ..fssync import syncfs_fd as syncfs
 from ..services.privileges import running_as_root
+from ..sync_process import SyncProcess
 from .envelope import Envelope
 from .errors import QueueError
 from .inject import MessageWriter, state_fd, sync_entries, wrap_error
@@ -85,113 +84,6 @@ def default_method() -> str:
             _kernel(os.uname().release) >= SYNCFS_SINCE:
         return SYNCFS
     return FSYNC
-
-
-def syncfs(fd: int) -> None:
-    """syncfs(2) of the filesystem holding `fd` (the GIL is released during the call)."""
-    assert _libc is not None
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-class SyncProcess:
-    """A child process that calls syncfs(2) of the queue's filesystem when asked: one octet
-    down a pipe asks for a round, one octet back answers it (0: done, else the errno).
-
-    Why a process and not a thread: a thread of ours needs the GIL back after each call to
-    hand over its result, and under load the event loop holds it, so every round cost a
-    hand-off of the GIL both ways, a wake-up of the executor's thread and of the loop (most of
-    the 10 futex calls per message strace counted at 10 sessions). The child needs no GIL of
-    ours: the loop writes an octet and goes on, and reads the answer when its descriptor
-    becomes readable. The child is forked from the worker (it shares its memory until it
-    writes to it, so it adds little), dies with it (PR_SET_PDEATHSIG), and keeps its own
-    descriptor of the queue: syncfs reports a writeback error of the filesystem once per open
-    file description, so after a failure it opens a new one, never retrying on the old."""
-
-    def __init__(self, open_fd: Callable[[], int]) -> None:
-        parent = os.getpid()
-        ask_r, ask_w = os.pipe2(os.O_CLOEXEC)
-        answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the child: nothing but the rounds
-            code = 1
-            try:
-                _only_descriptors(ask_r, answer_w)  # the clients' sockets must close with us
-                signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    # a stop of the service's group must not end a round under way: the child
-                    # ends when its worker closes the pipe, or dies with it
-                    signal.signal(sig, signal.SIG_IGN)
-                die_with_parent(parent)
-                _serve_rounds(open_fd, ask_r, answer_w)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(ask_r)
-        os.close(answer_w)
-        os.set_blocking(answer_r, False)
-        self.pid = pid
-        self._ask = ask_w
-        self.answers = answer_r  # readable when a round has ended
-        self.ended = False
-
-    def ask(self) -> None:
-        """Start a round (the answer comes on `answers`)."""
-        try:
-            os.write(self._ask, b"\1")
-        except OSError:
-            self.ended = True  # the child is gone: the answer is an end of file
-
-    def answer(self) -> int | None:
-        """The answer of the round that ended (0 or an errno), None if none is there yet;
-        raises EOFError when the child has ended."""
-        try:
-            data = os.read(self.answers, 1)
-        except BlockingIOError:
-            return None
-        if not data:
-            self.ended = True
-            raise EOFError
-        return data[0]
-
-    def close(self) -> None:
-        """End the child and collect it."""
-        for fd in (self._ask, self.answers):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def _only_descriptors(*keep: int) -> None:
-    """Close every descriptor but 0-2 and `keep` (the forked child must not hold the worker's
-    sockets open: a client would never see its connection end)."""
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-
-
-def _serve_rounds(open_fd: Callable[[], int], ask: int, answer: int) -> None:
-    """The sync process's loop: a syncfs per octet asked, until the asking side closes."""
-    fd = open_fd()
-    while True:
-        if not os.read(ask, 1):
-            return
-        try:
-            syncfs(fd)
-            code = 0
-        except OSError as err:
-            code = (err.errno or errno.EIO) & 0xFF or errno.EIO
-            os.close(fd)  # the error was reported on this description: never again on it
-            fd = open_fd()
-        os.write(answer, bytes([code]))
 
 
 @dataclass(eq=False)
@@ -333,7 +225,7 @@ class GroupCommit:
         ended: it is started again for the next round)."""
         loop = asyncio.get_running_loop()
         if self._sync is None:
-            self._sync = SyncProcess(self._open_queue_fd)
+            self._sync = SyncProcess(self._open_queue_fd, syncfs)
             loop.add_reader(self._sync.answers, self._on_answer)
         self._answer = loop.create_future()
         self._sync.ask()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..durable import fsync_dir
-from ..fssync import FS_SYNC, available
+from ..fssync import FS_SYNC, Steps, available, run_steps
 from .envelope import Envelope
 from .errors import QueueError, TornMessage
 from .layout import Queue
@@ -169,14 +169,18 @@ def read_bounce_reports(queue: Queue, qid: str) -> list[BounceReport]:
 
 # ---- todo: splitting committed messages ----------------------------------------------------------
 
-def read_todos(queue: Queue, qids: list[str]) -> list[tuple[str, Envelope | Exception]]:
+def read_todos(queue: Queue, qids: list[str], check_max: int | None = None
+               ) -> list[tuple[str, Envelope | Exception]]:
     """The envelopes of several todo entries, each checked against its message file, or the
-    error reading each (TornMessage for a message a crash tore, which is to be removed)."""
+    error reading each (TornMessage for a message a crash tore, which is to be removed).
+    With `check_max`, a message larger than that is not checked here: its envelope comes
+    back for the caller to check (`check_data`) where a long read does no harm."""
     out: list[tuple[str, Envelope | Exception]] = []
     for qid in qids:
         try:
             env = read_todo(queue, qid)
-            check_data(queue, qid, env)
+            if check_max is None or env.size <= check_max:
+                check_data(queue, qid, env)
             out.append((qid, env))
         except (QueueError, OSError) as err:
             out.append((qid, err))
@@ -233,6 +237,13 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
     Done for a batch at once so that the syncs run together. Until todo/N is gone (durably)
     no delivery of N starts, so a crash anywhere here just means doing it again.
     """
+    return run_steps(split_todo_steps(queue, items, is_local))
+
+
+def split_todo_steps(queue: Queue, items: list[tuple[str, Envelope]],
+                     is_local: Callable[[str], bool]) -> Steps[list[StoredMessage]]:
+    """`split_todo` as steps (fssync.Steps), for the send service's event loop; without
+    syncfs rounds there are no steps (each file and directory fsynced here)."""
     out: list[StoredMessage] = []
     touched: set[str] = {"info"}
     writes: list[tuple[Path | str, bytes]] = []
@@ -257,7 +268,7 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
     if SYNC_ROUNDS:  # one round for every file and entry of the batch
         for written, data in writes:
             _write_file(written, data, sync=False)
-        FS_SYNC.sync(queue.file("info", ""))
+        yield [queue.file("info", "")]
     else:
         _sync_all(writes)
         for name in sorted(touched):
@@ -265,7 +276,7 @@ def split_todo(queue: Queue, items: list[tuple[str, Envelope]],
     for qid, _ in items:
         _unlink(queue.file("todo", qid))
     if SYNC_ROUNDS:
-        FS_SYNC.sync(queue.file("todo", ""))
+        yield [queue.file("todo", "")]
     else:
         fsync_dir(queue.root / "todo")
     return out
@@ -344,6 +355,12 @@ def mark_done_many(queue: Queue, marks: list[tuple[str, str, int]]) -> list[None
     every mark written, then one sync round for all of them where syncfs rounds exist (an
     fsync of each file elsewhere). A failed round fails every mark it covered: they stay to
     do, and are written again (over a T or a D alike)."""
+    return run_steps(mark_done_many_steps(queue, marks))
+
+
+def mark_done_many_steps(queue: Queue, marks: list[tuple[str, str, int]]
+                         ) -> Steps[list[None | OSError]]:
+    """`mark_done_many` as steps (fssync.Steps), for the send service's event loop."""
     answers: list[None | OSError] = [None] * len(marks)
     written: list[int] = []
     for i, (channel, qid, offset) in enumerate(marks):
@@ -355,7 +372,7 @@ def mark_done_many(queue: Queue, marks: list[tuple[str, str, int]]) -> list[None
         written.append(i)
     if SYNC_ROUNDS and written:
         try:
-            FS_SYNC.sync_all({queue.file(marks[i][0], "") for i in written})
+            yield sorted({queue.file(marks[i][0], "") for i in written})
         except OSError as err:
             for i in written:
                 answers[i] = err
